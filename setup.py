@@ -1,0 +1,49 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+VERSION = {}
+exec((ROOT / "solo_clamp" / "version.py").read_text(), VERSION)
+
+setup(
+    name="solo-clamp",
+    version=VERSION["__version__"],
+    description="CLAMP (Contrastive Learning As Manifold Packing) as a solo-learn method",
+    long_description=(ROOT / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["solo_clamp", "solo_clamp.*"]),
+    include_package_data=True,
+    package_data={"solo_clamp": ["py.typed"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "lightning>=2.1.2,<2.2",
+        "torchmetrics>=0.11,<1.0",
+        "hydra-core>=1.3",
+        "omegaconf>=2.3",
+        "timm>=0.9",
+        "numpy>=1.24",
+        "safetensors>=0.4",
+        "pooch>=1.7",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "scikit-learn>=1.2",
+        "pyyaml>=6.0",
+    ],
+    extras_require={
+        # solo-learn >= 1.0.6 is not on PyPI: install it from its repository first.
+        "solo": ["solo-learn>=1.0.6"],
+        "dali": ["nvidia-dali-cuda120"],
+        "hub": ["huggingface_hub>=0.20"],
+        "dev": ["pytest>=7.4", "ruff>=0.4"],
+    },
+    entry_points={"console_scripts": ["solo-clamp=solo_clamp.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,67 @@
+"""The ``solo-clamp`` console command.
+
+Each subcommand lives in its own module, which exposes ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their subcommand runs, so
+``solo-clamp --help`` and the torch-only commands work without solo-learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from solo_clamp.commands import CommandError
+from solo_clamp.version import __version__
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "pretrain": ("solo_clamp.commands.pretrain", "CLAMP pretraining (Hydra config, default: MNIST)"),
+    "linear": ("solo_clamp.commands.linear", "linear evaluation of a pretrained backbone"),
+    "knn": ("solo_clamp.commands.knn", "offline weighted kNN evaluation of a checkpoint"),
+    "prepare-data": ("solo_clamp.commands.prepare_data", "MNIST / Fashion-MNIST idx -> ImageFolder"),
+    "zoo": ("solo_clamp.commands.zoo", "list, download, verify, load and publish checkpoints"),
+    "geometry": ("solo_clamp.commands.geometry", "manifold geometry figures for a checkpoint"),
+    "compare": ("solo_clamp.commands.compare", "CLAMP vs SimCLR, BYOL and VICReg side by side"),
+}
+
+
+def build_parser(available: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="solo-clamp",
+        description="CLAMP (Contrastive Learning As Manifold Packing) for solo-learn.",
+    )
+    parser.add_argument("--version", action="version", version=f"solo-clamp {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        if available is not None and name not in available:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if not err.name or not err.name.startswith("solo_clamp.commands"):
+                raise
+            continue
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = [argv[0]] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(wanted)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except CommandError as err:
+        print(f"solo-clamp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

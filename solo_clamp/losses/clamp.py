@@ -1,0 +1,325 @@
+"""The CLAMP packing loss (Contrastive Learning As Manifold Packing).
+
+Reference: Zhang, Heeger, Martiniani, "Contrastive Learning As Manifold Packing",
+NeurIPS 2025.
+
+The V augmented views of image i form a sub-manifold, modelled as a ball of centre ``c_i``
+(the mean of its L2-normalised views) and radius ``r_i = rs * sqrt(trace(C_i) / min(D, V))``.
+Overlapping balls repel each other through a short-range soft-sphere potential, exactly
+like particles in a jammed packing:
+
+    E = 0.5 * lw1 * sum_{i != j, min_margin < d_ij < S_ij} (1 - d_ij / S_ij) ** pot_pow
+        + lw0 * sum_i r_i,          S_ij = min(r_i + r_j, max_range)
+    loss = log(E + 1e-6)
+
+Unlike the official implementation, pair distances come from one Gram matrix of the
+centroids, so no ``N x N x D`` tensor is ever built. Above ``AUTO_TILE_MIN_IMAGES`` images
+(or when ``tile_size`` is given) the pair energy is evaluated in row blocks by a custom
+autograd function whose backward recomputes each block: peak memory is then
+``O(N * tile_size + N * V * D)`` instead of ``O(N**2)``.
+
+Distributed convention: with ``gather=True`` and an initialised process group, every
+rank gathers all ranks' embeddings (all ranks must hold the same number of images), so
+each rank computes the loss of the global batch. The gather's backward sums the
+gradients of all ranks, so after DDP averages the parameter gradients they equal the
+single-process gradients of the concatenated global batch exactly (factor 1). This is
+solo-learn's ``gather`` convention. The official CLAMP code instead detaches the other
+ranks' embeddings, which yields ``1 / world_size`` of the single-process gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+AUTO_TILE_MIN_IMAGES = 8192
+"""Above this many images (global batch) the tiled path is used when ``tile_size`` is None."""
+
+_TILE_ELEMENTS = 1 << 24
+"""Elements of one ``tile_size x N`` block used to pick the automatic tile size."""
+
+_EPS_SQRT = 1e-12
+_EPS_RANGE = 1e-6
+_EPS_LOG = 1e-6
+
+STAT_NAMES = ("mean_radius", "neighbours", "centroid_distance", "overlap_fraction")
+
+
+def _validate(z: torch.Tensor, num_views: int, rs: float, min_margin: float, max_range: float):
+    if not isinstance(z, torch.Tensor) or z.dim() != 2:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"z must be a 2-D tensor [num_views * B, D], got {shape}.")
+    if not isinstance(num_views, int) or num_views < 2:
+        raise ValueError(
+            f"num_views must be an integer >= 2 (a sub-manifold needs at least two views), "
+            f"got {num_views!r}."
+        )
+    if z.shape[0] % num_views != 0:
+        raise ValueError(
+            f"z has {z.shape[0]} rows, which is not divisible by num_views={num_views}; "
+            "rows must be view-major [num_views * B, D]."
+        )
+    if not rs > 0:
+        raise ValueError(f"rs must be > 0, got {rs!r}.")
+    if not max_range > min_margin:
+        raise ValueError(
+            f"max_range must be > min_margin, got max_range={max_range!r}, "
+            f"min_margin={min_margin!r}."
+        )
+    if not torch.isfinite(z).all():
+        raise ValueError(
+            "z contains non-finite values (NaN or Inf): the embeddings diverged. "
+            "Lower the learning rate or enable gradient clipping."
+        )
+
+
+class _GatherImages(torch.autograd.Function):
+    """All-gathers ``[V, B, D]`` along the image axis; backward sums the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.rank = dist.get_rank()
+        ctx.local_images = x.shape[1]
+        parts[ctx.rank] = x
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        start = ctx.rank * ctx.local_images
+        return grad[:, start : start + ctx.local_images]
+
+
+def gather_images(z_views: torch.Tensor) -> torch.Tensor:
+    """Gathers ``[V, B, D]`` from all ranks into ``[V, B * world, D]`` (identity off DDP)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return _GatherImages.apply(z_views)
+    return z_views
+
+
+def submanifold_geometry(
+    z_views: torch.Tensor, rs: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroids and radii of the sub-manifolds (steps 2-5 of the loss).
+
+    Args:
+        z_views: ``[V, N, D]`` embeddings, view-major.
+        rs: radius scale.
+
+    Returns:
+        ``(centroids [N, D], radii [N])`` after centring on the mean of all ``V * N`` rows and
+        L2-normalising each row.
+    """
+    num_views, _, dim = z_views.shape
+    z_views = z_views - z_views.mean(dim=(0, 1), keepdim=True)
+    z_views = F.normalize(z_views, dim=-1)
+    centroids = z_views.mean(dim=0)
+    spread = (z_views - centroids).pow(2).sum(dim=(0, 2)) / (num_views - 1)
+    radii = rs * torch.sqrt(spread / min(dim, num_views) + _EPS_SQRT)
+    return centroids, radii
+
+
+def _pair_block(
+    c_rows: torch.Tensor,
+    centroids: torch.Tensor,
+    r_rows: torch.Tensor,
+    radii: torch.Tensor,
+    sq_norms: torch.Tensor,
+    row_start: int,
+    min_margin: float,
+    max_range: float,
+):
+    """Distances, interaction ranges and interaction mask for rows ``row_start:`` vs all."""
+    rows = c_rows.shape[0]
+    sq_rows = sq_norms[row_start : row_start + rows]
+    sq_dist = (sq_rows[:, None] + sq_norms[None, :] - 2.0 * (c_rows @ centroids.T)).clamp_min(0)
+    dist_ = torch.sqrt(sq_dist + _EPS_SQRT)
+    reach = (r_rows[:, None] + radii[None, :] + _EPS_RANGE).clamp(max=max_range)
+    cols = torch.arange(centroids.shape[0], device=centroids.device)
+    off_diag = cols[None, :] != (cols[row_start : row_start + rows])[:, None]
+    mask = off_diag & (dist_ > min_margin) & (dist_ < reach)
+    return dist_, reach, mask, off_diag
+
+
+def _soft_sphere(dist_, reach, mask, pot_pow: float) -> torch.Tensor:
+    # The masked-out base is set to 1 so that pow() has a finite gradient there (for
+    # pot_pow < 1 a zero base would give inf * 0 = NaN in backward).
+    base = torch.where(mask, 1.0 - dist_ / reach, torch.ones_like(dist_))
+    return torch.where(mask, base.pow(pot_pow), torch.zeros_like(dist_))
+
+
+def _dense_pair_energy(centroids, radii, min_margin, max_range, pot_pow):
+    sq_norms = centroids.pow(2).sum(dim=1)
+    dist_, reach, mask, off_diag = _pair_block(
+        centroids, centroids, radii, radii, sq_norms, 0, min_margin, max_range
+    )
+    energy = _soft_sphere(dist_, reach, mask, pot_pow).sum()
+    counts = torch.stack(
+        [mask.sum().to(dist_.dtype), (dist_.detach() * off_diag).sum()]
+    )
+    return energy, counts
+
+
+class _TiledPairEnergy(torch.autograd.Function):
+    """Sum over ordered pairs of the soft-sphere energy, evaluated in row blocks.
+
+    Forward keeps only the inputs; backward recomputes each block and applies the
+    analytic gradient, so no ``N x N`` intermediate outlives its block.
+    """
+
+    @staticmethod
+    def forward(ctx, centroids, radii, tile, min_margin, max_range, pot_pow):  # type: ignore[override]
+        sq_norms = centroids.pow(2).sum(dim=1)
+        energy = centroids.new_zeros(())
+        counts = centroids.new_zeros(2)
+        for start in range(0, centroids.shape[0], tile):
+            c_rows, r_rows = centroids[start : start + tile], radii[start : start + tile]
+            dist_, reach, mask, off_diag = _pair_block(
+                c_rows, centroids, r_rows, radii, sq_norms, start, min_margin, max_range
+            )
+            energy += _soft_sphere(dist_, reach, mask, pot_pow).sum()
+            counts[0] += mask.sum()
+            counts[1] += (dist_ * off_diag).sum()
+        ctx.save_for_backward(centroids, radii)
+        ctx.hyper = (tile, min_margin, max_range, pot_pow)
+        ctx.mark_non_differentiable(counts)
+        return energy, counts
+
+    @staticmethod
+    def backward(ctx, grad_energy, _grad_counts):  # type: ignore[override]
+        centroids, radii = ctx.saved_tensors
+        tile, min_margin, max_range, pot_pow = ctx.hyper
+        sq_norms = centroids.pow(2).sum(dim=1)
+        grad_c = torch.zeros_like(centroids)
+        grad_r = torch.zeros_like(radii)
+        for start in range(0, centroids.shape[0], tile):
+            c_rows, r_rows = centroids[start : start + tile], radii[start : start + tile]
+            dist_, reach, mask, _ = _pair_block(
+                c_rows, centroids, r_rows, radii, sq_norms, start, min_margin, max_range
+            )
+            base = torch.where(mask, 1.0 - dist_ / reach, torch.ones_like(dist_))
+            slope = torch.where(mask, pot_pow * base.pow(pot_pow - 1.0), torch.zeros_like(dist_))
+            # d e / d d_ij = -slope / S_ij ;  d e / d S_ij = slope * d_ij / S_ij**2
+            weight = -slope / (reach * dist_)
+            unclamped = (r_rows[:, None] + radii[None, :] + _EPS_RANGE) < max_range
+            # Each unordered pair appears twice (ij and ji) with equal terms, hence the 2.
+            grad_c[start : start + tile] = 2.0 * (
+                weight.sum(dim=1, keepdim=True) * c_rows - weight @ centroids
+            )
+            grad_r[start : start + tile] = 2.0 * (
+                slope * dist_ / reach.pow(2) * unclamped
+            ).sum(dim=1)
+        return grad_c * grad_energy, grad_r * grad_energy, None, None, None, None
+
+
+def _resolve_tile(tile_size: Optional[int], num_images: int) -> Optional[int]:
+    if tile_size is None:
+        if num_images <= AUTO_TILE_MIN_IMAGES:
+            return None
+        return max(1, min(num_images, _TILE_ELEMENTS // num_images))
+    if not isinstance(tile_size, int) or tile_size < 1:
+        raise ValueError(f"tile_size must be a positive integer or None, got {tile_size!r}.")
+    return tile_size
+
+
+def clamp_loss_and_stats(
+    z: torch.Tensor,
+    num_views: int,
+    rs: float,
+    pot_pow: float = 2.0,
+    lw0: float = 0.0,
+    lw1: float = 1.0,
+    min_margin: float = 1e-3,
+    max_range: float = 1.5,
+    gather: bool = True,
+    tile_size: Optional[int] = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CLAMP loss and its packing diagnostics, from the same intermediates.
+
+    Args:
+        z: ``[num_views * B, D]`` embeddings, view-major: row ``v * B + b`` is view ``v`` of
+            image ``b`` (``torch.cat`` of the per-crop projector outputs).
+        num_views: V, the number of views per image (>= 2).
+        rs: radius scale of the sub-manifolds (> 0).
+        pot_pow: exponent of the soft-sphere potential.
+        lw0: weight of the total radius term.
+        lw1: weight of the repulsion term.
+        min_margin: pairs closer than this are ignored (coincident centroids).
+        max_range: upper bound of the interaction range ``S_ij``.
+        gather: all-gather the images of every rank when torch.distributed is initialised.
+        tile_size: rows per block of the tiled path; None picks the dense Gram path up to
+            ``AUTO_TILE_MIN_IMAGES`` images and a tiled path above.
+
+    Returns:
+        ``(loss, stats)``: the scalar loss and a dict of detached scalars: ``mean_radius``,
+        ``neighbours`` (mean interacting neighbours per sub-manifold), ``centroid_distance``
+        (mean over pairs i != j) and ``overlap_fraction`` (interacting pairs / all pairs).
+
+    Examples:
+        >>> z = torch.randn(4 * 32, 128)  # 4 views of 32 images
+        >>> loss, stats = clamp_loss_and_stats(z, num_views=4, rs=7.0)
+    """
+    _validate(z, num_views, rs, min_margin, max_range)
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        z_views = z.float().reshape(num_views, -1, z.shape[1])
+        if gather:
+            z_views = gather_images(z_views)
+        num_images = z_views.shape[1]
+        if num_images < 2:
+            raise ValueError(
+                f"CLAMP needs at least 2 images in the (global) batch to pack, got {num_images}; "
+                "increase optimizer.batch_size."
+            )
+        centroids, radii = submanifold_geometry(z_views, rs)
+        tile = _resolve_tile(tile_size, num_images)
+        if tile is None:
+            pair_energy, counts = _dense_pair_energy(
+                centroids, radii, min_margin, max_range, pot_pow
+            )
+        else:
+            pair_energy, counts = _TiledPairEnergy.apply(
+                centroids, radii, tile, min_margin, max_range, float(pot_pow)
+            )
+        energy = 0.5 * lw1 * pair_energy + lw0 * radii.sum()
+        loss = torch.log(energy + _EPS_LOG)
+
+    num_pairs = num_images * (num_images - 1)
+    stats = {
+        "mean_radius": radii.detach().mean(),
+        "neighbours": counts[0].detach() / num_images,
+        "centroid_distance": counts[1].detach() / num_pairs,
+        "overlap_fraction": counts[0].detach() / num_pairs,
+    }
+    return loss, stats
+
+
+def clamp_loss_func(
+    z: torch.Tensor,
+    num_views: int,
+    rs: float,
+    pot_pow: float = 2.0,
+    lw0: float = 0.0,
+    lw1: float = 1.0,
+    min_margin: float = 1e-3,
+    max_range: float = 1.5,
+    gather: bool = True,
+    tile_size: Optional[int] = None,
+) -> torch.Tensor:
+    """Computes the CLAMP packing loss; see :func:`clamp_loss_and_stats` for the arguments.
+
+    Examples:
+        >>> z = torch.randn(16 * 8, 256, requires_grad=True)  # 16 views of 8 images
+        >>> clamp_loss_func(z, num_views=16, rs=7.0).backward()
+    """
+    loss, _ = clamp_loss_and_stats(
+        z, num_views, rs, pot_pow, lw0, lw1, min_margin, max_range, gather, tile_size
+    )
+    return loss
+
