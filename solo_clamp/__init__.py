@@ -32,9 +32,13 @@ def register() -> type:
     """
     if not solo_available():
         raise ModuleNotFoundError(SOLO_MISSING_MESSAGE, name="solo")
-    from solo.methods import METHODS
+    with warnings.catch_warnings():  # solo-learn's and timm's import-time deprecation noise
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from solo.methods import METHODS
 
-    from solo_clamp.methods.clamp import CLAMP
+        from solo_clamp.methods.clamp import CLAMP
 
     METHODS["clamp"] = CLAMP
     return CLAMP
@@ -44,7 +48,9 @@ if solo_available():
     try:
         register()
     except ImportError as err:  # solo-learn present but broken: keep the torch-only API usable
-        warnings.warn(f"solo-learn was found but CLAMP could not be registered: {err}", stacklevel=2)
+        warnings.warn(
+            f"solo-learn was found but CLAMP could not be registered: {err}", stacklevel=2
+        )
 
 __all__ = [
     "__version__",

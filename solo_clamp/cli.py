@@ -16,10 +16,16 @@ from solo_clamp.commands import CommandError
 from solo_clamp.version import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("solo_clamp.commands.pretrain", "CLAMP pretraining (Hydra config, default: MNIST)"),
+    "pretrain": (
+        "solo_clamp.commands.pretrain",
+        "CLAMP pretraining (Hydra config, default: MNIST)",
+    ),
     "linear": ("solo_clamp.commands.linear", "linear evaluation of a pretrained backbone"),
     "knn": ("solo_clamp.commands.knn", "offline weighted kNN evaluation of a checkpoint"),
-    "prepare-data": ("solo_clamp.commands.prepare_data", "MNIST / Fashion-MNIST idx -> ImageFolder"),
+    "prepare-data": (
+        "solo_clamp.commands.prepare_data",
+        "MNIST / Fashion-MNIST idx -> ImageFolder",
+    ),
     "zoo": ("solo_clamp.commands.zoo", "list, download, verify, load and publish checkpoints"),
     "geometry": ("solo_clamp.commands.geometry", "manifold geometry figures for a checkpoint"),
     "compare": ("solo_clamp.commands.compare", "CLAMP vs SimCLR, BYOL and VICReg side by side"),

@@ -84,7 +84,9 @@ def check_clamp_kwargs(kwargs: DictConfig | dict | None, num_views: int) -> Dict
             f"max_range={max_range!r}, min_margin={min_margin!r}."
         )
     if not isinstance(kwargs.joint_forward, bool):
-        raise ValueError(f"{_field('joint_forward')} must be true or false, got {kwargs.joint_forward!r}.")
+        raise ValueError(
+            f"{_field('joint_forward')} must be true or false, got {kwargs.joint_forward!r}."
+        )
     if kwargs.tile_size is not None:
         _positive_int(kwargs, "tile_size")
     return kwargs

@@ -27,8 +27,9 @@ def mnist_source() -> Path:
     return path
 
 
-def write_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: int = 32,
-                       seed: int = 0) -> Path:
+def write_image_folder(
+    root: Path, classes: int = 3, per_class: int = 8, size: int = 32, seed: int = 0
+) -> Path:
     """Writes a tiny ImageFolder of random RGB PNGs: root/class_k/img_i.png."""
     rng = np.random.default_rng(seed)
     for k in range(classes):
@@ -54,10 +55,18 @@ def image_folder_factory(tmp_path):
     return make
 
 
-def make_clamp_cfg(num_views: int = 4, batch_size: int = 8, train_path: str = "unused",
-                   backbone: str = "resnet18", dataset: str = "custom", num_classes: int = 3,
-                   proj_hidden_dim: int = 32, proj_output_dim: int = 16, crop_size: int = 32,
-                   **method_kwargs):
+def make_clamp_cfg(
+    num_views: int = 4,
+    batch_size: int = 8,
+    train_path: str = "unused",
+    backbone: str = "resnet18",
+    dataset: str = "custom",
+    num_classes: int = 3,
+    proj_hidden_dim: int = 32,
+    proj_output_dim: int = 16,
+    crop_size: int = 32,
+    **method_kwargs,
+):
     """A minimal, already-parsed pretraining cfg for CLAMP, as solo-learn's parse_cfg leaves it."""
     from omegaconf import OmegaConf
 
@@ -91,8 +100,12 @@ def make_clamp_cfg(num_views: int = 4, batch_size: int = 8, train_path: str = "u
                 "lr": 0.1,
                 "classifier_lr": 0.1,
                 "weight_decay": 1e-6,
-                "kwargs": {"momentum": 0.9, "eta": 0.02, "clip_lr": True,
-                           "exclude_bias_n_norm": True},
+                "kwargs": {
+                    "momentum": 0.9,
+                    "eta": 0.02,
+                    "clip_lr": True,
+                    "exclude_bias_n_norm": True,
+                },
             },
             "scheduler": {"name": "warmup_cosine", "warmup_epochs": 0},
             "max_epochs": 1,

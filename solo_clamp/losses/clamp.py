@@ -104,9 +104,7 @@ def gather_images(z_views: torch.Tensor) -> torch.Tensor:
     return z_views
 
 
-def submanifold_geometry(
-    z_views: torch.Tensor, rs: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def submanifold_geometry(z_views: torch.Tensor, rs: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Centroids and radii of the sub-manifolds (steps 2-5 of the loss).
 
     Args:
@@ -161,9 +159,7 @@ def _dense_pair_energy(centroids, radii, min_margin, max_range, pot_pow):
         centroids, centroids, radii, radii, sq_norms, 0, min_margin, max_range
     )
     energy = _soft_sphere(dist_, reach, mask, pot_pow).sum()
-    counts = torch.stack(
-        [mask.sum().to(dist_.dtype), (dist_.detach() * off_diag).sum()]
-    )
+    counts = torch.stack([mask.sum().to(dist_.dtype), (dist_.detach() * off_diag).sum()])
     return energy, counts
 
 
@@ -213,9 +209,9 @@ class _TiledPairEnergy(torch.autograd.Function):
             grad_c[start : start + tile] = 2.0 * (
                 weight.sum(dim=1, keepdim=True) * c_rows - weight @ centroids
             )
-            grad_r[start : start + tile] = 2.0 * (
-                slope * dist_ / reach.pow(2) * unclamped
-            ).sum(dim=1)
+            grad_r[start : start + tile] = 2.0 * (slope * dist_ / reach.pow(2) * unclamped).sum(
+                dim=1
+            )
         return grad_c * grad_energy, grad_r * grad_energy, None, None, None, None
 
 
@@ -268,7 +264,8 @@ def clamp_loss_and_stats(
     """
     _validate(z, num_views, rs, min_margin, max_range)
     with torch.autocast(device_type=z.device.type, enabled=False):
-        z_views = z.float().reshape(num_views, -1, z.shape[1])
+        # Half precision is promoted to float32; float64 is kept (gradient checks need it).
+        z_views = (z if z.dtype == torch.float64 else z.float()).reshape(num_views, -1, z.shape[1])
         if gather:
             z_views = gather_images(z_views)
         num_images = z_views.shape[1]
@@ -322,4 +319,3 @@ def clamp_loss_func(
         z, num_views, rs, pot_pow, lw0, lw1, min_margin, max_range, gather, tile_size
     )
     return loss
-

@@ -1,0 +1,25 @@
+"""Offline weighted kNN of a CLAMP (or any solo-learn) checkpoint.
+
+    python scripts/linear/main_knn.py --config-path mnist --config-name knn.yaml \
+        pretrained_checkpoint=trained_models/clamp/<run>
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+import solo_clamp
+
+
+@hydra.main(version_base="1.2", config_path="mnist", config_name="knn.yaml")
+def main(cfg: DictConfig) -> None:
+    if not solo_clamp.solo_available():
+        sys.exit(f"error: {solo_clamp.SOLO_MISSING_MESSAGE}")
+    from solo_clamp.training.knn import run_knn
+
+    run_knn(cfg)
+
+
+if __name__ == "__main__":
+    main()

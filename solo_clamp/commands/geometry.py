@@ -1,0 +1,619 @@
+"""``solo-clamp geometry``: manifold-geometry figures and numbers for a CLAMP checkpoint.
+
+    solo-clamp geometry CKPT --data DIR [--out DIR] [--logs metrics.csv] [--max-images N]
+
+``CKPT`` is a solo-learn checkpoint (a ``.ckpt`` whose ``state_dict`` holds ``backbone.*`` and
+``projector.*``) with the run's ``args.json`` beside it. ``--data`` is an ImageFolder
+(``DIR/class/image``). Written to ``--out`` (default: ``geometry/`` beside the checkpoint):
+
+* ``geometry.json``: every number below, the settings used and notes;
+* ``training_curves.png``: neighbour count and mean radius per epoch, from the Lightning
+  ``metrics.csv`` (``--logs``, else the one beside the checkpoint; skipped with a note);
+* ``centroid_distances.png``: centroid distances of the sub-manifolds (views at training
+  augmentation strength) for the trained model and an untrained one (same architecture,
+  fresh init with ``--seed``), in the projector (loss) space and in the backbone space;
+* ``similarities.png``: orientation similarity (squared cosine of principal axes) and
+  centroid cosine similarity, trained vs untrained;
+* ``tsne.png``: t-SNE of the unaugmented backbone features, coloured by class;
+* ``invariance.png``: within-image share of the feature variance vs augmentation strength
+  ``s``, for the backbone and the projector outputs.
+
+Augmentation strength ``s`` scales the training pipeline of ``augmentations[0]``: the
+RandomResizedCrop scale range becomes ``(1 - s * (1 - crop_min_scale), 1)`` and its log
+aspect-ratio range ``s * log(3/4) .. s * log(4/3)`` (so ``s = 0`` is the plain resize), and
+the colour-jitter strengths are multiplied by ``s`` (probability unchanged). The other
+augmentations (grayscale, blur, solarization, flip) are left out. Sub-manifold statistics use
+``s = 1`` and the geometry of :mod:`solo_clamp.geometry` with the loss's normalisation.
+
+torch, torchvision, matplotlib, scikit-learn and solo-learn are imported when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from solo_clamp.commands import CommandError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+JITTER_DEFAULTS = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1, "prob": 0.8}
+MIN_SCALE_DEFAULT = 0.08
+CURVE_COLUMNS = {
+    "neighbours": "train_clamp_neighbours_epoch",
+    "mean_radius": "train_clamp_mean_radius_epoch",
+}
+# solo-learn normalises these datasets with their own statistics, whatever the cfg says.
+DATASET_STATS_NOTE = ("cifar10", "cifar100", "stl10")
+# Globals a Lightning checkpoint may pickle besides tensors and containers; plain data.
+_VETTED_GLOBALS = {"pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath",
+                   "pathlib.PureWindowsPath"}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the checkpoint, data and output options."""
+    parser.add_argument("ckpt", type=Path, help="solo-learn .ckpt (args.json beside it)")
+    parser.add_argument("--data", type=Path, required=True, metavar="DIR",
+                        help="ImageFolder of evaluation images (DIR/class/image)")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="output folder (default: geometry/ beside the checkpoint)")
+    parser.add_argument("--logs", type=Path, default=None, metavar="metrics.csv",
+                        help="Lightning CSV log (default: metrics.csv beside the checkpoint)")
+    parser.add_argument("--max-images", type=_positive_int, default=1000, metavar="N",
+                        help="images sampled from --data for features and t-SNE (default 1000)")
+    parser.add_argument("--invariance-images", type=_positive_int, default=256, metavar="N",
+                        help="images given multiple views: sub-manifolds and invariance "
+                             "(default 256, at most --max-images)")
+    parser.add_argument("--views", type=_positive_int, default=8, metavar="V",
+                        help="augmented views per image (default 8, at least 2)")
+    parser.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+                        help="images per forward batch (default 64)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the sampling, augmentations and untrained model")
+    parser.add_argument("--device", default="auto",
+                        help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _check_inputs(args: argparse.Namespace) -> Path:
+    """Validates the paths and sizes; returns the ``args.json`` path."""
+    if not args.ckpt.is_file():
+        raise CommandError(f"checkpoint not found: {args.ckpt}")
+    args_json = args.ckpt.parent / "args.json"
+    if not args_json.is_file():
+        raise CommandError(
+            f"no args.json beside the checkpoint ({args_json}): solo-learn writes the run's "
+            "cfg there; copy it next to the .ckpt."
+        )
+    if not args.data.is_dir():
+        raise CommandError(f"--data is not a directory: {args.data}")
+    if args.logs is not None and not args.logs.is_file():
+        raise CommandError(f"--logs file not found: {args.logs}")
+    if args.views < 2:
+        raise CommandError(f"--views must be at least 2 (a sub-manifold needs 2 views), "
+                           f"got {args.views}.")
+    return args_json
+
+
+def _load_cfg(args_json: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads(args_json.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CommandError(f"cannot read {args_json}: {err}") from None
+    if not isinstance(cfg, dict) or "augmentations" not in cfg or not cfg["augmentations"]:
+        raise CommandError(f"{args_json} is not a solo-learn cfg: no augmentations list.")
+    return cfg
+
+
+def _torch_load(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)``; pathlib globals are allow-listed if refused."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        if not refused or not refused <= _VETTED_GLOBALS:
+            names = ", ".join(sorted(refused)) or str(err).splitlines()[0]
+            raise CommandError(
+                f"torch.load(weights_only=True) refused {path}: it pickles {names}. Re-save "
+                "only its state_dict: torch.save({'state_dict': ckpt['state_dict']}, path)."
+            ) from None
+        import importlib
+
+        allowed = []
+        for name in sorted(refused):
+            module, _, attr = name.rpartition(".")
+            allowed.append(getattr(importlib.import_module(module), attr))
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as err:
+        raise CommandError(f"cannot load checkpoint {path}: {err}") from None
+
+
+def _build_model(cfg: dict[str, Any]) -> nn.Module:
+    from omegaconf import OmegaConf
+
+    import solo_clamp
+
+    try:
+        solo_clamp.register()
+        from solo.methods import METHODS
+    except ModuleNotFoundError as err:
+        raise CommandError(solo_clamp.SOLO_MISSING_MESSAGE) from err
+    try:
+        model = METHODS["clamp"](OmegaConf.create(cfg))
+    except (ValueError, KeyError, AssertionError, TypeError) as err:
+        raise CommandError(f"cannot build CLAMP from args.json: {err}") from None
+    return model.eval()
+
+
+def _load_weights(model: nn.Module, ckpt: dict[str, Any], path: Path) -> None:
+    """Loads ``backbone.*`` and ``projector.*`` of ``ckpt["state_dict"]`` strictly."""
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise CommandError(f"{path} has no state_dict: not a solo-learn/Lightning checkpoint.")
+    for part in ("backbone", "projector"):
+        sub = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+        if not sub:
+            raise CommandError(f"{path}: state_dict has no {part}.* weights.")
+        try:
+            getattr(model, part).load_state_dict(sub, strict=True)
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise CommandError(
+                f"{path}: the {part} weights do not match the architecture of args.json "
+                f"({first})."
+            ) from None
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def _augmentation_settings(aug: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+    """Crop min scale and colour jitter of ``augmentations[0]``; names of defaults used."""
+    defaults_used = []
+    rrc = aug.get("rrc") or {}
+    if "crop_min_scale" in rrc:
+        min_scale = float(rrc["crop_min_scale"])
+    else:
+        min_scale = MIN_SCALE_DEFAULT
+        defaults_used.append("rrc.crop_min_scale")
+    if rrc.get("enabled") is False:
+        min_scale = 1.0
+    jitter = aug.get("color_jitter") or {}
+    settings = {"crop_min_scale": min_scale}
+    for name, default in JITTER_DEFAULTS.items():
+        if name in jitter:
+            settings[name] = float(jitter[name])
+        else:
+            settings[name] = default
+            defaults_used.append(f"color_jitter.{name}")
+    return settings, defaults_used
+
+
+def _base_transform(crop: int, mean: Sequence[float], std: Sequence[float]):
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.Resize(crop, interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(crop),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
+
+
+def _scaled_transform(strength: float, crop: int, settings: dict[str, float],
+                      mean: Sequence[float], std: Sequence[float]):
+    """The training pipeline scaled to ``strength`` in [0, 1] (see the module docstring)."""
+    from torchvision import transforms as T
+
+    low = 1.0 - strength * (1.0 - settings["crop_min_scale"])
+    ratio = (math.exp(strength * math.log(3 / 4)), math.exp(strength * math.log(4 / 3)))
+    steps = [T.RandomResizedCrop(crop, scale=(low, 1.0), ratio=ratio,
+                                 interpolation=T.InterpolationMode.BICUBIC)]
+    jitter = [settings[k] * strength for k in ("brightness", "contrast", "saturation", "hue")]
+    if strength > 0 and settings["prob"] > 0 and any(jitter):
+        steps.append(T.RandomApply([T.ColorJitter(*jitter)], p=settings["prob"]))
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+
+
+class _Views:
+    """Dataset of ``[V, C, H, W]`` views of the images ``indices`` of ``dataset``."""
+
+    def __init__(self, dataset, indices: Sequence[int], transform, views: int):
+        self.dataset, self.indices, self.transform, self.views = dataset, indices, transform, views
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        image, label = self.dataset[self.indices[i]]
+        return torch.stack([self.transform(image) for _ in range(self.views)]), label
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _embed(models: Sequence[nn.Module], loader, device, desc: str, progress: bool):
+    """Runs every model on the same batches of ``[b, V, C, H, W]`` views.
+
+    Returns:
+        For each model ``(feats [V, N, F], z [V, N, D])`` and the labels ``[N]``.
+    """
+    import torch
+    from tqdm import tqdm
+
+    feats: list[list[torch.Tensor]] = [[] for _ in models]
+    zs: list[list[torch.Tensor]] = [[] for _ in models]
+    labels = []
+    with torch.no_grad():
+        for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            batch, views = x.shape[:2]
+            flat = x.flatten(0, 1).to(device)
+            for k, model in enumerate(models):
+                f = model.backbone(flat)
+                z = model.projector(f)
+                feats[k].append(f.float().cpu().reshape(batch, views, -1))
+                zs[k].append(z.float().cpu().reshape(batch, views, -1))
+            labels.append(y)
+    return [
+        (torch.cat(f).transpose(0, 1), torch.cat(z).transpose(0, 1)) for f, z in zip(feats, zs)
+    ], torch.cat(labels)
+
+
+def _submanifold_stats(z: torch.Tensor, rs: float, max_range: float) -> dict[str, Any]:
+    """Loss-space statistics of ``z [V, B, D]`` (centred and L2-normalised like the loss)."""
+    from solo_clamp import geometry as geo
+
+    return {
+        "mean_radius": geo.submanifold_radii(z, rs).mean().item(),
+        "neighbours_mean": geo.neighbour_counts(z, rs, max_range=max_range).double().mean()
+        .item(),
+        "centroid_distance_mean": geo.upper_pairs(geo.centroid_distances(z)).mean().item(),
+        "centroid_similarity_mean": geo.centroid_similarity(z).mean().item(),
+        "orientation_similarity_mean": geo.orientation_similarity(z).mean().item(),
+        "own_centroid_fraction": geo.own_centroid_fraction(z).item(),
+    }
+
+
+def _class_stats(feats: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Class radius, separation and effective dimension of unaugmented features ``[N, F]``."""
+    from solo_clamp import geometry as geo
+
+    classes, radii = geo.class_radii(feats, labels)
+    radius = radii.nanmean().item() if not radii.isnan().all() else None
+    separation = geo.mean_class_separation(feats, labels).item() if len(classes) > 1 else None
+    ratio = separation / radius if separation is not None and radius else None
+    return {
+        "participation_ratio": geo.participation_ratio(feats).item(),
+        "class_radius_mean": radius,
+        "class_separation_mean": separation,
+        "separation_over_radius": ratio,
+    }
+
+
+def _read_curves(path: Path) -> tuple[Optional[dict[str, list]], Optional[str]]:
+    """Per-epoch neighbour count and mean radius from a Lightning ``metrics.csv``."""
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError) as err:
+        return None, f"cannot read {path}: {err}"
+    columns = set(rows[0]) if rows else set()
+    missing = [c for c in ("epoch", *CURVE_COLUMNS.values()) if c not in columns]
+    if missing:
+        return None, f"{path} lacks the column(s) {', '.join(missing)}: curves skipped."
+    per_epoch: dict[int, dict[str, float]] = {}
+    for row in rows:
+        try:
+            epoch = int(float(row["epoch"]))
+        except (TypeError, ValueError):
+            continue
+        for key, column in CURVE_COLUMNS.items():
+            try:
+                per_epoch.setdefault(epoch, {})[key] = float(row[column])
+            except (TypeError, ValueError):
+                continue
+    epochs = sorted(e for e, values in per_epoch.items() if values)
+    if not epochs:
+        return None, f"{path} holds no per-epoch CLAMP statistics: curves skipped."
+    curves: dict[str, list] = {"epoch": epochs}
+    for key in CURVE_COLUMNS:
+        curves[key] = [per_epoch[e].get(key) for e in epochs]
+    return curves, None
+
+
+def _tsne(feats: torch.Tensor, seed: int):
+    """2-D t-SNE embedding ``[N, 2]`` of ``feats [N, F]``."""
+    from sklearn.manifold import TSNE
+
+    n = feats.shape[0]
+    perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed
+                ).fit_transform(feats.double().numpy())
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _save(fig, out: Path, name: str, figures: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    plt.close(fig)
+    figures.append(name)
+
+
+def _histograms(out: Path, name: str, panels: list[tuple[str, dict[str, Any]]],
+                figures: list[str]) -> None:
+    """One panel per ``(title, {legend: values})``, overlaid histograms."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels):
+        for label, values in series.items():
+            ax.hist(values.numpy(), bins=40, alpha=0.55, density=True, label=label)
+        ax.set_title(title)
+        ax.set_ylabel("density")
+        ax.legend()
+    _save(fig, out, name, figures)
+
+
+def _plot_curves(curves: dict[str, list], out: Path, figures: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in zip(axes, CURVE_COLUMNS, ("neighbours per sub-manifold",
+                                                    "mean radius")):
+        points = [(e, v) for e, v in zip(curves["epoch"], curves[key]) if v is not None]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    _save(fig, out, "training_curves.png", figures)
+
+
+def _plot_tsne(points, labels: torch.Tensor, names: Sequence[str], out: Path,
+               figures: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    for k, name in enumerate(names):
+        mask = (labels == k).numpy()
+        if mask.any():
+            ax.scatter(points[mask, 0], points[mask, 1], s=6, color=cmap(k % cmap.N), label=name)
+    if len(names) <= 20:
+        ax.legend(markerscale=2, fontsize=7)
+    ax.set_title("t-SNE of backbone features")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _save(fig, out, "tsne.png", figures)
+
+
+def _plot_invariance(invariance: dict[str, list], out: Path, figures: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for key, label in (("backbone", "backbone (encoder)"), ("projector", "projector")):
+        ax.plot(invariance["strengths"], invariance[key], marker="o", label=label)
+    ax.set_xlabel("augmentation strength s")
+    ax.set_ylabel("within-image variance fraction")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    _save(fig, out, "invariance.png", figures)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise CommandError(f"--device {name!r} is not a torch device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device asks for cuda but torch sees no GPU.")
+    return device
+
+
+def _json_safe(value: Any) -> Any:
+    """Replaces NaN and infinities by None (strict JSON), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Computes the geometry of the checkpoint's embeddings and writes figures and JSON."""
+    args_json = _check_inputs(args)
+    cfg = _load_cfg(args_json)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    from solo_clamp import geometry as geo
+
+    device = _device(args.device)
+    notes: list[str] = []
+    progress = not args.no_progress
+
+    model = _build_model(cfg)
+    _load_weights(model, _torch_load(args.ckpt), args.ckpt)
+    torch.manual_seed(args.seed)
+    untrained = _build_model(cfg)
+    model, untrained = model.to(device), untrained.to(device)
+    kwargs = model.cfg.method_kwargs
+    rs, max_range = float(kwargs.rs), float(kwargs.max_range)
+
+    aug = cfg["augmentations"][0]
+    crop = int(aug.get("crop_size", 224))
+    if "mean" in aug and "std" in aug:
+        mean, std, stats_source = tuple(aug["mean"]), tuple(aug["std"]), "augmentations[0]"
+    else:
+        mean, std, stats_source = IMAGENET_MEAN, IMAGENET_STD, "imagenet"
+        dataset_name = str((cfg.get("data") or {}).get("dataset", ""))
+        if dataset_name in DATASET_STATS_NOTE:
+            notes.append(f"solo-learn normalised {dataset_name} with its own statistics during "
+                         "training; ImageNet statistics are used here.")
+    settings, defaults_used = _augmentation_settings(aug)
+    if defaults_used:
+        notes.append("augmentations[0] lacks " + ", ".join(defaults_used)
+                     + ": solo-learn's usual values were used.")
+
+    try:
+        dataset = ImageFolder(str(args.data))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise CommandError(f"--data {args.data} is not an ImageFolder: {err}") from None
+    num_images = min(args.max_images, len(dataset))
+    num_views_images = min(args.invariance_images, num_images)
+    if num_views_images < 2:
+        raise CommandError(f"need at least 2 images (--data holds {len(dataset)}, "
+                           f"--max-images {args.max_images}, --invariance-images "
+                           f"{args.invariance_images}).")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
+    indices = order[:num_images].tolist()
+    view_indices = indices[:num_views_images]
+
+    out = args.out if args.out is not None else args.ckpt.parent / "geometry"
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[str] = []
+
+    # Unaugmented features: t-SNE, participation ratio, class statistics.
+    plain = DataLoader(_Views(dataset, indices, _base_transform(crop, mean, std), 1),
+                       batch_size=args.batch_size)
+    ((feats, z_plain), (feats_untrained, _)), labels = _embed(
+        [model, untrained], plain, device, "unaugmented", progress
+    )
+    feats, z_plain, feats_untrained = feats[0], z_plain[0], feats_untrained[0]  # V = 1
+    unaugmented = {
+        "backbone": _class_stats(feats, labels),
+        "projector": {"participation_ratio": geo.participation_ratio(z_plain).item()},
+        "untrained_backbone": _class_stats(feats_untrained, labels),
+    }
+    try:
+        _plot_tsne(_tsne(feats, args.seed), labels, dataset.classes, out, figures)
+    except ValueError as err:
+        notes.append(f"t-SNE skipped: {err}")
+
+    # Views at increasing augmentation strength: invariance; at s = 1, sub-manifolds.
+    rows = max(1, args.batch_size // args.views)
+    invariance: dict[str, list] = {"strengths": list(STRENGTHS), "backbone": [], "projector": []}
+    submanifolds: dict[str, Any] = {}
+    for step, strength in enumerate(STRENGTHS):
+        torch.manual_seed(args.seed + step)
+        transform = _scaled_transform(strength, crop, settings, mean, std)
+        loader = DataLoader(_Views(dataset, view_indices, transform, args.views),
+                            batch_size=rows)
+        models = [model, untrained] if strength == 1.0 else [model]
+        outputs, _ = _embed(models, loader, device, f"views s={strength:g}", progress)
+        invariance["backbone"].append(geo.within_image_variance_fraction(outputs[0][0]).item())
+        invariance["projector"].append(geo.within_image_variance_fraction(outputs[0][1]).item())
+        if strength == 1.0:
+            for name, (f, z) in zip(("trained", "untrained"), outputs):
+                submanifolds[name] = {
+                    "projector": _submanifold_stats(z, rs, max_range),
+                    "backbone": {
+                        "centroid_distance_mean": geo.upper_pairs(geo.centroid_distances(f))
+                        .mean().item(),
+                        "own_centroid_fraction": geo.own_centroid_fraction(f).item(),
+                    },
+                }
+            (f_t, z_t), (f_u, z_u) = outputs
+            _histograms(out, "centroid_distances.png", [
+                ("centroid distance, projector (loss space)", {
+                    "trained": geo.upper_pairs(geo.centroid_distances(z_t)),
+                    "untrained": geo.upper_pairs(geo.centroid_distances(z_u))}),
+                ("centroid distance, backbone (normalised)", {
+                    "trained": geo.upper_pairs(geo.centroid_distances(f_t)),
+                    "untrained": geo.upper_pairs(geo.centroid_distances(f_u))}),
+            ], figures)
+            _histograms(out, "similarities.png", [
+                ("orientation similarity (principal axes, cos^2)", {
+                    "trained": geo.orientation_similarity(z_t),
+                    "untrained": geo.orientation_similarity(z_u)}),
+                ("centroid cosine similarity", {
+                    "trained": geo.centroid_similarity(z_t),
+                    "untrained": geo.centroid_similarity(z_u)}),
+            ], figures)
+    _plot_invariance(invariance, out, figures)
+    batch_size = (cfg.get("optimizer") or {}).get("batch_size")
+    notes.append(f"neighbours are counted among {num_views_images} images; training batches "
+                 f"held {batch_size} images, so the counts are not directly comparable.")
+
+    # Training curves from the Lightning CSV log.
+    logs = args.logs if args.logs is not None else args.ckpt.parent / "metrics.csv"
+    curves = None
+    if logs.is_file():
+        curves, note = _read_curves(logs)
+        if note:
+            notes.append(note)
+        else:
+            _plot_curves(curves, out, figures)
+    else:
+        notes.append(f"no metrics.csv beside the checkpoint ({logs}): training curves skipped; "
+                     "pass --logs.")
+
+    result = {
+        "checkpoint": str(args.ckpt),
+        "data": str(args.data),
+        "seed": args.seed,
+        "device": str(device),
+        "num_images": num_images,
+        "num_classes": len(dataset.classes),
+        "view_images": num_views_images,
+        "views": args.views,
+        "rs": rs,
+        "max_range": max_range,
+        "normalization": {"mean": list(mean), "std": list(std), "source": stats_source},
+        "augmentation": settings,
+        "training_curves": (None if curves is None
+                            else {"source": str(logs), **curves}),
+        "unaugmented": unaugmented,
+        "submanifolds": submanifolds,
+        "invariance": invariance,
+        "figures": figures,
+        "notes": notes,
+    }
+    (out / "geometry.json").write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+    print(f"solo-clamp geometry: wrote {len(figures)} figures and geometry.json to {out}")
+    return 0

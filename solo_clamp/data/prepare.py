@@ -1,0 +1,221 @@
+"""MNIST / Fashion-MNIST idx files -> an ImageFolder tree that solo-learn reads as ``custom``.
+
+The tree is ``<root>/<name>-<subset>/{train,val}/<class>/<index>.png``; it is written into
+a temporary directory and moved into place in one rename, so an interrupted preparation
+never leaves a half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from solo_clamp.data.idx import find_idx_file, read_idx, verify_sha256sums
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    env_var: str
+    default_dirs: tuple[Path, ...]
+    torchvision_class: str
+    classes: tuple[str, ...]
+    mean: float
+    std: float
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        env_var="SOLO_CLAMP_MNIST_DIR",
+        default_dirs=(_REPO_ROOT.parent / "shared" / "data" / "mnist",),
+        torchvision_class="MNIST",
+        classes=tuple(str(d) for d in range(10)),
+        mean=0.1307,
+        std=0.3081,
+    ),
+    "fashion_mnist": DatasetSpec(
+        env_var="SOLO_CLAMP_FASHION_MNIST_DIR",
+        default_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+        torchvision_class="FashionMNIST",
+        classes=(
+            "t-shirt",
+            "trouser",
+            "pullover",
+            "dress",
+            "coat",
+            "sandal",
+            "shirt",
+            "sneaker",
+            "bag",
+            "ankle-boot",
+        ),
+        mean=0.2860,
+        std=0.3530,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    root: Path
+    train: Path
+    val: Path
+    num_classes: int
+    train_images: int
+    val_images: int
+
+
+def _check_name(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}.")
+    return DATASETS[name]
+
+
+def _has_idx_files(directory: Path) -> bool:
+    try:
+        for stems in _FILES.values():
+            for stem in stems:
+                find_idx_file(directory, stem)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def locate_source(
+    name: str, source: Optional[os.PathLike] = None, download_root: Optional[os.PathLike] = None
+) -> Path:
+    """Directory holding the four idx files of ``name``.
+
+    Order: ``source``; ``$SOLO_CLAMP_<NAME>_DIR``; the known local copies (``../shared/data``
+    beside this repository for MNIST, Debian's ``dataset-fashion-mnist`` package for
+    Fashion-MNIST); else torchvision's download into ``download_root``.
+    """
+    spec = _check_name(name)
+    if source is not None:
+        directory = Path(source).expanduser()
+        if not _has_idx_files(directory):
+            raise FileNotFoundError(
+                f"source {directory} must hold the {name} idx files "
+                f"({', '.join(s for pair in _FILES.values() for s in pair)}, gzip or not)."
+            )
+        return directory
+    candidates = [Path(os.environ[spec.env_var])] if os.environ.get(spec.env_var) else []
+    for directory in [*candidates, *spec.default_dirs]:
+        if _has_idx_files(directory):
+            return directory
+    import torchvision.datasets
+
+    root = Path(download_root or tempfile.gettempdir()) / "torchvision"
+    dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
+    dataset_class(str(root), train=True, download=True)
+    dataset_class(str(root), train=False, download=True)
+    return root / spec.torchvision_class / "raw"
+
+
+def _stratified_subset(labels: np.ndarray, per_class: Optional[int], seed: int) -> np.ndarray:
+    if per_class is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        chosen.append(rng.permutation(members)[:per_class])
+    return np.sort(np.concatenate(chosen))
+
+
+def _write_split(out: Path, images: np.ndarray, labels: np.ndarray, classes, desc: str) -> None:
+    for class_name in classes:
+        (out / class_name).mkdir(parents=True, exist_ok=True)
+    for index in tqdm(range(len(labels)), desc=desc, unit="img", leave=False, mininterval=1.0):
+        Image.fromarray(images[index], mode="L").save(
+            out / classes[int(labels[index])] / f"{index:05d}.png"
+        )
+
+
+def prepare_image_folder(
+    name: str = "mnist",
+    root: os.PathLike = "datasets",
+    source: Optional[os.PathLike] = None,
+    train_per_class: Optional[int] = None,
+    val_per_class: Optional[int] = None,
+    seed: int = 0,
+) -> PreparedData:
+    """Writes (once) and returns an ImageFolder copy of MNIST or Fashion-MNIST.
+
+    Args:
+        name: ``"mnist"`` or ``"fashion_mnist"``.
+        root: directory under which the tree is written.
+        source: directory with the idx files (see :func:`locate_source`).
+        train_per_class: images per class kept from the training split (None = all).
+        val_per_class: images per class kept from the test split (None = all).
+        seed: seed of the stratified subset.
+
+    Returns:
+        Paths and sizes of the prepared tree. An existing complete tree is reused.
+    """
+    spec = _check_name(name)
+    for field, value in (("train_per_class", train_per_class), ("val_per_class", val_per_class)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{field} must be a positive integer or None, got {value!r}.")
+    tag = f"{train_per_class or 'all'}x{val_per_class or 'all'}-s{seed}"
+    final = Path(root) / f"{name}-{tag}"
+    marker = final / "prepared.json"
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        return PreparedData(
+            final,
+            final / "train",
+            final / "val",
+            len(spec.classes),
+            info["train_images"],
+            info["val_images"],
+        )
+
+    directory = locate_source(name, source, download_root=root)
+    verify_sha256sums(
+        directory, [find_idx_file(directory, s).name for p in _FILES.values() for s in p]
+    )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        counts = {}
+        for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+            images = read_idx(find_idx_file(directory, _FILES[split][0]))
+            labels = read_idx(find_idx_file(directory, _FILES[split][1]))
+            keep = _stratified_subset(labels, per_class, seed)
+            _write_split(
+                staging / split, images[keep], labels[keep], spec.classes, desc=f"{name} {split}"
+            )
+            counts[f"{split}_images"] = int(len(keep))
+        (staging / "prepared.json").write_text(
+            json.dumps({"dataset": name, "source": str(directory), "seed": seed, **counts})
+        )
+        try:
+            os.replace(staging, final)
+        except OSError:  # another process finished first: keep its copy
+            if not marker.exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PreparedData(
+        final,
+        final / "train",
+        final / "val",
+        len(spec.classes),
+        counts["train_images"],
+        counts["val_images"],
+    )

@@ -1,0 +1,1 @@
+"""Training programs built on solo-learn (importing this package requires solo-learn)."""

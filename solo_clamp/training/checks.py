@@ -1,0 +1,122 @@
+"""Early, named errors for a pretraining config, before any data or model is built.
+
+solo-learn validates with bare ``assert`` statements deep inside model construction; these
+checks run first and say which field is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from solo_clamp.config import check_clamp_kwargs
+
+SUPPORTED_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
+DATA_FORMATS = ("image_folder", "h5", "dali")
+_FOLDER_DATASETS = ("imagenet", "imagenet100", "custom")
+
+
+def known_backbones() -> list[str]:
+    """Backbone names solo-learn can build (empty when solo-learn is absent)."""
+    try:
+        from solo.methods.base import BaseMethod
+    except ImportError:
+        return []
+    return sorted(BaseMethod._BACKBONES)
+
+
+def _get(cfg: DictConfig, key: str, default=None):
+    return OmegaConf.select(cfg, key, default=default)
+
+
+def _check_data_dir(path, field: str) -> None:
+    if path is None or str(path) == "" or OmegaConf.is_missing(OmegaConf.create({"p": path}), "p"):
+        raise ValueError(f"{field} is required: the directory of the training images.")
+    directory = Path(str(path)).expanduser()
+    if not directory.is_dir():
+        raise ValueError(f"{field}={str(path)!r} does not exist or is not a directory.")
+    if not any(os.scandir(directory)):
+        raise ValueError(f"{field}={str(path)!r} is empty: it must hold the training images.")
+
+
+def _count_views(cfg: DictConfig) -> int:
+    augmentations = _get(cfg, "augmentations")
+    if not augmentations:
+        raise ValueError("augmentations must list at least one transform set (with num_crops).")
+    total = 0
+    for index, aug in enumerate(augmentations):
+        crops = aug.get("num_crops")
+        if isinstance(crops, bool) or not isinstance(crops, int) or crops < 1:
+            raise ValueError(
+                f"augmentations[{index}].num_crops must be an integer >= 1, got {crops!r}."
+            )
+        size = aug.get("crop_size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(
+                f"augmentations[{index}].crop_size must be a positive integer, got {size!r}."
+            )
+        total += crops
+    return total
+
+
+def _num_devices(cfg: DictConfig) -> int:
+    devices = _get(cfg, "devices", 1)
+    if isinstance(devices, int):
+        return max(devices, 1)
+    if isinstance(devices, str):
+        return max(int(devices), 1) if devices.isdigit() else 1
+    return max(len(devices), 1)
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Validates a CLAMP pretraining config; raises ValueError naming the field."""
+    method = _get(cfg, "method")
+    if method != "clamp":
+        raise ValueError(f"method must be 'clamp' for this program, got {method!r}.")
+    dataset = _get(cfg, "data.dataset")
+    if dataset not in SUPPORTED_DATASETS:
+        raise ValueError(
+            f"data.dataset must be one of {list(SUPPORTED_DATASETS)}, got {dataset!r}."
+        )
+    data_format = _get(cfg, "data.format", "image_folder")
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"data.format must be one of {list(DATA_FORMATS)}, got {data_format!r}.")
+    if data_format == "dali":
+        check_dali_usable()
+    if dataset in _FOLDER_DATASETS:
+        _check_data_dir(_get(cfg, "data.train_path"), "data.train_path")
+
+    backbone = _get(cfg, "backbone.name")
+    names = known_backbones()
+    if names and backbone not in names:
+        raise ValueError(f"backbone.name must be one of {names}, got {backbone!r}.")
+
+    num_views = _count_views(cfg)
+    check_clamp_kwargs(_get(cfg, "method_kwargs"), num_views)
+
+    batch_size = _get(cfg, "optimizer.batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"optimizer.batch_size must be a positive integer, got {batch_size!r}.")
+    world = _num_devices(cfg) * int(_get(cfg, "num_nodes", 1) or 1)
+    if batch_size * world < 2:
+        raise ValueError(
+            "optimizer.batch_size=1 on a single device gives one sub-manifold per step and "
+            "nothing to pack: use optimizer.batch_size >= 2."
+        )
+
+
+def check_dali_usable() -> None:
+    """Raises a clear error when ``data.format=dali`` cannot run here."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(
+            "data.format=dali needs an NVIDIA GPU with CUDA, and none is available here: "
+            "use data.format=image_folder (or h5) on this machine."
+        )
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError as err:
+        raise ValueError("data.format=dali needs NVIDIA DALI: pip install -e '.[dali]'.") from err

@@ -1,0 +1,232 @@
+"""CLAMP pretraining on solo-learn's machinery (what ``main_pretrain.py`` and
+``solo-clamp pretrain`` run).
+
+Differences from solo-learn's own ``main_pretrain.py``, each for a reason:
+
+* any number of large crops (solo-learn asserts exactly two; CLAMP uses 4-16 views);
+* early, named errors for bad input before any heavy work (``preflight``);
+* an optional ``prepare_data`` node that builds the MNIST / Fashion-MNIST ImageFolder;
+* CSV logging into the run's checkpoint directory (``csv.enabled``), atomic checkpoints
+  and run-shape-aware auto-resume (``solo_clamp.training.resume``);
+* an optional ``evaluate.knn`` node: kNN top-1 on a held-out split for the trained and
+  the untrained backbone, printed and written to ``knn.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from lightning.pytorch import seed_everything
+from omegaconf import DictConfig, OmegaConf
+
+import solo_clamp
+from solo_clamp.training.checks import preflight
+from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
+
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+def _apply_prepare_data(cfg: DictConfig) -> None:
+    node = cfg.get("prepare_data")
+    if not node:
+        return
+    from solo_clamp.data import prepare_image_folder
+
+    prepared = prepare_image_folder(
+        name=node.name,
+        root=node.get("root", "datasets"),
+        source=node.get("source"),
+        train_per_class=node.get("train_per_class"),
+        val_per_class=node.get("val_per_class"),
+        seed=node.get("seed", 0),
+    )
+    cfg.data.dataset = "custom"
+    cfg.data.train_path = str(prepared.train)
+    if cfg.get("evaluate") and cfg.evaluate.get("knn"):
+        cfg.evaluate.knn.train_path = cfg.evaluate.knn.get("train_path") or str(prepared.train)
+        cfg.evaluate.knn.val_path = cfg.evaluate.knn.get("val_path") or str(prepared.val)
+
+
+def _train_dataloader(cfg: DictConfig):
+    from solo.data.pretrain_dataloader import (
+        FullTransformPipeline,
+        NCropAugmentation,
+        build_transform_pipeline,
+        prepare_dataloader,
+        prepare_datasets,
+    )
+
+    if cfg.data.format == "dali":
+        from solo.data.dali_dataloader import PretrainDALIDataModule, build_transform_pipeline_dali
+
+        pipelines = [
+            NCropAugmentation(
+                build_transform_pipeline_dali(cfg.data.dataset, aug, dali_device=cfg.dali.device),
+                aug.num_crops,
+            )
+            for aug in cfg.augmentations
+        ]
+        return PretrainDALIDataModule(
+            dataset=cfg.data.dataset,
+            train_data_path=cfg.data.train_path,
+            transforms=FullTransformPipeline(pipelines),
+            num_large_crops=cfg.data.num_large_crops,
+            num_small_crops=cfg.data.num_small_crops,
+            num_workers=cfg.data.num_workers,
+            batch_size=cfg.optimizer.batch_size,
+            no_labels=cfg.data.no_labels,
+            data_fraction=cfg.data.fraction,
+            dali_device=cfg.dali.device,
+            encode_indexes_into_labels=cfg.dali.encode_indexes_into_labels,
+        )
+    pipelines = [
+        NCropAugmentation(build_transform_pipeline(cfg.data.dataset, aug), aug.num_crops)
+        for aug in cfg.augmentations
+    ]
+    dataset = prepare_datasets(
+        cfg.data.dataset,
+        FullTransformPipeline(pipelines),
+        train_data_path=cfg.data.train_path,
+        data_format=cfg.data.format,
+        no_labels=cfg.data.no_labels,
+        data_fraction=cfg.data.fraction,
+    )
+    return prepare_dataloader(
+        dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
+    )
+
+
+def _val_dataloader(cfg: DictConfig):
+    if cfg.data.val_path is None:
+        return None
+    from solo.data.classification_dataloader import prepare_data
+
+    _, val_loader = prepare_data(
+        cfg.data.dataset,
+        train_data_path=cfg.data.train_path,
+        val_data_path=cfg.data.val_path,
+        data_format="image_folder" if cfg.data.format == "dali" else cfg.data.format,
+        batch_size=cfg.optimizer.batch_size,
+        num_workers=cfg.data.num_workers,
+    )
+    return val_loader
+
+
+def _resume_path(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
+    from solo_clamp.training.resume import RunShapeAutoResumer
+
+    if cfg.resume_from_checkpoint is not None:
+        path = cfg.resume_from_checkpoint
+        del cfg.resume_from_checkpoint
+        return path, None
+    if not cfg.auto_resume.enabled:
+        return None, None
+    resumer = RunShapeAutoResumer(
+        checkpoint_dir=os.path.join(cfg.checkpoint.dir, cfg.method),
+        max_hours=cfg.auto_resume.max_hours,
+    )
+    path, wandb_run_id = resumer.find_checkpoint(cfg)
+    if path is not None:
+        print(f"Resuming from previous checkpoint that matches the run: '{path}'")
+    return (str(path) if path else None), wandb_run_id
+
+
+def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, Any]:
+    """kNN top-1 of the trained backbone and of the same backbone at initialisation."""
+    from solo.methods import METHODS
+
+    from solo_clamp.evaluation import (
+        eval_transform,
+        extract_features,
+        image_folder_loader,
+        knn_accuracy,
+    )
+
+    node = cfg.evaluate.knn
+    aug = cfg.augmentations[0]
+    transform = eval_transform(
+        aug.crop_size, aug.get("mean", (0.485, 0.456, 0.406)), aug.get("std", (0.229, 0.224, 0.225))
+    )
+    batch_size = node.get("batch_size", 256)
+    train_loader = image_folder_loader(Path(node.train_path), transform, batch_size)
+    val_loader = image_folder_loader(Path(node.val_path), transform, batch_size)
+    seed_everything(cfg.seed)
+    untrained = METHODS[cfg.method](cfg).backbone
+    results: dict[str, Any] = {
+        "k": node.get("k", 20),
+        "temperature": node.get("T", 0.07),
+        "distance": node.get("distance", "cosine"),
+        "train_images": len(train_loader.dataset),
+        "test_images": len(val_loader.dataset),
+    }
+    for label, backbone in (("untrained", untrained), ("clamp", trained_backbone)):
+        backbone = backbone.cpu()
+        train = extract_features(backbone, train_loader, desc=f"{label} train features")
+        test = extract_features(backbone, val_loader, desc=f"{label} test features")
+        top1, top5 = knn_accuracy(
+            *train,
+            *test,
+            k=results["k"],
+            temperature=results["temperature"],
+            distance=results["distance"],
+        )
+        results[f"{label}_knn_top1"] = top1
+        results[f"{label}_knn_top5"] = top5
+    return results
+
+
+def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
+    """Pretrains CLAMP from a Hydra/OmegaConf config in solo-learn's layout.
+
+    Returns:
+        A summary: run directory, last checkpoint, and the kNN report when enabled.
+    """
+    from solo.args.pretrain import parse_cfg
+    from solo.methods import METHODS
+    from solo.utils.misc import make_contiguous
+
+    solo_clamp.register()
+    OmegaConf.set_struct(cfg, False)
+    _apply_prepare_data(cfg)
+    preflight(cfg)
+    cfg = parse_solo_cfg(cfg, parse_cfg)
+    seed_everything(cfg.seed)
+
+    model = METHODS[cfg.method](cfg)
+    make_contiguous(model)
+    if not cfg.performance.disable_channel_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    train_data = _train_dataloader(cfg)
+    val_loader = _val_dataloader(cfg)
+    ckpt_path, wandb_run_id = _resume_path(cfg)
+    loggers, callbacks, run_dir = loggers_and_callbacks(cfg, model, wandb_run_id)
+    trainer = build_trainer(cfg, loggers, callbacks)
+    if cfg.data.format == "dali":
+        train_data.val_dataloader = lambda: val_loader
+        trainer.fit(model, ckpt_path=ckpt_path, datamodule=train_data)
+    else:
+        trainer.fit(model, train_data, val_loader, ckpt_path=ckpt_path)
+
+    summary: dict[str, Any] = {"run_dir": run_dir}
+    checkpointer = next((c for c in callbacks if hasattr(c, "last_ckpt")), None)
+    if checkpointer is not None and checkpointer.last_ckpt:
+        summary["run_dir"] = str(checkpointer.path)
+        summary["checkpoint"] = str(checkpointer.last_ckpt)
+    if cfg.get("evaluate") and cfg.evaluate.get("knn") and trainer.is_global_zero:
+        report = knn_report(cfg, model.backbone)
+        summary["knn"] = report
+        Path(summary["run_dir"]).mkdir(parents=True, exist_ok=True)
+        (Path(summary["run_dir"]) / "knn.json").write_text(json.dumps(report, indent=2))
+        gain = report["clamp_knn_top1"] - report["untrained_knn_top1"]
+        print(
+            f"kNN top-1 (k={report['k']}, {report['distance']}) on {report['test_images']} "
+            f"test images: CLAMP {report['clamp_knn_top1']:.2f}% vs untrained backbone "
+            f"{report['untrained_knn_top1']:.2f}% ({gain:+.2f} points)"
+        )
+    return summary

@@ -1,0 +1,118 @@
+"""``solo-clamp geometry`` end to end on a tiny CLAMP checkpoint (needs solo-learn)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from solo_clamp.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, clamp_cfg_factory):
+    """A solo-learn-layout run folder: run/clamp.ckpt, run/args.json, run/metrics.csv."""
+    from solo.methods import METHODS
+
+    import solo_clamp  # noqa: F401 - registers METHODS["clamp"]
+
+    cfg = clamp_cfg_factory(num_views=2, batch_size=4, crop_size=32)
+    torch.manual_seed(1)
+    model = METHODS["clamp"](cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"state_dict": model.state_dict(), "epoch": 2}, run / "clamp.ckpt")
+    (run / "args.json").write_text(json.dumps(OmegaConf.to_container(cfg)))
+    with (run / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "step", "train_clamp_neighbours_epoch",
+                         "train_clamp_mean_radius_epoch", "train_acc1_epoch"])
+        for epoch, (neighbours, radius) in enumerate([(3.0, 5.2), (2.0, 4.9), (1.5, 4.7)]):
+            writer.writerow([epoch, 10 * epoch + 5, "", "", "40"])  # a row without CLAMP stats
+            writer.writerow([epoch, 10 * epoch + 9, neighbours, radius, ""])
+    return run / "clamp.ckpt"
+
+
+def test_geometry_writes_figures_and_sane_json(tmp_path, tiny_checkpoint, image_folder):
+    out = tmp_path / "out"
+    code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder), "--out", str(out),
+                 "--max-images", "18", "--invariance-images", "12", "--views", "3",
+                 "--batch-size", "24", "--device", "cpu", "--no-progress"])
+    assert code == 0
+    result = json.loads((out / "geometry.json").read_text())
+    assert {"training_curves", "unaugmented", "submanifolds", "invariance", "figures",
+            "notes"} <= set(result)
+    assert result["num_images"] == 18 and result["view_images"] == 12
+    assert result["num_classes"] == 3 and result["views"] == 3
+    assert result["normalization"]["source"] == "imagenet"
+
+    curves = result["training_curves"]
+    assert curves["epoch"] == [0, 1, 2]
+    assert curves["neighbours"] == [3.0, 2.0, 1.5]
+    assert curves["mean_radius"] == [5.2, 4.9, 4.7]
+
+    backbone = result["unaugmented"]["backbone"]
+    assert 1.0 <= backbone["participation_ratio"] <= 17.0  # at most N - 1 = 17
+    assert backbone["class_radius_mean"] > 0 and backbone["class_separation_mean"] > 0
+    for name in ("trained", "untrained"):
+        stats = result["submanifolds"][name]["projector"]
+        assert stats["mean_radius"] > 0
+        assert 0.0 <= stats["neighbours_mean"] <= 11.0
+        assert 0.0 <= stats["orientation_similarity_mean"] <= 1.0
+        assert -1.0 <= stats["centroid_similarity_mean"] <= 1.0
+        assert 0.0 <= stats["own_centroid_fraction"] <= 1.0
+
+    invariance = result["invariance"]
+    assert invariance["strengths"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    for key in ("backbone", "projector"):
+        values = invariance[key]
+        assert len(values) == 5 and all(0.0 <= v <= 1.0 for v in values)
+        assert values[0] == pytest.approx(0.0, abs=1e-6)  # s = 0: identical views
+        assert values[-1] > 0.0
+
+    expected = {"training_curves.png", "centroid_distances.png", "similarities.png", "tsne.png",
+                "invariance.png"}
+    assert set(result["figures"]) == expected
+    for name in expected:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not any(isinstance(v, float) and math.isnan(v) for v in invariance["backbone"])
+
+
+def test_geometry_without_logs_skips_the_curves_with_a_note(tmp_path, tiny_checkpoint,
+                                                            image_folder):
+    (tiny_checkpoint.parent / "metrics.csv").unlink()
+    code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder),
+                 "--max-images", "6", "--invariance-images", "4", "--views", "2",
+                 "--device", "cpu", "--no-progress"])
+    assert code == 0
+    out = tiny_checkpoint.parent / "geometry"  # the default output folder
+    result = json.loads((out / "geometry.json").read_text())
+    assert result["training_curves"] is None
+    assert any("training curves skipped" in note for note in result["notes"])
+    assert "training_curves.png" not in result["figures"]
+
+
+def test_missing_checkpoint_exits_2_with_a_clear_message(tmp_path, image_folder, capsys):
+    missing = tmp_path / "nope.ckpt"
+    code = main(["geometry", str(missing), "--data", str(image_folder)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "solo-clamp geometry: error: checkpoint not found" in err
+    assert str(missing) in err
+
+
+def test_mismatched_weights_exit_2(tmp_path, tiny_checkpoint, image_folder, capsys):
+    torch.save({"state_dict": {"backbone.conv1.weight": torch.zeros(1)}}, tiny_checkpoint)
+    code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder),
+                 "--device", "cpu", "--no-progress"])
+    assert code == 2
+    assert "do not match the architecture" in capsys.readouterr().err
