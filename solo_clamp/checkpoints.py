@@ -10,25 +10,54 @@ from typing import Any
 import torch
 
 
-def _omegaconf_globals() -> list:
-    """Classes an OmegaConf config pickled into a Lightning checkpoint needs (hyper-parameters)."""
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or not a Lightning/solo-learn checkpoint."""
+
+
+def checkpoint_safe_globals() -> list[Any]:
+    """Types a Lightning checkpoint may pickle besides tensors and plain containers: the
+    OmegaConf nodes of ``hyper_parameters`` and the paths some callbacks store. These are data
+    classes whose unpickling runs no user code; everything else is refused."""
+    import collections
+    import pathlib
     import typing
 
-    from omegaconf import DictConfig, ListConfig
-    from omegaconf.base import ContainerMetadata, Metadata
-    from omegaconf.nodes import AnyNode
-
-    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any, dict, list]
+    allowed: list[Any] = [typing.Any, dict, list, tuple, set, int, float, str, bool,
+                          collections.defaultdict, collections.OrderedDict,
+                          pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath,
+                          pathlib.PureWindowsPath]
+    try:
+        from omegaconf import base, dictconfig, listconfig, nodes
+    except ImportError:
+        return allowed
+    return allowed + [dictconfig.DictConfig, listconfig.ListConfig, base.ContainerMetadata,
+                      base.Metadata, nodes.AnyNode, nodes.StringNode, nodes.IntegerNode,
+                      nodes.FloatNode, nodes.BooleanNode]
 
 
 def load_checkpoint(path: os.PathLike) -> dict[str, Any]:
-    """Loads a checkpoint with ``weights_only=True`` (no arbitrary pickle), allowing only the
-    OmegaConf containers that Lightning stores when a module saved its hyper-parameters."""
+    """Loads a Lightning ``.ckpt`` with ``torch.load(weights_only=True)`` and the allow-list of
+    :func:`checkpoint_safe_globals` (never an arbitrary pickle).
+
+    Raises:
+        CheckpointError: missing file, refused global, or no ``state_dict`` mapping.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist.")
-    with torch.serialization.safe_globals(_omegaconf_globals()):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        raise CheckpointError(f"checkpoint {path} does not exist.")
+    try:
+        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError on a non-torch file, ...
+        lines = str(err).strip().splitlines()
+        raise CheckpointError(
+            f"{path}: cannot be loaded with torch.load(weights_only=True) "
+            f"({lines[-1] if lines else type(err).__name__}); solo-clamp never unpickles "
+            "arbitrary objects."
+        ) from err
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict' mapping).")
+    return checkpoint
 
 
 def backbone_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -777,43 +777,15 @@ def load(name: Union[str, ZooEntry], index: IndexLike = None, *,
 # --------------------------------------------------------------------------- publishing
 
 
-def _checkpoint_safe_globals() -> list[Any]:
-    """Types a Lightning checkpoint may pickle besides tensors and plain containers: the
-    OmegaConf nodes of ``hyper_parameters`` and the paths of callback states. These are data
-    classes whose unpickling runs no user code; everything else is refused."""
-    import collections
-    import pathlib
-    import typing
-
-    allowed: list[Any] = [typing.Any, dict, list, tuple, set, int, float, str, bool,
-                          collections.defaultdict, collections.OrderedDict,
-                          pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath,
-                          pathlib.PureWindowsPath]
-    try:
-        from omegaconf import base, dictconfig, listconfig, nodes
-    except ImportError:
-        return allowed
-    return allowed + [dictconfig.DictConfig, listconfig.ListConfig, base.ContainerMetadata,
-                      base.Metadata, nodes.AnyNode, nodes.StringNode, nodes.IntegerNode,
-                      nodes.FloatNode, nodes.BooleanNode]
-
-
 def load_checkpoint(path: PathLike) -> dict[str, Any]:
-    """Loads a Lightning ``.ckpt`` with ``torch.load(weights_only=True)`` and the allow-list
-    of :func:`_checkpoint_safe_globals` (never an arbitrary pickle)."""
+    """:func:`solo_clamp.checkpoints.load_checkpoint`, with its errors as :class:`ZooError`."""
+    from solo_clamp.checkpoints import CheckpointError
+    from solo_clamp.checkpoints import load_checkpoint as load_safely
+
     try:
-        with torch.serialization.safe_globals(_checkpoint_safe_globals()):
-            ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise ZooError(f"checkpoint {path} does not exist.") from err
-    except Exception as err:  # UnpicklingError and friends
-        first = str(err).strip().splitlines()
-        raise ZooError(f"{path}: cannot be loaded with torch.load(weights_only=True) "
-                       f"({first[-1] if first else type(err).__name__}); solo-clamp never "
-                       "unpickles arbitrary objects.") from err
-    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
-        raise ZooError(f"{path}: not a Lightning checkpoint (no 'state_dict' mapping).")
-    return dict(ckpt)
+        return load_safely(path)
+    except CheckpointError as err:
+        raise ZooError(str(err)) from err
 
 
 def backbone_state(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype,
@@ -823,11 +795,13 @@ def backbone_state(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype,
     for key, value in state_dict.items():
         if key.startswith("backbone.") and isinstance(value, torch.Tensor):
             value = value.detach().to("cpu")
-            if value.is_floating_point():
-                value = value.to(dtype)
-                if not torch.isfinite(value).all():
+            if value.is_floating_point():  # checked before the cast: fp16 math is slow on CPU
+                limit = torch.finfo(dtype).max
+                if value.numel() and not (torch.isfinite(value).all()
+                                          and value.abs().amax() <= limit):
                     raise ZooError(f"{where}: {key} has values that are not finite in {dtype} "
                                    "(publish with --dtype fp32).")
+                value = value.to(dtype)
             out[key[len("backbone."):]] = value.clone().contiguous()
     if not out:
         prefixes = sorted({k.split(".", 1)[0] for k in state_dict})
@@ -879,8 +853,9 @@ def publish(ckpt: PathLike, name: str, index: IndexLike = None, *,
     ``out_dir`` (default: the manifest's folder) and adds the entry to the manifest.
 
     Args:
-        ckpt: the Lightning ``.ckpt``; ``args.json`` (solo-learn's saved cfg) sits beside it
-            unless ``args_path`` is given.
+        ckpt: the Lightning ``.ckpt`` (or a run directory: its newest ``.ckpt``);
+            ``args.json`` (solo-learn's saved cfg) sits beside it unless ``args_path`` is
+            given.
         name: the model name.
         index: the manifest to update (created when missing); default :func:`default_index_path`.
         out_dir: where the weights go; outside the manifest's folder the entry gets no
@@ -900,7 +875,12 @@ def publish(ckpt: PathLike, name: str, index: IndexLike = None, *,
     if dtype not in DTYPES:
         raise ManifestError(f"--dtype: {dtype!r} is not supported; allowed: "
                             f"{', '.join(DTYPES)}.")
-    ckpt = Path(ckpt)
+    from solo_clamp.checkpoints import resolve_checkpoint
+
+    try:
+        ckpt = resolve_checkpoint(ckpt)  # a run directory means its newest .ckpt
+    except FileNotFoundError as err:
+        raise ZooError(str(err)) from err
     args_file = Path(args_path) if args_path is not None else ckpt.parent / "args.json"
     if not args_file.is_file():
         raise ZooError(f"{args_file} not found: solo-learn writes args.json beside the "
@@ -925,6 +905,14 @@ def publish(ckpt: PathLike, name: str, index: IndexLike = None, *,
     target = folder / f"{name}.safetensors"
     if target.exists() and not overwrite:
         raise ZooError(f"{target} exists; pass --overwrite to replace it.")
+    sources = list(sources)
+    inside = _is_inside(target, idx.root)
+    if not inside and not sources:
+        raise ManifestError(f"--out: {folder} is outside the manifest's folder {idx.root}, so "
+                            "the file is not shipped: give --source URL or --hf-repo and "
+                            "--hf-filename so the entry can be downloaded.")
+    for i, source in enumerate(sources):
+        _parse_source(source, f"--source[{i}]")
 
     fmt = DTYPES[dtype]
     state = backbone_state(load_checkpoint(ckpt)["state_dict"], FORMATS[fmt], str(ckpt))
@@ -950,7 +938,6 @@ def publish(ckpt: PathLike, name: str, index: IndexLike = None, *,
     finally:
         Path(tmp).unlink(missing_ok=True)
 
-    inside = _is_inside(target, idx.root)
     raw = {
         "name": name, "method": method,
         "backbone": {"name": spec.name, "kwargs": spec.kwargs, "cifar_stem": spec.cifar_stem},
@@ -962,15 +949,14 @@ def publish(ckpt: PathLike, name: str, index: IndexLike = None, *,
         "size": target.stat().st_size,
         "sha256": sha256_file(target),
         "format": fmt,
-        "sources": list(sources),
+        "sources": sources,
     }
     if inside:
         raw["file"] = target.resolve().relative_to(idx.root.resolve()).as_posix()
     try:
         entry = parse_entry(raw, f"entry {name!r}")
     except ManifestError:
-        if out_dir is not None and not inside:
-            target.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
         raise
     entries = dict(idx.entries)
     entries[name] = entry

@@ -55,8 +55,6 @@ CURVE_COLUMNS = {
 # solo-learn normalises these datasets with their own statistics, whatever the cfg says.
 DATASET_STATS_NOTE = ("cifar10", "cifar100", "stl10")
 # Globals a Lightning checkpoint may pickle besides tensors and containers; plain data.
-_VETTED_GLOBALS = {"pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath",
-                   "pathlib.PureWindowsPath"}
 
 
 def _positive_int(text: str) -> int:
@@ -86,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=_positive_int, default=8, metavar="V",
                         help="augmented views per image (default 8, at least 2)")
     parser.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
-                        help="images per forward batch (default 64)")
+                        help="rows (image views) per forward batch (default 64)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the sampling, augmentations and untrained model")
     parser.add_argument("--device", default="auto",
@@ -124,39 +122,27 @@ def _load_cfg(args_json: Path) -> dict[str, Any]:
         raise CommandError(f"cannot read {args_json}: {err}") from None
     if not isinstance(cfg, dict) or "augmentations" not in cfg or not cfg["augmentations"]:
         raise CommandError(f"{args_json} is not a solo-learn cfg: no augmentations list.")
+    if cfg.get("method", "clamp") != "clamp":
+        raise CommandError(
+            f"{args_json} describes a method={cfg['method']!r} run; geometry needs a CLAMP "
+            "checkpoint (method: clamp)."
+        )
     return cfg
 
 
 def _torch_load(path: Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)``; pathlib globals are allow-listed if refused."""
-    import pickle
-
-    import torch
+    """The checkpoint through the project's safe loader (``weights_only=True``)."""
+    from solo_clamp.checkpoints import CheckpointError, load_checkpoint
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        refused = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-        if not refused or not refused <= _VETTED_GLOBALS:
-            names = ", ".join(sorted(refused)) or str(err).splitlines()[0]
-            raise CommandError(
-                f"torch.load(weights_only=True) refused {path}: it pickles {names}. Re-save "
-                "only its state_dict: torch.save({'state_dict': ckpt['state_dict']}, path)."
-            ) from None
-        import importlib
-
-        allowed = []
-        for name in sorted(refused):
-            module, _, attr = name.rpartition(".")
-            allowed.append(getattr(importlib.import_module(module), attr))
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise CommandError(f"cannot load checkpoint {path}: {err}") from None
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        raise CommandError(str(err)) from None
 
 
 def _build_model(cfg: dict[str, Any]) -> nn.Module:
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     import solo_clamp
 
@@ -167,7 +153,8 @@ def _build_model(cfg: dict[str, Any]) -> nn.Module:
         raise CommandError(solo_clamp.SOLO_MISSING_MESSAGE) from err
     try:
         model = METHODS["clamp"](OmegaConf.create(cfg))
-    except (ValueError, KeyError, AssertionError, TypeError) as err:
+    except (ValueError, KeyError, AttributeError, AssertionError, TypeError,
+            OmegaConfBaseException) as err:
         raise CommandError(f"cannot build CLAMP from args.json: {err}") from None
     return model.eval()
 
@@ -184,10 +171,10 @@ def _load_weights(model: nn.Module, ckpt: dict[str, Any], path: Path) -> None:
         try:
             getattr(model, part).load_state_dict(sub, strict=True)
         except RuntimeError as err:
-            first = str(err).splitlines()[0]
+            detail = " ".join(line.strip() for line in str(err).splitlines()[1:])
             raise CommandError(
                 f"{path}: the {part} weights do not match the architecture of args.json "
-                f"({first})."
+                f"({detail[:300]})."
             ) from None
 
 
@@ -376,11 +363,14 @@ def _histograms(out: Path, name: str, panels: list[tuple[str, dict[str, Any]]],
                 figures: list[str]) -> None:
     """One panel per ``(title, {legend: values})``, overlaid histograms."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
     for ax, (title, series) in zip(axes[0], panels):
-        for label, values in series.items():
-            ax.hist(values.numpy(), bins=40, alpha=0.55, density=True, label=label)
+        arrays = {label: values.double().numpy() for label, values in series.items()}
+        bins = np.histogram_bin_edges(np.concatenate(list(arrays.values())), bins=30)
+        for label, values in arrays.items():
+            ax.hist(values, bins=bins, alpha=0.55, density=True, label=label)
         ax.set_title(title)
         ax.set_ylabel("density")
         ax.legend()

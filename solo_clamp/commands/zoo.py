@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_index(sub, argparse.SUPPRESS)
 
     sub = actions.add_parser("publish", help="add a pretrain checkpoint to the zoo")
-    sub.add_argument("ckpt", type=Path, help="Lightning .ckpt with args.json beside it")
+    sub.add_argument("ckpt", type=Path, help="Lightning .ckpt with args.json beside it "
+                     "(or a run directory: its newest .ckpt)")
     sub.add_argument("--name", required=True, help="model name ([a-z0-9][a-z0-9._-]*)")
     sub.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16",
                      help="stored precision (default: fp16)")

@@ -137,12 +137,14 @@ def _stratified_subset(labels: np.ndarray, per_class: Optional[int], seed: int) 
     return np.sort(np.concatenate(chosen))
 
 
-def _write_split(out: Path, images: np.ndarray, labels: np.ndarray, classes, desc: str) -> None:
+def _write_split(out: Path, images: np.ndarray, labels: np.ndarray, keep: np.ndarray,
+                 classes, desc: str) -> None:
+    """Writes ``images[keep]`` as ``out/<class>/<index in the idx file>.png``."""
     for class_name in classes:
         (out / class_name).mkdir(parents=True, exist_ok=True)
-    for index in tqdm(range(len(labels)), desc=desc, unit="img", leave=False, mininterval=1.0):
+    for index in tqdm(keep, desc=desc, unit="img", leave=False, mininterval=1.0):
         Image.fromarray(images[index], mode="L").save(
-            out / classes[int(labels[index])] / f"{index:05d}.png"
+            out / classes[int(labels[index])] / f"{int(index):05d}.png"
         )
 
 
@@ -197,9 +199,7 @@ def prepare_image_folder(
             images = read_idx(find_idx_file(directory, _FILES[split][0]))
             labels = read_idx(find_idx_file(directory, _FILES[split][1]))
             keep = _stratified_subset(labels, per_class, seed)
-            _write_split(
-                staging / split, images[keep], labels[keep], spec.classes, desc=f"{name} {split}"
-            )
+            _write_split(staging / split, images, labels, keep, spec.classes, f"{name} {split}")
             counts[f"{split}_images"] = int(len(keep))
         (staging / "prepared.json").write_text(
             json.dumps({"dataset": name, "source": str(directory), "seed": seed, **counts})

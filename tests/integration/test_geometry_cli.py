@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 
 import pytest
 
@@ -45,38 +44,41 @@ def tiny_checkpoint(tmp_path, clamp_cfg_factory):
 def test_geometry_writes_figures_and_sane_json(tmp_path, tiny_checkpoint, image_folder):
     out = tmp_path / "out"
     code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder), "--out", str(out),
-                 "--max-images", "18", "--invariance-images", "12", "--views", "3",
-                 "--batch-size", "24", "--device", "cpu", "--no-progress"])
+                 "--max-images", "12", "--invariance-images", "6", "--views", "2",
+                 "--batch-size", "64", "--device", "cpu", "--no-progress"])
     assert code == 0
     result = json.loads((out / "geometry.json").read_text())
     assert {"training_curves", "unaugmented", "submanifolds", "invariance", "figures",
             "notes"} <= set(result)
-    assert result["num_images"] == 18 and result["view_images"] == 12
-    assert result["num_classes"] == 3 and result["views"] == 3
+    assert result["num_images"] == 12 and result["view_images"] == 6
+    assert result["num_classes"] == 3 and result["views"] == 2
     assert result["normalization"]["source"] == "imagenet"
+    assert result["rs"] == 7.0 and result["max_range"] == 1.5
 
+    # metrics.csv found beside the checkpoint; rows without CLAMP statistics are ignored
     curves = result["training_curves"]
     assert curves["epoch"] == [0, 1, 2]
     assert curves["neighbours"] == [3.0, 2.0, 1.5]
     assert curves["mean_radius"] == [5.2, 4.9, 4.7]
 
     backbone = result["unaugmented"]["backbone"]
-    assert 1.0 <= backbone["participation_ratio"] <= 17.0  # at most N - 1 = 17
+    assert 1.0 <= backbone["participation_ratio"] <= 11.0  # at most N - 1
     assert backbone["class_radius_mean"] > 0 and backbone["class_separation_mean"] > 0
     for name in ("trained", "untrained"):
         stats = result["submanifolds"][name]["projector"]
         assert stats["mean_radius"] > 0
-        assert 0.0 <= stats["neighbours_mean"] <= 11.0
+        assert 0.0 <= stats["neighbours_mean"] <= 5.0  # at most view_images - 1
         assert 0.0 <= stats["orientation_similarity_mean"] <= 1.0
         assert -1.0 <= stats["centroid_similarity_mean"] <= 1.0
         assert 0.0 <= stats["own_centroid_fraction"] <= 1.0
+        assert result["submanifolds"][name]["backbone"]["centroid_distance_mean"] > 0
 
     invariance = result["invariance"]
     assert invariance["strengths"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     for key in ("backbone", "projector"):
         values = invariance[key]
         assert len(values) == 5 and all(0.0 <= v <= 1.0 for v in values)
-        assert values[0] == pytest.approx(0.0, abs=1e-6)  # s = 0: identical views
+        assert values[0] == pytest.approx(0.0, abs=1e-6)  # s = 0: every view is the same
         assert values[-1] > 0.0
 
     expected = {"training_curves.png", "centroid_distances.png", "similarities.png", "tsne.png",
@@ -84,21 +86,16 @@ def test_geometry_writes_figures_and_sane_json(tmp_path, tiny_checkpoint, image_
     assert set(result["figures"]) == expected
     for name in expected:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not any(isinstance(v, float) and math.isnan(v) for v in invariance["backbone"])
 
 
-def test_geometry_without_logs_skips_the_curves_with_a_note(tmp_path, tiny_checkpoint,
-                                                            image_folder):
-    (tiny_checkpoint.parent / "metrics.csv").unlink()
-    code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder),
-                 "--max-images", "6", "--invariance-images", "4", "--views", "2",
-                 "--device", "cpu", "--no-progress"])
-    assert code == 0
-    out = tiny_checkpoint.parent / "geometry"  # the default output folder
-    result = json.loads((out / "geometry.json").read_text())
-    assert result["training_curves"] is None
-    assert any("training curves skipped" in note for note in result["notes"])
-    assert "training_curves.png" not in result["figures"]
+def test_logs_without_clamp_columns_are_skipped_with_a_note(tmp_path):
+    from solo_clamp.commands.geometry import _read_curves
+
+    logs = tmp_path / "metrics.csv"
+    logs.write_text("epoch,step,train_acc1_epoch\n0,9,40\n")
+    curves, note = _read_curves(logs)
+    assert curves is None
+    assert "train_clamp_neighbours_epoch" in note and "curves skipped" in note
 
 
 def test_missing_checkpoint_exits_2_with_a_clear_message(tmp_path, image_folder, capsys):
@@ -116,3 +113,10 @@ def test_mismatched_weights_exit_2(tmp_path, tiny_checkpoint, image_folder, caps
                  "--device", "cpu", "--no-progress"])
     assert code == 2
     assert "do not match the architecture" in capsys.readouterr().err
+
+
+def test_missing_args_json_exits_2(tmp_path, tiny_checkpoint, image_folder, capsys):
+    (tiny_checkpoint.parent / "args.json").unlink()
+    code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder)])
+    assert code == 2
+    assert "no args.json beside the checkpoint" in capsys.readouterr().err

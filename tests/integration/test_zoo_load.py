@@ -86,7 +86,7 @@ def test_publish_then_load_matches_the_original_backbone(trained, tmp_path, monk
 def test_cli_list_info_verify_load_on_a_published_zoo(trained, tmp_path, capsys):
     _, ckpt = trained
     index = tmp_path / "zoo" / "index.yaml"
-    entry = zoo.publish(ckpt, NAME, index, dtype="fp32", check=False)
+    entry = zoo.publish(ckpt.parent, NAME, index, dtype="fp32", check=False)  # a run dir
     weights = index.parent / entry.file
     assert zoo.read_weights(weights)["conv1.weight"].dtype == torch.float32
     capsys.readouterr()
@@ -113,8 +113,17 @@ def test_cli_list_info_verify_load_on_a_published_zoo(trained, tmp_path, capsys)
     assert f"available: {NAME}" in capsys.readouterr().err
 
 
-def test_publish_rejects_a_checkpoint_without_args_json(tmp_path):
+def test_publish_rejects_bad_inputs(tmp_path):
     ckpt = Path(tmp_path / "m.ckpt")
+    with pytest.raises(zoo.ZooError, match="does not exist"):
+        zoo.publish(ckpt, "m", tmp_path / "index.yaml")
     torch.save({"state_dict": {"backbone.w": torch.ones(1)}}, ckpt)
     with pytest.raises(zoo.ZooError, match="args.json not found"):
         zoo.publish(ckpt, "m", tmp_path / "index.yaml")
+    (tmp_path / "args.json").write_text(json.dumps({"method": "clamp"}))
+    with pytest.raises(zoo.ZooError, match="missing 'data.dataset'"):
+        zoo.publish(ckpt, "m", tmp_path / "index.yaml", check=False)
+    with pytest.raises(zoo.ManifestError, match="--out: .* is outside"):
+        zoo.publish(ckpt, "m", tmp_path / "zoo" / "index.yaml", out_dir=tmp_path / "elsewhere")
+    with pytest.raises(zoo.ManifestError, match="--dtype: 'bf16' is not supported"):
+        zoo.publish(ckpt, "m", tmp_path / "index.yaml", dtype="bf16")

@@ -1,0 +1,65 @@
+"""The solo-clamp console command: help, dispatch and user-facing errors (no solo needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import solo_clamp
+from solo_clamp.cli import COMMANDS, main
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "solo_clamp.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert set(COMMANDS) >= {"pretrain", "linear", "knn", "prepare-data", "zoo", "geometry"}
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "solo_clamp.cli", "--version"],
+                         capture_output=True, text=True, check=True).stdout
+    assert solo_clamp.__version__ in out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 1
+    assert "usage: solo-clamp" in capsys.readouterr().out
+
+
+def test_prepare_data_bad_source_is_a_one_line_error(tmp_path, capsys):
+    assert main(["prepare-data", "mnist", "--source", str(tmp_path), "--root",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "solo-clamp prepare-data: error:" in err and "idx files" in err
+
+
+def test_prepare_data_writes_the_tree(mnist_source, tmp_path, capsys):
+    assert main(["prepare-data", "mnist", "--source", str(mnist_source), "--root",
+                 str(tmp_path), "--train-per-class", "1", "--val-per-class", "1"]) == 0
+    assert "(10 images)" in capsys.readouterr().out
+
+
+def test_pretrain_without_solo_learn_says_how_to_install(monkeypatch, capsys):
+    monkeypatch.setattr(solo_clamp, "solo_available", lambda: False)
+    assert main(["pretrain"]) == 2
+    err = capsys.readouterr().err
+    assert "solo-learn is not installed" in err and "not on PyPI" in err
+
+
+def test_register_without_solo_learn_raises_a_named_error(monkeypatch):
+    monkeypatch.setattr(solo_clamp, "solo_available", lambda: False)
+    with pytest.raises(ModuleNotFoundError, match="solo-learn is not installed"):
+        solo_clamp.register()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "linear", "knn"])
+def test_unknown_config_is_a_clear_error(command, capsys):
+    if not solo_clamp.solo_available():
+        pytest.skip("solo-learn is not installed: the config lookup runs after the solo check")
+    assert main([command, "--config-name", "nope.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "--config-name 'nope.yaml' not found" in err and "available:" in err

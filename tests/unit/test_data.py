@@ -1,0 +1,84 @@
+"""idx reading and the MNIST -> ImageFolder preparation, on the real MNIST files."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from solo_clamp.data.idx import read_idx, verify_sha256sums
+from solo_clamp.data.prepare import locate_source, prepare_image_folder
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_read_idx_roundtrip(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.gz", array)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), array)
+
+
+def test_read_idx_rejects_garbage_and_truncation(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an idx file"):
+        read_idx(tmp_path / "bad")
+    header = bytes([0, 0, 0x08, 1]) + (10).to_bytes(4, "big")
+    (tmp_path / "short").write_bytes(header + b"\x00" * 3)
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "short")
+
+
+def test_real_mnist_files_have_the_documented_shapes(mnist_source):
+    images = read_idx(mnist_source / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(mnist_source / "t10k-labels-idx1-ubyte.gz")
+    assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
+    assert set(np.unique(labels)) == set(range(10))
+    verify_sha256sums(mnist_source, ["t10k-images-idx3-ubyte.gz"])
+
+
+def test_prepared_image_folder_matches_the_idx_data(mnist_source, tmp_path):
+    prepared = prepare_image_folder("mnist", tmp_path, source=mnist_source, train_per_class=3,
+                                    val_per_class=2)
+    assert prepared.train_images == 30 and prepared.val_images == 20
+    assert sorted(p.name for p in prepared.train.iterdir()) == [str(d) for d in range(10)]
+    images = read_idx(mnist_source / "train-images-idx3-ubyte.gz")
+    labels = read_idx(mnist_source / "train-labels-idx1-ubyte.gz")
+    for png in prepared.train.glob("*/*.png"):
+        index = int(png.stem)
+        assert labels[index] == int(png.parent.name)
+        np.testing.assert_array_equal(np.asarray(Image.open(png)), images[index])
+    # no staging directory left behind; a second call reuses the tree
+    assert [p.name for p in tmp_path.iterdir()] == [prepared.root.name]
+    again = prepare_image_folder("mnist", tmp_path, source=mnist_source, train_per_class=3,
+                                 val_per_class=2)
+    assert again == prepared
+
+
+def test_corrupted_source_is_refused_and_nothing_is_written(mnist_source, tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(mnist_source, source)
+    data = bytearray((source / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    data[-1] ^= 0xFF
+    (source / "t10k-labels-idx1-ubyte.gz").write_bytes(bytes(data))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="does not match SHA256SUMS"):
+        prepare_image_folder("mnist", out, source=source, train_per_class=1, val_per_class=1)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        prepare_image_folder("cifar", tmp_path)
+    with pytest.raises(ValueError, match="train_per_class must be a positive integer"):
+        prepare_image_folder("mnist", tmp_path, train_per_class=0)
+    with pytest.raises(FileNotFoundError, match="must hold the mnist idx files"):
+        locate_source("mnist", tmp_path)
