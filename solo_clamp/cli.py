@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zoo": ("solo_clamp.commands.zoo", "list, download, verify, load and publish checkpoints"),
     "geometry": ("solo_clamp.commands.geometry", "manifold geometry figures for a checkpoint"),
     "compare": ("solo_clamp.commands.compare", "CLAMP vs SimCLR, BYOL and VICReg side by side"),
+    "run-solo": ("solo_clamp.commands.run_solo", "run a solo-learn program with CLAMP registered"),
 }
 
 

@@ -122,3 +122,9 @@ def make_clamp_cfg(
 @pytest.fixture
 def clamp_cfg_factory():
     return make_clamp_cfg
+
+
+@pytest.fixture(scope="session")
+def image_folder_writer():
+    """The ``write_image_folder`` function, for module- or session-scoped fixtures."""
+    return write_image_folder

@@ -10,8 +10,9 @@ import torch
 
 solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
 
-import solo_clamp  # noqa: E402
 from solo.methods import METHODS  # noqa: E402
+
+import solo_clamp  # noqa: E402
 from solo_clamp.commands.hydra_config import SCRIPTS_DIR, compose_config  # noqa: E402
 
 PRETRAIN_CONFIGS = sorted(
