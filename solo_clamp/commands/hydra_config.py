@@ -65,3 +65,28 @@ def require_solo() -> None:
 
     if not solo_clamp.solo_available():
         raise CommandError(solo_clamp.SOLO_MISSING_MESSAGE)
+
+
+def hydra_command(kind: str, default_path: str, default_name: str, runner: str):
+    """``(add_arguments, run)`` of a subcommand that composes a Hydra config and passes it to
+    ``runner`` (``"module:function"``, imported only when the command runs)."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        add_config_arguments(parser, kind, default_path, default_name)
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        require_solo()
+        cfg = compose_config(args)
+        module_name, function_name = runner.split(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        try:
+            summary = function(cfg)
+        except (ValueError, FileNotFoundError) as err:
+            raise CommandError(str(err)) from err
+        if isinstance(summary, dict) and "checkpoint" in summary:
+            print(f"checkpoint: {summary['checkpoint']}")
+        return 0
+
+    return add_arguments, run

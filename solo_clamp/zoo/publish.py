@@ -1,0 +1,250 @@
+"""Publishing a pretrain checkpoint: backbone-only safetensors plus a new manifest entry."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Union
+
+import torch
+
+from solo_clamp.version import __version__
+from solo_clamp.zoo.errors import ManifestError, ZooError
+from solo_clamp.zoo.files import PathLike, sha256_file
+from solo_clamp.zoo.index import IndexLike, ZooIndex, index_path, load_index, write_index
+from solo_clamp.zoo.manifest import (
+    FORMATS,
+    BackboneSpec,
+    ZooEntry,
+    check_name,
+    parse_entry,
+    parse_source,
+)
+from solo_clamp.zoo.weights import build_loaded, write_weights
+
+DTYPES: dict[str, str] = {"fp16": "safetensors-fp16", "fp32": "safetensors-fp32"}
+CIFAR_DATASETS = ("cifar10", "cifar100")
+
+_EPOCH_RE = re.compile(r"-ep=(\d+)\.ckpt$")
+
+
+def load_checkpoint(path: PathLike) -> dict[str, Any]:
+    """:func:`solo_clamp.checkpoints.load_checkpoint`, with its errors as :class:`ZooError`."""
+    from solo_clamp.checkpoints import CheckpointError
+    from solo_clamp.checkpoints import load_checkpoint as load_safely
+
+    try:
+        return load_safely(path)
+    except CheckpointError as err:
+        raise ZooError(str(err)) from err
+
+
+def backbone_state(
+    state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype, where: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """The ``backbone.*`` tensors without the prefix, floating ones cast to ``dtype``."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith("backbone.") and isinstance(value, torch.Tensor):
+            value = value.detach().to("cpu")
+            if value.is_floating_point():  # checked before the cast: fp16 math is slow on CPU
+                limit = torch.finfo(dtype).max
+                if value.numel() and not (
+                    torch.isfinite(value).all() and value.abs().amax() <= limit
+                ):
+                    raise ZooError(
+                        f"{where}: {key} has values that are not finite in {dtype} "
+                        "(publish with --dtype fp32)."
+                    )
+                value = value.to(dtype)
+            out[key[len("backbone.") :]] = value.clone().contiguous()
+    if not out:
+        prefixes = sorted({k.split(".", 1)[0] for k in state_dict})
+        raise ZooError(
+            f"{where}: no 'backbone.*' weights; the state_dict has: "
+            f"{', '.join(prefixes) or 'nothing'}."
+        )
+    return out
+
+
+def _read_cfg(args_file: Path) -> dict[str, Any]:
+    """solo-learn's saved training cfg (``args.json``), without its wandb run id."""
+    if not args_file.is_file():
+        raise ZooError(
+            f"{args_file} not found: solo-learn writes args.json beside the "
+            "checkpoint (or pass --args PATH)."
+        )
+    try:
+        cfg = json.loads(args_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ZooError(f"{args_file}: not valid JSON: {err}") from err
+    if not isinstance(cfg, dict):
+        raise ZooError(f"{args_file}: expected a JSON object (the training cfg).")
+    cfg.pop("wandb_run_id", None)
+    return cfg
+
+
+def _cfg_get(cfg: Mapping[str, Any], dotted: str, where: Path) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ZooError(f"{where}: missing '{dotted}' (a solo-learn args.json has it).")
+        node = node[part]
+    return node
+
+
+def _views(cfg: Mapping[str, Any]) -> int:
+    data = cfg.get("data") or {}
+    views = int(data.get("num_large_crops") or 0) + int(data.get("num_small_crops") or 0)
+    if views < 1:
+        views = sum(int(a.get("num_crops", 0)) for a in cfg.get("augmentations") or [])
+    return max(views, 1)
+
+
+def _epochs(ckpt_path: Path, cfg: Mapping[str, Any]) -> int:
+    """solo-learn names checkpoints ``...-ep=N.ckpt`` with N the 0-based epoch just ended."""
+    match = _EPOCH_RE.search(ckpt_path.name)
+    if match:
+        return int(match.group(1)) + 1
+    return int(cfg.get("max_epochs") or 1)
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _check_loads(spec: BackboneSpec, method: str, state: Mapping[str, torch.Tensor]) -> None:
+    from solo_clamp import solo_available
+
+    if not solo_available():
+        warnings.warn(
+            "solo-learn is not installed: the published weights were not test-loaded.", stacklevel=3
+        )
+        return
+    build_loaded(spec, method, state, f"the checkpoint's backbone does not load into {spec.name}")
+
+
+def publish(
+    ckpt: PathLike,
+    name: str,
+    index: IndexLike = None,
+    *,
+    out_dir: Optional[PathLike] = None,
+    dtype: str = "fp16",
+    args_path: Optional[PathLike] = None,
+    epochs: Optional[int] = None,
+    evaluation: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    sources: Iterable[Union[str, Mapping[str, str]]] = (),
+    overwrite: bool = False,
+    check: bool = True,
+) -> ZooEntry:
+    """Publishes a pretrain checkpoint: writes ``<name>.safetensors`` (backbone only) into
+    ``out_dir`` (default: the manifest's folder) and adds the entry to the manifest.
+
+    Args:
+        ckpt: the Lightning ``.ckpt`` (or a run directory: its newest ``.ckpt``);
+            ``args.json`` (solo-learn's saved cfg) sits beside it unless ``args_path`` is
+            given.
+        name: the model name.
+        index: the manifest to update (created when missing); default
+            :func:`~solo_clamp.zoo.index.default_index_path`.
+        out_dir: where the weights go; outside the manifest's folder the entry gets no
+            ``file`` and needs ``sources``.
+        dtype: ``fp16`` or ``fp32``.
+        epochs: epochs trained; default from the ``-ep=N`` checkpoint name, else max_epochs.
+        evaluation: e.g. ``{"knn": {"top1": 97.5, "command": "solo-clamp knn ..."}}``.
+        sources: download URLs / ``{hf_repo, hf_filename}`` mappings for the file.
+        overwrite: replace an existing entry and weights file of the same name.
+        check: rebuild the backbone with solo-learn (when installed) and load the weights
+            strictly before anything is written.
+
+    Raises:
+        ManifestError, ZooError: with the offending field or file named.
+    """
+    name = check_name(name, "--name")
+    if dtype not in DTYPES:
+        raise ManifestError(f"--dtype: {dtype!r} is not supported; allowed: {', '.join(DTYPES)}.")
+    from solo_clamp.checkpoints import resolve_checkpoint
+
+    try:
+        ckpt = resolve_checkpoint(ckpt)  # a run directory means its newest .ckpt
+    except FileNotFoundError as err:
+        raise ZooError(str(err)) from err
+    args_file = Path(args_path) if args_path is not None else ckpt.parent / "args.json"
+    cfg = _read_cfg(args_file)
+
+    path = index_path(index)
+    idx = load_index(path) if path.is_file() else ZooIndex(path, {})
+    if name in idx.entries and not overwrite:
+        raise ManifestError(
+            f"--name: {name!r} is already in {idx.path}; pass --overwrite to replace it."
+        )
+    folder = Path(out_dir) if out_dir is not None else idx.root
+    target = folder / f"{name}.safetensors"
+    if target.exists() and not overwrite:
+        raise ZooError(f"{target} exists; pass --overwrite to replace it.")
+    sources = list(sources)
+    inside = _is_inside(target, idx.root)
+    if not inside and not sources:
+        raise ManifestError(
+            f"--out: {folder} is outside the manifest's folder {idx.root}, so "
+            "the file is not shipped: give --source URL or --hf-repo and "
+            "--hf-filename so the entry can be downloaded."
+        )
+    for i, source in enumerate(sources):
+        parse_source(source, f"--source[{i}]")
+
+    fmt = DTYPES[dtype]
+    state = backbone_state(load_checkpoint(ckpt)["state_dict"], FORMATS[fmt], str(ckpt))
+    dataset = str(_cfg_get(cfg, "data.dataset", args_file))
+    backbone_name = str(_cfg_get(cfg, "backbone.name", args_file))
+    spec = BackboneSpec(
+        name=backbone_name,
+        kwargs=dict((cfg.get("backbone") or {}).get("kwargs") or {}),
+        cifar_stem=backbone_name.startswith("resnet") and dataset in CIFAR_DATASETS,
+    )
+    method = str(_cfg_get(cfg, "method", args_file))
+    if check:
+        _check_loads(spec, method, state)
+
+    write_weights(
+        target,
+        state,
+        {
+            "name": name,
+            "method": method,
+            "backbone": backbone_name,
+            "format": fmt,
+            "dataset": dataset,
+            "solo_clamp_version": __version__,
+        },
+    )
+    raw = {
+        "name": name,
+        "method": method,
+        "backbone": spec.to_manifest(),
+        "dataset": dataset,
+        "epochs": epochs if epochs is not None else _epochs(ckpt, cfg),
+        "views": _views(cfg),
+        "evaluation": dict(evaluation or {}),
+        "config": cfg,
+        "size": target.stat().st_size,
+        "sha256": sha256_file(target),
+        "format": fmt,
+        "sources": sources,
+    }
+    if inside:
+        raw["file"] = target.resolve().relative_to(idx.root.resolve()).as_posix()
+    try:
+        entry = parse_entry(raw, f"entry {name!r}")
+    except ManifestError:
+        target.unlink(missing_ok=True)
+        raise
+    write_index(ZooIndex(idx.path, {**idx.entries, name: entry}))
+    return entry
