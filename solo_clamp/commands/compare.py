@@ -1,0 +1,147 @@
+"""``solo-clamp compare``: CLAMP vs solo-learn's SimCLR, BYOL and VICReg side by side.
+
+    solo-clamp compare                                  # Fashion-MNIST, CPU, about an hour
+    solo-clamp compare --quick --out runs/smoke         # tiny smoke run (a minute or two)
+    solo-clamp compare --dataset mnist --methods clamp simclr --seeds 0 1 2
+    solo-clamp compare --config scripts/compare/cifar10.yaml --out runs/cifar10   # GPU
+    solo-clamp compare --estimate 4                     # time 4 steps per method, extrapolate
+
+Rerunning the same command resumes: finished runs are skipped, unfinished ones start over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+from solo_clamp.commands import CommandError
+
+BUDGET_CHOICES = ("equal_epochs", "equal_compute", "both")
+
+
+def _names(values: Optional[list[str]]) -> Optional[list[str]]:
+    """``a b`` or ``a,b`` -> ``[a, b]``."""
+    if values is None:
+        return None
+    return [part for value in values for part in value.split(",") if part]
+
+
+def _ints(values: Optional[list[str]], flag: str) -> Optional[list[int]]:
+    names = _names(values)
+    if names is None:
+        return None
+    try:
+        return [int(n) for n in names]
+    except ValueError:
+        raise CommandError(f"{flag} takes integers, got {' '.join(values)!r}.") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default=None,
+                        help="fashion_mnist (default), mnist, cifar10, cifar100 or imagenet100: "
+                             "picks scripts/compare/<dataset>.yaml unless --config is given")
+    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
+                        help="a comparison config (default: scripts/compare/<dataset>.yaml)")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="M",
+                        help="subset of the config's methods, e.g. clamp simclr")
+    parser.add_argument("--seeds", nargs="+", default=None, metavar="S", help="e.g. 0 1")
+    parser.add_argument("--budget", choices=BUDGET_CHOICES, default=None,
+                        help="equal_epochs, equal_compute or both (default: the config's)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of the equal_epochs budget (and reference of equal_compute)")
+    parser.add_argument("--train-per-class", type=int, default=None, metavar="N",
+                        help="training images per class (MNIST / Fashion-MNIST)")
+    parser.add_argument("--views", type=int, default=None,
+                        help="CLAMP's views per image (default: the config's)")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="run directory (default: runs/compare-<dataset>[-quick])")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny smoke setting: 16 images per class, 2 epochs, batch 16, 1 seed")
+    parser.add_argument("--estimate", type=int, nargs="?", const=4, default=None, metavar="STEPS",
+                        help="time STEPS training steps per method (default 4) and print the "
+                             "plan's projected duration instead of running it")
+
+
+def build_config(args: argparse.Namespace):
+    """The comparison config: file (or shipped default), then --quick, then the flags."""
+    from solo_clamp import compare
+
+    cfg = compare.load_config(args.config, args.dataset)
+    if args.quick:
+        compare.apply_quick(cfg)
+    if args.methods:
+        cfg.methods = _names(args.methods)
+    seeds = _ints(args.seeds, "--seeds")
+    if seeds:
+        cfg.seeds = seeds
+    if args.budget:
+        cfg.budgets = list(compare.BUDGETS) if args.budget == "both" else [args.budget]
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    if args.train_per_class is not None:
+        cfg.data.train_per_class = args.train_per_class
+    if args.views is not None and "clamp" in cfg.recipes:
+        cfg.recipes.clamp.views = args.views
+    compare.validate_config(cfg)
+    return cfg
+
+
+class _DropMessage(logging.Filter):
+    """Drops solo-learn's per-run ``scheduler_interval=step`` resume warning (no resuming
+    of a run's checkpoint happens here: unfinished runs start over)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "scheduler_interval" not in record.getMessage()
+
+
+def _quiet() -> None:
+    """One line per run instead of Lightning's and solo-learn's per-run notices."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger().addFilter(_DropMessage())
+    for pattern in (".*does not have many workers.*", ".*no `val_dataloader`.*",
+                    ".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", pattern)
+
+
+def run(args: argparse.Namespace) -> int:
+    from solo_clamp.commands.hydra_config import require_solo
+
+    require_solo()
+    from solo_clamp import compare
+
+    try:
+        cfg = build_config(args)
+        _quiet()
+        if args.estimate is not None:
+            if args.estimate < 2:
+                raise ValueError(f"--estimate takes at least 2 steps, got {args.estimate}.")
+            report = compare.estimate(cfg, steps=args.estimate)
+            ref = report["reference_images_per_s"]
+            print(f"reference: backbone forward+backward {ref[0]:.0f} -> {ref[-1]:.0f} images/s "
+                  f"(before -> after); evaluation forward "
+                  f"{report['forward_images_per_s']:.0f} images/s")
+            for method, cost in report["relative_cost"].items():
+                print(f"  {method}: {report['seconds_per_step'][method]:.2f} s/step, "
+                      f"{cost:.2f}x the reference time for its views")
+            for row in report["runs"]:
+                print(f"  {row['run_id']}: {row['steps']} steps, ~{row['seconds'] / 60:.1f} min")
+            print(f"floors: ~{report['floors_s'] / 60:.1f} min; projected total at this speed: "
+                  f"~{report['total_s'] / 60:.0f} min (scales inversely with the reference)")
+            return 0
+        out = args.out or Path("runs") / f"compare-{cfg.dataset}{'-quick' if cfg.quick else ''}"
+        summary = compare.run_comparison(cfg, out)
+    except ValueError as err:
+        raise CommandError(str(err)) from err
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(f"trained {len(summary.trained)} run(s), skipped {len(summary.skipped)} finished")
+    for path in summary.files:
+        print(f"  {path}")
+    return 0

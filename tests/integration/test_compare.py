@@ -1,0 +1,240 @@
+"""``solo-clamp compare`` against the real solo-learn: a tiny end-to-end comparison, resume,
+the plan's budget arithmetic, config checks and the shipped configs."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from solo_clamp import compare  # noqa: E402
+from solo_clamp.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+SHIPPED = sorted(compare.CONFIG_DIR.glob("*.yaml"))
+EXPECTED_RUNS = ["floor-raw_pixels", "floor-untrained", "clamp-equal_epochs-s0",
+                 "clamp-equal_compute-s0", "simclr-equal_epochs-s0"]
+
+
+@pytest.fixture
+def tiny_config(tmp_path, image_folder_factory) -> Path:
+    """The default config on a generated 3-class ImageFolder: 24 training images, batch 8,
+    16-px views (a quarter of the compute of 32 px: the test stays quick on a busy machine)."""
+    train = image_folder_factory("train", classes=3, per_class=8, size=16)
+    val = image_folder_factory("val", classes=3, per_class=6, size=16, seed=1)
+    base = compare.load_config(compare.CONFIG_DIR / "fashion_mnist.yaml")
+    augmentations = OmegaConf.to_container(base.augmentations)
+    augmentations[0]["crop_size"] = 16
+    cfg = {
+        "base": str(compare.CONFIG_DIR / "fashion_mnist.yaml"),
+        "dataset": "image_folder",
+        "data": {"train_path": str(train), "val_path": str(val), "num_workers": 0,
+                 "train_per_class": None, "val_per_class": None},
+        "augmentations": augmentations,
+        "methods": ["clamp", "simclr"],
+        "seeds": [0],
+        "epochs": 2,
+        "batch_size": 8,
+        "curves": {"per_class": 4},
+        "evaluation": {"linear": {"epochs": 10}},
+        "trainer": {"progress_bar": False},
+    }
+    path = tmp_path / "tiny.yaml"
+    OmegaConf.save(OmegaConf.create(cfg), path)
+    return path
+
+
+def _compare(config: Path, out: Path, *extra: str) -> int:
+    return main(["compare", "--config", str(config), "--out", str(out), "--budget", "both",
+                 *extra])
+
+
+def _interrupt_simclr(monkeypatch) -> None:
+    """Ctrl-C inside Lightning's fit of the SimCLR run (Lightning swallows KeyboardInterrupt
+    and marks the trainer interrupted)."""
+    from lightning.pytorch.callbacks import Callback
+
+    from solo_clamp.training import common
+
+    class CtrlC(Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            if pl_module.cfg.method == "simclr" and trainer.global_step >= 2:
+                raise KeyboardInterrupt
+
+    original = common.build_trainer
+
+    def build_trainer(cfg, loggers, callbacks):
+        return original(cfg, loggers, [*callbacks, CtrlC()])
+
+    monkeypatch.setattr(common, "build_trainer", build_trainer)
+
+
+@pytest.mark.filterwarnings("ignore:Detected KeyboardInterrupt")
+def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    runs = out / "runs"
+
+    # 1. Interrupted during the last run: the finished runs are kept and reported.
+    _interrupt_simclr(monkeypatch)
+    assert _compare(tiny_config, out) == 130
+    captured = capsys.readouterr()
+    assert "stopped: 4 finished run(s) are saved" in captured.out
+    assert sorted(p.parent.name for p in runs.glob("*/result.json")) == sorted(EXPECTED_RUNS[:4])
+    assert "Unfinished runs (not in the table): simclr-equal_epochs-s0." in \
+        (out / "results.md").read_text()
+    monkeypatch.undo()
+
+    # 2. Resume: the finished runs are skipped, the interrupted one starts over.
+    calls: list[str] = []
+    original_train = compare.train
+
+    def counting_train(cfg, spec, *args, **kwargs):
+        calls.append(spec.run_id)
+        return original_train(cfg, spec, *args, **kwargs)
+
+    monkeypatch.setattr(compare, "train", counting_train)
+    assert _compare(tiny_config, out) == 0
+    printed = capsys.readouterr().out
+    assert calls == ["simclr-equal_epochs-s0"]
+    assert "skipping 4 finished run(s): " + ", ".join(EXPECTED_RUNS[:4]) in printed
+    assert "trained 1 run(s), skipped 4 finished" in printed
+    monkeypatch.undo()
+
+    # 3. The outputs: table, reports, configs, backbones, curves.
+    with (out / "results.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        rows = {row["run_id"]: row for row in reader}
+    assert tuple(reader.fieldnames) == compare.RESULT_COLUMNS
+    assert list(rows) == EXPECTED_RUNS
+    spe = 24 // 8
+    assert int(rows["clamp-equal_epochs-s0"]["steps"]) == 2 * spe
+    assert int(rows["simclr-equal_epochs-s0"]["steps"]) == 2 * spe
+    assert int(rows["clamp-equal_compute-s0"]["steps"]) == spe  # 2/V of the epochs, V = 4
+    assert (rows["clamp-equal_compute-s0"]["views_seen"]
+            == rows["simclr-equal_epochs-s0"]["views_seen"])  # equal views x images
+    for row in rows.values():
+        for key in ("knn_top1", "linear_top1"):
+            assert 0.0 <= float(row[key]) <= 100.0
+
+    md = (out / "results.md").read_text()
+    assert "| budget | method | views | epochs |" in md and "beats both floors" in md
+    assert "| equal_epochs | clamp | 4 | 2 |" in md
+    assert "| equal_compute | clamp | 4 | 1 |" in md
+    assert "simclr (same run as equal_epochs)" in md
+    assert "| floor | raw pixels (16 px) |" in md
+    assert "| floor | untrained resnet18 (seed 0) |" in md
+    assert "Unfinished runs" not in md
+    for name in ("curves_loss.png", "curves_knn.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    solo_cfg = OmegaConf.load(runs / "clamp-equal_epochs-s0" / "config.yaml")
+    assert solo_cfg.method == "clamp" and solo_cfg.data.num_large_crops == 4
+    assert solo_cfg.method_kwargs.proj_hidden_dim == 512  # 2048 x projector_scale 0.25
+    simclr_cfg = OmegaConf.load(runs / "simclr-equal_epochs-s0" / "config.yaml")
+    assert simclr_cfg.data.num_large_crops == 2
+    state = torch.load(runs / "clamp-equal_epochs-s0" / "backbone.pt", weights_only=True)
+    assert "conv1.weight" in state and "fc.weight" not in state
+
+    curves = {run: json.loads((runs / run / "result.json").read_text())["curve"]
+              for run in EXPECTED_RUNS[2:]}
+    assert [p["epoch"] for p in curves["clamp-equal_epochs-s0"]] == [0, 1, 2]
+    assert [p["epoch"] for p in curves["clamp-equal_compute-s0"]] == [0, 1]
+    assert all(p["loss"] is not None and p["knn_top1"] is not None
+               for c in curves.values() for p in c[1:])
+    # every method of a seed starts from the same backbone: same probe score before training
+    assert len({c[0]["knn_top1"] for c in curves.values()}) == 1
+
+    # 4. Everything finished: nothing trains and no result file is rewritten.
+    results = sorted(runs.glob("*/result.json"))
+    mtimes = {p: p.stat().st_mtime_ns for p in results}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(compare, "train", no_training)
+    assert _compare(tiny_config, out) == 0
+    printed = capsys.readouterr().out
+    assert "skipping 5 finished run(s): " + ", ".join(EXPECTED_RUNS) in printed
+    assert "trained 0 run(s), skipped 5 finished" in printed
+    assert {p: p.stat().st_mtime_ns for p in results} == mtimes
+
+
+def _cfg(**overrides):
+    cfg = compare.load_config(None)
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
+
+
+def test_plan_budgets_and_seed_major_order():
+    cfg = _cfg(seeds=[0, 1], epochs=6)
+    runs = compare.plan_runs(cfg, steps_per_epoch=10)
+    ids = [r.run_id for r in runs]
+    assert ids[:5] == ["clamp-equal_epochs-s0", "clamp-equal_compute-s0",
+                       "simclr-equal_epochs-s0", "byol-equal_epochs-s0", "vicreg-equal_epochs-s0"]
+    assert len(ids) == 10 and ids[5].endswith("-s1")
+    steps = {r.run_id: r.steps for r in runs}
+    assert steps["clamp-equal_epochs-s0"] == steps["simclr-equal_epochs-s0"] == 60
+    assert steps["clamp-equal_compute-s0"] == 30
+    cfg.recipes.clamp.views = 8
+    clamp = {r.budget: r for r in compare.plan_runs(cfg, 10) if r.method == "clamp"}
+    assert clamp["equal_compute"].steps == 15 and clamp["equal_compute"].max_epochs == 2
+    cfg.budgets = ["equal_compute"]  # 2-view methods still get their (shared) run
+    assert {r.run_id for r in compare.plan_runs(cfg, 10)} >= {"simclr-equal_epochs-s0"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"dataset": "svhn"}, "dataset must be one of"),
+    ({"methods": ["clamp", "dino"]}, "'dino' has no recipe"),
+    ({"budgets": ["equal_flops"]}, "budgets must be a non-empty subset"),
+    ({"seeds": [0, 0]}, "seeds must not repeat"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"projector_scale": 2.0}, "projector_scale must be in (0, 1]"),
+    ({"recipes.clamp.views": 1}, "recipes.clamp.views must be an integer >= 2"),
+    ({"recipes.vicreg.views": 4}, "recipes.vicreg.views must be 2"),
+    ({"dataset": "imagenet100", "data.train_per_class": None, "data.val_per_class": None},
+     "data.train_path is required"),
+    ({"dataset": "cifar10"}, "data.train_per_class applies only to the datasets"),
+])
+def test_config_errors_name_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        compare.validate_config(_cfg(**overrides))
+
+
+def test_missing_fashion_mnist_says_how_to_install(tmp_path, monkeypatch, capsys):
+    from solo_clamp.data import prepare
+
+    spec = dataclasses.replace(prepare.DATASETS["fashion_mnist"], default_dirs=(tmp_path,))
+    monkeypatch.setitem(prepare.DATASETS, "fashion_mnist", spec)
+    monkeypatch.delenv(spec.env_var, raising=False)
+    assert main(["compare", "--quick", "--out", str(tmp_path / "out")]) == 2
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_build_solo_learn_cfgs(path, tmp_path):
+    """Every shipped config validates, and every method's cfg passes solo-learn's parse_cfg
+    and the method's own checks with the views the budget implies."""
+    from solo.methods import METHODS
+
+    cfg = compare.load_config(path)
+    if cfg.dataset == "imagenet100":
+        cfg.data.train_path = cfg.data.val_path = str(tmp_path)
+    compare.validate_config(cfg)
+    solo_name = {"fashion_mnist": "custom", "mnist": "custom"}.get(cfg.dataset, cfg.dataset)
+    data = compare.ComparisonData(cfg.dataset, solo_name, str(tmp_path), str(tmp_path))
+    (tmp_path / "class_a").mkdir(exist_ok=True)
+    for spec in compare.plan_runs(cfg, steps_per_epoch=10):
+        solo_cfg = compare.parse(compare.build_solo_cfg(cfg, spec, data))
+        solo_cfg = METHODS[spec.method].add_and_assert_specific_cfg(solo_cfg)
+        assert solo_cfg.data.num_large_crops == spec.views and solo_cfg.data.num_small_crops == 0
+        assert solo_cfg.max_steps == spec.steps
