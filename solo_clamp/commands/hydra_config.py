@@ -83,7 +83,7 @@ def hydra_command(kind: str, default_path: str, default_name: str, runner: str):
         function = getattr(importlib.import_module(module_name), function_name)
         try:
             summary = function(cfg)
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, FileNotFoundError, FloatingPointError) as err:
             raise CommandError(str(err)) from err
         if isinstance(summary, dict) and "checkpoint" in summary:
             print(f"checkpoint: {summary['checkpoint']}")

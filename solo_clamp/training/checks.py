@@ -70,6 +70,26 @@ def _num_devices(cfg: DictConfig) -> int:
     return max(len(devices), 1)
 
 
+def num_processes(cfg: DictConfig) -> int:
+    """Training processes: devices per node times nodes."""
+    return _num_devices(cfg) * int(_get(cfg, "num_nodes", 1) or 1)
+
+
+def _check_sync_batchnorm(cfg: DictConfig, world: int) -> None:
+    import torch
+
+    accelerator = _get(cfg, "accelerator", "auto")
+    on_cpu = accelerator == "cpu" or (
+        accelerator in (None, "auto", "gpu", "cuda") and not torch.cuda.is_available()
+    )
+    if _get(cfg, "sync_batchnorm", False) and world > 1 and on_cpu:
+        raise ValueError(
+            "sync_batchnorm=True needs CUDA GPUs: torch's SyncBatchNorm has no CPU "
+            f"implementation, so this {world}-process CPU run cannot use it; set "
+            "sync_batchnorm=False (each process then normalises over its own batch)."
+        )
+
+
 def preflight(cfg: DictConfig) -> None:
     """Validates a CLAMP pretraining config; raises ValueError naming the field."""
     method = _get(cfg, "method")
@@ -99,12 +119,13 @@ def preflight(cfg: DictConfig) -> None:
     batch_size = _get(cfg, "optimizer.batch_size")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"optimizer.batch_size must be a positive integer, got {batch_size!r}.")
-    world = _num_devices(cfg) * int(_get(cfg, "num_nodes", 1) or 1)
+    world = num_processes(cfg)
     if batch_size * world < 2:
         raise ValueError(
             "optimizer.batch_size=1 on a single device gives one sub-manifold per step and "
             "nothing to pack: use optimizer.batch_size >= 2."
         )
+    _check_sync_batchnorm(cfg, world)
 
 
 def check_dali_usable() -> None:

@@ -25,7 +25,8 @@ from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
 import solo_clamp
-from solo_clamp.training.checks import preflight
+from solo_clamp.data.robust import check_enough_images, guard_train_dataset
+from solo_clamp.training.checks import num_processes, preflight
 from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -96,6 +97,8 @@ def _train_dataloader(cfg: DictConfig):
         no_labels=cfg.data.no_labels,
         data_fraction=cfg.data.fraction,
     )
+    dataset = guard_train_dataset(dataset, cfg.data.get("on_bad_image"))
+    check_enough_images(dataset, cfg.optimizer.batch_size, num_processes(cfg))
     return prepare_dataloader(
         dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
     )
@@ -195,6 +198,9 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     _apply_prepare_data(cfg)
     preflight(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)
+    # The data first: unreadable or too few images fail before the model is built.
+    train_data = _train_dataloader(cfg)
+    val_loader = _val_dataloader(cfg)
     seed_everything(cfg.seed)
 
     model = METHODS[cfg.method](cfg)
@@ -202,8 +208,6 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.performance.disable_channel_last:
         model = model.to(memory_format=torch.channels_last)
 
-    train_data = _train_dataloader(cfg)
-    val_loader = _val_dataloader(cfg)
     ckpt_path, wandb_run_id = _resume_path(cfg)
     loggers, callbacks, run_dir = loggers_and_callbacks(cfg, model, wandb_run_id)
     trainer = build_trainer(cfg, loggers, callbacks)
@@ -215,7 +219,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
 
     summary: dict[str, Any] = {"run_dir": run_dir}
     checkpointer = next((c for c in callbacks if hasattr(c, "last_ckpt")), None)
-    if checkpointer is not None and checkpointer.last_ckpt:
+    if checkpointer is not None and checkpointer.last_ckpt and trainer.is_global_zero:
         summary["run_dir"] = str(checkpointer.path)
         summary["checkpoint"] = str(checkpointer.last_ckpt)
     if cfg.get("evaluate") and cfg.evaluate.get("knn") and trainer.is_global_zero:

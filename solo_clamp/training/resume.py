@@ -20,6 +20,8 @@ from solo.utils.auto_resumer import AutoResumer
 from solo.utils.checkpointer import Checkpointer
 from solo.utils.misc import omegaconf_select
 
+from solo_clamp.training.rng import collect_rng_states, set_rng_states
+
 RUN_SHAPE_FIELDS = (
     "method",
     "backbone.name",
@@ -40,7 +42,25 @@ RUN_SHAPE_FIELDS = (
 
 class AtomicCheckpointer(Checkpointer):
     """solo-learn's Checkpointer, but each checkpoint is written to a temporary file and
-    renamed into place, so an interrupted save leaves the previous checkpoint usable."""
+    renamed into place, so an interrupted save leaves the previous checkpoint usable.
+
+    It also stores the global RNG states with each checkpoint and restores them when the
+    resumed run starts its next epoch (``solo_clamp.training.rng``), so that a resumed run
+    sees the same data order and augmentations as an uninterrupted one.
+    """
+
+    _pending_rng_states: Optional[dict] = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng_states": collect_rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending_rng_states = state_dict.get("rng_states")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending_rng_states is not None:
+            set_rng_states(self._pending_rng_states)
+            self._pending_rng_states = None
 
     def save(self, trainer: pl.Trainer):
         if trainer.sanity_checking:

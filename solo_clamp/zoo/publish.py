@@ -203,11 +203,14 @@ def publish(
     fmt = DTYPES[dtype]
     state = backbone_state(load_checkpoint(ckpt)["state_dict"], FORMATS[fmt], str(ckpt))
     dataset = str(_cfg_get(cfg, "data.dataset", args_file))
+    stem_dataset = dataset
+    if dataset == "custom" and (cfg.get("prepare_data") or {}).get("name"):
+        dataset = str(cfg["prepare_data"]["name"])  # e.g. mnist, prepared as an ImageFolder
     backbone_name = str(_cfg_get(cfg, "backbone.name", args_file))
     spec = BackboneSpec(
         name=backbone_name,
         kwargs=dict((cfg.get("backbone") or {}).get("kwargs") or {}),
-        cifar_stem=backbone_name.startswith("resnet") and dataset in CIFAR_DATASETS,
+        cifar_stem=backbone_name.startswith("resnet") and stem_dataset in CIFAR_DATASETS,
     )
     method = str(_cfg_get(cfg, "method", args_file))
     if check:
