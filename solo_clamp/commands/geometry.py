@@ -69,26 +69,68 @@ def _positive_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the checkpoint, data and output options."""
-    parser.add_argument("ckpt", type=Path, help="solo-learn .ckpt (args.json beside it)")
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR",
-                        help="ImageFolder of evaluation images (DIR/class/image)")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="output folder (default: geometry/ beside the checkpoint)")
-    parser.add_argument("--logs", type=Path, default=None, metavar="metrics.csv",
-                        help="Lightning CSV log (default: metrics.csv beside the checkpoint)")
-    parser.add_argument("--max-images", type=_positive_int, default=1000, metavar="N",
-                        help="images sampled from --data for features and t-SNE (default 1000)")
-    parser.add_argument("--invariance-images", type=_positive_int, default=256, metavar="N",
-                        help="images given multiple views: sub-manifolds and invariance "
-                             "(default 256, at most --max-images)")
-    parser.add_argument("--views", type=_positive_int, default=8, metavar="V",
-                        help="augmented views per image (default 8, at least 2)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
-                        help="rows (image views) per forward batch (default 64)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the sampling, augmentations and untrained model")
-    parser.add_argument("--device", default="auto",
-                        help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "ckpt", type=Path, help="solo-learn .ckpt (args.json beside it) or its run directory"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="ImageFolder of evaluation images (DIR/class/image)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="output folder (default: geometry/ beside the checkpoint)",
+    )
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=None,
+        metavar="metrics.csv",
+        help="Lightning CSV log (default: metrics.csv beside the checkpoint)",
+    )
+    parser.add_argument(
+        "--max-images",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="images sampled from --data for features and t-SNE (default 1000)",
+    )
+    parser.add_argument(
+        "--invariance-images",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="images given multiple views: sub-manifolds and invariance "
+        "(default 256, at most --max-images)",
+    )
+    parser.add_argument(
+        "--views",
+        type=_positive_int,
+        default=8,
+        metavar="V",
+        help="augmented views per image (default 8, at least 2)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="rows (image views) per forward batch (default 64)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the sampling, augmentations and untrained model",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="torch device (default: cuda when available, else cpu)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
@@ -96,9 +138,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_inputs(args: argparse.Namespace) -> Path:
-    """Validates the paths and sizes; returns the ``args.json`` path."""
-    if not args.ckpt.is_file():
-        raise CommandError(f"checkpoint not found: {args.ckpt}")
+    """Validates the paths and sizes; returns the ``args.json`` path. A run directory is
+    replaced by its newest ``.ckpt``."""
+    from solo_clamp.checkpoints import resolve_checkpoint
+
+    try:
+        args.ckpt = resolve_checkpoint(args.ckpt)
+    except FileNotFoundError:
+        raise CommandError(f"checkpoint not found: {args.ckpt}") from None
     args_json = args.ckpt.parent / "args.json"
     if not args_json.is_file():
         raise CommandError(
@@ -110,8 +157,9 @@ def _check_inputs(args: argparse.Namespace) -> Path:
     if args.logs is not None and not args.logs.is_file():
         raise CommandError(f"--logs file not found: {args.logs}")
     if args.views < 2:
-        raise CommandError(f"--views must be at least 2 (a sub-manifold needs 2 views), "
-                           f"got {args.views}.")
+        raise CommandError(
+            f"--views must be at least 2 (a sub-manifold needs 2 views), got {args.views}."
+        )
     return args_json
 
 
@@ -153,8 +201,14 @@ def _build_model(cfg: dict[str, Any]) -> nn.Module:
         raise CommandError(solo_clamp.SOLO_MISSING_MESSAGE) from err
     try:
         model = METHODS["clamp"](OmegaConf.create(cfg))
-    except (ValueError, KeyError, AttributeError, AssertionError, TypeError,
-            OmegaConfBaseException) as err:
+    except (
+        ValueError,
+        KeyError,
+        AttributeError,
+        AssertionError,
+        TypeError,
+        OmegaConfBaseException,
+    ) as err:
         raise CommandError(f"cannot build CLAMP from args.json: {err}") from None
     return model.eval()
 
@@ -165,7 +219,7 @@ def _load_weights(model: nn.Module, ckpt: dict[str, Any], path: Path) -> None:
     if not isinstance(state, dict):
         raise CommandError(f"{path} has no state_dict: not a solo-learn/Lightning checkpoint.")
     for part in ("backbone", "projector"):
-        sub = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+        sub = {k[len(part) + 1 :]: v for k, v in state.items() if k.startswith(part + ".")}
         if not sub:
             raise CommandError(f"{path}: state_dict has no {part}.* weights.")
         try:
@@ -206,23 +260,33 @@ def _augmentation_settings(aug: dict[str, Any]) -> tuple[dict[str, float], list[
 def _base_transform(crop: int, mean: Sequence[float], std: Sequence[float]):
     from torchvision import transforms as T
 
-    return T.Compose([
-        T.Resize(crop, interpolation=T.InterpolationMode.BICUBIC),
-        T.CenterCrop(crop),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+    return T.Compose(
+        [
+            T.Resize(crop, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(crop),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
 
 
-def _scaled_transform(strength: float, crop: int, settings: dict[str, float],
-                      mean: Sequence[float], std: Sequence[float]):
+def _scaled_transform(
+    strength: float,
+    crop: int,
+    settings: dict[str, float],
+    mean: Sequence[float],
+    std: Sequence[float],
+):
     """The training pipeline scaled to ``strength`` in [0, 1] (see the module docstring)."""
     from torchvision import transforms as T
 
     low = 1.0 - strength * (1.0 - settings["crop_min_scale"])
     ratio = (math.exp(strength * math.log(3 / 4)), math.exp(strength * math.log(4 / 3)))
-    steps = [T.RandomResizedCrop(crop, scale=(low, 1.0), ratio=ratio,
-                                 interpolation=T.InterpolationMode.BICUBIC)]
+    steps = [
+        T.RandomResizedCrop(
+            crop, scale=(low, 1.0), ratio=ratio, interpolation=T.InterpolationMode.BICUBIC
+        )
+    ]
     jitter = [settings[k] * strength for k in ("brightness", "contrast", "saturation", "hue")]
     if strength > 0 and settings["prob"] > 0 and any(jitter):
         steps.append(T.RandomApply([T.ColorJitter(*jitter)], p=settings["prob"]))
@@ -281,8 +345,7 @@ def _submanifold_stats(z: torch.Tensor, rs: float, max_range: float) -> dict[str
 
     return {
         "mean_radius": geo.submanifold_radii(z, rs).mean().item(),
-        "neighbours_mean": geo.neighbour_counts(z, rs, max_range=max_range).double().mean()
-        .item(),
+        "neighbours_mean": geo.neighbour_counts(z, rs, max_range=max_range).double().mean().item(),
         "centroid_distance_mean": geo.upper_pairs(geo.centroid_distances(z)).mean().item(),
         "centroid_similarity_mean": geo.centroid_similarity(z).mean().item(),
         "orientation_similarity_mean": geo.orientation_similarity(z).mean().item(),
@@ -343,8 +406,9 @@ def _tsne(feats: torch.Tensor, seed: int):
 
     n = feats.shape[0]
     perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed
-                ).fit_transform(feats.double().numpy())
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
+        feats.double().numpy()
+    )
 
 
 # --------------------------------------------------------------------------- figures
@@ -359,8 +423,9 @@ def _save(fig, out: Path, name: str, figures: list[str]) -> None:
     figures.append(name)
 
 
-def _histograms(out: Path, name: str, panels: list[tuple[str, dict[str, Any]]],
-                figures: list[str]) -> None:
+def _histograms(
+    out: Path, name: str, panels: list[tuple[str, dict[str, Any]]], figures: list[str]
+) -> None:
     """One panel per ``(title, {legend: values})``, overlaid histograms."""
     import matplotlib.pyplot as plt
     import numpy as np
@@ -381,8 +446,7 @@ def _plot_curves(curves: dict[str, list], out: Path, figures: list[str]) -> None
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key, label in zip(axes, CURVE_COLUMNS, ("neighbours per sub-manifold",
-                                                    "mean radius")):
+    for ax, key, label in zip(axes, CURVE_COLUMNS, ("neighbours per sub-manifold", "mean radius")):
         points = [(e, v) for e, v in zip(curves["epoch"], curves[key]) if v is not None]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
         ax.set_xlabel("epoch")
@@ -390,8 +454,9 @@ def _plot_curves(curves: dict[str, list], out: Path, figures: list[str]) -> None
     _save(fig, out, "training_curves.png", figures)
 
 
-def _plot_tsne(points, labels: torch.Tensor, names: Sequence[str], out: Path,
-               figures: list[str]) -> None:
+def _plot_tsne(
+    points, labels: torch.Tensor, names: Sequence[str], out: Path, figures: list[str]
+) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 6))
@@ -483,12 +548,17 @@ def run(args: argparse.Namespace) -> int:
         mean, std, stats_source = IMAGENET_MEAN, IMAGENET_STD, "imagenet"
         dataset_name = str((cfg.get("data") or {}).get("dataset", ""))
         if dataset_name in DATASET_STATS_NOTE:
-            notes.append(f"solo-learn normalised {dataset_name} with its own statistics during "
-                         "training; ImageNet statistics are used here.")
+            notes.append(
+                f"solo-learn normalised {dataset_name} with its own statistics during "
+                "training; ImageNet statistics are used here."
+            )
     settings, defaults_used = _augmentation_settings(aug)
     if defaults_used:
-        notes.append("augmentations[0] lacks " + ", ".join(defaults_used)
-                     + ": solo-learn's usual values were used.")
+        notes.append(
+            "augmentations[0] lacks "
+            + ", ".join(defaults_used)
+            + ": solo-learn's usual values were used."
+        )
 
     try:
         dataset = ImageFolder(str(args.data))
@@ -497,9 +567,11 @@ def run(args: argparse.Namespace) -> int:
     num_images = min(args.max_images, len(dataset))
     num_views_images = min(args.invariance_images, num_images)
     if num_views_images < 2:
-        raise CommandError(f"need at least 2 images (--data holds {len(dataset)}, "
-                           f"--max-images {args.max_images}, --invariance-images "
-                           f"{args.invariance_images}).")
+        raise CommandError(
+            f"need at least 2 images (--data holds {len(dataset)}, "
+            f"--max-images {args.max_images}, --invariance-images "
+            f"{args.invariance_images})."
+        )
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
     indices = order[:num_images].tolist()
     view_indices = indices[:num_views_images]
@@ -509,8 +581,9 @@ def run(args: argparse.Namespace) -> int:
     figures: list[str] = []
 
     # Unaugmented features: t-SNE, participation ratio, class statistics.
-    plain = DataLoader(_Views(dataset, indices, _base_transform(crop, mean, std), 1),
-                       batch_size=args.batch_size)
+    plain = DataLoader(
+        _Views(dataset, indices, _base_transform(crop, mean, std), 1), batch_size=args.batch_size
+    )
     ((feats, z_plain), (feats_untrained, _)), labels = _embed(
         [model, untrained], plain, device, "unaugmented", progress
     )
@@ -532,8 +605,7 @@ def run(args: argparse.Namespace) -> int:
     for step, strength in enumerate(STRENGTHS):
         torch.manual_seed(args.seed + step)
         transform = _scaled_transform(strength, crop, settings, mean, std)
-        loader = DataLoader(_Views(dataset, view_indices, transform, args.views),
-                            batch_size=rows)
+        loader = DataLoader(_Views(dataset, view_indices, transform, args.views), batch_size=rows)
         models = [model, untrained] if strength == 1.0 else [model]
         outputs, _ = _embed(models, loader, device, f"views s={strength:g}", progress)
         invariance["backbone"].append(geo.within_image_variance_fraction(outputs[0][0]).item())
@@ -544,31 +616,60 @@ def run(args: argparse.Namespace) -> int:
                     "projector": _submanifold_stats(z, rs, max_range),
                     "backbone": {
                         "centroid_distance_mean": geo.upper_pairs(geo.centroid_distances(f))
-                        .mean().item(),
+                        .mean()
+                        .item(),
                         "own_centroid_fraction": geo.own_centroid_fraction(f).item(),
                     },
                 }
             (f_t, z_t), (f_u, z_u) = outputs
-            _histograms(out, "centroid_distances.png", [
-                ("centroid distance, projector (loss space)", {
-                    "trained": geo.upper_pairs(geo.centroid_distances(z_t)),
-                    "untrained": geo.upper_pairs(geo.centroid_distances(z_u))}),
-                ("centroid distance, backbone (normalised)", {
-                    "trained": geo.upper_pairs(geo.centroid_distances(f_t)),
-                    "untrained": geo.upper_pairs(geo.centroid_distances(f_u))}),
-            ], figures)
-            _histograms(out, "similarities.png", [
-                ("orientation similarity (principal axes, cos^2)", {
-                    "trained": geo.orientation_similarity(z_t),
-                    "untrained": geo.orientation_similarity(z_u)}),
-                ("centroid cosine similarity", {
-                    "trained": geo.centroid_similarity(z_t),
-                    "untrained": geo.centroid_similarity(z_u)}),
-            ], figures)
+            _histograms(
+                out,
+                "centroid_distances.png",
+                [
+                    (
+                        "centroid distance, projector (loss space)",
+                        {
+                            "trained": geo.upper_pairs(geo.centroid_distances(z_t)),
+                            "untrained": geo.upper_pairs(geo.centroid_distances(z_u)),
+                        },
+                    ),
+                    (
+                        "centroid distance, backbone (normalised)",
+                        {
+                            "trained": geo.upper_pairs(geo.centroid_distances(f_t)),
+                            "untrained": geo.upper_pairs(geo.centroid_distances(f_u)),
+                        },
+                    ),
+                ],
+                figures,
+            )
+            _histograms(
+                out,
+                "similarities.png",
+                [
+                    (
+                        "orientation similarity (principal axes, cos^2)",
+                        {
+                            "trained": geo.orientation_similarity(z_t),
+                            "untrained": geo.orientation_similarity(z_u),
+                        },
+                    ),
+                    (
+                        "centroid cosine similarity",
+                        {
+                            "trained": geo.centroid_similarity(z_t),
+                            "untrained": geo.centroid_similarity(z_u),
+                        },
+                    ),
+                ],
+                figures,
+            )
     _plot_invariance(invariance, out, figures)
     batch_size = (cfg.get("optimizer") or {}).get("batch_size")
-    notes.append(f"neighbours are counted among {num_views_images} images; training batches "
-                 f"held {batch_size} images, so the counts are not directly comparable.")
+    notes.append(
+        f"neighbours are counted among {num_views_images} images; training batches "
+        f"held {batch_size} images, so the counts are not directly comparable."
+    )
 
     # Training curves from the Lightning CSV log.
     logs = args.logs if args.logs is not None else args.ckpt.parent / "metrics.csv"
@@ -580,8 +681,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             _plot_curves(curves, out, figures)
     else:
-        notes.append(f"no metrics.csv beside the checkpoint ({logs}): training curves skipped; "
-                     "pass --logs.")
+        notes.append(
+            f"no metrics.csv beside the checkpoint ({logs}): training curves skipped; pass --logs."
+        )
 
     result = {
         "checkpoint": str(args.ckpt),
@@ -596,8 +698,7 @@ def run(args: argparse.Namespace) -> int:
         "max_range": max_range,
         "normalization": {"mean": list(mean), "std": list(std), "source": stats_source},
         "augmentation": settings,
-        "training_curves": (None if curves is None
-                            else {"source": str(logs), **curves}),
+        "training_curves": (None if curves is None else {"source": str(logs), **curves}),
         "unaugmented": unaugmented,
         "submanifolds": submanifolds,
         "invariance": invariance,
