@@ -158,7 +158,7 @@ EARLY = [
         id="sync_batchnorm_on_cpu",
     ),
     pytest.param(
-        ["+data.on_bad_image=maybe"],
+        ["data.on_bad_image=maybe"],
         "data.on_bad_image must be one of ['error', 'skip', 'off'], got 'maybe'.",
         id="unknown_on_bad_image",
     ),
@@ -237,7 +237,7 @@ def test_corrupted_image_is_skipped_with_a_warning_under_skip(images, pretrain, 
     garbage, jpeg = corrupt(images)
     jpeg.unlink()
     with pytest.warns(BadImageWarning) as caught:
-        code, errors, _ = pretrain(images, "+data.on_bad_image=skip")
+        code, errors, _ = pretrain(images, "data.on_bad_image=skip")
     assert (code, errors) == (0, [])
     (warning,) = [w for w in caught if issubclass(w.category, BadImageWarning)]
     assert str(warning.message) == (
@@ -269,7 +269,7 @@ def test_off_skips_the_check_and_a_bad_file_fails_when_loaded_naming_it(images, 
     """``data.on_bad_image=off`` (no start-up cost): the loader guard names the file."""
     garbage, jpeg = corrupt(images)
     jpeg.unlink()
-    code, errors, _ = pretrain(images, "+data.on_bad_image=off", batches=3)  # loads all 12
+    code, errors, _ = pretrain(images, "data.on_bad_image=off", batches=3)  # loads all 12
     assert code == 2
     assert errors == [
         f"{PREFIX}cannot read training image '{garbage}' (cannot identify image file "
