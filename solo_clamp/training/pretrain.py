@@ -211,12 +211,18 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path, wandb_run_id = _resume_path(cfg)
     loggers, callbacks, run_dir = loggers_and_callbacks(cfg, model, wandb_run_id)
     trainer = build_trainer(cfg, loggers, callbacks)
+    default_threads = torch.get_num_threads()
+    if cfg.performance.get("num_threads"):
+        # On a small CPU machine, compute threads plus data-loader workers beyond the core
+        # count make OpenMP spin-wait: 1 thread + 1 worker on 2 cores beats 2 threads + 1.
+        torch.set_num_threads(int(cfg.performance.num_threads))
     if cfg.data.format == "dali":
         train_data.val_dataloader = lambda: val_loader
         trainer.fit(model, ckpt_path=ckpt_path, datamodule=train_data)
     else:
         trainer.fit(model, train_data, val_loader, ckpt_path=ckpt_path)
 
+    torch.set_num_threads(default_threads)  # evaluation runs without loader workers
     summary: dict[str, Any] = {"run_dir": run_dir}
     checkpointer = next((c for c in callbacks if hasattr(c, "last_ckpt")), None)
     if checkpointer is not None and checkpointer.last_ckpt and trainer.is_global_zero:
