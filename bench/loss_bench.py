@@ -5,6 +5,7 @@ Usage::
     python3 bench/loss_bench.py                 # full grid (several minutes on 2 cores)
     python3 bench/loss_bench.py --quick         # a small subset, under a minute
     python3 bench/loss_bench.py --json out.json --skips-json skipped.json
+    python3 bench/loss_bench.py --points 1024,4,512 --cpu-time   # one point, with CPU time
 
 Implementations, all on the same ``V * N`` embeddings of dimension ``D``:
 
@@ -26,8 +27,9 @@ inputs. A case whose estimated memory exceeds the budget (80 % of MemAvailable, 
 GPU's memory) is skipped with its estimate printed; so is ``clamp`` above
 ``AUTO_TILE_MIN_IMAGES`` images, where the default path *is* the tiled path.
 
-Time: the median of ``--reps`` timed runs after one untimed warm-up run, with fewer reps for
-cases whose warm-up exceeds ``--case-seconds`` (a single run above it is reported as is).
+Time: the best of ``--reps`` timed runs after one untimed warm-up run (the minimum is the
+least noisy estimator on a machine shared with other jobs), with fewer reps for cases whose
+warm-up exceeds ``--case-seconds`` (then the warm-up run itself is reported).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -71,8 +72,8 @@ FLOAT_BYTES = 4
 FULL_GRID = [(n, v, d) for n in (256, 1024, 4096) for v in (4, 16) for d in (256, 2048)]
 TARGET_POINT = (1024, 4, 512)
 LARGE_N = [(8192, 4, 512), (16384, 4, 512), (32768, 4, 512)]
-QUICK_GRID = [(256, 4, 256), (1024, 4, 256), TARGET_POINT]
-QUICK_LARGE_N = [(8192, 4, 512)]
+QUICK_GRID = [(256, 4, 256), (1024, 4, 256)]
+QUICK_LARGE_N: list[tuple[int, int, int]] = []
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,18 @@ def _max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def measure(case: Case, tile: int, device: str, reps: int, case_seconds: float) -> dict:
-    """Runs one case in the current process and returns its record."""
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(case: Case, tile: int, device: str, reps: int, case_seconds: float,
+            cpu_time: bool = False) -> dict:
+    """Runs one case in the current process and returns its record.
+
+    With ``cpu_time`` the record also holds ``cpu_ms``: the process's user + system time of
+    the best timed run, all threads (less sensitive than wall time to other jobs on the cores).
+    """
     loss_fn, z = build(case, tile, device)
     _sync(device)
     if device == "cuda":
@@ -187,38 +198,44 @@ def measure(case: Case, tile: int, device: str, reps: int, case_seconds: float) 
     else:
         baseline = _max_rss_bytes()
 
-    def step() -> float:
-        start = time.perf_counter()
+    def step() -> tuple[float, float]:
+        cpu_start, start = _cpu_seconds(), time.perf_counter()
         loss_fn().backward()
         _sync(device)
         elapsed = time.perf_counter() - start
+        cpu = _cpu_seconds() - cpu_start
         z.grad = None
-        return elapsed
+        return elapsed, cpu
 
     warmup = step()
-    timed = min(reps, int(case_seconds / warmup)) if warmup > 0 else reps
-    times = [step() for _ in range(timed)] or [warmup]
+    timed = min(reps, int(case_seconds / warmup[0])) if warmup[0] > 0 else reps
+    runs = [step() for _ in range(timed)] or [warmup]
     peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _max_rss_bytes())
-    return {**asdict(case), "time_ms": 1e3 * statistics.median(times),
-            "peak_mb": max(0, peak - baseline) / 2**20}
+    record = {**asdict(case), "time_ms": 1e3 * min(wall for wall, _ in runs),
+              "peak_mb": max(0, peak - baseline) / 2**20}
+    if cpu_time:
+        record["cpu_ms"] = 1e3 * min(cpu for _, cpu in runs)
+    return record
 
 
-def _child(case: Case, tile: int, threads: int, reps: int, case_seconds: float, conn) -> None:
+def _child(case: Case, tile: int, threads: int, reps: int, case_seconds: float,
+           cpu_time: bool, conn) -> None:
     try:
         torch.set_num_threads(threads)
-        conn.send(("ok", measure(case, tile, "cpu", reps, case_seconds)))
+        conn.send(("ok", measure(case, tile, "cpu", reps, case_seconds, cpu_time)))
     except BaseException as err:  # noqa: BLE001 - report any failure to the parent
         conn.send(("error", f"{type(err).__name__}: {err}"))
     finally:
         conn.close()
 
 
-def run_forked(case: Case, tile: int, threads: int, reps: int, case_seconds: float) -> dict:
+def run_forked(case: Case, tile: int, threads: int, reps: int, case_seconds: float,
+               cpu_time: bool = False) -> dict:
     """Runs a case in a freshly forked process (fresh RSS high-water mark)."""
     context = mp.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_child,
-                              args=(case, tile, threads, reps, case_seconds, sender))
+                              args=(case, tile, threads, reps, case_seconds, cpu_time, sender))
     process.start()
     sender.close()
     try:
@@ -238,8 +255,10 @@ def format_table(records: list[dict], skips: list[dict]) -> str:
         by_point.setdefault((rec["N"], rec["V"], rec["D"]), {})[rec["impl"]] = rec
     for skip in skips:
         by_point.setdefault((skip["N"], skip["V"], skip["D"]), {})
+    with_cpu = any("cpu_ms" in rec for rec in records)
     lines = [f"{'N':>6} {'V':>3} {'D':>5}  {'impl':<16}{'time ms':>11}{'peak MB':>11}"
-             f"{'time/clamp':>12}{'mem/clamp':>11}"]
+             f"{'time/clamp':>12}{'mem/clamp':>11}" + (f"{'cpu ms':>11}{'cpu/clamp':>11}"
+                                                       if with_cpu else "")]
     for point in sorted(by_point):
         base = by_point[point].get("clamp")
         for impl in IMPLS:
@@ -256,9 +275,14 @@ def format_table(records: list[dict], skips: list[dict]) -> str:
                 t_ratio = f"{rec['time_ms'] / base['time_ms']:.2f}"
                 m_ratio = (f"{rec['peak_mb'] / base['peak_mb']:.2f}"
                            if base["peak_mb"] > 0 else "-")
+            cpu = ""
+            if with_cpu and "cpu_ms" in rec:
+                c_ratio = (f"{rec['cpu_ms'] / base['cpu_ms']:.2f}"
+                           if base is not None and base.get("cpu_ms") else "-")
+                cpu = f"{rec['cpu_ms']:>11.1f}{c_ratio:>11}"
             lines.append(f"{point[0]:>6} {point[1]:>3} {point[2]:>5}  {impl:<16}"
                          f"{rec['time_ms']:>11.1f}{rec['peak_mb']:>11.1f}"
-                         f"{t_ratio:>12}{m_ratio:>11}")
+                         f"{t_ratio:>12}{m_ratio:>11}{cpu}")
     return "\n".join(lines)
 
 
@@ -270,11 +294,22 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
     parser.add_argument("--tile", type=int, default=512, help="rows per block of clamp_tiled")
-    parser.add_argument("--reps", type=int, default=3, help="timed runs per case (max)")
-    parser.add_argument("--case-seconds", type=float, default=3.0,
+    parser.add_argument("--reps", type=int, default=5, help="timed runs per case (max)")
+    parser.add_argument("--case-seconds", type=float, default=2.0,
                         help="time budget of the timed runs of one case")
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--points", nargs="+", metavar="N,V,D",
+                        help="run only these points instead of the grid, e.g. 1024,4,512")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="add cpu_ms (process CPU time of the best run) to the records")
     args = parser.parse_args(argv)
+    if args.points:
+        try:
+            args.points = [tuple(int(x) for x in p.split(",")) for p in args.points]
+        except ValueError:
+            parser.error("--points takes N,V,D triples of integers, e.g. 1024,4,512.")
+        if any(len(p) != 3 or min(p) < 1 for p in args.points):
+            parser.error("--points takes N,V,D triples of positive integers, e.g. 1024,4,512.")
     if args.threads < 1 or args.tile < 1 or args.reps < 1:
         parser.error("--threads, --tile and --reps must be positive integers.")
     if args.device == "auto":
@@ -290,6 +325,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     args = parse_args(argv)
     grid, large_n = (QUICK_GRID, QUICK_LARGE_N) if args.quick else (
         FULL_GRID + [TARGET_POINT], LARGE_N)
+    if args.points:
+        grid, large_n = args.points, []
     budget = memory_budget(args.device)
     cases, skips = plan(grid, large_n, args.impls, args.tile, budget)
     if SOLO_ERROR is not None:
@@ -301,9 +338,11 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     for case in tqdm(cases, desc="loss cases", unit="case"):
         try:
             if args.device == "cpu":
-                rec = run_forked(case, args.tile, args.threads, args.reps, args.case_seconds)
+                rec = run_forked(case, args.tile, args.threads, args.reps, args.case_seconds,
+                                 args.cpu_time)
             else:
-                rec = measure(case, args.tile, args.device, args.reps, args.case_seconds)
+                rec = measure(case, args.tile, args.device, args.reps, args.case_seconds,
+                              args.cpu_time)
                 torch.cuda.empty_cache()
         except RuntimeError as err:
             skips.append({**asdict(case), "reason": f"failed: {err}"})

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-AUTO_TILE_MIN_IMAGES = 8192
+AUTO_TILE_MIN_IMAGES = 4096
 """Above this many images (global batch) the tiled path is used when ``tile_size`` is None."""
 
 _TILE_ELEMENTS = 1 << 24
@@ -190,6 +190,12 @@ class _TiledPairEnergy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_energy, _grad_counts):  # type: ignore[override]
+        # Recompute in float32 even if backward is called inside an autocast region.
+        with torch.autocast(device_type=grad_energy.device.type, enabled=False):
+            return _TiledPairEnergy._backward(ctx, grad_energy)
+
+    @staticmethod
+    def _backward(ctx, grad_energy):
         centroids, radii = ctx.saved_tensors
         tile, min_margin, max_range, pot_pow = ctx.hyper
         sq_norms = centroids.pow(2).sum(dim=1)

@@ -1,0 +1,313 @@
+"""Training-step throughput of CLAMP vs solo-learn's SimCLR, BYOL and VICReg.
+
+Usage::
+
+    python3 bench/train_step_bench.py            # batch 32 x 4 views, 3 timed steps each
+    python3 bench/train_step_bench.py --quick    # batch 8 x 4 views, 2 timed steps (< 90 s)
+    python3 bench/train_step_bench.py --json steps.json
+
+A step is what Lightning runs per batch, without Lightning: the method's own
+``training_step`` (backbone, projector, loss, online classifier), ``backward``,
+``optimizer.step()`` (LARS, as in solo-learn's CIFAR recipes) and, for BYOL, the momentum
+(EMA) update. Every method is built from its real class in ``solo.methods.METHODS`` with
+the same backbone (resnet18, CIFAR stem), input size (32 px) and optimizer.
+
+Equalising views: CLAMP and SimCLR take ``V`` large crops of ``B`` images. solo-learn's
+VICReg needs exactly 2 crops and its BYOL uses 2 large crops, so they take 2 crops of
+``B * V / 2`` images. Every method therefore pushes the same ``B * V`` views through the
+backbone per step, and ``views_per_s = B * V / step time`` is comparable across methods.
+Projectors are each method's CIFAR recipe (SimCLR 2048-256, BYOL 4096-256 + 4096
+predictor, VICReg 2048-2048-2048); CLAMP uses SimCLR's 2048-256 so that CLAMP vs SimCLR
+differs only in the loss and in CLAMP's joint forward: by default (``joint_forward: true``,
+as in the paper) CLAMP sends all views through the backbone as one batch of ``B * V``
+images; ``clamp_percrop`` is CLAMP with ``joint_forward: false``, one forward per crop as
+SimCLR does, which isolates the cost of the loss.
+
+Methods are timed round-robin (one step of each in turn), so that load from other jobs on
+a shared machine hits all of them alike; a method's step time is its best step. ``cpu_ms``
+(user + system time of the process in the step, best step) is less sensitive to other
+jobs taking the cores, but counts the threads' spin-waits.
+
+``loss_fraction``: every call of the method's loss function during the last step is
+recorded; the calls are replayed on detached copies of their inputs, forward + backward,
+and their best time is divided by the step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+
+METHOD_KWARGS: dict[str, dict[str, Any]] = {
+    "clamp": {"proj_hidden_dim": 2048, "proj_output_dim": 256, "rs": 7.0},
+    "clamp_percrop": {"proj_hidden_dim": 2048, "proj_output_dim": 256, "rs": 7.0,
+                      "joint_forward": False},
+    "simclr": {"proj_hidden_dim": 2048, "proj_output_dim": 256, "temperature": 0.2},
+    "byol": {"proj_hidden_dim": 4096, "proj_output_dim": 256, "pred_hidden_dim": 4096},
+    "vicreg": {"proj_hidden_dim": 2048, "proj_output_dim": 2048, "sim_loss_weight": 25.0,
+               "var_loss_weight": 25.0, "cov_loss_weight": 1.0},
+}
+SOLO_METHOD = {"clamp_percrop": "clamp"}
+"""Benchmark entries that are a variant of a solo method (default: the same name)."""
+LOSS_FUNCTIONS = {
+    # method -> (module holding the name the method calls, function name)
+    "clamp": ("solo_clamp.methods.clamp", "clamp_loss_and_stats"),
+    "clamp_percrop": ("solo_clamp.methods.clamp", "clamp_loss_and_stats"),
+    "simclr": ("solo.methods.simclr", "simclr_loss_func"),
+    "byol": ("solo.methods.byol", "byol_loss_func"),
+    "vicreg": ("solo.methods.vicreg", "vicreg_loss_func"),
+}
+TWO_CROP_METHODS = ("byol", "vicreg")
+NUM_CLASSES = 10
+
+
+def make_cfg(method: str, crops: int, batch_size: int, crop_size: int, dataset: str):
+    """A parsed pretraining cfg, as solo-learn's ``parse_cfg`` leaves it."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({
+        "name": f"{method}-bench",
+        "method": SOLO_METHOD.get(method, method),
+        "backbone": {"name": "resnet18", "kwargs": {}},
+        "method_kwargs": dict(METHOD_KWARGS[method]),
+        "momentum": {"base_tau": 0.99, "final_tau": 1.0, "classifier": False},
+        "data": {"dataset": dataset, "train_path": "unused", "val_path": None,
+                 "format": "image_folder", "num_workers": 0, "num_classes": NUM_CLASSES,
+                 "num_large_crops": crops, "num_small_crops": 0, "no_labels": False,
+                 "fraction": -1},
+        "augmentations": [{"crop_size": crop_size, "num_crops": crops}],
+        "optimizer": {"name": "lars", "batch_size": batch_size, "lr": 0.3,
+                      "classifier_lr": 0.1, "weight_decay": 1e-5,
+                      "kwargs": {"momentum": 0.9, "eta": 0.02, "clip_lr": True,
+                                 "exclude_bias_n_norm": True}},
+        "scheduler": {"name": "none"},
+        "max_epochs": 1,
+        "devices": 1,
+        "accelerator": "cpu",
+        "knn_eval": {"enabled": False},
+        "performance": {"disable_channel_last": True},
+    })
+    OmegaConf.set_struct(cfg, False)
+    return cfg
+
+
+class LossRecorder:
+    """Wraps the loss function a method calls and keeps the inputs of its calls."""
+
+    def __init__(self, method: str):
+        import importlib
+
+        module_name, self.name = LOSS_FUNCTIONS[method]
+        self.module = importlib.import_module(module_name)
+        self.original: Callable = getattr(self.module, self.name)
+        self.calls: list[tuple[tuple, dict]] = []
+
+    def __enter__(self) -> LossRecorder:
+        self.calls = []
+
+        def wrapper(*args, **kwargs):
+            self.calls.append((args, kwargs))
+            return self.original(*args, **kwargs)
+
+        setattr(self.module, self.name, wrapper)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        setattr(self.module, self.name, self.original)
+
+    def replay_seconds(self, reps: int = 3) -> float:
+        """Best fwd + bwd time of the recorded calls, on detached copies of their inputs."""
+
+        def copy(value):
+            if isinstance(value, torch.Tensor):
+                return value.detach().clone().requires_grad_(value.requires_grad)
+            return value
+
+        best = float("inf")
+        for _ in range(reps):
+            calls = [([copy(a) for a in args], {k: copy(v) for k, v in kw.items()})
+                     for args, kw in self.calls]
+            start = time.perf_counter()
+            total = 0.0
+            for args, kw in calls:
+                out = self.original(*args, **kw)
+                total = total + (out[0] if isinstance(out, tuple) else out)
+            total.backward()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+
+@dataclass
+class Runner:
+    """One method, its optimizer and a fixed synthetic batch."""
+
+    method: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batch: list
+    views_per_step: int
+    images: int
+    crops: int
+    step_seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    loss_seconds: float = float("nan")
+
+    def step(self, record_loss: bool = False) -> None:
+        recorder = LossRecorder(self.method)
+        cpu_start = _cpu_seconds()
+        start = time.perf_counter()
+        with recorder if record_loss else nullcontext():
+            loss = self.model.training_step(self.batch, 0)
+        if isinstance(loss, dict):
+            loss = loss["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        for online, target in getattr(self.model, "momentum_pairs", []):
+            self.model.momentum_updater.update(online, target)
+        self.step_seconds.append(time.perf_counter() - start)
+        self.cpu_seconds.append(_cpu_seconds() - cpu_start)
+        if record_loss:
+            self.loss_seconds = recorder.replay_seconds()
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def build_runner(method: str, batch_size: int, views: int, crop_size: int,
+                 dataset: str) -> Runner:
+    """Builds a method from solo's registry, its LARS optimizer and a random batch."""
+    from solo.methods import METHODS
+
+    crops = 2 if method in TWO_CROP_METHODS else views
+    if (batch_size * views) % crops != 0:
+        raise ValueError(f"batch * views = {batch_size * views} must be divisible by {crops}.")
+    images = batch_size * views // crops
+    torch.manual_seed(0)
+    model = METHODS[SOLO_METHOD.get(method, method)](
+        make_cfg(method, crops, images, crop_size, dataset))
+    model.train()
+    optimizer = model.configure_optimizers()
+    if isinstance(optimizer, (list, tuple)):
+        optimizer = optimizer[0][0]
+    gen = torch.Generator().manual_seed(1)
+    crops_x = [torch.randn(images, 3, crop_size, crop_size, generator=gen) for _ in range(crops)]
+    targets = torch.randint(0, NUM_CLASSES, (images,), generator=gen)
+    batch = [torch.arange(images), crops_x, targets]
+    return Runner(method, model, optimizer, batch, images * crops, images, crops)
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="batch 8, 2 timed steps")
+    parser.add_argument("--batch", type=int, help="images per step for V-view methods")
+    parser.add_argument("--views", type=int, default=4, help="views per image (even)")
+    parser.add_argument("--steps", type=int, help="timed steps per method")
+    parser.add_argument("--crop-size", type=int, default=32)
+    parser.add_argument("--dataset", default="cifar10",
+                        help="cifar10/cifar100 give resnet18 its CIFAR stem; else ImageNet's")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", choices=tuple(METHOD_KWARGS),
+                        default=list(METHOD_KWARGS))
+    parser.add_argument("--json", type=Path, help="write the records here")
+    args = parser.parse_args(argv)
+    args.batch = args.batch or (8 if args.quick else 32)
+    args.steps = args.steps or (2 if args.quick else 3)
+    if args.views < 2 or args.views % 2:
+        parser.error("--views must be an even integer >= 2 (2-crop methods get B*V/2 images).")
+    if args.batch < 2 or args.steps < 1 or args.threads < 1:
+        parser.error("--batch must be >= 2 and --steps, --threads >= 1.")
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> list[dict]:
+    from tqdm import tqdm
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import solo_clamp  # noqa: F401 - registers METHODS["clamp"]
+
+        try:
+            import solo.methods  # noqa: F401
+        except ImportError as err:
+            print(f"solo-learn is not importable ({err}): nothing to benchmark.")
+            return []
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)  # solo's scheduler_interval warning
+    warnings.filterwarnings("ignore", message=".*self.log.*")
+
+    runners = [build_runner(m, args.batch, args.views, args.crop_size, args.dataset)
+               for m in args.methods]
+    total = len(runners) * (args.steps + 1)
+    with tqdm(total=total, desc="train steps", unit="step") as bar:
+        for runner in runners:  # warm-up step, not timed
+            runner.step()
+            runner.step_seconds.clear()
+            runner.cpu_seconds.clear()
+            bar.update()
+        for index in range(args.steps):
+            for runner in runners:
+                runner.step(record_loss=index == args.steps - 1)
+                bar.update()
+
+    records = []
+    for runner in runners:
+        step = min(runner.step_seconds)
+        records.append({
+            "method": runner.method,
+            "images_per_step": runner.images,
+            "crops": runner.crops,
+            "views_per_step": runner.views_per_step,
+            "step_ms": 1e3 * step,
+            "cpu_ms": 1e3 * min(runner.cpu_seconds),
+            "views_per_s": runner.views_per_step / step,
+            "images_per_s": runner.images / step,
+            "loss_ms": 1e3 * runner.loss_seconds,
+            "loss_fraction": runner.loss_seconds / step,
+        })
+    print(format_table(records, args))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(records, indent=1))
+    return records
+
+
+def format_table(records: list[dict], args: argparse.Namespace) -> str:
+    base = next((r for r in records if r["method"] == "simclr"), None)
+    lines = [f"resnet18 ({args.dataset} stem), {args.crop_size} px, {args.views} views x "
+             f"{args.batch} images (2-crop methods: 2 x {args.batch * args.views // 2}), "
+             f"threads={args.threads}, torch={torch.__version__}",
+             f"{'method':<14}{'crops x imgs':>14}{'step ms':>10}{'cpu ms':>10}{'views/s':>10}"
+             f"{'vs simclr':>11}{'loss ms':>10}{'loss %':>8}"]
+    for rec in records:
+        ratio = f"{rec['views_per_s'] / base['views_per_s']:.3f}" if base else "-"
+        lines.append(f"{rec['method']:<14}{rec['crops']:>5} x {rec['images_per_step']:<6}"
+                     f"{rec['step_ms']:>10.0f}{rec['cpu_ms']:>10.0f}"
+                     f"{rec['views_per_s']:>10.1f}{ratio:>11}"
+                     f"{rec['loss_ms']:>10.2f}{100 * rec['loss_fraction']:>7.2f}%")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
