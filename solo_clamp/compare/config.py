@@ -1,0 +1,242 @@
+"""The comparison config: loading (``base:`` chains over :data:`DEFAULTS`), quick mode,
+validation and the torch thread setting."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "scripts" / "compare"
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet100", "image_folder")
+BUDGETS = ("equal_epochs", "equal_compute")
+FLOORS = ("raw_pixels", "untrained")
+# The self-supervised loss each method logs (its training_step adds the online classifier's).
+LOSS_KEYS = {
+    "clamp": "train_clamp_loss",
+    "simclr": "train_nce_loss",
+    "byol": "train_neg_cos_sim",
+    "vicreg": "train_vicreg_loss",
+}
+_IDX_DATASETS = ("fashion_mnist", "mnist")
+_TORCHVISION_DATASETS = ("cifar10", "cifar100")
+# Every field a comparison config may leave out (a config must give methods, recipes,
+# augmentations, epochs and batch_size; see scripts/compare/fashion_mnist.yaml).
+DEFAULTS: dict[str, Any] = {
+    "dataset": "fashion_mnist",
+    "data": {
+        "root": "datasets",
+        "source": None,
+        "train_path": None,
+        "val_path": None,
+        "train_per_class": None,
+        "val_per_class": None,
+        "seed": 0,
+        "num_workers": 0,
+    },
+    "budgets": list(BUDGETS),
+    "seeds": [0],
+    "backbone": {"name": "resnet18", "kwargs": {}},
+    "projector_scale": 1.0,
+    "scheduler": {"name": "warmup_cosine", "warmup_epochs": 0},
+    "trainer": {
+        "accelerator": "cpu",
+        "devices": 1,
+        "precision": 32,
+        "channels_last": False,
+        "progress_bar": True,
+        "log_every_n_steps": 10,
+        "threads": None,
+    },
+    "curves": {"per_class": 50, "every_n_epochs": 1},
+    "evaluation": {
+        "k": 20,
+        "temperature": 0.07,
+        "distance": "cosine",
+        "batch_size": 256,
+        "device": "auto",
+        "train_per_class": None,
+        "val_per_class": None,
+        "linear": {"epochs": 100, "lr": 0.01, "weight_decay": 1e-5},
+    },
+    "floors": {"seed": 0, "raw_pixel_size": None},
+    "quick": False,
+}
+RESULT_COLUMNS = (
+    "run_id",
+    "method",
+    "budget",
+    "seed",
+    "views",
+    "epochs",
+    "steps",
+    "batch_size",
+    "images_seen",
+    "views_seen",
+    "train_s",
+    "curve_s",
+    "eval_s",
+    "knn_top1",
+    "knn_top5",
+    "linear_top1",
+)
+
+
+def default_config_path(dataset: str = "fashion_mnist") -> Path:
+    """The shipped comparison config of ``dataset`` (``scripts/compare/<dataset>.yaml``)."""
+    path = CONFIG_DIR / f"{dataset}.yaml"
+    if not path.exists():
+        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ValueError(f"dataset {dataset!r} has no shipped config; shipped: {shipped}.")
+    return path
+
+
+def _read_yaml(path: Path, depth: int = 0) -> DictConfig:
+    """Reads one config; ``base: other.yaml`` (relative to it) is merged underneath."""
+    if not path.is_file():
+        raise ValueError(f"config {str(path)!r} does not exist or is not a file.")
+    loaded = OmegaConf.load(path)
+    if not isinstance(loaded, DictConfig):
+        raise ValueError(f"config {str(path)!r} must be a YAML mapping.")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if depth >= 4:
+        raise ValueError(f"config {str(path)!r}: base chains deeper than 4 files (a cycle?).")
+    return OmegaConf.merge(_read_yaml(path.parent / str(base), depth + 1), loaded)
+
+
+def load_config(path: Optional[os.PathLike] = None, dataset: Optional[str] = None) -> DictConfig:
+    """Loads a comparison config over :data:`DEFAULTS`: ``path``, else the shipped config of
+    ``dataset``; with both, ``dataset`` replaces the file's ``dataset``."""
+    path = Path(path) if path is not None else default_config_path(dataset or "fashion_mnist")
+    cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), _read_yaml(path))
+    OmegaConf.set_struct(cfg, False)
+    if dataset is not None:
+        cfg.dataset = dataset
+    return cfg
+
+
+def apply_quick(cfg: DictConfig) -> DictConfig:
+    """The tiny smoke setting: a few images per class (MNIST / Fashion-MNIST; elsewhere only
+    the evaluation sets shrink), 2 epochs, small batches, one seed."""
+    if cfg.dataset in _IDX_DATASETS:
+        cfg.data.train_per_class, cfg.data.val_per_class = 16, 8
+    else:
+        cfg.evaluation.train_per_class, cfg.evaluation.val_per_class = 16, 8
+    cfg.curves.per_class = 4
+    cfg.curves.every_n_epochs = 1
+    cfg.epochs = 2
+    cfg.batch_size = 16
+    cfg.seeds = [int(cfg.seeds[0])]
+    cfg.evaluation.linear.epochs = 20
+    cfg.quick = True
+    return cfg
+
+
+def _positive_int(cfg: DictConfig, key: str, allow_none: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        none = " or null" if allow_none else ""
+        raise ValueError(f"{key} must be a positive integer{none}, got {value!r}.")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks a comparison config; raises ValueError naming the field and the allowed values."""
+    if cfg.get("dataset") not in DATASETS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {cfg.get('dataset')!r}.")
+    recipes = cfg.get("recipes") or {}
+    methods = list(cfg.get("methods") or [])
+    if not methods:
+        raise ValueError(f"methods must list at least one of {sorted(recipes)}.")
+    for method in methods:
+        if method not in recipes:
+            raise ValueError(
+                f"methods: {method!r} has no recipe in this config; allowed: {sorted(recipes)}."
+            )
+        if method not in LOSS_KEYS:
+            raise ValueError(f"methods: {method!r} is not supported; allowed: {sorted(LOSS_KEYS)}.")
+    budgets = list(cfg.get("budgets") or [])
+    if not budgets or any(b not in BUDGETS for b in budgets):
+        raise ValueError(f"budgets must be a non-empty subset of {list(BUDGETS)}, got {budgets}.")
+    seeds = list(cfg.get("seeds") or [])
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers, got {seeds}.")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must not repeat, got {seeds}.")
+    for key in (
+        "epochs",
+        "batch_size",
+        "curves.every_n_epochs",
+        "evaluation.k",
+        "evaluation.batch_size",
+        "evaluation.linear.epochs",
+    ):
+        _positive_int(cfg, key)
+    for key in (
+        "data.train_per_class",
+        "data.val_per_class",
+        "curves.per_class",
+        "trainer.threads",
+    ):
+        _positive_int(cfg, key, allow_none=True)
+    scale = cfg.get("projector_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise ValueError(f"projector_scale must be in (0, 1], got {scale!r}.")
+    augmentations = cfg.get("augmentations")
+    if not augmentations:
+        raise ValueError("augmentations must list at least one transform set.")
+    crop = augmentations[0].get("crop_size")
+    if any(aug.get("crop_size") != crop for aug in augmentations):
+        raise ValueError("augmentations[*].crop_size must be equal: all views are large crops.")
+    for method in methods:
+        views = recipes[method].get("views", 2)
+        if isinstance(views, bool) or not isinstance(views, int) or views < 2:
+            raise ValueError(f"recipes.{method}.views must be an integer >= 2, got {views!r}.")
+        if views % len(augmentations):
+            raise ValueError(
+                f"recipes.{method}.views ({views}) must be a multiple of the number of "
+                f"augmentation sets ({len(augmentations)}): each set gives views/sets crops."
+            )
+        if method in ("vicreg", "byol", "simclr") and views != 2:
+            raise ValueError(
+                f"recipes.{method}.views must be 2 (solo-learn's recipe), got {views}."
+            )
+    if cfg.evaluation.get("distance", "cosine") not in ("cosine", "euclidean"):
+        raise ValueError(
+            f"evaluation.distance must be 'cosine' or 'euclidean', got {cfg.evaluation.distance!r}."
+        )
+    if cfg.dataset not in _IDX_DATASETS:
+        for key in ("data.train_per_class", "data.val_per_class"):
+            if OmegaConf.select(cfg, key) is not None:
+                raise ValueError(
+                    f"{key} applies only to the datasets {list(_IDX_DATASETS)} (prepared "
+                    f"subsets), not to {cfg.dataset!r}: use evaluation.train_per_class / "
+                    "val_per_class to subsample the evaluation sets."
+                )
+    if cfg.dataset in ("imagenet100", "image_folder"):
+        for key in ("data.train_path", "data.val_path"):
+            if not OmegaConf.select(cfg, key):
+                raise ValueError(f"{key} is required for dataset {cfg.dataset!r} (an ImageFolder).")
+
+
+@contextlib.contextmanager
+def torch_threads(cfg: DictConfig) -> Iterator[None]:
+    """``trainer.threads``: torch's intra-op threads while the comparison runs (null: torch's
+    default), restored afterwards. On a CPU shared with other jobs, 1 thread (plus one
+    data-loading worker) avoids the OpenMP stalls of a parallel region waiting for a
+    descheduled thread."""
+    threads = OmegaConf.select(cfg, "trainer.threads")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,201 @@
+"""The comparison's data: where the images are, subsets, views and the kNN curve probe."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from solo_clamp.compare.config import _IDX_DATASETS, _TORCHVISION_DATASETS
+
+
+@dataclass(frozen=True)
+class ComparisonData:
+    """Where the images are and how solo-learn names the dataset."""
+
+    name: str
+    solo_dataset: str  # solo-learn's data.dataset: custom, cifar10, cifar100, imagenet100
+    train_path: str
+    val_path: str
+
+    def dataset(self, split: str, transform: Callable):
+        """The ``train`` or ``val`` split with ``transform`` (labels as ``.targets``)."""
+        if self.solo_dataset in _TORCHVISION_DATASETS:
+            import torchvision.datasets
+
+            dataset_class = vars(torchvision.datasets)[self.solo_dataset.upper()]
+            return dataset_class(
+                self.train_path, train=split == "train", download=True, transform=transform
+            )
+        from torchvision.datasets import ImageFolder
+
+        return ImageFolder(self.train_path if split == "train" else self.val_path, transform)
+
+
+def _idx_source(name: str, source: Optional[str]) -> Path:
+    """The directory with the idx files of MNIST / Fashion-MNIST, never downloading."""
+    from solo_clamp.data.prepare import DATASETS as IDX_SPECS
+    from solo_clamp.data.prepare import locate_source
+
+    spec = IDX_SPECS[name]
+    if source:
+        candidates = [Path(source)]
+    else:
+        env = os.environ.get(spec.env_var)
+        candidates = [Path(env)] if env else []
+        candidates += list(spec.default_dirs)
+    for directory in candidates:
+        try:
+            return locate_source(name, source=directory)
+        except FileNotFoundError:
+            continue
+    looked = ", ".join(str(c) for c in candidates)
+    if name == "fashion_mnist":
+        raise ValueError(
+            f"the Fashion-MNIST idx files were not found (looked in {looked}): install them "
+            "with `apt-get install dataset-fashion-mnist`, or set $SOLO_CLAMP_FASHION_MNIST_DIR "
+            "or data.source to a directory holding them."
+        )
+    raise ValueError(
+        f"the MNIST idx files were not found (looked in {looked}): set $SOLO_CLAMP_MNIST_DIR "
+        "or data.source to a directory holding them."
+    )
+
+
+def prepare_data(cfg: DictConfig) -> ComparisonData:
+    """Prepares (once) or locates the comparison's images."""
+    data = cfg.data
+    if cfg.dataset in _IDX_DATASETS:
+        from solo_clamp.data import prepare_image_folder
+
+        prepared = prepare_image_folder(
+            cfg.dataset,
+            root=data.root,
+            source=_idx_source(cfg.dataset, data.source),
+            train_per_class=data.train_per_class,
+            val_per_class=data.val_per_class,
+            seed=data.seed,
+        )
+        return ComparisonData(cfg.dataset, "custom", str(prepared.train), str(prepared.val))
+    if cfg.dataset in _TORCHVISION_DATASETS:
+        root = str(data.get("root") or "datasets")
+        return ComparisonData(cfg.dataset, cfg.dataset, root, root)
+    for key in ("train_path", "val_path"):
+        if not Path(str(data[key])).is_dir():
+            raise ValueError(f"data.{key}={str(data[key])!r} is not a directory.")
+    solo_name = "imagenet100" if cfg.dataset == "imagenet100" else "custom"
+    return ComparisonData(cfg.dataset, solo_name, str(data.train_path), str(data.val_path))
+
+
+def stratified_indices(targets: Sequence[int], per_class: Optional[int]) -> list[int]:
+    """The first ``per_class`` indices of every class (all indices when None)."""
+    if per_class is None:
+        return list(range(len(targets)))
+    seen: dict[int, int] = {}
+    keep = []
+    for index, target in enumerate(targets):
+        target = int(target)
+        if seen.get(target, 0) < per_class:
+            seen[target] = seen.get(target, 0) + 1
+            keep.append(index)
+    return keep
+
+
+def normalisation(cfg: DictConfig, data: ComparisonData) -> tuple[list[float], list[float]]:
+    """Mean and std of the training views (read from solo-learn's own pipeline)."""
+    from solo.data.pretrain_dataloader import build_transform_pipeline
+
+    normalize = build_transform_pipeline(data.solo_dataset, augmentation_sets(cfg, 2)[0])
+    last = normalize.transforms[-1]
+    return [float(v) for v in last.mean], [float(v) for v in last.std]
+
+
+def augmentation_sets(cfg: DictConfig, views: int) -> list[DictConfig]:
+    """The shared transform sets with ``views / sets`` crops each, mean/std filled in."""
+    sets = []
+    for aug in cfg.augmentations:
+        aug = OmegaConf.create(OmegaConf.to_container(aug, resolve=True))
+        aug.num_crops = views // len(cfg.augmentations)
+        if cfg.dataset in _IDX_DATASETS and "mean" not in aug:
+            from solo_clamp.data.prepare import DATASETS as IDX_SPECS
+
+            spec = IDX_SPECS[cfg.dataset]
+            aug.mean, aug.std = [spec.mean] * 3, [spec.std] * 3
+        sets.append(aug)
+    return sets
+
+
+def _load_tensors(
+    dataset, indices: list[int], batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from torch.utils.data import DataLoader, Subset
+
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
+    images, labels = zip(*loader)
+    return torch.cat(images), torch.cat(labels)
+
+
+@dataclass
+class KnnProbe:
+    """A small held-out kNN set held in memory, scored at epoch ends (training curves)."""
+
+    bank: torch.Tensor
+    bank_labels: torch.Tensor
+    test: torch.Tensor
+    test_labels: torch.Tensor
+    k: int = 20
+    temperature: float = 0.07
+    distance: str = "cosine"
+    batch_size: int = 256
+
+    @torch.no_grad()
+    def features(self, backbone: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        device = next(backbone.parameters()).device
+        was_training = backbone.training
+        backbone.eval()
+        feats = [
+            backbone(images[i : i + self.batch_size].to(device)).float().cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
+        backbone.train(was_training)
+        return torch.cat(feats)
+
+    def __call__(self, backbone: torch.nn.Module) -> float:
+        from solo_clamp.evaluation import knn_accuracy
+
+        top1, _ = knn_accuracy(
+            self.features(backbone, self.bank),
+            self.bank_labels,
+            self.features(backbone, self.test),
+            self.test_labels,
+            k=self.k,
+            temperature=self.temperature,
+            distance=self.distance,
+        )
+        return top1
+
+
+def build_probe(cfg: DictConfig, data: ComparisonData) -> KnnProbe:
+    from solo_clamp.evaluation import eval_transform
+
+    mean, std = normalisation(cfg, data)
+    transform = eval_transform(cfg.augmentations[0].crop_size, mean, std)
+    per_class = cfg.curves.get("per_class")
+    tensors = []
+    for split in ("train", "val"):
+        dataset = data.dataset(split, transform)
+        tensors += _load_tensors(
+            dataset, stratified_indices(dataset.targets, per_class), cfg.evaluation.batch_size
+        )
+    ev = cfg.evaluation
+    return KnnProbe(
+        *tensors,
+        k=ev.k,
+        temperature=ev.temperature,
+        distance=ev.get("distance", "cosine"),
+        batch_size=ev.batch_size,
+    )

@@ -1,0 +1,102 @@
+"""Atomic writes, settings fingerprints and finished results (what a restart skips)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from solo_clamp.compare.data import ComparisonData
+from solo_clamp.compare.plan import RunSpec
+from solo_clamp.compare.training import build_solo_cfg
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of the settings that determine a run's result."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Settings that change how a run is displayed or how fast it goes, not its result.
+_COSMETIC = (
+    "num_workers",
+    "enable_progress_bar",
+    "log_every_n_steps",
+    "enable_model_summary",
+    "device",
+)
+
+
+def _container(node: Any) -> Any:
+    """``node`` as plain data, without the :data:`_COSMETIC` keys (at any depth)."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, dict):
+        return {k: _container(v) for k, v in node.items() if k not in _COSMETIC}
+    if isinstance(node, list):
+        return [_container(v) for v in node]
+    return node
+
+
+def _eval_settings(cfg: DictConfig) -> dict[str, Any]:
+    evaluation = _container(cfg.evaluation)
+    evaluation.pop("batch_size", None)
+    return {"dataset": cfg.dataset, "data": _container(cfg.data), "evaluation": evaluation}
+
+
+def run_fingerprint(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> str:
+    return fingerprint(
+        _container(build_solo_cfg(cfg, spec, data)), _container(cfg.curves), _eval_settings(cfg)
+    )
+
+
+def floor_fingerprint(cfg: DictConfig, floor: str, data: ComparisonData) -> str:
+    settings: list[Any] = [floor, _eval_settings(cfg), cfg.augmentations[0].crop_size]
+    if floor == "untrained":
+        settings += [_container(cfg.backbone), cfg.floors.seed, cfg.methods[0]]
+    else:
+        settings.append(cfg.floors.get("raw_pixel_size"))
+    return fingerprint(*settings)
+
+
+def finished_result(run_dir: Path, expected: str) -> Optional[dict[str, Any]]:
+    """The stored result of a finished run with the same settings, else None."""
+    path = run_dir / "result.json"
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return result if result.get("fingerprint") == expected else None

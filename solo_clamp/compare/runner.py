@@ -1,0 +1,189 @@
+"""The driver: one run, one floor, and the whole (resumable) comparison."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from solo_clamp.compare.config import FLOORS, torch_threads, validate_config
+from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe, prepare_data
+from solo_clamp.compare.evaluation import evaluate_features, untrained_backbone
+from solo_clamp.compare.persistence import (
+    atomic_torch_save,
+    atomic_write_text,
+    finished_result,
+    floor_fingerprint,
+    run_fingerprint,
+)
+from solo_clamp.compare.plan import RunSpec, expected_run_ids, plan_runs, steps_per_epoch
+from solo_clamp.compare.report import write_reports
+
+
+def execute_run(
+    cfg: DictConfig, spec: RunSpec, data: ComparisonData, probe: Optional[KnnProbe], out: Path
+) -> dict[str, Any]:
+    """Trains, saves the backbone, evaluates and writes ``result.json`` (last, atomically)."""
+    run_dir = out / "runs" / spec.run_id
+    (run_dir / "result.json").unlink(missing_ok=True)
+    from solo_clamp import compare  # the package's ``train``, so that it can be replaced
+
+    trained = compare.train(cfg, spec, data, probe)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(trained.solo_cfg))
+    atomic_torch_save(trained.backbone.state_dict(), run_dir / "backbone.pt")
+    start = time.perf_counter()
+    scores = evaluate_features(cfg, data, trained.backbone, spec.seed)
+    result = {
+        "run_id": spec.run_id,
+        "kind": "ssl",
+        **{k: v for k, v in asdict(spec).items()},
+        "epochs": spec.epochs,
+        "images_seen": spec.steps * spec.batch_size,
+        "views_seen": spec.steps * spec.batch_size * spec.views,
+        "train_s": trained.train_s,
+        "curve_s": trained.curve_s,
+        "eval_s": time.perf_counter() - start,
+        **scores,
+        "curve": trained.curve,
+        "fingerprint": run_fingerprint(cfg, spec, data),
+    }
+    atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+    return result
+
+
+def execute_floor(cfg: DictConfig, floor: str, data: ComparisonData, out: Path) -> dict[str, Any]:
+    """Scores raw pixels or the untrained backbone; writes ``result.json`` atomically."""
+    run_dir = out / "runs" / f"floor-{floor}"
+    seed = int(cfg.floors.seed)
+    start = time.perf_counter()
+    if floor == "raw_pixels":
+        scores = evaluate_features(
+            cfg, data, torch.nn.Flatten(), seed, crop_size=cfg.floors.get("raw_pixel_size")
+        )
+    else:
+        backbone = untrained_backbone(cfg, data, seed)
+        atomic_torch_save(backbone.state_dict(), run_dir / "backbone.pt")
+        scores = evaluate_features(cfg, data, backbone, seed)
+    result = {
+        "run_id": f"floor-{floor}",
+        "kind": "floor",
+        "method": floor,
+        "budget": "",
+        "seed": seed,
+        "views": 0,
+        "steps": 0,
+        "epochs": 0,
+        "batch_size": 0,
+        "images_seen": 0,
+        "views_seen": 0,
+        "train_s": 0.0,
+        "curve_s": 0.0,
+        "eval_s": time.perf_counter() - start,
+        **scores,
+        "curve": [],
+        "fingerprint": floor_fingerprint(cfg, floor, data),
+    }
+    atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+    return result
+
+
+@dataclass
+class ComparisonSummary:
+    out: Path
+    trained: list[str]
+    skipped: list[str]
+    files: list[Path]
+
+
+def run_comparison(
+    cfg: DictConfig, out: os.PathLike, log: Callable[[str], None] = print
+) -> ComparisonSummary:
+    """Runs (or resumes) the whole comparison into ``out`` and writes the reports."""
+    validate_config(cfg)
+    with torch_threads(cfg):
+        return _run_comparison(cfg, Path(out), log)
+
+
+def _pending(
+    cfg: DictConfig, out: Path, data: ComparisonData, plan: list[RunSpec]
+) -> tuple[dict[str, dict[str, Any]], list[str], list[tuple[str, Any]]]:
+    """Finished results (same settings), their ids, and the runs still to do (floors first)."""
+    results: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[str, Any]] = []
+    skipped = []
+    for floor in FLOORS:
+        done = finished_result(out / "runs" / f"floor-{floor}", floor_fingerprint(cfg, floor, data))
+        if done:
+            results[done["run_id"]] = done
+            skipped.append(done["run_id"])
+        else:
+            todo.append(("floor", floor))
+    for spec in plan:
+        done = finished_result(out / "runs" / spec.run_id, run_fingerprint(cfg, spec, data))
+        if done:
+            results[spec.run_id] = done
+            skipped.append(spec.run_id)
+        else:
+            todo.append(("ssl", spec))
+    return results, skipped, todo
+
+
+def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> ComparisonSummary:
+    from tqdm.auto import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "compare_config.yaml", OmegaConf.to_yaml(cfg))
+    data = prepare_data(cfg)
+    spe = steps_per_epoch(cfg, data)
+    results, skipped, todo = _pending(cfg, out, data, plan_runs(cfg, spe))
+    if skipped:
+        log(f"skipping {len(skipped)} finished run(s): {', '.join(skipped)}")
+    if todo:
+        log(
+            f"{len(todo)} run(s) to do: "
+            + ", ".join(f"floor-{item}" if kind == "floor" else item.run_id for kind, item in todo)
+        )
+    probe = build_probe(cfg, data) if any(kind == "ssl" for kind, _ in todo) else None
+    trained: list[str] = []
+    finished = False
+    try:
+        with tqdm(
+            total=len(skipped) + len(todo),
+            initial=len(skipped),
+            desc="compare",
+            unit="run",
+            position=0,
+            dynamic_ncols=True,
+        ) as bar:
+            for kind, item in todo:
+                name = f"floor-{item}" if kind == "floor" else item.run_id
+                bar.set_postfix_str(name)
+                if kind == "floor":
+                    results[name] = execute_floor(cfg, item, data, out)
+                else:
+                    results[name] = execute_run(cfg, item, data, probe, out)
+                trained.append(name)
+                bar.write(
+                    f"{name}: kNN top-1 {results[name]['knn_top1']:.2f}, linear top-1 "
+                    f"{results[name]['linear_top1']:.2f} "
+                    f"({results[name]['train_s']:.0f} s training)"
+                )
+                bar.update(1)
+                gc.collect()
+        finished = True
+    finally:  # reports of what is finished, also when interrupted
+        ordered = {k: results[k] for k in expected_run_ids(cfg, spe) if k in results}
+        files = write_reports(cfg, ordered, out) if ordered else []
+        if not finished:
+            log(
+                f"stopped: {len(ordered)} finished run(s) are saved in {out}; the same command "
+                "resumes from there (the unfinished run starts over)."
+            )
+    return ComparisonSummary(out, trained, skipped, files)
