@@ -139,26 +139,11 @@ def _curve_callback(probe: Optional[KnnProbe], loss_key: str, every_n_epochs: in
 
 def train_loader(solo_cfg: DictConfig, seed: int):
     """solo-learn's dataset and N-crop pipelines; a seeded shuffle shared by all methods."""
-    from solo.data.pretrain_dataloader import (
-        FullTransformPipeline,
-        NCropAugmentation,
-        build_transform_pipeline,
-        prepare_datasets,
-    )
     from torch.utils.data import DataLoader
 
-    pipelines = [
-        NCropAugmentation(build_transform_pipeline(solo_cfg.data.dataset, aug), aug.num_crops)
-        for aug in solo_cfg.augmentations
-    ]
-    dataset = prepare_datasets(
-        solo_cfg.data.dataset,
-        FullTransformPipeline(pipelines),
-        train_data_path=solo_cfg.data.train_path,
-        data_format=solo_cfg.data.format,
-        no_labels=solo_cfg.data.no_labels,
-        data_fraction=solo_cfg.data.fraction,
-    )
+    from solo_clamp.training.common import solo_pretrain_dataset
+
+    dataset = solo_pretrain_dataset(solo_cfg)
     workers = solo_cfg.data.num_workers
     return DataLoader(
         dataset,

@@ -80,3 +80,27 @@ def parse_solo_cfg(cfg: DictConfig, parse_cfg) -> DictConfig:
         cfg.devices = devices
         return cfg
     return parse_cfg(cfg)
+
+
+def solo_pretrain_dataset(cfg: DictConfig):
+    """solo-learn's pretraining dataset for a parsed cfg: one ``NCropAugmentation`` per
+    ``augmentations`` entry, chained by ``FullTransformPipeline``, then ``prepare_datasets``."""
+    from solo.data.pretrain_dataloader import (
+        FullTransformPipeline,
+        NCropAugmentation,
+        build_transform_pipeline,
+        prepare_datasets,
+    )
+
+    pipelines = [
+        NCropAugmentation(build_transform_pipeline(cfg.data.dataset, aug), aug.num_crops)
+        for aug in cfg.augmentations
+    ]
+    return prepare_datasets(
+        cfg.data.dataset,
+        FullTransformPipeline(pipelines),
+        train_data_path=cfg.data.train_path,
+        data_format=cfg.data.format,
+        no_labels=cfg.data.no_labels,
+        data_fraction=cfg.data.fraction,
+    )

@@ -57,10 +57,10 @@ def _train_dataloader(cfg: DictConfig):
     from solo.data.pretrain_dataloader import (
         FullTransformPipeline,
         NCropAugmentation,
-        build_transform_pipeline,
         prepare_dataloader,
-        prepare_datasets,
     )
+
+    from solo_clamp.training.common import solo_pretrain_dataset
 
     if cfg.data.format == "dali":
         from solo.data.dali_dataloader import PretrainDALIDataModule, build_transform_pipeline_dali
@@ -85,18 +85,7 @@ def _train_dataloader(cfg: DictConfig):
             dali_device=cfg.dali.device,
             encode_indexes_into_labels=cfg.dali.encode_indexes_into_labels,
         )
-    pipelines = [
-        NCropAugmentation(build_transform_pipeline(cfg.data.dataset, aug), aug.num_crops)
-        for aug in cfg.augmentations
-    ]
-    dataset = prepare_datasets(
-        cfg.data.dataset,
-        FullTransformPipeline(pipelines),
-        train_data_path=cfg.data.train_path,
-        data_format=cfg.data.format,
-        no_labels=cfg.data.no_labels,
-        data_fraction=cfg.data.fraction,
-    )
+    dataset = solo_pretrain_dataset(cfg)
     dataset = guard_train_dataset(dataset, cfg.data.get("on_bad_image"))
     check_enough_images(dataset, cfg.optimizer.batch_size, num_processes(cfg))
     return prepare_dataloader(

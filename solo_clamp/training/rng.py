@@ -24,8 +24,13 @@ def collect_rng_states() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                  float(cached_gauss)],
+        "numpy": [
+            str(kind),
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached_gauss),
+        ],
         "python": [version, list(internal), gauss],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
