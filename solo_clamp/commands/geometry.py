@@ -44,8 +44,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 JITTER_DEFAULTS = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1, "prob": 0.8}
 MIN_SCALE_DEFAULT = 0.08
 CURVE_COLUMNS = {
@@ -545,6 +543,8 @@ def run(args: argparse.Namespace) -> int:
     if "mean" in aug and "std" in aug:
         mean, std, stats_source = tuple(aug["mean"]), tuple(aug["std"]), "augmentations[0]"
     else:
+        from solo_clamp.evaluation import IMAGENET_MEAN, IMAGENET_STD
+
         mean, std, stats_source = IMAGENET_MEAN, IMAGENET_STD, "imagenet"
         dataset_name = str((cfg.get("data") or {}).get("dataset", ""))
         if dataset_name in DATASET_STATS_NOTE:

@@ -13,7 +13,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.checkpoints import find_run_files, load_checkpoint, load_run_config
-from solo_clamp.evaluation import eval_transform, image_folder_loader, knn_accuracy
+from solo_clamp.evaluation import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    image_folder_loader,
+    knn_accuracy,
+)
 
 
 class _Features(torch.nn.Module):
@@ -47,8 +53,8 @@ def run_knn(cfg: DictConfig) -> list[dict[str, Any]]:
     crop = cfg.get("crop_size") or aug.crop_size
     transform = eval_transform(
         crop,
-        cfg.get("mean") or aug.get("mean", (0.485, 0.456, 0.406)),
-        cfg.get("std") or aug.get("std", (0.229, 0.224, 0.225)),
+        cfg.get("mean") or aug.get("mean", IMAGENET_MEAN),
+        cfg.get("std") or aug.get("std", IMAGENET_STD),
     )
     batch = cfg.get("batch_size", 256)
     loaders = [

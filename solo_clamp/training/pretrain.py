@@ -133,6 +133,8 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
     from solo.methods import METHODS
 
     from solo_clamp.evaluation import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
         eval_transform,
         extract_features,
         image_folder_loader,
@@ -142,7 +144,7 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
     node = cfg.evaluate.knn
     aug = cfg.augmentations[0]
     transform = eval_transform(
-        aug.crop_size, aug.get("mean", (0.485, 0.456, 0.406)), aug.get("std", (0.229, 0.224, 0.225))
+        aug.crop_size, aug.get("mean", IMAGENET_MEAN), aug.get("std", IMAGENET_STD)
     )
     batch_size = node.get("batch_size", 256)
     train_loader = image_folder_loader(Path(node.train_path), transform, batch_size)
