@@ -5,6 +5,7 @@
     solo-clamp compare --dataset mnist --methods clamp simclr --seeds 0 1 2
     solo-clamp compare --config scripts/compare/cifar10.yaml --out runs/cifar10   # GPU
     solo-clamp compare --estimate 4                     # time 4 steps per method, extrapolate
+    solo-clamp compare --methods clamp --set recipes.clamp.method_kwargs.rs=5 --out runs/rs5
 
 Rerunning the same command resumes: finished runs are skipped, unfinished ones start over.
 """
@@ -58,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CLAMP's views per image (default: the config's)")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="run directory (default: runs/compare-<dataset>[-quick])")
+    parser.add_argument("--set", nargs="+", default=None, metavar="KEY=VALUE", dest="overrides",
+                        help="override any existing config field (OmegaConf dotted keys), e.g. "
+                             "recipes.clamp.method_kwargs.rs=5 recipes.clamp.optimizer.lr=0.5; "
+                             "applied after the other flags")
     parser.add_argument("--quick", action="store_true",
                         help="tiny smoke setting: 16 images per class, 2 epochs, batch 16, 1 seed")
     parser.add_argument("--estimate", type=int, nargs="?", const=4, default=None, metavar="STEPS",
@@ -65,8 +70,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "plan's projected duration instead of running it")
 
 
+def apply_overrides(cfg, overrides: list[str]) -> None:
+    """``--set a.b=1 c=x``: each KEY must already exist in the config (a typo is an error, not
+    a silently added field); values are parsed as YAML (numbers, booleans, lists, null)."""
+    from omegaconf import OmegaConf
+
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise CommandError(f"--set takes KEY=VALUE items, got {item!r}.")
+        key = key.strip()
+        if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
+            parent, _, _ = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            known = sorted(node.keys()) if hasattr(node, "keys") else []
+            where = f" under {parent!r}" if parent else ""
+            raise CommandError(
+                f"--set: the config has no field {key!r}; fields{where}: {known}."
+            )
+        cfg.merge_with(OmegaConf.from_dotlist([f"{key}={item.partition('=')[2]}"]))
+
+
 def build_config(args: argparse.Namespace):
-    """The comparison config: file (or shipped default), then --quick, then the flags."""
+    """The comparison config: file (or shipped default), then --quick, then the flags, then
+    ``--set`` overrides."""
     from solo_clamp import compare
 
     cfg = compare.load_config(args.config, args.dataset)
@@ -85,6 +112,8 @@ def build_config(args: argparse.Namespace):
         cfg.data.train_per_class = args.train_per_class
     if args.views is not None and "clamp" in cfg.recipes:
         cfg.recipes.clamp.views = args.views
+    if getattr(args, "overrides", None):
+        apply_overrides(cfg, args.overrides)
     compare.validate_config(cfg)
     return cfg
 

@@ -63,3 +63,38 @@ def test_unknown_config_is_a_clear_error(command, capsys):
     assert main([command, "--config-name", "nope.yaml"]) == 2
     err = capsys.readouterr().err
     assert "--config-name 'nope.yaml' not found" in err and "available:" in err
+
+
+def _compare_args(*argv: str):
+    import argparse
+
+    from solo_clamp.commands import compare as compare_command
+
+    parser = argparse.ArgumentParser()
+    compare_command.add_arguments(parser)
+    return compare_command, parser.parse_args(list(argv))
+
+
+def test_compare_set_overrides_existing_fields_after_the_flags():
+    command, args = _compare_args(
+        "--views", "8", "--set", "recipes.clamp.method_kwargs.rs=5.5",
+        "recipes.clamp.optimizer.lr=0.25", "recipes.clamp.views=6", "seeds=[3,4]")
+    cfg = command.build_config(args)
+    assert cfg.recipes.clamp.method_kwargs.rs == 5.5
+    assert cfg.recipes.clamp.optimizer.lr == 0.25
+    assert cfg.recipes.clamp.views == 6  # --set is applied after --views
+    assert list(cfg.seeds) == [3, 4]
+    assert cfg.recipes.simclr.optimizer.lr == 0.4  # untouched
+
+
+@pytest.mark.parametrize("item, message", [
+    ("recipes.clamp.method_kwargs.rz=5", "no field 'recipes.clamp.method_kwargs.rz'"),
+    ("rs", "KEY=VALUE"),
+    ("recipes.clamp.views=1", "recipes.clamp.views must be an integer >= 2"),
+])
+def test_compare_set_rejects_unknown_fields_and_bad_values(item, message):
+    from solo_clamp.commands import CommandError
+
+    command, args = _compare_args("--set", item)
+    with pytest.raises((CommandError, ValueError), match=message):
+        command.build_config(args)
