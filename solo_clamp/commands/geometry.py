@@ -35,17 +35,29 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 from solo_clamp.commands import CommandError
+from solo_clamp.geometry_figures import (
+    histograms,
+    plot_invariance,
+    plot_training_curves,
+    plot_tsne,
+    tsne_embedding,
+)
+from solo_clamp.geometry_views import (
+    AugmentedViews,
+    augmentation_settings,
+    base_transform,
+    embed_views,
+    scaled_transform,
+)
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-JITTER_DEFAULTS = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1, "prob": 0.8}
-MIN_SCALE_DEFAULT = 0.08
 CURVE_COLUMNS = {
     "neighbours": "train_clamp_neighbours_epoch",
     "mean_radius": "train_clamp_mean_radius_epoch",
@@ -230,113 +242,6 @@ def _load_weights(model: nn.Module, ckpt: dict[str, Any], path: Path) -> None:
             ) from None
 
 
-# --------------------------------------------------------------------------- transforms
-
-
-def _augmentation_settings(aug: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
-    """Crop min scale and colour jitter of ``augmentations[0]``; names of defaults used."""
-    defaults_used = []
-    rrc = aug.get("rrc") or {}
-    if "crop_min_scale" in rrc:
-        min_scale = float(rrc["crop_min_scale"])
-    else:
-        min_scale = MIN_SCALE_DEFAULT
-        defaults_used.append("rrc.crop_min_scale")
-    if rrc.get("enabled") is False:
-        min_scale = 1.0
-    jitter = aug.get("color_jitter") or {}
-    settings = {"crop_min_scale": min_scale}
-    for name, default in JITTER_DEFAULTS.items():
-        if name in jitter:
-            settings[name] = float(jitter[name])
-        else:
-            settings[name] = default
-            defaults_used.append(f"color_jitter.{name}")
-    return settings, defaults_used
-
-
-def _base_transform(crop: int, mean: Sequence[float], std: Sequence[float]):
-    from torchvision import transforms as T
-
-    return T.Compose(
-        [
-            T.Resize(crop, interpolation=T.InterpolationMode.BICUBIC),
-            T.CenterCrop(crop),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
-
-
-def _scaled_transform(
-    strength: float,
-    crop: int,
-    settings: dict[str, float],
-    mean: Sequence[float],
-    std: Sequence[float],
-):
-    """The training pipeline scaled to ``strength`` in [0, 1] (see the module docstring)."""
-    from torchvision import transforms as T
-
-    low = 1.0 - strength * (1.0 - settings["crop_min_scale"])
-    ratio = (math.exp(strength * math.log(3 / 4)), math.exp(strength * math.log(4 / 3)))
-    steps = [
-        T.RandomResizedCrop(
-            crop, scale=(low, 1.0), ratio=ratio, interpolation=T.InterpolationMode.BICUBIC
-        )
-    ]
-    jitter = [settings[k] * strength for k in ("brightness", "contrast", "saturation", "hue")]
-    if strength > 0 and settings["prob"] > 0 and any(jitter):
-        steps.append(T.RandomApply([T.ColorJitter(*jitter)], p=settings["prob"]))
-    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
-
-
-class _Views:
-    """Dataset of ``[V, C, H, W]`` views of the images ``indices`` of ``dataset``."""
-
-    def __init__(self, dataset, indices: Sequence[int], transform, views: int):
-        self.dataset, self.indices, self.transform, self.views = dataset, indices, transform, views
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        import torch
-
-        image, label = self.dataset[self.indices[i]]
-        return torch.stack([self.transform(image) for _ in range(self.views)]), label
-
-
-# --------------------------------------------------------------------------- features
-
-
-def _embed(models: Sequence[nn.Module], loader, device, desc: str, progress: bool):
-    """Runs every model on the same batches of ``[b, V, C, H, W]`` views.
-
-    Returns:
-        For each model ``(feats [V, N, F], z [V, N, D])`` and the labels ``[N]``.
-    """
-    import torch
-    from tqdm import tqdm
-
-    feats: list[list[torch.Tensor]] = [[] for _ in models]
-    zs: list[list[torch.Tensor]] = [[] for _ in models]
-    labels = []
-    with torch.no_grad():
-        for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            batch, views = x.shape[:2]
-            flat = x.flatten(0, 1).to(device)
-            for k, model in enumerate(models):
-                f = model.backbone(flat)
-                z = model.projector(f)
-                feats[k].append(f.float().cpu().reshape(batch, views, -1))
-                zs[k].append(z.float().cpu().reshape(batch, views, -1))
-            labels.append(y)
-    return [
-        (torch.cat(f).transpose(0, 1), torch.cat(z).transpose(0, 1)) for f, z in zip(feats, zs)
-    ], torch.cat(labels)
-
-
 def _submanifold_stats(z: torch.Tensor, rs: float, max_range: float) -> dict[str, Any]:
     """Loss-space statistics of ``z [V, B, D]`` (centred and L2-normalised like the loss)."""
     from solo_clamp import geometry as geo
@@ -396,92 +301,6 @@ def _read_curves(path: Path) -> tuple[Optional[dict[str, list]], Optional[str]]:
     for key in CURVE_COLUMNS:
         curves[key] = [per_epoch[e].get(key) for e in epochs]
     return curves, None
-
-
-def _tsne(feats: torch.Tensor, seed: int):
-    """2-D t-SNE embedding ``[N, 2]`` of ``feats [N, F]``."""
-    from sklearn.manifold import TSNE
-
-    n = feats.shape[0]
-    perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
-        feats.double().numpy()
-    )
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _save(fig, out: Path, name: str, figures: list[str]) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
-    figures.append(name)
-
-
-def _histograms(
-    out: Path, name: str, panels: list[tuple[str, dict[str, Any]]], figures: list[str]
-) -> None:
-    """One panel per ``(title, {legend: values})``, overlaid histograms."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
-    for ax, (title, series) in zip(axes[0], panels):
-        arrays = {label: values.double().numpy() for label, values in series.items()}
-        bins = np.histogram_bin_edges(np.concatenate(list(arrays.values())), bins=30)
-        for label, values in arrays.items():
-            ax.hist(values, bins=bins, alpha=0.55, density=True, label=label)
-        ax.set_title(title)
-        ax.set_ylabel("density")
-        ax.legend()
-    _save(fig, out, name, figures)
-
-
-def _plot_curves(curves: dict[str, list], out: Path, figures: list[str]) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key, label in zip(axes, CURVE_COLUMNS, ("neighbours per sub-manifold", "mean radius")):
-        points = [(e, v) for e, v in zip(curves["epoch"], curves[key]) if v is not None]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-    _save(fig, out, "training_curves.png", figures)
-
-
-def _plot_tsne(
-    points, labels: torch.Tensor, names: Sequence[str], out: Path, figures: list[str]
-) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 6))
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    for k, name in enumerate(names):
-        mask = (labels == k).numpy()
-        if mask.any():
-            ax.scatter(points[mask, 0], points[mask, 1], s=6, color=cmap(k % cmap.N), label=name)
-    if len(names) <= 20:
-        ax.legend(markerscale=2, fontsize=7)
-    ax.set_title("t-SNE of backbone features")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    _save(fig, out, "tsne.png", figures)
-
-
-def _plot_invariance(invariance: dict[str, list], out: Path, figures: list[str]) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    for key, label in (("backbone", "backbone (encoder)"), ("projector", "projector")):
-        ax.plot(invariance["strengths"], invariance[key], marker="o", label=label)
-    ax.set_xlabel("augmentation strength s")
-    ax.set_ylabel("within-image variance fraction")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    _save(fig, out, "invariance.png", figures)
 
 
 # --------------------------------------------------------------------------- run
@@ -552,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
                 f"solo-learn normalised {dataset_name} with its own statistics during "
                 "training; ImageNet statistics are used here."
             )
-    settings, defaults_used = _augmentation_settings(aug)
+    settings, defaults_used = augmentation_settings(aug)
     if defaults_used:
         notes.append(
             "augmentations[0] lacks "
@@ -582,9 +401,10 @@ def run(args: argparse.Namespace) -> int:
 
     # Unaugmented features: t-SNE, participation ratio, class statistics.
     plain = DataLoader(
-        _Views(dataset, indices, _base_transform(crop, mean, std), 1), batch_size=args.batch_size
+        AugmentedViews(dataset, indices, base_transform(crop, mean, std), 1),
+        batch_size=args.batch_size,
     )
-    ((feats, z_plain), (feats_untrained, _)), labels = _embed(
+    ((feats, z_plain), (feats_untrained, _)), labels = embed_views(
         [model, untrained], plain, device, "unaugmented", progress
     )
     feats, z_plain, feats_untrained = feats[0], z_plain[0], feats_untrained[0]  # V = 1
@@ -594,7 +414,7 @@ def run(args: argparse.Namespace) -> int:
         "untrained_backbone": _class_stats(feats_untrained, labels),
     }
     try:
-        _plot_tsne(_tsne(feats, args.seed), labels, dataset.classes, out, figures)
+        plot_tsne(tsne_embedding(feats, args.seed), labels, dataset.classes, out, figures)
     except ValueError as err:
         notes.append(f"t-SNE skipped: {err}")
 
@@ -604,10 +424,11 @@ def run(args: argparse.Namespace) -> int:
     submanifolds: dict[str, Any] = {}
     for step, strength in enumerate(STRENGTHS):
         torch.manual_seed(args.seed + step)
-        transform = _scaled_transform(strength, crop, settings, mean, std)
-        loader = DataLoader(_Views(dataset, view_indices, transform, args.views), batch_size=rows)
+        transform = scaled_transform(strength, crop, settings, mean, std)
+        views = AugmentedViews(dataset, view_indices, transform, args.views)
+        loader = DataLoader(views, batch_size=rows)
         models = [model, untrained] if strength == 1.0 else [model]
-        outputs, _ = _embed(models, loader, device, f"views s={strength:g}", progress)
+        outputs, _ = embed_views(models, loader, device, f"views s={strength:g}", progress)
         invariance["backbone"].append(geo.within_image_variance_fraction(outputs[0][0]).item())
         invariance["projector"].append(geo.within_image_variance_fraction(outputs[0][1]).item())
         if strength == 1.0:
@@ -622,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
                     },
                 }
             (f_t, z_t), (f_u, z_u) = outputs
-            _histograms(
+            histograms(
                 out,
                 "centroid_distances.png",
                 [
@@ -643,7 +464,7 @@ def run(args: argparse.Namespace) -> int:
                 ],
                 figures,
             )
-            _histograms(
+            histograms(
                 out,
                 "similarities.png",
                 [
@@ -664,7 +485,7 @@ def run(args: argparse.Namespace) -> int:
                 ],
                 figures,
             )
-    _plot_invariance(invariance, out, figures)
+    plot_invariance(invariance, out, figures)
     batch_size = (cfg.get("optimizer") or {}).get("batch_size")
     notes.append(
         f"neighbours are counted among {num_views_images} images; training batches "
@@ -679,7 +500,7 @@ def run(args: argparse.Namespace) -> int:
         if note:
             notes.append(note)
         else:
-            _plot_curves(curves, out, figures)
+            plot_training_curves(curves, out, figures)
     else:
         notes.append(
             f"no metrics.csv beside the checkpoint ({logs}): training curves skipped; pass --logs."

@@ -154,7 +154,8 @@ class KnnProbe:
 
     @torch.no_grad()
     def features(self, backbone: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        device = next(backbone.parameters()).device
+        weights = next(backbone.parameters(), None)  # raw pixels (Flatten) have none
+        device = weights.device if weights is not None else torch.device("cpu")
         was_training = backbone.training
         backbone.eval()
         feats = [

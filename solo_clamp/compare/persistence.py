@@ -82,7 +82,14 @@ def run_fingerprint(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> str
 
 
 def floor_fingerprint(cfg: DictConfig, floor: str, data: ComparisonData) -> str:
-    settings: list[Any] = [floor, _eval_settings(cfg), cfg.augmentations[0].crop_size]
+    # The probe set's size is in: the floor also scores it (the curves' reference lines).
+    settings: list[Any] = [
+        floor,
+        _eval_settings(cfg),
+        cfg.augmentations[0].crop_size,
+        "probe",
+        cfg.curves.get("per_class"),
+    ]
     if floor == "untrained":
         settings += [_container(cfg.backbone), cfg.floors.seed, cfg.methods[0]]
     else:

@@ -156,7 +156,8 @@ def write_results_md(cfg: DictConfig, results: dict[str, dict[str, Any]], path: 
 
 def plot_curves(cfg: DictConfig, results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     """``curves_loss.png`` (SSL loss per epoch, one panel per method) and ``curves_knn.png``
-    (probe kNN top-1 vs epochs and vs views seen; floors as horizontal lines)."""
+    (probe kNN top-1 vs epochs and vs views seen; floors as horizontal lines, on the probe set
+    where they were scored there)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,11 +205,14 @@ def plot_curves(cfg: DictConfig, results: dict[str, dict[str, Any]], out: Path) 
             axes[1].plot(views, accs, marker="o", color=colours[name], alpha=0.8, label=label)
     for floor, style in (("raw_pixels", ":"), ("untrained", "--")):
         result = results.get(f"floor-{floor}")
-        if result:
-            for ax in axes:
-                ax.axhline(
-                    result["knn_top1"], color="grey", linestyle=style, label=f"{floor} (eval set)"
-                )
+        if not result:
+            continue
+        # The curves are scored on the probe set: so is the floor where it was measured there.
+        value, where = result.get("probe_knn_top1"), "probe set"
+        if value is None:
+            value, where = result["knn_top1"], "eval set"
+        for ax in axes:
+            ax.axhline(value, color="grey", linestyle=style, label=f"{floor} ({where})")
     axes[0].set(
         xlabel="epoch", ylabel="kNN top-1 (%) on the probe set", title="kNN top-1 vs epochs"
     )

@@ -58,19 +58,28 @@ def execute_run(
     return result
 
 
-def execute_floor(cfg: DictConfig, floor: str, data: ComparisonData, out: Path) -> dict[str, Any]:
-    """Scores raw pixels or the untrained backbone; writes ``result.json`` atomically."""
+def execute_floor(
+    cfg: DictConfig, floor: str, data: ComparisonData, probe: Optional[KnnProbe], out: Path
+) -> dict[str, Any]:
+    """Scores raw pixels or the untrained backbone; writes ``result.json`` atomically.
+
+    ``probe_knn_top1`` is the floor on the training curves' probe set (the curves' reference
+    lines); None without a probe, or for raw pixels taken at another size than the crops.
+    """
     run_dir = out / "runs" / f"floor-{floor}"
     seed = int(cfg.floors.seed)
     start = time.perf_counter()
     if floor == "raw_pixels":
-        scores = evaluate_features(
-            cfg, data, torch.nn.Flatten(), seed, crop_size=cfg.floors.get("raw_pixel_size")
-        )
+        raw_size = cfg.floors.get("raw_pixel_size")
+        extractor = torch.nn.Flatten()
+        scores = evaluate_features(cfg, data, extractor, seed, crop_size=raw_size)
+        if raw_size not in (None, cfg.augmentations[0].crop_size):
+            probe = None
     else:
-        backbone = untrained_backbone(cfg, data, seed)
-        atomic_torch_save(backbone.state_dict(), run_dir / "backbone.pt")
-        scores = evaluate_features(cfg, data, backbone, seed)
+        extractor = untrained_backbone(cfg, data, seed)
+        atomic_torch_save(extractor.state_dict(), run_dir / "backbone.pt")
+        scores = evaluate_features(cfg, data, extractor, seed)
+    probe_top1 = probe(extractor) if probe is not None else None
     result = {
         "run_id": f"floor-{floor}",
         "kind": "floor",
@@ -87,6 +96,7 @@ def execute_floor(cfg: DictConfig, floor: str, data: ComparisonData, out: Path) 
         "curve_s": 0.0,
         "eval_s": time.perf_counter() - start,
         **scores,
+        "probe_knn_top1": probe_top1,
         "curve": [],
         "fingerprint": floor_fingerprint(cfg, floor, data),
     }
@@ -150,7 +160,7 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
             f"{len(todo)} run(s) to do: "
             + ", ".join(f"floor-{item}" if kind == "floor" else item.run_id for kind, item in todo)
         )
-    probe = build_probe(cfg, data) if any(kind == "ssl" for kind, _ in todo) else None
+    probe = build_probe(cfg, data) if todo else None
     trained: list[str] = []
     finished = False
     try:
@@ -166,7 +176,7 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
                 name = f"floor-{item}" if kind == "floor" else item.run_id
                 bar.set_postfix_str(name)
                 if kind == "floor":
-                    results[name] = execute_floor(cfg, item, data, out)
+                    results[name] = execute_floor(cfg, item, data, probe, out)
                 else:
                     results[name] = execute_run(cfg, item, data, probe, out)
                 trained.append(name)

@@ -16,6 +16,8 @@ import torch
 
 solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
 
+from clamp_testing import tiny_pretrain_overrides  # noqa: E402
+
 from solo_clamp.cli import main  # noqa: E402
 from solo_clamp.data.robust import BadImageWarning, guard_train_dataset  # noqa: E402
 from solo_clamp.losses.clamp import clamp_loss_func  # noqa: E402
@@ -41,22 +43,9 @@ def one_torch_thread():
 
 def tiny(images: Path, checkpoint_dir: Path, *extra: str, batches: int = 2) -> list[str]:
     """Overrides of the MNIST config for a tiny CPU run (12 images of 16 px, batch 4)."""
-    return [
-        "~prepare_data",
-        "~evaluate",
-        f"data.train_path={images}",
-        "data.num_workers=0",
-        "optimizer.batch_size=4",
-        "method_kwargs.proj_hidden_dim=32",
-        "method_kwargs.proj_output_dim=16",
-        "augmentations.0.crop_size=16",
-        "backbone.name=wide_resnet28w2",  # 1.5 M parameters: a few times faster than resnet18
-        f"checkpoint.dir={checkpoint_dir}",
-        "max_epochs=1",
-        f"+limit_train_batches={batches}",
-        "+enable_progress_bar=False",
-        *extra,
-    ]
+    return tiny_pretrain_overrides(images, checkpoint_dir, "max_epochs=1",
+                                   f"+limit_train_batches={batches}",
+                                   "+enable_progress_bar=False", *extra)
 
 
 @pytest.fixture

@@ -150,8 +150,14 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
     assert [p["epoch"] for p in curves["clamp-equal_compute-s0"]] == [0, 1]
     assert all(p["loss"] is not None and p["knn_top1"] is not None
                for c in curves.values() for p in c[1:])
-    # every method of a seed starts from the same backbone: same probe score before training
+    # every method of a seed starts from the same backbone: same probe score before training,
+    # which is the untrained floor's score on the probe set (the curves' reference line)
     assert len({c[0]["knn_top1"] for c in curves.values()}) == 1
+    floors = {f: json.loads((runs / f"floor-{f}" / "result.json").read_text())
+              for f in ("raw_pixels", "untrained")}
+    assert floors["untrained"]["probe_knn_top1"] == pytest.approx(
+        curves["clamp-equal_epochs-s0"][0]["knn_top1"], abs=1e-6)
+    assert 0.0 <= floors["raw_pixels"]["probe_knn_top1"] <= 100.0
 
     # 4. Everything finished: nothing trains and no result file is rewritten.
     results = sorted(runs.glob("*/result.json"))

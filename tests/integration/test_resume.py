@@ -22,6 +22,8 @@ from omegaconf import OmegaConf
 
 solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
 
+from clamp_testing import tiny_pretrain_overrides  # noqa: E402
+
 from solo_clamp.cli import main  # noqa: E402
 from solo_clamp.training.resume import RUN_SHAPE_FIELDS, RunShapeAutoResumer  # noqa: E402
 
@@ -46,22 +48,9 @@ def one_torch_thread():
 
 
 def tiny(images: Path, checkpoint_dir: Path, *extra: str) -> list[str]:
-    """Overrides of the MNIST config for a tiny CPU run: images of 16 px, batch 4."""
-    return [
-        "~prepare_data",
-        "~evaluate",
-        f"data.train_path={images}",
-        "data.num_workers=0",
-        "optimizer.batch_size=4",
-        "method_kwargs.proj_hidden_dim=32",
-        "method_kwargs.proj_output_dim=16",
-        "augmentations.0.crop_size=16",
-        "backbone.name=wide_resnet28w2",  # 1.5 M parameters: a few times faster than resnet18
-        f"checkpoint.dir={checkpoint_dir}",
-        "log_every_n_steps=1",
-        "max_epochs=2",
-        *extra,
-    ]
+    """Overrides of the MNIST config for a tiny 2-epoch CPU run: images of 16 px, batch 4."""
+    return tiny_pretrain_overrides(images, checkpoint_dir, "log_every_n_steps=1",
+                                   "max_epochs=2", *extra)
 
 
 def run_dirs(checkpoint_dir: Path) -> list[Path]:

@@ -1,0 +1,95 @@
+"""Figures of the geometry report (matplotlib, imported when used) and its t-SNE
+(scikit-learn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    import torch
+
+CURVE_LABELS = {"neighbours": "neighbours per sub-manifold", "mean_radius": "mean radius"}
+
+
+def tsne_embedding(feats: torch.Tensor, seed: int):
+    """2-D t-SNE embedding ``[N, 2]`` of ``feats [N, F]``."""
+    from sklearn.manifold import TSNE
+
+    n = feats.shape[0]
+    perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
+        feats.double().numpy()
+    )
+
+
+def save_figure(fig, out: Path, name: str, figures: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    plt.close(fig)
+    figures.append(name)
+
+
+def histograms(
+    out: Path, name: str, panels: list[tuple[str, dict[str, Any]]], figures: list[str]
+) -> None:
+    """One panel per ``(title, {legend: values})``, overlaid histograms."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels):
+        arrays = {label: values.double().numpy() for label, values in series.items()}
+        bins = np.histogram_bin_edges(np.concatenate(list(arrays.values())), bins=30)
+        for label, values in arrays.items():
+            ax.hist(values, bins=bins, alpha=0.55, density=True, label=label)
+        ax.set_title(title)
+        ax.set_ylabel("density")
+        ax.legend()
+    save_figure(fig, out, name, figures)
+
+
+def plot_training_curves(curves: dict[str, list], out: Path, figures: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, (key, label) in zip(axes, CURVE_LABELS.items()):
+        points = [(e, v) for e, v in zip(curves["epoch"], curves[key]) if v is not None]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    save_figure(fig, out, "training_curves.png", figures)
+
+
+def plot_tsne(
+    points, labels: torch.Tensor, names: Sequence[str], out: Path, figures: list[str]
+) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    for k, name in enumerate(names):
+        mask = (labels == k).numpy()
+        if mask.any():
+            ax.scatter(points[mask, 0], points[mask, 1], s=6, color=cmap(k % cmap.N), label=name)
+    if len(names) <= 20:
+        ax.legend(markerscale=2, fontsize=7)
+    ax.set_title("t-SNE of backbone features")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    save_figure(fig, out, "tsne.png", figures)
+
+
+def plot_invariance(invariance: dict[str, list], out: Path, figures: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for key, label in (("backbone", "backbone (encoder)"), ("projector", "projector")):
+        ax.plot(invariance["strengths"], invariance[key], marker="o", label=label)
+    ax.set_xlabel("augmentation strength s")
+    ax.set_ylabel("within-image variance fraction")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    save_figure(fig, out, "invariance.png", figures)
