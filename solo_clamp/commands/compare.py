@@ -1,6 +1,6 @@
 """``solo-clamp compare``: CLAMP vs solo-learn's SimCLR, BYOL and VICReg side by side.
 
-    solo-clamp compare                                  # Fashion-MNIST, CPU, about an hour
+    solo-clamp compare                                  # Fashion-MNIST, CPU, ~40 min
     solo-clamp compare --quick --out runs/smoke         # tiny smoke run (a minute or two)
     solo-clamp compare --dataset mnist --methods clamp simclr --seeds 0 1 2
     solo-clamp compare --config scripts/compare/cifar10.yaml --out runs/cifar10   # GPU
