@@ -23,22 +23,10 @@ from solo_clamp.data.robust import BadImageWarning, guard_train_dataset  # noqa:
 from solo_clamp.losses.clamp import clamp_loss_func  # noqa: E402
 from solo_clamp.training.checks import known_backbones  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 PREFIX = "solo-clamp pretrain: error: "
 FAST_S = 20.0  # generous: the checks themselves take well under a second
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a small, shared CPU, OpenMP threads that wait on each other
-    make these tiny runs many times slower (measured: 1.2 s instead of 12 s per run)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny(images: Path, checkpoint_dir: Path, *extra: str, batches: int = 2) -> list[str]:

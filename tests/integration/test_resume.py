@@ -27,24 +27,12 @@ from clamp_testing import tiny_pretrain_overrides  # noqa: E402
 from solo_clamp.cli import main  # noqa: E402
 from solo_clamp.training.resume import RUN_SHAPE_FIELDS, RunShapeAutoResumer  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESUMING = "Resuming from previous checkpoint"
 STEPS_PER_EPOCH = 6  # 24 images, batch 4: a kill after step 1 leaves 5 steps of margin
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a small, shared CPU, OpenMP threads that wait on each other
-    make these tiny runs many times slower (measured: 1.2 s instead of 12 s per run)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny(images: Path, checkpoint_dir: Path, *extra: str) -> list[str]:
