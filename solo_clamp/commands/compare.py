@@ -75,12 +75,13 @@ def apply_overrides(cfg, overrides: list[str]) -> None:
     a silently added field); values are parsed as YAML (numbers, booleans, lists, null)."""
     from omegaconf import OmegaConf
 
+    missing = object()
     for item in overrides:
-        key, sep, _ = item.partition("=")
-        if not sep or not key.strip():
-            raise CommandError(f"--set takes KEY=VALUE items, got {item!r}.")
+        key, sep, value = item.partition("=")
         key = key.strip()
-        if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
+        if not sep or not key:
+            raise CommandError(f"--set takes KEY=VALUE items, got {item!r}.")
+        if OmegaConf.select(cfg, key, default=missing) is missing:
             parent, _, _ = key.rpartition(".")
             node = OmegaConf.select(cfg, parent) if parent else cfg
             known = sorted(node.keys()) if hasattr(node, "keys") else []
@@ -88,7 +89,7 @@ def apply_overrides(cfg, overrides: list[str]) -> None:
             raise CommandError(
                 f"--set: the config has no field {key!r}; fields{where}: {known}."
             )
-        cfg.merge_with(OmegaConf.from_dotlist([f"{key}={item.partition('=')[2]}"]))
+        cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
 
 
 def build_config(args: argparse.Namespace):
