@@ -66,13 +66,11 @@ def test_unknown_config_is_a_clear_error(command, capsys):
 
 
 def _compare_args(*argv: str):
-    import argparse
-
+    """``solo-clamp compare ARGV`` parsed by the real command-line parser."""
+    from solo_clamp.cli import build_parser
     from solo_clamp.commands import compare as compare_command
 
-    parser = argparse.ArgumentParser()
-    compare_command.add_arguments(parser)
-    return compare_command, parser.parse_args(list(argv))
+    return compare_command, build_parser().parse_args(["compare", *argv])
 
 
 def test_compare_set_overrides_existing_fields_after_the_flags():
