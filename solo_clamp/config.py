@@ -6,6 +6,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from solo_clamp.losses.gather import DDP_GRADIENTS
+
 DEFAULTS: dict[str, Any] = {
     "proj_hidden_layers": 1,
     "pot_pow": 2.0,
@@ -15,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "max_range": 1.5,
     "joint_forward": True,
     "tile_size": None,
+    "ddp_gradient": "full",
 }
 REQUIRED = ("proj_hidden_dim", "proj_output_dim", "rs")
 
@@ -89,4 +92,9 @@ def check_clamp_kwargs(kwargs: DictConfig | dict | None, num_views: int) -> Dict
         )
     if kwargs.tile_size is not None:
         _positive_int(kwargs, "tile_size")
+    if kwargs.ddp_gradient not in DDP_GRADIENTS:
+        raise ValueError(
+            f"{_field('ddp_gradient')} must be one of {list(DDP_GRADIENTS)}, got "
+            f"{kwargs.ddp_gradient!r}."
+        )
     return kwargs

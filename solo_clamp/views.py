@@ -19,9 +19,19 @@ statistics over all those views, as in the paper's code); crops of another resol
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
+
+
+def count_views(cfg: Mapping[str, Any]) -> int:
+    """V, the views of each sub-manifold: ``sum(augmentations[*].num_crops)`` of a pretraining
+    cfg (solo-learn's ``num_large_crops + num_small_crops`` after ``parse_cfg``).
+
+    The one place the views are counted; the entries themselves are validated by the config
+    checks (``solo_clamp.training.checks``).
+    """
+    return sum(int(aug.get("num_crops", 0)) for aug in (cfg.get("augmentations") or []))
 
 
 def group_by_resolution(crops: Sequence[torch.Tensor]) -> list[list[int]]:

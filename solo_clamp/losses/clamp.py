@@ -18,13 +18,21 @@ centroids, so no ``N x N x D`` tensor is ever built. Above ``AUTO_TILE_MIN_IMAGE
 autograd function whose backward recomputes each block: peak memory is then
 ``O(N * tile_size + N * V * D)`` instead of ``O(N**2)``.
 
+Close pairs of centroids, where the Gram form cancels, are recomputed from their differences
+(:mod:`solo_clamp.losses.pair_distances`), so float32 matches float64 down to separations of
+``min_margin``.
+
 Distributed convention: with ``gather=True`` and an initialised process group, every
 rank gathers all ranks' embeddings (all ranks must hold the same number of images), so
-each rank computes the loss of the global batch. The gather's backward sums the
-gradients of all ranks, so after DDP averages the parameter gradients they equal the
-single-process gradients of the concatenated global batch exactly (factor 1). This is
-solo-learn's ``gather`` convention. The official CLAMP code instead detaches the other
-ranks' embeddings, which yields ``1 / world_size`` of the single-process gradient.
+each rank computes the loss of the global batch. ``ddp_gradient`` says what flows back:
+
+* ``"full"`` (default): the gather's backward sums the gradients of all ranks, so after DDP
+  averages the parameter gradients they equal the single-process gradients of the
+  concatenated global batch exactly (factor 1; solo-learn's ``gather`` convention). Results
+  do not depend on the number of GPUs.
+* ``"local"``: the other ranks' embeddings are detached, exactly as the official CLAMP code
+  does; after DDP's average the parameter gradients are ``1 / world_size`` of the
+  single-process ones. The paper's multi-GPU learning rates were tuned under this convention.
 """
 
 from __future__ import annotations
@@ -32,8 +40,10 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+
+from solo_clamp.losses.gather import DDP_GRADIENTS, gather_images
+from solo_clamp.losses.pair_distances import accumulate_pair_forces, block_squared_distances
 
 AUTO_TILE_MIN_IMAGES = 4096
 """Above this many images (global batch) the tiled path is used when ``tile_size`` is None."""
@@ -48,7 +58,18 @@ _EPS_LOG = 1e-6
 STAT_NAMES = ("mean_radius", "neighbours", "centroid_distance", "overlap_fraction")
 
 
-def _validate(z: torch.Tensor, num_views: int, rs: float, min_margin: float, max_range: float):
+class NonFiniteEmbeddingsError(ValueError, FloatingPointError):
+    """The embeddings given to the loss hold NaN or Inf (training diverged)."""
+
+
+def _validate(
+    z: torch.Tensor,
+    num_views: int,
+    rs: float,
+    min_margin: float,
+    max_range: float,
+    ddp_gradient: str,
+) -> None:
     if not isinstance(z, torch.Tensor) or z.dim() != 2:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"z must be a 2-D tensor [num_views * B, D], got {shape}.")
@@ -69,39 +90,16 @@ def _validate(z: torch.Tensor, num_views: int, rs: float, min_margin: float, max
             f"max_range must be > min_margin, got max_range={max_range!r}, "
             f"min_margin={min_margin!r}."
         )
-    if not torch.isfinite(z).all():
+    if ddp_gradient not in DDP_GRADIENTS:
         raise ValueError(
+            f"ddp_gradient must be one of {list(DDP_GRADIENTS)}, got {ddp_gradient!r}."
+        )
+    # The one non-finite check of a training step (it synchronises with the device).
+    if not torch.isfinite(z).all():
+        raise NonFiniteEmbeddingsError(
             "z contains non-finite values (NaN or Inf): the embeddings diverged. "
             "Lower the learning rate or enable gradient clipping."
         )
-
-
-class _GatherImages(torch.autograd.Function):
-    """All-gathers ``[V, B, D]`` along the image axis; backward sums the ranks' gradients."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        x = x.contiguous()
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x)
-        ctx.rank = dist.get_rank()
-        ctx.local_images = x.shape[1]
-        parts[ctx.rank] = x
-        return torch.cat(parts, dim=1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        start = ctx.rank * ctx.local_images
-        return grad[:, start : start + ctx.local_images]
-
-
-def gather_images(z_views: torch.Tensor) -> torch.Tensor:
-    """Gathers ``[V, B, D]`` from all ranks into ``[V, B * world, D]`` (identity off DDP)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return _GatherImages.apply(z_views)
-    return z_views
 
 
 def submanifold_geometry(z_views: torch.Tensor, rs: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,25 +123,24 @@ def submanifold_geometry(z_views: torch.Tensor, rs: float) -> tuple[torch.Tensor
 
 
 def _pair_block(
-    c_rows: torch.Tensor,
     centroids: torch.Tensor,
-    r_rows: torch.Tensor,
     radii: torch.Tensor,
     sq_norms: torch.Tensor,
     row_start: int,
+    rows: int,
     min_margin: float,
     max_range: float,
 ):
-    """Distances, interaction ranges and interaction mask for rows ``row_start:`` vs all."""
-    rows = c_rows.shape[0]
-    sq_rows = sq_norms[row_start : row_start + rows]
-    sq_dist = (sq_rows[:, None] + sq_norms[None, :] - 2.0 * (c_rows @ centroids.T)).clamp_min(0)
+    """Distances, interaction ranges, interaction mask, off-diagonal mask and the close pairs
+    (see :func:`block_squared_distances`) for rows ``row_start:row_start + rows`` vs all."""
+    sq_dist, close = block_squared_distances(centroids, sq_norms, row_start, rows)
     dist_ = torch.sqrt(sq_dist + _EPS_SQRT)
+    r_rows = radii[row_start : row_start + rows]
     reach = (r_rows[:, None] + radii[None, :] + _EPS_RANGE).clamp(max=max_range)
     cols = torch.arange(centroids.shape[0], device=centroids.device)
     off_diag = cols[None, :] != (cols[row_start : row_start + rows])[:, None]
     mask = off_diag & (dist_ > min_margin) & (dist_ < reach)
-    return dist_, reach, mask, off_diag
+    return dist_, reach, mask, off_diag, close
 
 
 def _soft_sphere(dist_, reach, mask, pot_pow: float) -> torch.Tensor:
@@ -155,8 +152,8 @@ def _soft_sphere(dist_, reach, mask, pot_pow: float) -> torch.Tensor:
 
 def _dense_pair_energy(centroids, radii, min_margin, max_range, pot_pow):
     sq_norms = centroids.pow(2).sum(dim=1)
-    dist_, reach, mask, off_diag = _pair_block(
-        centroids, centroids, radii, radii, sq_norms, 0, min_margin, max_range
+    dist_, reach, mask, off_diag, _ = _pair_block(
+        centroids, radii, sq_norms, 0, centroids.shape[0], min_margin, max_range
     )
     energy = _soft_sphere(dist_, reach, mask, pot_pow).sum()
     counts = torch.stack([mask.sum().to(dist_.dtype), (dist_.detach() * off_diag).sum()])
@@ -176,9 +173,9 @@ class _TiledPairEnergy(torch.autograd.Function):
         energy = centroids.new_zeros(())
         counts = centroids.new_zeros(2)
         for start in range(0, centroids.shape[0], tile):
-            c_rows, r_rows = centroids[start : start + tile], radii[start : start + tile]
-            dist_, reach, mask, off_diag = _pair_block(
-                c_rows, centroids, r_rows, radii, sq_norms, start, min_margin, max_range
+            rows = min(tile, centroids.shape[0] - start)
+            dist_, reach, mask, off_diag, _ = _pair_block(
+                centroids, radii, sq_norms, start, rows, min_margin, max_range
             )
             energy += _soft_sphere(dist_, reach, mask, pot_pow).sum()
             counts[0] += mask.sum()
@@ -202,9 +199,10 @@ class _TiledPairEnergy(torch.autograd.Function):
         grad_c = torch.zeros_like(centroids)
         grad_r = torch.zeros_like(radii)
         for start in range(0, centroids.shape[0], tile):
-            c_rows, r_rows = centroids[start : start + tile], radii[start : start + tile]
-            dist_, reach, mask, _ = _pair_block(
-                c_rows, centroids, r_rows, radii, sq_norms, start, min_margin, max_range
+            rows = min(tile, centroids.shape[0] - start)
+            c_rows, r_rows = centroids[start : start + rows], radii[start : start + rows]
+            dist_, reach, mask, _, (close_rows, close_cols) = _pair_block(
+                centroids, radii, sq_norms, start, rows, min_margin, max_range
             )
             base = torch.where(mask, 1.0 - dist_ / reach, torch.ones_like(dist_))
             slope = torch.where(mask, pot_pow * base.pow(pot_pow - 1.0), torch.zeros_like(dist_))
@@ -212,10 +210,16 @@ class _TiledPairEnergy(torch.autograd.Function):
             weight = -slope / (reach * dist_)
             unclamped = (r_rows[:, None] + radii[None, :] + _EPS_RANGE) < max_range
             # Each unordered pair appears twice (ij and ji) with equal terms, hence the 2.
-            grad_c[start : start + tile] = 2.0 * (
-                weight.sum(dim=1, keepdim=True) * c_rows - weight @ centroids
+            # Close pairs take sum_j w_ij (c_i - c_j) from their differences: the expanded
+            # form w_ij c_i - w_ij c_j cancels like the Gram distance does.
+            close_weight = weight[close_rows, close_cols]
+            weight = weight.index_put((close_rows, close_cols), torch.zeros_like(close_weight))
+            block_grad = weight.sum(dim=1, keepdim=True) * c_rows - weight @ centroids
+            grad_c[start : start + rows] = 2.0 * block_grad
+            accumulate_pair_forces(
+                centroids, close_rows + start, close_cols, 2.0 * close_weight, grad_c
             )
-            grad_r[start : start + tile] = 2.0 * (slope * dist_ / reach.pow(2) * unclamped).sum(
+            grad_r[start : start + rows] = 2.0 * (slope * dist_ / reach.pow(2) * unclamped).sum(
                 dim=1
             )
         return grad_c * grad_energy, grad_r * grad_energy, None, None, None, None
@@ -242,6 +246,7 @@ def clamp_loss_and_stats(
     max_range: float = 1.5,
     gather: bool = True,
     tile_size: Optional[int] = None,
+    ddp_gradient: str = "full",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """CLAMP loss and its packing diagnostics, from the same intermediates.
 
@@ -258,6 +263,8 @@ def clamp_loss_and_stats(
         gather: all-gather the images of every rank when torch.distributed is initialised.
         tile_size: rows per block of the tiled path; None picks the dense Gram path up to
             ``AUTO_TILE_MIN_IMAGES`` images and a tiled path above.
+        ddp_gradient: ``"full"`` or ``"local"``: what flows back through the gather (see the
+            module docstring).
 
     Returns:
         ``(loss, stats)``: the scalar loss and a dict of detached scalars: ``mean_radius``,
@@ -268,12 +275,12 @@ def clamp_loss_and_stats(
         >>> z = torch.randn(4 * 32, 128)  # 4 views of 32 images
         >>> loss, stats = clamp_loss_and_stats(z, num_views=4, rs=7.0)
     """
-    _validate(z, num_views, rs, min_margin, max_range)
+    _validate(z, num_views, rs, min_margin, max_range, ddp_gradient)
     with torch.autocast(device_type=z.device.type, enabled=False):
         # Half precision is promoted to float32; float64 is kept (gradient checks need it).
         z_views = (z if z.dtype == torch.float64 else z.float()).reshape(num_views, -1, z.shape[1])
         if gather:
-            z_views = gather_images(z_views)
+            z_views = gather_images(z_views, ddp_gradient)
         num_images = z_views.shape[1]
         if num_images < 2:
             raise ValueError(
@@ -314,6 +321,7 @@ def clamp_loss_func(
     max_range: float = 1.5,
     gather: bool = True,
     tile_size: Optional[int] = None,
+    ddp_gradient: str = "full",
 ) -> torch.Tensor:
     """Computes the CLAMP packing loss; see :func:`clamp_loss_and_stats` for the arguments.
 
@@ -322,6 +330,7 @@ def clamp_loss_func(
         >>> clamp_loss_func(z, num_views=16, rs=7.0).backward()
     """
     loss, _ = clamp_loss_and_stats(
-        z, num_views, rs, pot_pow, lw0, lw1, min_margin, max_range, gather, tile_size
+        z, num_views, rs, pot_pow, lw0, lw1, min_margin, max_range, gather, tile_size,
+        ddp_gradient,
     )
     return loss

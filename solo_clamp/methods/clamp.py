@@ -10,11 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from solo.methods.base import BaseMethod
 from solo.utils.metrics import accuracy_at_k
-from solo.utils.misc import omegaconf_select
 
 from solo_clamp.config import check_clamp_kwargs
-from solo_clamp.losses.clamp import STAT_NAMES, clamp_loss_and_stats
-from solo_clamp.views import forward_by_resolution, large_crop_indices, view_major
+from solo_clamp.losses.clamp import STAT_NAMES, NonFiniteEmbeddingsError, clamp_loss_and_stats
+from solo_clamp.views import count_views, forward_by_resolution, large_crop_indices, view_major
 
 
 def build_projector(in_dim: int, hidden_dim: int, output_dim: int, hidden_layers: int) -> nn.Module:
@@ -49,10 +48,13 @@ class CLAMP(BaseMethod):
                 joint_forward (bool): forward all crops of one resolution as one batch
                     (BatchNorm over all views, as the paper). Defaults to True.
                 tile_size (int | None): rows per block of the tiled loss; None = automatic.
+                ddp_gradient (str): "full" (gradients of all ranks summed: results do not
+                    depend on the GPU count) or "local" (other ranks' embeddings detached, as
+                    the official code). Defaults to "full".
         """
         super().__init__(cfg)
         kwargs = cfg.method_kwargs
-        self.num_views: int = self.num_large_crops + self.num_small_crops
+        self.num_views: int = count_views(cfg)
         self.rs: float = kwargs.rs
         self.pot_pow: float = kwargs.pot_pow
         self.lw0: float = kwargs.lw0
@@ -61,6 +63,7 @@ class CLAMP(BaseMethod):
         self.max_range: float = kwargs.max_range
         self.joint_forward: bool = kwargs.joint_forward
         self.tile_size = kwargs.tile_size
+        self.ddp_gradient: str = kwargs.ddp_gradient
         self.projector = build_projector(
             self.features_dim,
             kwargs.proj_hidden_dim,
@@ -72,10 +75,7 @@ class CLAMP(BaseMethod):
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
         """Adds CLAMP's defaults and checks its settings, with errors that name the field."""
         cfg = super(CLAMP, CLAMP).add_and_assert_specific_cfg(cfg)
-        num_views = omegaconf_select(cfg, "data.num_large_crops", 0) + omegaconf_select(
-            cfg, "data.num_small_crops", 0
-        )
-        cfg.method_kwargs = check_clamp_kwargs(cfg.method_kwargs, num_views)
+        cfg.method_kwargs = check_clamp_kwargs(cfg.method_kwargs, count_views(cfg))
         return cfg
 
     @property
@@ -136,24 +136,25 @@ class CLAMP(BaseMethod):
             out = super().training_step(batch, batch_idx)
             class_loss, per_view_z = out["loss"], out["z"]
 
-        z = view_major(per_view_z)
-        if not torch.isfinite(z).all():
+        try:
+            clamp_loss, stats = clamp_loss_and_stats(
+                view_major(per_view_z),
+                num_views=self.num_views,
+                rs=self.rs,
+                pot_pow=self.pot_pow,
+                lw0=self.lw0,
+                lw1=self.lw1,
+                min_margin=self.min_margin,
+                max_range=self.max_range,
+                tile_size=self.tile_size,
+                ddp_gradient=self.ddp_gradient,
+            )
+        except NonFiniteEmbeddingsError as err:
             raise FloatingPointError(
                 f"non-finite embeddings at global step {self.global_step} (epoch "
                 f"{self.current_epoch}, batch {batch_idx}): training diverged. Lower "
                 "optimizer.lr or enable gradient clipping (gradient_clip_val)."
-            )
-        clamp_loss, stats = clamp_loss_and_stats(
-            z,
-            num_views=self.num_views,
-            rs=self.rs,
-            pot_pow=self.pot_pow,
-            lw0=self.lw0,
-            lw1=self.lw1,
-            min_margin=self.min_margin,
-            max_range=self.max_range,
-            tile_size=self.tile_size,
-        )
+            ) from err
         self.log("train_clamp_loss", clamp_loss, on_epoch=True, sync_dist=True, prog_bar=True)
         self.log_dict(
             {f"train_clamp_{name}": stats[name] for name in STAT_NAMES},

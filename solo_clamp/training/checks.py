@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.config import check_clamp_kwargs
+from solo_clamp.views import count_views
 
 SUPPORTED_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
 DATA_FORMATS = ("image_folder", "h5", "dali")
@@ -41,11 +42,10 @@ def _check_data_dir(path, field: str) -> None:
         raise ValueError(f"{field}={str(path)!r} is empty: it must hold the training images.")
 
 
-def _count_views(cfg: DictConfig) -> int:
+def _check_augmentations(cfg: DictConfig) -> None:
     augmentations = _get(cfg, "augmentations")
     if not augmentations:
         raise ValueError("augmentations must list at least one transform set (with num_crops).")
-    total = 0
     for index, aug in enumerate(augmentations):
         crops = aug.get("num_crops")
         if isinstance(crops, bool) or not isinstance(crops, int) or crops < 1:
@@ -57,8 +57,6 @@ def _count_views(cfg: DictConfig) -> int:
             raise ValueError(
                 f"augmentations[{index}].crop_size must be a positive integer, got {size!r}."
             )
-        total += crops
-    return total
 
 
 def _num_devices(cfg: DictConfig) -> int:
@@ -113,8 +111,8 @@ def preflight(cfg: DictConfig) -> None:
     if names and backbone not in names:
         raise ValueError(f"backbone.name must be one of {names}, got {backbone!r}.")
 
-    num_views = _count_views(cfg)
-    check_clamp_kwargs(_get(cfg, "method_kwargs"), num_views)
+    _check_augmentations(cfg)
+    check_clamp_kwargs(_get(cfg, "method_kwargs"), count_views(cfg))
 
     batch_size = _get(cfg, "optimizer.batch_size")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -31,6 +31,7 @@ def test_defaults_are_filled_in():
         ({"proj_hidden_layers": -1}, 4, r"proj_hidden_layers must be an integer >= 0"),
         ({"joint_forward": "yes"}, 4, r"joint_forward must be true or false"),
         ({"tile_size": 0}, 4, r"tile_size must be an integer >= 1"),
+        ({"ddp_gradient": "sum"}, 4, r"method_kwargs.ddp_gradient must be one of \['full'"),
         ({"rs": "big"}, 4, r"method_kwargs.rs must be a number"),
         ({}, 1, r"at least 2 views per image"),
     ],

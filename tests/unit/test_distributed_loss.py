@@ -6,8 +6,12 @@ holds images ``r*B:(r+1)*B`` of every view. Checked:
 * the loss with ``gather=True`` on every rank equals the single-process loss of the
   global batch;
 * the DDP-averaged gradients of a tiny projector (Linear + Tanh) equal the single-process
-  gradients of the global batch (factor 1, the documented convention), while detaching
-  the other ranks' embeddings (the official code's convention) gives ``1 / world``.
+  gradients of the global batch (factor 1, ``ddp_gradient="full"``, the default), while
+  detaching the other ranks' embeddings (the official code's convention, computed here by
+  hand and as ``ddp_gradient="local"``) gives ``1 / world``;
+* each rank's gradient of its own embeddings is ``world`` x the single-process slice under
+  ``"full"`` (every rank back-propagates the global loss into every rank) and 1 x under
+  ``"local"``.
 
 torch only: no solo-learn import.
 """
@@ -115,8 +119,20 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         detached_grads = {
             n: p.grad.clone() for n, p in ddp_detached.module.named_parameters()
         }
+        ddp_local = torch.nn.parallel.DistributedDataParallel(global_batch()[1])
+        local = clamp_loss_func(ddp_local(x), gather=True, ddp_gradient="local", **LOSS_KWARGS)
+        local.backward()
+        local_grads = {n: p.grad.clone() for n, p in ddp_local.module.named_parameters()}
+
+        embedding_grads = {}
+        for mode in ("full", "local"):
+            z = projector(x).detach().requires_grad_(True)
+            clamp_loss_func(z, gather=True, ddp_gradient=mode, **LOSS_KWARGS).backward()
+            embedding_grads[mode] = z.grad.clone()
         result = {"loss": loss.detach(), "detached_loss": detached.detach(),
-                  "grads": gathered, "detached_grads": detached_grads}
+                  "grads": gathered, "detached_grads": detached_grads,
+                  "local_loss": local.detach(), "local_grads": local_grads,
+                  "embedding_grads": embedding_grads}
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()
     except BaseException:
@@ -165,6 +181,15 @@ def single_process() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return loss.detach(), {n: p.grad.clone() for n, p in projector.named_parameters()}
 
 
+@pytest.fixture(scope="module")
+def single_process_embedding_grad() -> torch.Tensor:
+    """d loss / d z of the global batch, ``[V, WORLD * B, DIM]``."""
+    inputs, projector = global_batch()
+    z = projector(inputs.reshape(-1, IN_DIM)).detach().requires_grad_(True)
+    clamp_loss_func(z, gather=False, **LOSS_KWARGS).backward()
+    return z.grad.reshape(VIEWS, WORLD * LOCAL_IMAGES, DIM)
+
+
 def test_gathered_loss_on_every_rank_equals_the_global_batch_loss(rank_results, single_process):
     expected, _ = single_process
     for result in rank_results:
@@ -190,3 +215,28 @@ def test_detached_convention_gives_one_over_world_of_the_gradient(rank_results, 
             )
             ratio = result["detached_grads"][name].norm() / result["grads"][name].norm()
             assert ratio.item() == pytest.approx(1 / WORLD, rel=1e-8)
+
+
+def test_local_ddp_gradient_is_the_official_convention(rank_results, single_process):
+    expected_loss, expected = single_process
+    for result in rank_results:
+        torch.testing.assert_close(result["local_loss"], expected_loss, rtol=1e-10, atol=1e-12)
+        for name, grad in expected.items():
+            torch.testing.assert_close(
+                result["local_grads"][name], result["detached_grads"][name], rtol=1e-10,
+                atol=1e-14,
+            )
+            torch.testing.assert_close(
+                result["local_grads"][name], grad / WORLD, rtol=1e-8, atol=1e-12
+            )
+
+
+@pytest.mark.parametrize("mode, factor", [("full", WORLD), ("local", 1)])
+def test_embedding_gradient_per_rank(rank_results, single_process_embedding_grad, mode, factor):
+    expected = single_process_embedding_grad
+    assert expected.abs().max() > 1e-6
+    for rank, result in enumerate(rank_results):
+        own = expected[:, rank * LOCAL_IMAGES : (rank + 1) * LOCAL_IMAGES].reshape(-1, DIM)
+        torch.testing.assert_close(
+            result["embedding_grads"][mode], factor * own, rtol=1e-8, atol=1e-12
+        )

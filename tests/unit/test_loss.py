@@ -154,12 +154,20 @@ def test_input_is_not_modified():
         (torch.randn(8, 4), 2, {"rs": 0.0}, "rs must be > 0"),
         (torch.randn(8, 4), 2, {"max_range": 1e-4}, "max_range must be > min_margin"),
         (torch.randn(8, 4), 2, {"tile_size": 0}, "tile_size must be a positive integer"),
+        (torch.randn(8, 4), 2, {"ddp_gradient": "mean"}, "ddp_gradient must be one of"),
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_error(z, num_views, kwargs, message):
     kwargs = {"rs": 7.0, **kwargs}
     with pytest.raises(ValueError, match=message):
         clamp_loss_func(z, num_views, **kwargs)
+
+
+def test_non_finite_embeddings_are_a_floating_point_error_too():
+    """The method turns it into a message with the training step; direct callers can catch
+    either ValueError or FloatingPointError."""
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        clamp_loss_func(torch.full((8, 4), float("inf")), 2, rs=7.0)
 
 
 def test_gram_path_never_builds_an_n_by_n_by_d_tensor():
