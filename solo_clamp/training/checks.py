@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.config import check_clamp_kwargs
+from solo_clamp.training.transforms import check_blur_kernel_size
 from solo_clamp.views import count_views
 
 SUPPORTED_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
@@ -42,7 +43,7 @@ def _check_data_dir(path, field: str) -> None:
         raise ValueError(f"{field}={str(path)!r} is empty: it must hold the training images.")
 
 
-def _check_augmentations(cfg: DictConfig) -> None:
+def _check_augmentations(cfg: DictConfig, data_format: str) -> None:
     augmentations = _get(cfg, "augmentations")
     if not augmentations:
         raise ValueError("augmentations must list at least one transform set (with num_crops).")
@@ -57,6 +58,7 @@ def _check_augmentations(cfg: DictConfig) -> None:
             raise ValueError(
                 f"augmentations[{index}].crop_size must be a positive integer, got {size!r}."
             )
+        check_blur_kernel_size(aug, index, data_format)
 
 
 def _num_devices(cfg: DictConfig) -> int:
@@ -111,7 +113,7 @@ def preflight(cfg: DictConfig) -> None:
     if names and backbone not in names:
         raise ValueError(f"backbone.name must be one of {names}, got {backbone!r}.")
 
-    _check_augmentations(cfg)
+    _check_augmentations(cfg, data_format)
     check_clamp_kwargs(_get(cfg, "method_kwargs"), count_views(cfg))
 
     batch_size = _get(cfg, "optimizer.batch_size")

@@ -88,9 +88,10 @@ def solo_pretrain_dataset(cfg: DictConfig):
     from solo.data.pretrain_dataloader import (
         FullTransformPipeline,
         NCropAugmentation,
-        build_transform_pipeline,
         prepare_datasets,
     )
+
+    from solo_clamp.training.transforms import build_transform_pipeline
 
     pipelines = [
         NCropAugmentation(build_transform_pipeline(cfg.data.dataset, aug), aug.num_crops)
