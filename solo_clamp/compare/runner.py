@@ -16,15 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from solo_clamp.compare.config import FLOORS, torch_threads, validate_config
 from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe, prepare_data
 from solo_clamp.compare.evaluation import evaluate_features, untrained_backbone
-from solo_clamp.compare.persistence import (
-    atomic_torch_save,
-    atomic_write_text,
-    finished_result,
-    floor_fingerprint,
-    run_fingerprint,
-)
+from solo_clamp.compare.persistence import finished_result, floor_fingerprint, run_fingerprint
 from solo_clamp.compare.plan import RunSpec, expected_run_ids, plan_runs, steps_per_epoch
 from solo_clamp.compare.report import write_reports
+from solo_clamp.compare.training import train
+from solo_clamp.io import atomic_torch_save, atomic_write_text
 
 
 def execute_run(
@@ -33,9 +29,7 @@ def execute_run(
     """Trains, saves the backbone, evaluates and writes ``result.json`` (last, atomically)."""
     run_dir = out / "runs" / spec.run_id
     (run_dir / "result.json").unlink(missing_ok=True)
-    from solo_clamp import compare  # the package's ``train``, so that it can be replaced
-
-    trained = compare.train(cfg, spec, data, probe)
+    trained = train(cfg, spec, data, probe)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(trained.solo_cfg))
     atomic_torch_save(trained.backbone.state_dict(), run_dir / "backbone.pt")
     start = time.perf_counter()
