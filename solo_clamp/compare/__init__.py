@@ -36,7 +36,7 @@ from solo_clamp.compare.config import (
 )
 from solo_clamp.compare.estimate import estimate
 from solo_clamp.compare.plan import plan_runs
-from solo_clamp.compare.runner import run_comparison
+from solo_clamp.compare.runner import run_comparison, write_run_configs
 
 __all__ = [
     "BUDGETS",
@@ -48,4 +48,5 @@ __all__ = [
     "plan_runs",
     "run_comparison",
     "validate_config",
+    "write_run_configs",
 ]

@@ -19,7 +19,7 @@ from solo_clamp.compare.evaluation import evaluate_features, untrained_backbone
 from solo_clamp.compare.persistence import finished_result, floor_fingerprint, run_fingerprint
 from solo_clamp.compare.plan import RunSpec, expected_run_ids, plan_runs, steps_per_epoch
 from solo_clamp.compare.report import write_reports
-from solo_clamp.compare.training import train
+from solo_clamp.compare.training import build_solo_cfg, parse, train
 from solo_clamp.io import atomic_torch_save, atomic_write_text
 
 
@@ -113,6 +113,30 @@ def run_comparison(
     validate_config(cfg)
     with torch_threads(cfg):
         return _run_comparison(cfg, Path(out), log)
+
+
+def write_run_configs(cfg: DictConfig, out: os.PathLike) -> list[Path]:
+    """Writes ``compare_config.yaml`` and every planned run's exact solo-learn cfg
+    (``runs/<run>/config.yaml``, parsed, method defaults filled: what a trained run writes)
+    into ``out`` without training anything. The data is prepared (or located) as for a run:
+    the steps per epoch depend on it."""
+    from solo.methods import METHODS
+
+    import solo_clamp
+
+    validate_config(cfg)
+    solo_clamp.register()
+    out = Path(out)
+    atomic_write_text(out / "compare_config.yaml", OmegaConf.to_yaml(cfg))
+    data = prepare_data(cfg)
+    paths = []
+    for spec in plan_runs(cfg, steps_per_epoch(cfg, data)):
+        solo_cfg = parse(build_solo_cfg(cfg, spec, data))
+        solo_cfg = METHODS[spec.method].add_and_assert_specific_cfg(solo_cfg)
+        path = out / "runs" / spec.run_id / "config.yaml"
+        atomic_write_text(path, OmegaConf.to_yaml(solo_cfg))
+        paths.append(path)
+    return paths
 
 
 def _pending(

@@ -176,6 +176,17 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
     assert "trained 0 run(s), skipped 5 finished" in printed
     assert {p: p.stat().st_mtime_ns for p in results} == mtimes
 
+    # 5. --configs-only writes the very cfgs the trained runs wrote, and trains nothing.
+    configs = tmp_path / "configs"
+    assert _compare(tiny_config, configs, "--configs-only") == 0
+    written = sorted(configs.glob("runs/*/config.yaml"))
+    assert [p.parent.name for p in written] == sorted(EXPECTED_RUNS[2:])
+    for path in written:
+        assert path.read_text() == (runs / path.parent.name / "config.yaml").read_text()
+    assert (configs / "compare_config.yaml").read_text() == \
+        (out / "compare_config.yaml").read_text()
+    assert not list(configs.glob("runs/*/result.json")) and not (configs / "results.md").exists()
+
 
 def _cfg(**overrides):
     cfg = compare.load_config(None)
