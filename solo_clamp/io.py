@@ -2,11 +2,14 @@
 
 Every write goes to a temporary file in the target's folder (same file system, so the final
 ``os.replace`` is atomic); an exception leaves the old file untouched and no temporary file.
+The new file gets the permissions a plain ``open(path, "w")`` would give it (those of the file
+it replaces, else the umask's), not ``mkstemp``'s owner-only ones.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +18,15 @@ from typing import Any, Iterator, Union
 import torch
 
 PathLike = Union[str, os.PathLike]
+
+
+def _plain_write_mode(path: Path) -> int:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)  # the only way to read it is to set it: restored at once
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 @contextmanager
@@ -32,6 +44,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, _plain_write_mode(path))
         yield Path(tmp)
         os.replace(tmp, path)
     finally:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -48,3 +51,14 @@ def test_write_text_and_torch_save_replace_atomically(tmp_path):
         atomic_torch_save({"w": torch.zeros(2), "f": Unpicklable()}, weights)
     assert torch.equal(torch.load(weights, weights_only=True)["w"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.pt", "results.md"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_permissions_are_those_of_a_plain_write(tmp_path):
+    plain, atomic = tmp_path / "plain.txt", tmp_path / "atomic.txt"
+    plain.write_text("x")
+    atomic_write_text(atomic, "x")
+    assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    atomic.chmod(0o640)  # replacing a file keeps its permissions
+    atomic_write_text(atomic, "y")
+    assert stat.S_IMODE(atomic.stat().st_mode) == 0o640
