@@ -13,6 +13,7 @@ Modules, one concern each:
 * :mod:`~solo_clamp.zoo.download`: the cache, locking and verified downloads of an entry.
 * :mod:`~solo_clamp.zoo.weights`: safetensors files, solo-learn backbones, :func:`load`.
 * :mod:`~solo_clamp.zoo.publish`: a pretrain checkpoint into the zoo.
+* :mod:`~solo_clamp.zoo.portable`: the training cfg as the manifest records it.
 
 Importing this package needs torch only: solo-learn is imported inside
 :func:`~solo_clamp.zoo.weights.build_backbone` (and so by :func:`load` and
