@@ -5,6 +5,7 @@
     solo-clamp compare --dataset mnist --methods clamp simclr --seeds 0 1 2
     solo-clamp compare --config scripts/compare/cifar10.yaml --out runs/cifar10   # GPU
     solo-clamp compare --estimate 4                     # time 4 steps per method, extrapolate
+    solo-clamp compare --configs-only --out runs/cfgs   # every run's solo-learn cfg, no training
     solo-clamp compare --methods clamp --set recipes.clamp.method_kwargs.rs=5 --out runs/rs5
 
 Rerunning the same command resumes: finished runs are skipped, unfinished ones start over.
@@ -65,9 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "applied after the other flags")
     parser.add_argument("--quick", action="store_true",
                         help="tiny smoke setting: 16 images per class, 2 epochs, batch 16, 1 seed")
-    parser.add_argument("--estimate", type=int, nargs="?", const=4, default=None, metavar="STEPS",
-                        help="time STEPS training steps per method (default 4) and print the "
-                             "plan's projected duration instead of running it")
+    instead = parser.add_mutually_exclusive_group()
+    instead.add_argument("--estimate", type=int, nargs="?", const=4, default=None,
+                         metavar="STEPS",
+                         help="time STEPS training steps per method (default 4) and print the "
+                              "plan's projected duration instead of running it")
+    instead.add_argument("--configs-only", action="store_true",
+                         help="write compare_config.yaml and every run's exact solo-learn cfg "
+                              "(runs/<run>/config.yaml) into --out and exit without training")
 
 
 def apply_overrides(cfg, overrides: list[str]) -> None:
@@ -165,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
                   f"~{report['total_s'] / 60:.0f} min (scales inversely with the reference)")
             return 0
         out = args.out or Path("runs") / f"compare-{cfg.dataset}{'-quick' if cfg.quick else ''}"
+        if args.configs_only:
+            for path in compare.write_run_configs(cfg, out):
+                print(path)
+            return 0
         summary = compare.run_comparison(cfg, out)
     except ValueError as err:
         raise CommandError(str(err)) from err

@@ -29,119 +29,24 @@ from __future__ import annotations
 from solo_clamp.compare.config import (
     BUDGETS,
     CONFIG_DIR,
-    DATASETS,
-    DEFAULTS,
-    FLOORS,
-    LOSS_KEYS,
     RESULT_COLUMNS,
     apply_quick,
-    default_config_path,
     load_config,
-    torch_threads,
     validate_config,
 )
-from solo_clamp.compare.data import (
-    ComparisonData,
-    KnnProbe,
-    augmentation_sets,
-    build_probe,
-    normalisation,
-    prepare_data,
-    stratified_indices,
-)
-from solo_clamp.compare.estimate import (
-    backbone_throughput,
-    estimate,
-)
-from solo_clamp.compare.evaluation import (
-    evaluate_features,
-    evaluation_device,
-    untrained_backbone,
-)
-from solo_clamp.compare.persistence import (
-    atomic_torch_save,
-    atomic_write_text,
-    fingerprint,
-    finished_result,
-    floor_fingerprint,
-    run_fingerprint,
-)
-from solo_clamp.compare.plan import (
-    RunSpec,
-    expected_run_ids,
-    plan_runs,
-    run_budget,
-    steps_per_epoch,
-)
-from solo_clamp.compare.report import (
-    plot_curves,
-    summary_rows,
-    write_reports,
-    write_results_csv,
-    write_results_md,
-)
-from solo_clamp.compare.runner import (
-    ComparisonSummary,
-    execute_floor,
-    execute_run,
-    run_comparison,
-)
-from solo_clamp.compare.training import (
-    TrainedRun,
-    build_solo_cfg,
-    parse,
-    train,
-    train_loader,
-)
+from solo_clamp.compare.estimate import estimate
+from solo_clamp.compare.plan import plan_runs
+from solo_clamp.compare.runner import run_comparison, write_run_configs
 
 __all__ = [
     "BUDGETS",
     "CONFIG_DIR",
-    "ComparisonData",
-    "ComparisonSummary",
-    "DATASETS",
-    "DEFAULTS",
-    "FLOORS",
-    "KnnProbe",
-    "LOSS_KEYS",
     "RESULT_COLUMNS",
-    "RunSpec",
-    "TrainedRun",
     "apply_quick",
-    "atomic_torch_save",
-    "atomic_write_text",
-    "augmentation_sets",
-    "backbone_throughput",
-    "build_probe",
-    "build_solo_cfg",
-    "default_config_path",
     "estimate",
-    "evaluate_features",
-    "evaluation_device",
-    "execute_floor",
-    "execute_run",
-    "expected_run_ids",
-    "fingerprint",
-    "finished_result",
-    "floor_fingerprint",
     "load_config",
-    "normalisation",
-    "parse",
     "plan_runs",
-    "plot_curves",
-    "prepare_data",
-    "run_budget",
     "run_comparison",
-    "run_fingerprint",
-    "steps_per_epoch",
-    "stratified_indices",
-    "summary_rows",
-    "torch_threads",
-    "train",
-    "train_loader",
-    "untrained_backbone",
     "validate_config",
-    "write_reports",
-    "write_results_csv",
-    "write_results_md",
+    "write_run_configs",
 ]

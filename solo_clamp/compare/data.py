@@ -70,7 +70,7 @@ def prepare_data(cfg: DictConfig) -> ComparisonData:
     """Prepares (once) or locates the comparison's images."""
     data = cfg.data
     if cfg.dataset in _IDX_DATASETS:
-        from solo_clamp.data import prepare_image_folder
+        from solo_clamp.data.prepare import prepare_image_folder
 
         prepared = prepare_image_folder(
             cfg.dataset,

@@ -14,6 +14,7 @@ from solo_clamp.compare.config import torch_threads, validate_config
 from solo_clamp.compare.data import build_probe, prepare_data, stratified_indices
 from solo_clamp.compare.evaluation import untrained_backbone
 from solo_clamp.compare.plan import RunSpec, plan_runs, steps_per_epoch
+from solo_clamp.compare.training import train
 
 
 def backbone_throughput(
@@ -49,8 +50,6 @@ def estimate(cfg: DictConfig, steps: int = 4, log: Callable[[str], None] = print
 
 
 def _estimate(cfg: DictConfig, steps: int, log: Callable[[str], None]) -> dict[str, Any]:
-    from solo_clamp import compare  # the package's ``train``, so that it can be replaced
-
     data = prepare_data(cfg)
     spe = steps_per_epoch(cfg, data)
     plan = plan_runs(cfg, spe)
@@ -68,7 +67,7 @@ def _estimate(cfg: DictConfig, steps: int, log: Callable[[str], None]) -> dict[s
         spec = RunSpec(
             method, "equal_epochs", int(cfg.seeds[0]), views, steps + 1, spe, int(cfg.batch_size)
         )
-        per_step[method] = statistics.median(compare.train(cfg, spec, data, None).step_times[1:])
+        per_step[method] = statistics.median(train(cfg, spec, data, None).step_times[1:])
         log(f"{method}: {per_step[method]:.2f} s/step ({views} views x {cfg.batch_size} images)")
     reference.append(backbone_throughput(backbone, 2 * int(cfg.batch_size), crop))
     ref_ips = max(reference)  # the less disturbed of the two

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from solo_clamp.compare.config import FLOORS, LOSS_KEYS, RESULT_COLUMNS
-from solo_clamp.compare.persistence import atomic_write_text
 from solo_clamp.compare.plan import expected_run_ids, run_budget
+from solo_clamp.io import atomic_path, atomic_write_text
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -28,14 +26,11 @@ def _fmt(values: list[float], digits: int = 2) -> str:
 
 def write_results_csv(results: list[dict[str, Any]], path: Path) -> None:
     """One row per run (floors included), in :data:`RESULT_COLUMNS` order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".results.csv.", dir=path.parent)
-    with os.fdopen(handle, "w", newline="") as stream:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for result in results:
             writer.writerow({k: result.get(k, "") for k in RESULT_COLUMNS})
-    os.replace(tmp, path)
 
 
 def summary_rows(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,15 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from solo_clamp.compare.config import FLOORS, torch_threads, validate_config
 from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe, prepare_data
 from solo_clamp.compare.evaluation import evaluate_features, untrained_backbone
-from solo_clamp.compare.persistence import (
-    atomic_torch_save,
-    atomic_write_text,
-    finished_result,
-    floor_fingerprint,
-    run_fingerprint,
-)
+from solo_clamp.compare.persistence import finished_result, floor_fingerprint, run_fingerprint
 from solo_clamp.compare.plan import RunSpec, expected_run_ids, plan_runs, steps_per_epoch
 from solo_clamp.compare.report import write_reports
+from solo_clamp.compare.training import build_solo_cfg, parse, train
+from solo_clamp.io import atomic_torch_save, atomic_write_text
 
 
 def execute_run(
@@ -33,9 +29,7 @@ def execute_run(
     """Trains, saves the backbone, evaluates and writes ``result.json`` (last, atomically)."""
     run_dir = out / "runs" / spec.run_id
     (run_dir / "result.json").unlink(missing_ok=True)
-    from solo_clamp import compare  # the package's ``train``, so that it can be replaced
-
-    trained = compare.train(cfg, spec, data, probe)
+    trained = train(cfg, spec, data, probe)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(trained.solo_cfg))
     atomic_torch_save(trained.backbone.state_dict(), run_dir / "backbone.pt")
     start = time.perf_counter()
@@ -119,6 +113,30 @@ def run_comparison(
     validate_config(cfg)
     with torch_threads(cfg):
         return _run_comparison(cfg, Path(out), log)
+
+
+def write_run_configs(cfg: DictConfig, out: os.PathLike) -> list[Path]:
+    """Writes ``compare_config.yaml`` and every planned run's exact solo-learn cfg
+    (``runs/<run>/config.yaml``, parsed, method defaults filled: what a trained run writes)
+    into ``out`` without training anything. The data is prepared (or located) as for a run:
+    the steps per epoch depend on it."""
+    from solo.methods import METHODS
+
+    import solo_clamp
+
+    validate_config(cfg)
+    solo_clamp.register()
+    out = Path(out)
+    atomic_write_text(out / "compare_config.yaml", OmegaConf.to_yaml(cfg))
+    data = prepare_data(cfg)
+    paths = []
+    for spec in plan_runs(cfg, steps_per_epoch(cfg, data)):
+        solo_cfg = parse(build_solo_cfg(cfg, spec, data))
+        solo_cfg = METHODS[spec.method].add_and_assert_specific_cfg(solo_cfg)
+        path = out / "runs" / spec.run_id / "config.yaml"
+        atomic_write_text(path, OmegaConf.to_yaml(solo_cfg))
+        paths.append(path)
+    return paths
 
 
 def _pending(

@@ -8,14 +8,16 @@ Modules, one concern each:
 * :mod:`~solo_clamp.zoo.errors`: the user-facing errors.
 * :mod:`~solo_clamp.zoo.manifest`: entry dataclasses and their validation (the schema).
 * :mod:`~solo_clamp.zoo.index`: reading, validating and atomically writing ``index.yaml``.
-* :mod:`~solo_clamp.zoo.files`: atomic file replacement and sha256 verification.
+* :mod:`~solo_clamp.zoo.files`: sha256 digests and verification.
 * :mod:`~solo_clamp.zoo.fetch`: one source into a ``.part`` file (HTTP Range, Hugging Face).
 * :mod:`~solo_clamp.zoo.download`: the cache, locking and verified downloads of an entry.
 * :mod:`~solo_clamp.zoo.weights`: safetensors files, solo-learn backbones, :func:`load`.
 * :mod:`~solo_clamp.zoo.publish`: a pretrain checkpoint into the zoo.
+* :mod:`~solo_clamp.zoo.portable`: the training cfg as the manifest records it.
 
 Importing this package needs torch only: solo-learn is imported inside
-:func:`build_backbone` (and so by :func:`load` and :func:`publish`).
+:func:`~solo_clamp.zoo.weights.build_backbone` (and so by :func:`load` and
+:func:`publish`).
 """
 
 from __future__ import annotations
@@ -28,69 +30,41 @@ from solo_clamp.zoo.errors import (
     UnknownModelError,
     ZooError,
 )
-from solo_clamp.zoo.files import PathLike, sha256_file, verify_file
+from solo_clamp.zoo.files import sha256_file, verify_file
 from solo_clamp.zoo.index import (
-    INDEX_ENV,
-    SCHEMA_VERSION,
-    IndexLike,
     ZooIndex,
     default_index_path,
     find_by_sha256,
     load_index,
-    parse_index,
     write_index,
 )
-from solo_clamp.zoo.manifest import (
-    FORMATS,
-    BackboneSpec,
-    Evaluation,
-    Source,
-    ZooEntry,
-    check_name,
-    check_sha256,
-    check_url,
-    parse_entry,
-)
-from solo_clamp.zoo.publish import DTYPES, backbone_state, load_checkpoint, publish
-from solo_clamp.zoo.weights import build_backbone, load, read_weights, weights_metadata
+from solo_clamp.zoo.manifest import BackboneSpec, Evaluation, check_sha256
+from solo_clamp.zoo.publish import backbone_state, load_checkpoint, publish
+from solo_clamp.zoo.weights import load, read_weights, weights_metadata
 
 __all__ = [
+    "CACHE_ENV",
     "BackboneSpec",
     "DownloadError",
     "Evaluation",
     "HashMismatchError",
     "ManifestError",
-    "Source",
     "UnknownModelError",
-    "ZooEntry",
     "ZooError",
     "ZooIndex",
     "backbone_state",
-    "build_backbone",
     "cache_dir",
-    "check_name",
+    "check_sha256",
     "default_index_path",
     "download",
     "find_by_sha256",
     "load",
     "load_checkpoint",
     "load_index",
-    "parse_entry",
-    "parse_index",
     "publish",
     "read_weights",
     "sha256_file",
     "verify_file",
     "weights_metadata",
     "write_index",
-    # also importable from here, as before the split
-    "CACHE_ENV",
-    "DTYPES",
-    "FORMATS",
-    "INDEX_ENV",
-    "SCHEMA_VERSION",
-    "IndexLike",
-    "PathLike",
-    "check_sha256",
-    "check_url",
 ]

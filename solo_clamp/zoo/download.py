@@ -22,9 +22,10 @@ from typing import Optional, Union
 
 import pooch
 
+from solo_clamp.io import PathLike
 from solo_clamp.zoo.errors import DownloadError, HashMismatchError
 from solo_clamp.zoo.fetch import describe_error, fetch_hf, fetch_url_with_retries
-from solo_clamp.zoo.files import PathLike, verify_file
+from solo_clamp.zoo.files import verify_file
 from solo_clamp.zoo.index import IndexLike, lookup
 from solo_clamp.zoo.manifest import ZooEntry
 

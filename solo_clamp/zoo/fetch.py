@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from solo_clamp.io import atomic_path
 from solo_clamp.version import __version__
 from solo_clamp.zoo.errors import DownloadError, HashMismatchError, ZooError
-from solo_clamp.zoo.files import atomic_path
 from solo_clamp.zoo.manifest import Source
 
 USER_AGENT = f"solo-clamp/{__version__}"

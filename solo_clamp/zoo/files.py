@@ -1,31 +1,13 @@
-"""File helpers shared by the zoo: atomic replacement and sha256 verification."""
+"""sha256 digests and verification of the zoo's files."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Optional
 
+from solo_clamp.io import PathLike
 from solo_clamp.zoo.errors import HashMismatchError
-
-PathLike = Union[str, os.PathLike]
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` (its folder is created) that replaces ``path`` with
-    ``os.replace`` when the block succeeds; it is removed in any case."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def sha256_file(path: PathLike) -> str:

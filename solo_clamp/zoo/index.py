@@ -9,8 +9,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from solo_clamp.io import PathLike, atomic_path
 from solo_clamp.zoo.errors import ManifestError, UnknownModelError
-from solo_clamp.zoo.files import PathLike, atomic_path
 from solo_clamp.zoo.manifest import ZooEntry, check_keys, parse_entry, require_mapping
 
 SCHEMA_VERSION = 1

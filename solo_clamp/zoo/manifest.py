@@ -10,7 +10,7 @@ One entry of the manifest (``zoo/index.yaml``, documented in ``zoo/README.md``):
       views: 4
       evaluation:                         # optional; knn and/or linear
         knn: {top1: 98.9, command: "solo-clamp knn ..."}
-      config: {...}                       # the training cfg (args.json)
+      config: {...}                       # the training cfg, portable (zoo.portable)
       file: clamp-mnist-resnet18.safetensors   # optional, relative to the manifest
       size: 22360000                      # bytes
       sha256: 64 hex digits

@@ -22,6 +22,7 @@ from solo_clamp.zoo.manifest import (
     parse_entry,
     parse_source,
 )
+from solo_clamp.zoo.portable import portable_config
 from solo_clamp.zoo.weights import build_loaded, write_weights
 
 DTYPES: dict[str, str] = {"fp16": "safetensors-fp16", "fp32": "safetensors-fp32"}
@@ -236,7 +237,7 @@ def publish(
         "epochs": epochs if epochs is not None else _epochs(ckpt, cfg),
         "views": _views(cfg),
         "evaluation": dict(evaluation or {}),
-        "config": cfg,
+        "config": portable_config(cfg),
         "size": target.stat().st_size,
         "sha256": sha256_file(target),
         "format": fmt,

@@ -12,9 +12,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from solo_clamp.io import PathLike, atomic_path
 from solo_clamp.zoo.download import download
 from solo_clamp.zoo.errors import ZooError
-from solo_clamp.zoo.files import PathLike, atomic_path
 from solo_clamp.zoo.index import IndexLike, lookup
 from solo_clamp.zoo.manifest import BackboneSpec, ZooEntry
 

@@ -17,6 +17,9 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from solo_clamp import compare  # noqa: E402
 from solo_clamp.cli import main  # noqa: E402
+from solo_clamp.compare import runner  # noqa: E402
+from solo_clamp.compare.data import ComparisonData  # noqa: E402
+from solo_clamp.compare.training import build_solo_cfg, parse  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -95,13 +98,13 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
 
     # 2. Resume: the finished runs are skipped, the interrupted one starts over.
     calls: list[str] = []
-    original_train = compare.train
+    original_train = runner.train
 
     def counting_train(cfg, spec, *args, **kwargs):
         calls.append(spec.run_id)
         return original_train(cfg, spec, *args, **kwargs)
 
-    monkeypatch.setattr(compare, "train", counting_train)
+    monkeypatch.setattr(runner, "train", counting_train)
     assert _compare(tiny_config, out) == 0
     printed = capsys.readouterr().out
     assert calls == ["simclr-equal_epochs-s0"]
@@ -166,12 +169,23 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(compare, "train", no_training)
+    monkeypatch.setattr(runner, "train", no_training)
     assert _compare(tiny_config, out) == 0
     printed = capsys.readouterr().out
     assert "skipping 5 finished run(s): " + ", ".join(EXPECTED_RUNS) in printed
     assert "trained 0 run(s), skipped 5 finished" in printed
     assert {p: p.stat().st_mtime_ns for p in results} == mtimes
+
+    # 5. --configs-only writes the very cfgs the trained runs wrote, and trains nothing.
+    configs = tmp_path / "configs"
+    assert _compare(tiny_config, configs, "--configs-only") == 0
+    written = sorted(configs.glob("runs/*/config.yaml"))
+    assert [p.parent.name for p in written] == sorted(EXPECTED_RUNS[2:])
+    for path in written:
+        assert path.read_text() == (runs / path.parent.name / "config.yaml").read_text()
+    assert (configs / "compare_config.yaml").read_text() == \
+        (out / "compare_config.yaml").read_text()
+    assert not list(configs.glob("runs/*/result.json")) and not (configs / "results.md").exists()
 
 
 def _cfg(**overrides):
@@ -237,10 +251,10 @@ def test_shipped_configs_build_solo_learn_cfgs(path, tmp_path):
         cfg.data.train_path = cfg.data.val_path = str(tmp_path)
     compare.validate_config(cfg)
     solo_name = {"fashion_mnist": "custom", "mnist": "custom"}.get(cfg.dataset, cfg.dataset)
-    data = compare.ComparisonData(cfg.dataset, solo_name, str(tmp_path), str(tmp_path))
+    data = ComparisonData(cfg.dataset, solo_name, str(tmp_path), str(tmp_path))
     (tmp_path / "class_a").mkdir(exist_ok=True)
     for spec in compare.plan_runs(cfg, steps_per_epoch=10):
-        solo_cfg = compare.parse(compare.build_solo_cfg(cfg, spec, data))
+        solo_cfg = parse(build_solo_cfg(cfg, spec, data))
         solo_cfg = METHODS[spec.method].add_and_assert_specific_cfg(solo_cfg)
         assert solo_cfg.data.num_large_crops == spec.views and solo_cfg.data.num_small_crops == 0
         assert solo_cfg.max_steps == spec.steps

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import socket
 import sys
@@ -413,3 +414,58 @@ def test_cli_download_and_verify(hosted, server, cache, capsys):
     assert cli_main(["zoo", "--index", str(hosted), "list"]) == 0
     listing = capsys.readouterr().out
     assert "tiny" in listing and "91.50" in listing and "cached" in listing
+
+
+def _absolute_paths(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [p for value in node.values() for p in _absolute_paths(value)]
+    if isinstance(node, list):
+        return [p for value in node for p in _absolute_paths(value)]
+    return [node] if isinstance(node, str) and os.path.isabs(node) else []
+
+
+def test_publish_records_the_yaml_learning_rates_and_no_local_paths(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt = run / "tiny-ep=1.ckpt"
+    torch.save({"state_dict": {"backbone.w": torch.ones(3), "projector.w": torch.ones(1)}}, ckpt)
+    data = tmp_path / "datasets" / "mnist-500xall-s0"
+    args = {  # solo-learn's args.json: the cfg after parse_cfg, lr scaled by 128 * 2 / 256
+        "method": "clamp", "backbone": {"name": "resnet18", "kwargs": {}},
+        "prepare_data": {"name": "mnist", "root": str(tmp_path / "datasets"), "seed": 0},
+        "data": {"dataset": "custom", "train_path": str(data / "train"),
+                 "val_path": str(data / "val")},
+        "evaluate": {"knn": {"train_path": str(data / "train"), "k": 20}},
+        "checkpoint": {"dir": "trained_models"},
+        "optimizer": {"batch_size": 128, "lr": 0.3, "classifier_lr": 0.15},
+        "devices": [0, 1], "num_nodes": 1, "max_epochs": 2,
+    }
+    (run / "args.json").write_text(json.dumps(args))
+    entry = zoo.publish(ckpt, "tiny", tmp_path / "zoo" / "index.yaml", check=False)
+    config = zoo.load_index(tmp_path / "zoo" / "index.yaml").get("tiny").config
+    assert config["optimizer"] == {"batch_size": 128, "lr": 0.3, "classifier_lr": 0.15}
+    assert entry.config == config and entry.dataset == "mnist"
+    assert _absolute_paths(config) == []
+    assert config["data"]["train_path"] is None and config["prepare_data"]["name"] == "mnist"
+    assert config["checkpoint"]["dir"] == "trained_models"  # relative paths are portable
+
+
+def test_portable_config_undoes_solo_learns_scaling():
+    from solo_clamp.zoo.portable import portable_config
+
+    args = {"optimizer": {"batch_size": 64, "lr": 0.25, "classifier_lr": 0.1},
+            "data": {"val_path": None}, "devices": 1}
+    assert portable_config(args)["optimizer"]["lr"] == 1.0
+    assert portable_config(args)["optimizer"]["classifier_lr"] == 0.1  # unscaled without val
+    assert args["optimizer"]["lr"] == 0.25  # the input is left alone
+    many = {"optimizer": {"batch_size": 8, "lr": 0.075}, "devices": "4", "num_nodes": 2}
+    assert portable_config(many)["optimizer"]["lr"] == 0.3
+    noisy = {"optimizer": {"batch_size": 192, "lr": 0.1 * 192 / 256}}  # 0.07500000000000001
+    assert portable_config(noisy)["optimizer"]["lr"] == 0.1
+
+
+def test_shipped_manifest_records_the_yaml_learning_rate_and_no_local_paths(repo_root):
+    entry = zoo.load_index(repo_root / "zoo" / "index.yaml").get("clamp-mnist-resnet18")
+    recipe = yaml.safe_load((repo_root / "scripts/pretrain/mnist/clamp.yaml").read_text())
+    assert entry.config["optimizer"]["lr"] == recipe["optimizer"]["lr"] == 1.0
+    assert _absolute_paths(entry.config) == []
