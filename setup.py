@@ -49,7 +49,6 @@ setup(
     entry_points={"console_scripts": ["solo-clamp=solo_clamp.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: MIT License",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )
