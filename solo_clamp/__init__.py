@@ -15,9 +15,10 @@ from typing import Any
 from solo_clamp.version import __version__
 
 SOLO_MISSING_MESSAGE = (
-    "solo-learn is not installed. It is not on PyPI (>= 1.0.6): install it from its "
-    "repository (git clone https://github.com/vturrisi/solo-learn && "
-    "pip install -e ./solo-learn), then `pip install -e .[solo]`."
+    "solo-learn is not installed. It is not on PyPI (>= 1.0.6): the `solo` extra installs it "
+    "from GitHub at the tested commit; from the solo-clamp repository, run "
+    "`PIP_CONSTRAINT=constraints.txt pip install -e \".[solo]\"` (solo-learn's build needs "
+    "setuptools<81)."
 )
 _LOSS_FUNCTIONS = ("clamp_loss_func", "clamp_loss_and_stats")
 
