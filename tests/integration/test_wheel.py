@@ -16,7 +16,6 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # What the build reads (the copy keeps the links solo_clamp/configs/* -> scripts/*).
 SOURCES = ("setup.py", "pyproject.toml", "README.md", "solo_clamp", "scripts", "zoo")
 # Run in the venv: resolve the main job's config the way `solo-clamp pretrain` does.
@@ -42,7 +41,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> dict[str, Path]:
+def installed(tmp_path_factory, repo_root) -> dict[str, Path]:
     if importlib.util.find_spec("setuptools") is None:
         pytest.skip("setuptools is not installed: the wheel cannot be built without isolation")
     root = tmp_path_factory.mktemp("wheel")
@@ -50,7 +49,7 @@ def installed(tmp_path_factory) -> dict[str, Path]:
     source.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
     for name in SOURCES:
-        path = REPO_ROOT / name
+        path = repo_root / name
         if path.is_dir():
             shutil.copytree(path, source / name, symlinks=True, ignore=ignore)
         else:
@@ -60,22 +59,22 @@ def installed(tmp_path_factory) -> dict[str, Path]:
     _run(sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
          "-q", "-w", str(dist), cwd=empty)
     wheel = next(dist.glob("solo_clamp-*.whl"))
-    # The venv sees this interpreter's packages (torch, hydra, pip, ...) but not their
-    # setuptools-less pip of its own; the wheel goes into the venv's site-packages.
+    # The venv uses this interpreter's torch, hydra and pip; a pip of its own would bring an
+    # older bundled setuptools that shadows them (and take seconds to install).
     _run(sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv),
          cwd=empty)
-    bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
+    bin_dir = venv / "bin"
     python = bin_dir / "python"
     _run(str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel), cwd=empty)
     return {"wheel": wheel, "venv": venv, "python": python, "bin": bin_dir, "empty": empty}
 
 
-def test_wheel_ships_the_configs_and_the_zoo_manifest_but_no_weights(installed):
+def test_wheel_ships_the_configs_and_the_zoo_manifest_but_no_weights(installed, repo_root):
     names = zipfile.ZipFile(installed["wheel"]).namelist()
     shipped = {n for n in names if n.endswith(".yaml")}
     expected = {
-        "solo_clamp/configs/" + str(p.relative_to(REPO_ROOT / "scripts"))
-        for p in (REPO_ROOT / "scripts").rglob("*.yaml")
+        "solo_clamp/configs/" + p.relative_to(repo_root / "scripts").as_posix()
+        for p in (repo_root / "scripts").rglob("*.yaml")
     } | {"solo_clamp/zoo/index.yaml"}
     assert shipped == expected
     assert "solo_clamp/configs/pretrain/mnist/clamp.yaml" in shipped
