@@ -33,12 +33,13 @@ def register() -> type:
 
     Raises:
         ModuleNotFoundError: when solo-learn is not installed.
+        ImportError: when solo-learn is installed but does not import.
     """
     if not solo_available():
         raise ModuleNotFoundError(SOLO_MISSING_MESSAGE, name="solo")
     from solo_clamp import methods  # imports solo-learn without its import-time warnings
 
-    methods.METHODS["clamp"] = methods.CLAMP  # again, should it have been replaced since
+    methods.METHODS["clamp"] = methods.CLAMP  # the import registers once; this call always
     return methods.CLAMP
 
 
