@@ -5,6 +5,7 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 VERSION = {}
 exec((ROOT / "solo_clamp" / "version.py").read_text(), VERSION)
+SOLO_LEARN_COMMIT = "9187ea39c2c3f43c455ab06664d2b019a9802954"
 
 setup(
     name="solo-clamp",
@@ -14,8 +15,13 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["solo_clamp", "solo_clamp.*"]),
-    include_package_data=True,
-    package_data={"solo_clamp": ["py.typed"]},
+    # The configs (solo_clamp/configs/* link to scripts/*) and the zoo manifest, found with
+    # importlib.resources; the zoo's weights files stay out of the wheel.
+    package_data={
+        "solo_clamp": ["py.typed"],
+        "solo_clamp.configs": ["pretrain/**/*.yaml", "linear/**/*.yaml", "compare/*.yaml"],
+        "solo_clamp.zoo": ["index.yaml"],
+    },
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",
@@ -34,8 +40,8 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        # solo-learn >= 1.0.6 is not on PyPI: install it from its repository first.
-        "solo": ["solo-learn>=1.0.6"],
+        # solo-learn >= 1.0.6 is not on PyPI: its repository at the tested commit (1.0.6).
+        "solo": [f"solo-learn @ git+https://github.com/vturrisi/solo-learn@{SOLO_LEARN_COMMIT}"],
         "dali": ["nvidia-dali-cuda120"],
         "hub": ["huggingface_hub>=0.20"],
         "dev": ["pytest>=7.4", "ruff>=0.4"],
@@ -43,7 +49,6 @@ setup(
     entry_points={"console_scripts": ["solo-clamp=solo_clamp.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: MIT License",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )

@@ -245,7 +245,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     torch.set_num_threads(args.threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import solo_clamp  # noqa: F401 - registers METHODS["clamp"]
+        import solo_clamp.methods  # noqa: F401 - registers METHODS["clamp"]
 
         try:
             import solo.methods  # noqa: F401

@@ -1,22 +1,26 @@
 """solo-clamp: CLAMP (Contrastive Learning As Manifold Packing) for solo-learn.
 
-Importing this package registers ``CLAMP`` as ``solo.methods.METHODS["clamp"]`` when
-solo-learn is installed; the loss, views and geometry modules work with torch alone.
+``import solo_clamp`` imports neither solo-learn nor torch (the loss functions below load
+on first use). CLAMP joins solo-learn's method table, ``solo.methods.METHODS["clamp"]``,
+with ``import solo_clamp.methods`` or :func:`register`; the ``solo-clamp`` commands that run
+solo-learn do it themselves.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-import warnings
+from typing import Any
 
-from solo_clamp.losses.clamp import clamp_loss_and_stats, clamp_loss_func
 from solo_clamp.version import __version__
 
 SOLO_MISSING_MESSAGE = (
-    "solo-learn is not installed. It is not on PyPI (>= 1.0.6): install it from its "
-    "repository (git clone https://github.com/vturrisi/solo-learn && "
-    "pip install -e ./solo-learn), then `pip install -e .[solo]`."
+    "solo-learn is not installed. It is not on PyPI (>= 1.0.6): the `solo` extra installs it "
+    "from GitHub at the tested commit; from the solo-clamp repository, run "
+    "`PIP_CONSTRAINT=constraints.txt pip install -e \".[solo]\"` (solo-learn's build needs "
+    "setuptools<81)."
 )
+_LOSS_FUNCTIONS = ("clamp_loss_func", "clamp_loss_and_stats")
 
 
 def solo_available() -> bool:
@@ -29,28 +33,24 @@ def register() -> type:
 
     Raises:
         ModuleNotFoundError: when solo-learn is not installed.
+        ImportError: when solo-learn is installed but does not import.
     """
     if not solo_available():
         raise ModuleNotFoundError(SOLO_MISSING_MESSAGE, name="solo")
-    with warnings.catch_warnings():  # solo-learn's and timm's import-time deprecation noise
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from solo.methods import METHODS
+    from solo_clamp import methods  # imports solo-learn without its import-time warnings
 
-        from solo_clamp.methods.clamp import CLAMP
-
-    METHODS["clamp"] = CLAMP
-    return CLAMP
+    methods.METHODS["clamp"] = methods.CLAMP  # the import registers once; this call always
+    return methods.CLAMP
 
 
-if solo_available():
-    try:
-        register()
-    except ImportError as err:  # solo-learn present but broken: keep the torch-only API usable
-        warnings.warn(
-            f"solo-learn was found but CLAMP could not be registered: {err}", stacklevel=2
-        )
+def __getattr__(name: str) -> Any:
+    """The loss functions, imported (with torch) on first access."""
+    if name in _LOSS_FUNCTIONS:
+        value = getattr(importlib.import_module("solo_clamp.losses.clamp"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",

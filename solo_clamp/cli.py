@@ -1,8 +1,9 @@
-"""The ``solo-clamp`` console command.
+"""The ``solo-clamp`` console command (also ``python -m solo_clamp``).
 
-Each subcommand lives in its own module, which exposes ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when their subcommand runs, so
-``solo-clamp --help`` and the torch-only commands work without solo-learn.
+A subcommand is either a :class:`~solo_clamp.commands.hydra_config.HydraCommand` (pretrain,
+linear, knn) or a module exposing ``add_arguments(parser)`` and ``run(args) -> int``; modules
+are imported only when their subcommand runs, so ``solo-clamp --help`` and the torch-only
+commands import neither solo-learn nor torch.
 """
 
 from __future__ import annotations
@@ -10,18 +11,27 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from solo_clamp.commands import CommandError
+from solo_clamp.commands.hydra_config import HydraCommand
 from solo_clamp.version import __version__
 
-COMMANDS: dict[str, tuple[str, str]] = {
+COMMANDS: dict[str, tuple[Union[HydraCommand, str], str]] = {
     "pretrain": (
-        "solo_clamp.commands.pretrain",
+        HydraCommand(
+            "pretrain", "mnist", "clamp.yaml", "solo_clamp.training.pretrain:run_pretrain"
+        ),
         "CLAMP pretraining (Hydra config, default: MNIST)",
     ),
-    "linear": ("solo_clamp.commands.linear", "linear evaluation of a pretrained backbone"),
-    "knn": ("solo_clamp.commands.knn", "offline weighted kNN evaluation of a checkpoint"),
+    "linear": (
+        HydraCommand("linear", "mnist", "clamp.yaml", "solo_clamp.training.linear:run_linear"),
+        "linear evaluation of a pretrained backbone",
+    ),
+    "knn": (
+        HydraCommand("linear", "mnist", "knn.yaml", "solo_clamp.training.knn:run_knn"),
+        "offline weighted kNN evaluation of a checkpoint",
+    ),
     "prepare-data": (
         "solo_clamp.commands.prepare_data",
         "MNIST / Fashion-MNIST idx -> ImageFolder",
@@ -40,18 +50,21 @@ def build_parser(available: Optional[Sequence[str]] = None) -> argparse.Argument
     )
     parser.add_argument("--version", action="version", version=f"solo-clamp {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (spec, help_text) in COMMANDS.items():
         if available is not None and name not in available:
             continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if not err.name or not err.name.startswith("solo_clamp.commands"):
-                raise
-            continue
+        if isinstance(spec, HydraCommand):
+            command = spec
+        else:
+            try:
+                command = importlib.import_module(spec)
+            except ModuleNotFoundError as err:
+                if not err.name or not err.name.startswith("solo_clamp.commands"):
+                    raise
+                continue
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+        command.add_arguments(sub)
+        sub.set_defaults(_run=command.run)
     return parser
 
 

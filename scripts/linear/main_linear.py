@@ -1,25 +1,15 @@
-"""Linear evaluation of a CLAMP (or any solo-learn) checkpoint.
+"""Linear evaluation of a CLAMP (or any solo-learn) checkpoint: ``solo-clamp linear``.
 
     python scripts/linear/main_linear.py --config-path mnist --config-name clamp.yaml \
         pretrained_feature_extractor=trained_models/clamp/<run>
+
+``--config-path`` is absolute, relative to the current directory, or one of this folder's
+(``scripts/linear``, the configs the package ships).
 """
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
-
-import solo_clamp
-
-
-@hydra.main(version_base="1.2", config_path="mnist", config_name="clamp.yaml")
-def main(cfg: DictConfig) -> None:
-    if not solo_clamp.solo_available():
-        sys.exit(f"error: {solo_clamp.SOLO_MISSING_MESSAGE}")
-    from solo_clamp.training.linear import run_linear
-
-    run_linear(cfg)
-
+from solo_clamp.cli import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(["linear", *sys.argv[1:]]))

@@ -1,15 +1,18 @@
-"""Shared options of the Hydra-configured subcommands (pretrain, linear, knn)."""
+"""The Hydra-configured subcommands (pretrain, linear, knn) and the solo-learn check."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
 from solo_clamp.commands import CommandError
+from solo_clamp.configs import config_dir
 
-SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "scripts"
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def add_config_arguments(
@@ -18,7 +21,8 @@ def add_config_arguments(
     parser.add_argument(
         "--config-path",
         default=default_path,
-        help=f"config directory, absolute or relative to scripts/{kind}/ (default: {default_path})",
+        help=f"config directory: absolute, relative to the current directory, or one of the "
+             f"shipped scripts/{kind}/ folders (default: {default_path})",
     )
     parser.add_argument(
         "--config-name",
@@ -30,19 +34,24 @@ def add_config_arguments(
 
 
 def compose_config(args: argparse.Namespace) -> DictConfig:
-    """Composes ``--config-path/--config-name`` plus overrides with Hydra's compose API."""
+    """Composes ``--config-path/--config-name`` plus overrides with Hydra's compose API.
+
+    A relative ``--config-path`` is looked up in the current directory first, then among the
+    shipped configs of the command (:func:`solo_clamp.configs.config_dir`).
+    """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
+    shipped = config_dir(args._kind)
     directory = Path(args.config_path)
     if not directory.is_absolute():
         local = Path.cwd() / directory
-        directory = local if local.is_dir() else SCRIPTS_DIR / args._kind / directory
+        directory = local if local.is_dir() else shipped / directory
     if not directory.is_dir():
         raise CommandError(
             f"--config-path {args.config_path!r}: no such config directory "
-            f"(looked in the current directory and {SCRIPTS_DIR / args._kind})."
+            f"(looked in the current directory and {shipped})."
         )
     name = args.config_name
     if not (directory / name).exists() and not (directory / f"{name}.yaml").exists():
@@ -61,25 +70,36 @@ def compose_config(args: argparse.Namespace) -> DictConfig:
 
 
 def require_solo() -> None:
+    """Stops a command that needs solo-learn when it is missing; else registers CLAMP as
+    ``solo.methods.METHODS["clamp"]``, which every such command relies on."""
     import solo_clamp
 
     if not solo_clamp.solo_available():
         raise CommandError(solo_clamp.SOLO_MISSING_MESSAGE)
+    try:
+        solo_clamp.register()
+    except ImportError as err:
+        message = f"solo-learn was found but CLAMP could not be registered: {err}"
+        raise CommandError(message) from err
 
 
-def hydra_command(kind: str, default_path: str, default_name: str, runner: str):
-    """``(add_arguments, run)`` of a subcommand that composes a Hydra config and passes it to
-    ``runner`` (``"module:function"``, imported only when the command runs)."""
+@dataclass(frozen=True)
+class HydraCommand:
+    """A subcommand that composes a Hydra config (``--config-path``, ``--config-name``,
+    overrides) and passes it to ``runner`` (``"module:function"``, imported when it runs)."""
 
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        add_config_arguments(parser, kind, default_path, default_name)
+    kind: str
+    default_path: str
+    default_name: str
+    runner: str
 
-    def run(args: argparse.Namespace) -> int:
-        import importlib
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_config_arguments(parser, self.kind, self.default_path, self.default_name)
 
+    def run(self, args: argparse.Namespace) -> int:
         require_solo()
         cfg = compose_config(args)
-        module_name, function_name = runner.split(":")
+        module_name, function_name = self.runner.split(":")
         function = getattr(importlib.import_module(module_name), function_name)
         try:
             summary = function(cfg)
@@ -88,5 +108,3 @@ def hydra_command(kind: str, default_path: str, default_name: str, runner: str):
         if isinstance(summary, dict) and "checkpoint" in summary:
             print(f"checkpoint: {summary['checkpoint']}")
         return 0
-
-    return add_arguments, run

@@ -21,13 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    require_solo()
+    require_solo()  # and registers CLAMP
     script = Path(args.script)
     if not script.is_file():
         raise CommandError(f"{script} does not exist (give the path of a solo-learn program).")
-    import solo_clamp
-
-    solo_clamp.register()
     sys.argv = [str(script), *args.script_args]
     sys.path.insert(0, str(script.resolve().parent))
     runpy.run_path(str(script), run_name="__main__")

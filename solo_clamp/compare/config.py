@@ -11,7 +11,9 @@ from typing import Any, Iterator, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "scripts" / "compare"
+from solo_clamp.configs import config_dir
+
+CONFIG_DIR = config_dir("compare")
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet100", "image_folder")
 BUDGETS = ("equal_epochs", "equal_compute")
 FLOORS = ("raw_pixels", "untrained")

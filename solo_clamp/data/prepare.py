@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 
 from solo_clamp.data.idx import find_idx_file, read_idx, verify_sha256sums
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -41,7 +40,8 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
         env_var="SOLO_CLAMP_MNIST_DIR",
-        default_dirs=(_REPO_ROOT.parent / "shared" / "data" / "mnist",),
+        # Relative to the current directory: beside the repository when run from its root.
+        default_dirs=(Path("..") / "shared" / "data" / "mnist",),
         torchvision_class="MNIST",
         classes=tuple(str(d) for d in range(10)),
         mean=0.1307,
@@ -100,9 +100,10 @@ def locate_source(
 ) -> Path:
     """Directory holding the four idx files of ``name``.
 
-    Order: ``source``; ``$SOLO_CLAMP_<NAME>_DIR``; the known local copies (``../shared/data``
-    beside this repository for MNIST, Debian's ``dataset-fashion-mnist`` package for
-    Fashion-MNIST); else torchvision's download into ``download_root``.
+    Order: ``source``; ``$SOLO_CLAMP_<NAME>_DIR``; the known local copies (for MNIST
+    ``../shared/data/mnist`` relative to the current directory, i.e. beside the repository
+    when run from its root; for Fashion-MNIST Debian's ``dataset-fashion-mnist`` package);
+    else torchvision's download into ``download_root``.
     """
     spec = _check_name(name)
     if source is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -22,11 +23,13 @@ INDEX_HEADER = (
 
 
 def default_index_path() -> Path:
-    """``$SOLO_CLAMP_ZOO_INDEX``, else the repository's ``zoo/index.yaml``."""
+    """``$SOLO_CLAMP_ZOO_INDEX``, else the shipped manifest, the package resource
+    ``solo_clamp/zoo/index.yaml``: in the repository a link to ``zoo/index.yaml``, resolved so
+    that the shipped weights beside it are found (the wheel holds the manifest only)."""
     env = os.environ.get(INDEX_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "zoo" / "index.yaml"
+    return Path(files(__package__).joinpath("index.yaml")).resolve()
 
 
 @dataclass

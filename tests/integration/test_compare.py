@@ -246,6 +246,8 @@ def test_shipped_configs_build_solo_learn_cfgs(path, tmp_path):
     and the method's own checks with the views the budget implies."""
     from solo.methods import METHODS
 
+    import solo_clamp.methods  # noqa: F401 - registers METHODS["clamp"]
+
     cfg = compare.load_config(path)
     if cfg.dataset == "imagenet100":
         cfg.data.train_path = cfg.data.val_path = str(tmp_path)

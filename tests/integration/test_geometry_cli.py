@@ -22,7 +22,7 @@ def tiny_checkpoint(tmp_path, clamp_cfg_factory):
     """A solo-learn-layout run folder: run/clamp.ckpt, run/args.json, run/metrics.csv."""
     from solo.methods import METHODS
 
-    import solo_clamp  # noqa: F401 - registers METHODS["clamp"]
+    import solo_clamp.methods  # noqa: F401 - registers METHODS["clamp"]
 
     cfg = clamp_cfg_factory(num_views=2, batch_size=4, crop_size=32)
     torch.manual_seed(1)

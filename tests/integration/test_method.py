@@ -12,13 +12,14 @@ solo = pytest.importorskip("solo", reason="solo-learn is not installed: integrat
 
 from solo.methods import METHODS  # noqa: E402
 
-import solo_clamp  # noqa: E402
-from solo_clamp.commands.hydra_config import SCRIPTS_DIR, compose_config  # noqa: E402
+import solo_clamp.methods  # noqa: E402 - registers METHODS["clamp"]
+from solo_clamp.commands.hydra_config import compose_config  # noqa: E402
+from solo_clamp.configs import config_dir  # noqa: E402
 
 PRETRAIN_CONFIGS = sorted(
-    p for p in (SCRIPTS_DIR / "pretrain").glob("*/*.yaml")
+    p for p in config_dir("pretrain").glob("*/*.yaml")
 )
-LINEAR_CONFIGS = sorted(p for p in (SCRIPTS_DIR / "linear").glob("*/*.yaml"))
+LINEAR_CONFIGS = sorted(p for p in config_dir("linear").glob("*/*.yaml"))
 
 
 def compose(path: Path, kind: str, *overrides: str):

@@ -83,6 +83,8 @@ def test_solo_learns_loading_paths_accept_the_checkpoint(pretrained):
     from omegaconf import OmegaConf
     from solo.methods import METHODS
 
+    import solo_clamp.methods  # noqa: F401 - registers METHODS["clamp"]
+
     run = pretrained["run"]
     ckpt = next(run.glob("*.ckpt"))
     cfg = OmegaConf.create(json.loads((run / "args.json").read_text()))

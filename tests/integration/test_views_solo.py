@@ -18,7 +18,7 @@ from solo.data.pretrain_dataloader import (  # noqa: E402
 )
 from solo.methods import METHODS  # noqa: E402
 
-import solo_clamp  # noqa: E402, F401  (registers "clamp")
+import solo_clamp.methods  # noqa: E402, F401  (registers "clamp")
 
 
 class TaggedImages(Dataset):

@@ -11,17 +11,79 @@ import solo_clamp
 from solo_clamp.cli import COMMANDS, main
 
 
+def _run_python(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=True,
+                          cwd=cwd)
+
+
 def test_help_lists_every_subcommand():
-    out = subprocess.run([sys.executable, "-m", "solo_clamp.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = _run_python("-m", "solo_clamp", "--help").stdout
     assert set(COMMANDS) >= {"pretrain", "linear", "knn", "prepare-data", "zoo", "geometry"}
     for name in COMMANDS:
         assert name in out
 
 
+def test_python_dash_m_is_the_console_command():
+    for argv in (["--help"], ["zoo", "--help"]):
+        assert (_run_python("-m", "solo_clamp", *argv).stdout
+                == _run_python("-m", "solo_clamp.cli", *argv).stdout)
+
+
+def test_import_and_help_do_not_import_solo_learn():
+    """``import solo_clamp`` (and the loss's torch) stay cheap: CLAMP registers on demand."""
+    probe = ("import sys\n"
+             "import solo_clamp\n"
+             "after_import = sorted(m for m in ('solo', 'torch') if m in sys.modules)\n"
+             "from solo_clamp.cli import main\n"
+             "try:\n"
+             "    main(['--help'])\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "print(after_import, 'solo' in sys.modules)\n")
+    out = _run_python("-c", probe).stdout.splitlines()[-1]
+    assert out == "[] False"
+
+
+def test_loss_functions_load_on_first_access():
+    import torch
+
+    loss = solo_clamp.clamp_loss_func(torch.randn(8, 4), num_views=2, rs=7.0)
+    assert torch.isfinite(loss) and "clamp_loss_and_stats" in solo_clamp.__all__
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        solo_clamp.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("script, command", [
+    ("scripts/pretrain/main_pretrain.py", "pretrain"),
+    ("scripts/linear/main_linear.py", "linear"),
+    ("scripts/linear/main_knn.py", "knn"),
+    ("scripts/compare/compare.py", "compare"),
+])
+def test_scripts_are_the_cli_commands(repo_root, tmp_path, script, command):
+    out = _run_python(str(repo_root / script), "--help", cwd=tmp_path).stdout
+    assert out.startswith(f"usage: solo-clamp {command}")
+
+
+@pytest.mark.parametrize("argv, field, value", [
+    (["pretrain"], "name", "clamp-mnist"),
+    (["pretrain", "--config-path", "cifar", "--config-name", "clamp_cifar100.yaml"],
+     "data.dataset", "cifar100"),
+    (["knn", "pretrained_checkpoint=run"], "pretrained_checkpoint", "run"),
+])
+def test_relative_config_paths_are_the_shipped_folders(monkeypatch, tmp_path, argv, field, value):
+    """``solo-clamp pretrain`` composes scripts/pretrain/mnist/clamp.yaml from any directory."""
+    from omegaconf import OmegaConf
+
+    from solo_clamp.cli import build_parser
+    from solo_clamp.commands.hydra_config import compose_config
+
+    monkeypatch.chdir(tmp_path)  # no config folder here: the shipped ones are used
+    cfg = compose_config(build_parser(argv[:1]).parse_args(argv))
+    assert OmegaConf.select(cfg, field) == value
+
+
 def test_version():
-    out = subprocess.run([sys.executable, "-m", "solo_clamp.cli", "--version"],
-                         capture_output=True, text=True, check=True).stdout
+    out = _run_python("-m", "solo_clamp", "--version").stdout
     assert solo_clamp.__version__ in out
 
 

@@ -1,0 +1,97 @@
+"""The wheel: built from a copy of the repository, installed into a fresh virtual environment
+and used from an empty directory, where only the package's own resources can be found."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+# What the build reads (the copy keeps the links solo_clamp/configs/* -> scripts/*).
+SOURCES = ("setup.py", "pyproject.toml", "README.md", "solo_clamp", "scripts", "zoo")
+# Run in the venv: resolve the main job's config the way `solo-clamp pretrain` does.
+PROBE = """
+import json
+import solo_clamp
+from solo_clamp.cli import build_parser
+from solo_clamp.commands.hydra_config import compose_config
+from solo_clamp.zoo import default_index_path
+
+cfg = compose_config(build_parser(["pretrain"]).parse_args(["pretrain"]))
+print(json.dumps({"package": solo_clamp.__file__, "name": cfg.name, "method": cfg.method,
+                  "index": str(default_index_path())}))
+"""
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SOLO_CLAMP_ZOO_INDEX")}
+    env["PIP_NO_INDEX"] = "1"  # everything is local: never reach for a registry
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, repo_root) -> dict[str, Path]:
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is not installed: the wheel cannot be built without isolation")
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"
+    source.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in SOURCES:
+        path = repo_root / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, symlinks=True, ignore=ignore)
+        else:
+            shutil.copy2(path, source / name)
+    dist, venv, empty = root / "dist", root / "venv", root / "empty"
+    empty.mkdir()
+    _run(sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+         "-q", "-w", str(dist), cwd=empty)
+    wheel = next(dist.glob("solo_clamp-*.whl"))
+    # The venv uses this interpreter's torch, hydra and pip; a pip of its own would bring an
+    # older bundled setuptools that shadows them (and take seconds to install).
+    _run(sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv),
+         cwd=empty)
+    bin_dir = venv / "bin"
+    python = bin_dir / "python"
+    _run(str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel), cwd=empty)
+    return {"wheel": wheel, "venv": venv, "python": python, "bin": bin_dir, "empty": empty}
+
+
+def test_wheel_ships_the_configs_and_the_zoo_manifest_but_no_weights(installed, repo_root):
+    names = zipfile.ZipFile(installed["wheel"]).namelist()
+    shipped = {n for n in names if n.endswith(".yaml")}
+    expected = {
+        "solo_clamp/configs/" + p.relative_to(repo_root / "scripts").as_posix()
+        for p in (repo_root / "scripts").rglob("*.yaml")
+    } | {"solo_clamp/zoo/index.yaml"}
+    assert shipped == expected
+    assert "solo_clamp/configs/pretrain/mnist/clamp.yaml" in shipped
+    assert not [n for n in names if n.endswith((".safetensors", ".ckpt", ".pt"))]
+    assert not [n for n in names if n.startswith("solo_clamp/configs/") and n.endswith(".py")
+                and n != "solo_clamp/configs/__init__.py"]
+
+
+def test_installed_wheel_resolves_the_main_config_from_an_empty_directory(installed):
+    out = _run(str(installed["python"]), "-I", "-c", PROBE, cwd=installed["empty"]).stdout
+    probe = json.loads(out.strip().splitlines()[-1])
+    assert Path(probe["package"]).resolve().is_relative_to(installed["venv"].resolve())
+    assert (probe["name"], probe["method"]) == ("clamp-mnist", "clamp")
+    assert Path(probe["index"]).resolve().is_relative_to(installed["venv"].resolve())
+
+
+def test_installed_console_script_lists_the_zoo(installed):
+    out = _run(str(installed["bin"] / "solo-clamp"), "zoo", "list", cwd=installed["empty"]).stdout
+    assert "clamp-mnist-resnet18" in out
+    assert "remote" in out  # the manifest is shipped, its weights file is not
