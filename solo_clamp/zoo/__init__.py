@@ -14,8 +14,9 @@ Modules, one concern each:
 * :mod:`~solo_clamp.zoo.weights`: safetensors files, solo-learn backbones, :func:`load`.
 * :mod:`~solo_clamp.zoo.publish`: a pretrain checkpoint into the zoo.
 
+Checkpoints are read by :mod:`solo_clamp.checkpoints`, which also builds the backbones.
 Importing this package needs torch only: solo-learn is imported inside
-:func:`build_backbone` (and so by :func:`load` and :func:`publish`).
+:func:`solo_clamp.checkpoints.build_backbone` (and so by :func:`load` and :func:`publish`).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ from solo_clamp.zoo.manifest import (
     check_url,
     parse_entry,
 )
-from solo_clamp.zoo.publish import DTYPES, backbone_state, load_checkpoint, publish
-from solo_clamp.zoo.weights import build_backbone, load, read_weights, weights_metadata
+from solo_clamp.zoo.publish import DTYPES, publish
+from solo_clamp.zoo.weights import load, read_weights, weights_metadata
 
 __all__ = [
     "BackboneSpec",
@@ -65,15 +66,12 @@ __all__ = [
     "ZooEntry",
     "ZooError",
     "ZooIndex",
-    "backbone_state",
-    "build_backbone",
     "cache_dir",
     "check_name",
     "default_index_path",
     "download",
     "find_by_sha256",
     "load",
-    "load_checkpoint",
     "load_index",
     "parse_entry",
     "parse_index",
