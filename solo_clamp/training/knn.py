@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from solo_clamp.checkpoints import find_run_files, load_checkpoint, load_run_config
+from solo_clamp.checkpoints import load_run
 from solo_clamp.evaluation import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -44,11 +44,11 @@ def run_knn(cfg: DictConfig) -> list[dict[str, Any]]:
     from solo_clamp.evaluation import extract_features
 
     solo_clamp.register()
-    ckpt_path, args_path = find_run_files(cfg.pretrained_checkpoint)
-    run_cfg = load_run_config(args_path)
+    run = load_run(cfg.pretrained_checkpoint)
+    run_cfg = OmegaConf.create(run.cfg)
     OmegaConf.set_struct(run_cfg, False)
     model = METHODS[run_cfg.method](run_cfg)
-    model.load_state_dict(load_checkpoint(ckpt_path)["state_dict"], strict=False)
+    model.load_state_dict(run.state_dict, strict=False)
     aug = run_cfg.augmentations[0]
     crop = cfg.get("crop_size") or aug.crop_size
     transform = eval_transform(

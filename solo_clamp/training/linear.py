@@ -16,9 +16,8 @@ from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 from torchvision import transforms
 
-from solo_clamp.checkpoints import backbone_state_dict, load_checkpoint, resolve_checkpoint
+from solo_clamp.checkpoints import backbone_state, build_backbone, load_checkpoint
 from solo_clamp.evaluation import eval_transform
-from solo_clamp.training.backbone import backbone_from_cfg
 from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
 
 
@@ -68,9 +67,9 @@ def run_linear(cfg: DictConfig) -> dict[str, Any]:
     OmegaConf.set_struct(cfg, False)
     cfg = parse_solo_cfg(cfg, parse_cfg)
     seed_everything(cfg.seed)
-    backbone = backbone_from_cfg(cfg)
-    checkpoint = load_checkpoint(resolve_checkpoint(cfg.pretrained_feature_extractor))
-    missing, _ = backbone.load_state_dict(backbone_state_dict(checkpoint), strict=False)
+    backbone = build_backbone(cfg)
+    checkpoint = load_checkpoint(cfg.pretrained_feature_extractor)
+    missing, _ = backbone.load_state_dict(backbone_state(checkpoint), strict=False)
     if missing:
         raise ValueError(f"pretrained_feature_extractor lacks backbone weights: {missing[:5]}...")
     logging.info("Loaded %s", cfg.pretrained_feature_extractor)

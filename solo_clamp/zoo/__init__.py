@@ -15,9 +15,9 @@ Modules, one concern each:
 * :mod:`~solo_clamp.zoo.publish`: a pretrain checkpoint into the zoo.
 * :mod:`~solo_clamp.zoo.portable`: the training cfg as the manifest records it.
 
+Checkpoints are read by :mod:`solo_clamp.checkpoints`, which also builds the backbones.
 Importing this package needs torch only: solo-learn is imported inside
-:func:`~solo_clamp.zoo.weights.build_backbone` (and so by :func:`load` and
-:func:`publish`).
+:func:`solo_clamp.checkpoints.build_backbone` (and so by :func:`load` and :func:`publish`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from solo_clamp.zoo.index import (
     write_index,
 )
 from solo_clamp.zoo.manifest import BackboneSpec, Evaluation, check_sha256
-from solo_clamp.zoo.publish import backbone_state, load_checkpoint, publish
+from solo_clamp.zoo.publish import publish
 from solo_clamp.zoo.weights import load, read_weights, weights_metadata
 
 __all__ = [
@@ -52,14 +52,12 @@ __all__ = [
     "UnknownModelError",
     "ZooError",
     "ZooIndex",
-    "backbone_state",
     "cache_dir",
     "check_sha256",
     "default_index_path",
     "download",
     "find_by_sha256",
     "load",
-    "load_checkpoint",
     "load_index",
     "publish",
     "read_weights",

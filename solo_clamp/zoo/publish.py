@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 
+from solo_clamp.checkpoints import CheckpointError, backbone_state, load_run, uses_cifar_stem
 from solo_clamp.version import __version__
 from solo_clamp.zoo.errors import ManifestError, ZooError
 from solo_clamp.zoo.files import PathLike, sha256_file
@@ -26,65 +26,8 @@ from solo_clamp.zoo.portable import portable_config
 from solo_clamp.zoo.weights import build_loaded, write_weights
 
 DTYPES: dict[str, str] = {"fp16": "safetensors-fp16", "fp32": "safetensors-fp32"}
-CIFAR_DATASETS = ("cifar10", "cifar100")
 
 _EPOCH_RE = re.compile(r"-ep=(\d+)\.ckpt$")
-
-
-def load_checkpoint(path: PathLike) -> dict[str, Any]:
-    """:func:`solo_clamp.checkpoints.load_checkpoint`, with its errors as :class:`ZooError`."""
-    from solo_clamp.checkpoints import CheckpointError
-    from solo_clamp.checkpoints import load_checkpoint as load_safely
-
-    try:
-        return load_safely(path)
-    except CheckpointError as err:
-        raise ZooError(str(err)) from err
-
-
-def backbone_state(
-    state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype, where: str = "checkpoint"
-) -> dict[str, torch.Tensor]:
-    """The ``backbone.*`` tensors without the prefix, floating ones cast to ``dtype``."""
-    out = {}
-    for key, value in state_dict.items():
-        if key.startswith("backbone.") and isinstance(value, torch.Tensor):
-            value = value.detach().to("cpu")
-            if value.is_floating_point():  # checked before the cast: fp16 math is slow on CPU
-                limit = torch.finfo(dtype).max
-                if value.numel() and not (
-                    torch.isfinite(value).all() and value.abs().amax() <= limit
-                ):
-                    raise ZooError(
-                        f"{where}: {key} has values that are not finite in {dtype} "
-                        "(publish with --dtype fp32)."
-                    )
-                value = value.to(dtype)
-            out[key[len("backbone.") :]] = value.clone().contiguous()
-    if not out:
-        prefixes = sorted({k.split(".", 1)[0] for k in state_dict})
-        raise ZooError(
-            f"{where}: no 'backbone.*' weights; the state_dict has: "
-            f"{', '.join(prefixes) or 'nothing'}."
-        )
-    return out
-
-
-def _read_cfg(args_file: Path) -> dict[str, Any]:
-    """solo-learn's saved training cfg (``args.json``), without its wandb run id."""
-    if not args_file.is_file():
-        raise ZooError(
-            f"{args_file} not found: solo-learn writes args.json beside the "
-            "checkpoint (or pass --args PATH)."
-        )
-    try:
-        cfg = json.loads(args_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ZooError(f"{args_file}: not valid JSON: {err}") from err
-    if not isinstance(cfg, dict):
-        raise ZooError(f"{args_file}: expected a JSON object (the training cfg).")
-    cfg.pop("wandb_run_id", None)
-    return cfg
 
 
 def _cfg_get(cfg: Mapping[str, Any], dotted: str, where: Path) -> Any:
@@ -171,14 +114,14 @@ def publish(
     name = check_name(name, "--name")
     if dtype not in DTYPES:
         raise ManifestError(f"--dtype: {dtype!r} is not supported; allowed: {', '.join(DTYPES)}.")
-    from solo_clamp.checkpoints import resolve_checkpoint
-
+    fmt = DTYPES[dtype]
     try:
-        ckpt = resolve_checkpoint(ckpt)  # a run directory means its newest .ckpt
-    except FileNotFoundError as err:
+        run = load_run(ckpt, args_path)  # a run directory means its newest .ckpt
+        state = backbone_state(run.checkpoint, FORMATS[fmt], where=str(run.checkpoint_path))
+    except CheckpointError as err:
         raise ZooError(str(err)) from err
-    args_file = Path(args_path) if args_path is not None else ckpt.parent / "args.json"
-    cfg = _read_cfg(args_file)
+    ckpt, args_file = run.checkpoint_path, run.cfg_path
+    cfg = {k: v for k, v in run.cfg.items() if k != "wandb_run_id"}
 
     path = index_path(index)
     idx = load_index(path) if path.is_file() else ZooIndex(path, {})
@@ -201,8 +144,6 @@ def publish(
     for i, source in enumerate(sources):
         parse_source(source, f"--source[{i}]")
 
-    fmt = DTYPES[dtype]
-    state = backbone_state(load_checkpoint(ckpt)["state_dict"], FORMATS[fmt], str(ckpt))
     dataset = str(_cfg_get(cfg, "data.dataset", args_file))
     stem_dataset = dataset
     if dataset == "custom" and (cfg.get("prepare_data") or {}).get("name"):
@@ -211,7 +152,7 @@ def publish(
     spec = BackboneSpec(
         name=backbone_name,
         kwargs=dict((cfg.get("backbone") or {}).get("kwargs") or {}),
-        cifar_stem=backbone_name.startswith("resnet") and stem_dataset in CIFAR_DATASETS,
+        cifar_stem=uses_cifar_stem(backbone_name, stem_dataset),
     )
     method = str(_cfg_get(cfg, "method", args_file))
     if check:

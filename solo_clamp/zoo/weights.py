@@ -1,6 +1,8 @@
-"""Backbone weights: safetensors files (never pickles), solo-learn backbones, and :func:`load`.
+"""Backbone weights: safetensors files (never pickles), loading them into solo-learn backbones,
+and :func:`load`.
 
-solo-learn is imported only by :func:`build_backbone` (and so by :func:`load`).
+solo-learn is imported only by :func:`~solo_clamp.checkpoints.build_backbone` (and so by
+:func:`build_loaded` and :func:`load`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from solo_clamp.checkpoints import build_backbone
 from solo_clamp.io import PathLike, atomic_path
 from solo_clamp.zoo.download import download
 from solo_clamp.zoo.errors import ZooError
@@ -44,44 +47,21 @@ def weights_metadata(path: PathLike) -> dict[str, str]:
         return dict(fh.metadata() or {})
 
 
-def build_backbone(spec: BackboneSpec, method: str = "clamp") -> torch.nn.Module:
-    """Builds a solo-learn backbone as ``BaseMethod`` does: ``fc`` replaced by Identity for
-    resnets, and the CIFAR stem (3x3 conv, stride 1, padding 2; no max-pool) when flagged.
-
-    Raises:
-        ModuleNotFoundError: solo-learn is not installed.
-        ZooError: the backbone name is unknown to solo-learn (lists the known ones).
-    """
-    from solo_clamp import SOLO_MISSING_MESSAGE, solo_available
-
-    if not solo_available():
-        raise ModuleNotFoundError(SOLO_MISSING_MESSAGE, name="solo")
-    from solo.methods.base import BaseMethod
-
-    builders = BaseMethod._BACKBONES
-    if spec.name not in builders:
-        raise ZooError(
-            f"backbone.name: {spec.name!r} is not a solo-learn backbone; "
-            f"known: {', '.join(sorted(builders))}."
-        )
-    backbone = builders[spec.name](method, **dict(spec.kwargs))
-    if spec.name.startswith("resnet"):
-        backbone.fc = torch.nn.Identity()
-        if spec.cifar_stem:
-            backbone.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
-            backbone.maxpool = torch.nn.Identity()
-    return backbone
-
-
 def build_loaded(
     spec: BackboneSpec, method: str, state: Mapping[str, torch.Tensor], failure: str
 ) -> torch.nn.Module:
-    """:func:`build_backbone` with ``state`` loaded strictly (cast to the parameters' dtype).
+    """:func:`~solo_clamp.checkpoints.build_backbone` with ``state`` loaded strictly (cast to
+    the parameters' dtype).
 
     Raises:
-        ZooError: ``failure``, the CIFAR stem flag and torch's list of mismatched keys.
+        ModuleNotFoundError: solo-learn is not installed.
+        ZooError: an unknown backbone name; or ``failure``, the CIFAR stem flag and torch's
+            list of mismatched keys.
     """
-    backbone = build_backbone(spec, method)
+    try:
+        backbone = build_backbone(spec, method)
+    except ValueError as err:
+        raise ZooError(str(err)) from err
     try:
         backbone.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -10,7 +10,6 @@ import textwrap
 import pytest
 import torch
 
-from solo_clamp import geometry
 from solo_clamp.geometry import (
     centroid_distances,
     centroid_similarity,
@@ -20,6 +19,7 @@ from solo_clamp.geometry import (
     neighbour_counts,
     orientation_similarity,
     own_centroid_fraction,
+    pairs,
     participation_ratio,
     prepare_views,
     principal_axes,
@@ -139,7 +139,7 @@ def test_blockwise_paths_match_the_dense_ones(monkeypatch):
     z = torch.randn(3, 20, 5)
     counts = neighbour_counts(z, rs=1.0)
     fraction = own_centroid_fraction(z)
-    monkeypatch.setattr(geometry, "_PAIR_BLOCK_ELEMENTS", 7)
+    monkeypatch.setattr(pairs, "_PAIR_BLOCK_ELEMENTS", 7)
     assert torch.equal(neighbour_counts(z, rs=1.0), counts)
     assert own_centroid_fraction(z) == fraction
 

@@ -388,19 +388,21 @@ def test_manifest_round_trip(tmp_path):
 def test_checkpoints_load_without_arbitrary_pickles(tmp_path):
     from omegaconf import OmegaConf
 
+    from solo_clamp.checkpoints import CheckpointError, backbone_state, load_checkpoint
+
     state = {"backbone.w": torch.ones(2), "projector.w": torch.zeros(1)}
     good = tmp_path / "good.ckpt"
     torch.save({"state_dict": state, "hyper_parameters": OmegaConf.create({"a": [1, 2]}),
                 "epoch": 3}, good)
-    assert set(zoo.load_checkpoint(good)["state_dict"]) == set(state)
+    assert set(load_checkpoint(good)["state_dict"]) == set(state)
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": state, "x": types.SimpleNamespace(a=1)}, evil)
-    with pytest.raises(zoo.ZooError, match="weights_only=True"):
-        zoo.load_checkpoint(evil)
-    backbone = zoo.backbone_state(state, torch.float16)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_checkpoint(evil)
+    backbone = backbone_state(state, torch.float16)
     assert list(backbone) == ["w"] and backbone["w"].dtype == torch.float16
-    with pytest.raises(zoo.ZooError, match="not finite"):
-        zoo.backbone_state({"backbone.w": torch.tensor([1e6])}, torch.float16)
+    with pytest.raises(CheckpointError, match="not finite"):
+        backbone_state({"backbone.w": torch.tensor([1e6])}, torch.float16)
 
 
 def test_cli_download_and_verify(hosted, server, cache, capsys):

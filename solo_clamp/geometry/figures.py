@@ -6,6 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from solo_clamp.geometry.measures import (
+    centroid_distances,
+    centroid_similarity,
+    orientation_similarity,
+)
+from solo_clamp.geometry.pairs import upper_pairs
+
 if TYPE_CHECKING:
     import torch
 
@@ -49,6 +56,36 @@ def histograms(
         ax.set_ylabel("density")
         ax.legend()
     save_figure(fig, out, name, figures)
+
+
+def plot_submanifolds(
+    trained: tuple[torch.Tensor, torch.Tensor],
+    untrained: tuple[torch.Tensor, torch.Tensor],
+    out: Path,
+    figures: list[str],
+) -> None:
+    """``centroid_distances.png`` and ``similarities.png``, trained vs untrained, from the
+    ``(backbone features, projector outputs)`` ``[V, B, *]`` of each model."""
+    (f_t, z_t), (f_u, z_u) = trained, untrained
+    distances = {
+        "centroid distance, projector (loss space)": (z_t, z_u),
+        "centroid distance, backbone (normalised)": (f_t, f_u),
+    }
+    panels = [
+        (title, {"trained": upper_pairs(centroid_distances(t)),
+                 "untrained": upper_pairs(centroid_distances(u))})
+        for title, (t, u) in distances.items()
+    ]
+    histograms(out, "centroid_distances.png", panels, figures)
+    similarities = {
+        "orientation similarity (principal axes, cos^2)": orientation_similarity,
+        "centroid cosine similarity": centroid_similarity,
+    }
+    panels = [
+        (title, {"trained": measure(z_t), "untrained": measure(z_u)})
+        for title, measure in similarities.items()
+    ]
+    histograms(out, "similarities.png", panels, figures)
 
 
 def plot_training_curves(curves: dict[str, list], out: Path, figures: list[str]) -> None:

@@ -1,0 +1,62 @@
+"""Geometry of CLAMP embeddings: image sub-manifolds, classes, and the ``solo-clamp geometry``
+report.
+
+The measures are pure torch (no solo-learn import) and are exported here:
+
+* :mod:`~solo_clamp.geometry.measures`: sub-manifolds of ``z [V, B, D]`` (views, images,
+  dim): centroids, radii, neighbour counts, centroid distances and similarities, principal
+  axes, own-centroid fraction, within-image variance;
+* :mod:`~solo_clamp.geometry.features`: a feature set ``[N, F]`` and its classes:
+  participation ratio, class centroids, radii and separation;
+* :mod:`~solo_clamp.geometry.pairs`: pair distances from Gram matrices, in row blocks.
+
+The report is imported on its own (it needs torchvision, matplotlib, scikit-learn and
+solo-learn when it runs): :mod:`~solo_clamp.geometry.views` (augmented views at a strength
+``s`` and their embeddings), :mod:`~solo_clamp.geometry.figures` (matplotlib, t-SNE) and
+:mod:`~solo_clamp.geometry.report` (loads the run, computes, writes ``geometry.json`` and
+the figures).
+"""
+
+from __future__ import annotations
+
+from solo_clamp.geometry.features import (
+    class_centroids,
+    class_radii,
+    mean_class_separation,
+    participation_ratio,
+)
+from solo_clamp.geometry.measures import (
+    NEIGHBOUR_FACTOR,
+    centroid_distances,
+    centroid_similarity,
+    neighbour_counts,
+    orientation_similarity,
+    own_centroid_fraction,
+    prepare_views,
+    principal_axes,
+    submanifold_centroids,
+    submanifold_radii,
+    submanifold_traces,
+    within_image_variance_fraction,
+)
+from solo_clamp.geometry.pairs import upper_pairs
+
+__all__ = [
+    "NEIGHBOUR_FACTOR",
+    "centroid_distances",
+    "centroid_similarity",
+    "class_centroids",
+    "class_radii",
+    "mean_class_separation",
+    "neighbour_counts",
+    "orientation_similarity",
+    "own_centroid_fraction",
+    "participation_ratio",
+    "prepare_views",
+    "principal_axes",
+    "submanifold_centroids",
+    "submanifold_radii",
+    "submanifold_traces",
+    "upper_pairs",
+    "within_image_variance_fraction",
+]

@@ -1,0 +1,106 @@
+"""Geometry of a feature set and of its classes: effective dimension, class centroids, radii
+and separation.
+
+Pure torch (no solo-learn import). The functions take ``feats [N, F]`` (one row per image)
+and, for the class measures, integer ``labels [N]``. A class is measured like an image
+sub-manifold (:mod:`solo_clamp.geometry.measures`) whose views are the class members.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from solo_clamp.geometry.checks import check_feats, check_labels
+from solo_clamp.geometry.pairs import block_sq_distances, upper_pairs
+
+
+def participation_ratio(feats: torch.Tensor) -> torch.Tensor:
+    """Effective dimension of a feature set.
+
+    ``PR = (sum_k lambda_k)^2 / sum_k lambda_k^2`` over the eigenvalues ``lambda_k`` of the
+    feature covariance (from the singular values of the centred features): ``k`` for an
+    isotropic cloud in ``k`` dimensions, 1 for points on a line.
+
+    Args:
+        feats: ``[N, F]`` with ``N >= 2``.
+
+    Returns:
+        Scalar in ``[1, min(N - 1, F)]``; 0 when the features have no variance.
+    """
+    feats = check_feats(feats, min_rows=2)
+    centred = feats - feats.mean(dim=0, keepdim=True)
+    eigvals = torch.linalg.svdvals(centred.double()).pow(2)
+    total = eigvals.sum()
+    if total <= 0:
+        return feats.new_zeros(())
+    return (total.pow(2) / eigvals.pow(2).sum()).to(feats.dtype)
+
+
+def class_centroids(
+    feats: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean feature of every class.
+
+    Args:
+        feats: ``[N, F]``.
+        labels: ``[N]`` integer class ids.
+
+    Returns:
+        ``(classes [K], centroids [K, F])`` with ``classes`` the sorted distinct labels.
+    """
+    feats = check_feats(feats)
+    labels = check_labels(feats, labels)
+    classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    sums = feats.new_zeros(len(classes), feats.shape[1]).index_add_(0, inverse, feats)
+    return classes, sums / counts[:, None].to(feats.dtype)
+
+
+def class_radii(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Radius of every class, with the sub-manifold radius formula (``rs = 1``).
+
+    ``R_c = sqrt(trace(Cov_c) / min(F, n_c))`` with the unbiased covariance ``Cov_c`` of the
+    ``n_c`` features of class ``c``: a class is measured like an image sub-manifold whose
+    views are the class members. (It is not the RMS distance to the class centroid, which
+    is ``sqrt(trace(Cov_c) * (n_c - 1) / n_c)``.)
+
+    Args:
+        feats: ``[N, F]``.
+        labels: ``[N]`` integer class ids.
+
+    Returns:
+        ``(classes [K], radii [K])``, classes sorted; NaN for a class with one member.
+    """
+    feats = check_feats(feats)
+    labels = check_labels(feats, labels)
+    classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    sums = feats.new_zeros(len(classes), feats.shape[1]).index_add_(0, inverse, feats)
+    centroids = sums / counts[:, None].to(feats.dtype)
+    sq_dev = (feats - centroids[inverse]).pow(2).sum(dim=1)
+    scatter = feats.new_zeros(len(classes)).index_add_(0, inverse, sq_dev)
+    counts_f = counts.to(feats.dtype)
+    dims = counts_f.clamp(max=feats.shape[1])
+    radii = torch.sqrt(scatter / (counts_f - 1).clamp_min(1) / dims)
+    return classes, torch.where(counts > 1, radii, torch.full_like(radii, math.nan))
+
+
+def mean_class_separation(feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean distance between the centroids of distinct classes.
+
+    Args:
+        feats: ``[N, F]``.
+        labels: ``[N]`` integer class ids, at least two distinct.
+
+    Returns:
+        Scalar: mean over the ``K * (K - 1) / 2`` class pairs.
+    """
+    classes, centroids = class_centroids(feats, labels)
+    if len(classes) < 2:
+        raise ValueError(
+            f"labels must contain at least 2 distinct classes to measure a separation, "
+            f"got {len(classes)}."
+        )
+    sq_norms = centroids.pow(2).sum(dim=1)
+    dist = torch.sqrt(block_sq_distances(centroids, centroids, sq_norms))
+    return upper_pairs(dist).mean()

@@ -1,0 +1,258 @@
+"""The geometry report of a CLAMP run: loads the checkpoint, embeds an ImageFolder with the
+trained and an untrained model, and writes ``geometry.json`` and the figures.
+
+Augmentation strength ``s`` scales the training pipeline of ``augmentations[0]``
+(:mod:`solo_clamp.geometry.views`); sub-manifold statistics use ``s = 1`` and the loss's
+normalisation (:mod:`solo_clamp.geometry.measures`). torchvision, matplotlib, scikit-learn
+and solo-learn are imported when :func:`write_report` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from solo_clamp.checkpoints import CheckpointNotFoundError, Run, backbone_state, load_run
+from solo_clamp.geometry.embedding import Embedder
+from solo_clamp.geometry.figures import plot_training_curves
+from solo_clamp.geometry.stats import read_curves
+from solo_clamp.geometry.views import augmentation_settings
+
+# solo-learn normalises these datasets with their own statistics, whatever the cfg says.
+DATASET_STATS_NOTE = ("cifar10", "cifar100", "stl10")
+
+
+class GeometryError(ValueError):
+    """A run, data folder or setting the report cannot use; the message says which."""
+
+
+def _load_clamp_run(checkpoint: os.PathLike) -> Run:
+    """The run, checked to be a CLAMP run with an ``augmentations`` list."""
+    try:
+        run = load_run(checkpoint)
+    except CheckpointNotFoundError:
+        raise GeometryError(f"checkpoint not found: {checkpoint}") from None
+    cfg, where = run.cfg, run.cfg_path
+    if not cfg.get("augmentations"):
+        raise GeometryError(f"{where} is not a solo-learn cfg: no augmentations list.")
+    if cfg.get("method", "clamp") != "clamp":
+        raise GeometryError(
+            f"{where} describes a method={cfg['method']!r} run; geometry needs a CLAMP "
+            "checkpoint (method: clamp)."
+        )
+    return run
+
+
+def _build_clamp(cfg: dict[str, Any]) -> nn.Module:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    import solo_clamp
+
+    try:
+        solo_clamp.register()
+        from solo.methods import METHODS
+    except ModuleNotFoundError as err:
+        raise GeometryError(solo_clamp.SOLO_MISSING_MESSAGE) from err
+    try:
+        model = METHODS["clamp"](OmegaConf.create(cfg))
+    except (
+        ValueError,
+        KeyError,
+        AttributeError,
+        AssertionError,
+        TypeError,
+        OmegaConfBaseException,
+    ) as err:
+        raise GeometryError(f"cannot build CLAMP from args.json: {err}") from None
+    return model.eval()
+
+
+def _load_weights(model: nn.Module, run: Run) -> None:
+    """Loads the checkpoint's ``backbone.*`` and ``projector.*`` strictly."""
+    path = run.checkpoint_path
+    for part in ("backbone", "projector"):
+        state = backbone_state(run.checkpoint, prefix=part, where=str(path))
+        try:
+            getattr(model, part).load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            detail = " ".join(line.strip() for line in str(err).splitlines()[1:])
+            raise GeometryError(
+                f"{path}: the {part} weights do not match the architecture of args.json "
+                f"({detail[:300]})."
+            ) from None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise GeometryError(f"--device {name!r} is not a torch device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GeometryError("--device asks for cuda but torch sees no GPU.")
+    return device
+
+
+def _normalization(cfg: dict[str, Any], notes: list[str]):
+    """``(mean, std, source)`` of the input normalisation: ``augmentations[0]``'s, else
+    ImageNet's (with a note for datasets solo-learn normalises with their own)."""
+    aug = cfg["augmentations"][0]
+    if "mean" in aug and "std" in aug:
+        return tuple(aug["mean"]), tuple(aug["std"]), "augmentations[0]"
+    from solo_clamp.evaluation import IMAGENET_MEAN, IMAGENET_STD
+
+    dataset_name = str((cfg.get("data") or {}).get("dataset", ""))
+    if dataset_name in DATASET_STATS_NOTE:
+        notes.append(
+            f"solo-learn normalised {dataset_name} with its own statistics during "
+            "training; ImageNet statistics are used here."
+        )
+    return IMAGENET_MEAN, IMAGENET_STD, "imagenet"
+
+
+def _sample(dataset, max_images: int, invariance_images: int, seed: int):
+    """The image indices for features (``max_images``) and for views (a prefix of them)."""
+    num_images = min(max_images, len(dataset))
+    num_views_images = min(invariance_images, num_images)
+    if num_views_images < 2:
+        raise GeometryError(
+            f"need at least 2 images (--data holds {len(dataset)}, "
+            f"--max-images {max_images}, --invariance-images {invariance_images})."
+        )
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    indices = order[:num_images].tolist()
+    return indices, indices[:num_views_images]
+
+
+def _json_safe(value: Any) -> Any:
+    """Replaces NaN and infinities by None (strict JSON), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _training_curves(logs: Path, out: Path, figures: list[str], notes: list[str]):
+    """The ``training_curves`` entry of ``geometry.json`` (None, with a note, when the log
+    gives none); plots them."""
+    if not logs.is_file():
+        notes.append(
+            f"no metrics.csv beside the checkpoint ({logs}): training curves skipped; pass --logs."
+        )
+        return None
+    curves, note = read_curves(logs)
+    if note:
+        notes.append(note)
+        return None
+    plot_training_curves(curves, out, figures)
+    return {"source": str(logs), **curves}
+
+
+def write_report(
+    checkpoint: os.PathLike,
+    data: os.PathLike,
+    out: Optional[os.PathLike] = None,
+    *,
+    logs: Optional[os.PathLike] = None,
+    max_images: int = 1000,
+    invariance_images: int = 256,
+    views: int = 8,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Computes the geometry of a CLAMP checkpoint's embeddings of the ImageFolder ``data``
+    and writes ``geometry.json`` and the figures into ``out`` (default: ``geometry/`` beside
+    the checkpoint); ``logs`` is the run's ``metrics.csv`` (default: beside the checkpoint).
+    The other arguments are the ``solo-clamp geometry`` options of the same names.
+
+    Returns:
+        ``(out, result)``: the folder and the contents of ``geometry.json``.
+
+    Raises:
+        GeometryError, CheckpointError: with the offending file or option named.
+    """
+    run = _load_clamp_run(checkpoint)
+    cfg = run.cfg
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from torchvision.datasets import ImageFolder
+
+    torch_device = _device(device)
+    notes: list[str] = []
+    model = _build_clamp(cfg)
+    _load_weights(model, run)
+    torch.manual_seed(seed)
+    untrained = _build_clamp(cfg)
+    models = [model.to(torch_device), untrained.to(torch_device)]
+    kwargs = model.cfg.method_kwargs
+    rs, max_range = float(kwargs.rs), float(kwargs.max_range)
+
+    aug = cfg["augmentations"][0]
+    crop = int(aug.get("crop_size", 224))
+    mean, std, stats_source = _normalization(cfg, notes)
+    settings, defaults_used = augmentation_settings(aug)
+    if defaults_used:
+        notes.append(
+            "augmentations[0] lacks "
+            + ", ".join(defaults_used)
+            + ": solo-learn's usual values were used."
+        )
+    try:
+        dataset = ImageFolder(str(data))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise GeometryError(f"--data {data} is not an ImageFolder: {err}") from None
+    indices, view_indices = _sample(dataset, max_images, invariance_images, seed)
+
+    out = Path(out) if out is not None else run.checkpoint_path.parent / "geometry"
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[str] = []
+    embedder = Embedder(dataset, models, torch_device, crop, mean, std, batch_size, seed, progress)
+    unaugmented = embedder.unaugmented(indices, out, figures, notes)
+    invariance, submanifolds = embedder.augmented(
+        view_indices, views, settings, rs, max_range, out, figures
+    )
+    batch = (cfg.get("optimizer") or {}).get("batch_size")
+    notes.append(
+        f"neighbours are counted among {len(view_indices)} images; training batches "
+        f"held {batch} images, so the counts are not directly comparable."
+    )
+    logs = Path(logs) if logs is not None else run.checkpoint_path.parent / "metrics.csv"
+    curves = _training_curves(logs, out, figures, notes)
+
+    result = {
+        "checkpoint": str(run.checkpoint_path),
+        "data": str(data),
+        "seed": seed,
+        "device": str(torch_device),
+        "num_images": len(indices),
+        "num_classes": len(dataset.classes),
+        "view_images": len(view_indices),
+        "views": views,
+        "rs": rs,
+        "max_range": max_range,
+        "normalization": {"mean": list(mean), "std": list(std), "source": stats_source},
+        "augmentation": settings,
+        "training_curves": curves,
+        "unaugmented": unaugmented,
+        "submanifolds": submanifolds,
+        "invariance": invariance,
+        "figures": figures,
+        "notes": notes,
+    }
+    (out / "geometry.json").write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+    return out, result
