@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from solo_clamp.geometry.checks import check_positive, check_views
 from solo_clamp.geometry.pairs import block_sq_distances, row_blocks, upper_pairs
-from solo_clamp.losses.clamp import submanifold_geometry
+from solo_clamp.losses.clamp import normalize_views, submanifold_geometry
 
 NEIGHBOUR_FACTOR = 0.99
 """``j`` is a neighbour of ``i`` when ``d_ij < NEIGHBOUR_FACTOR * rs * (r_i + r_j)``."""
@@ -56,8 +56,7 @@ def prepare_views(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     z = check_views(z)
     if not normalize:
         return z
-    z = z - z.mean(dim=(0, 1), keepdim=True)
-    return F.normalize(z, dim=-1)
+    return normalize_views(z)
 
 
 def _centroids_and_radii(

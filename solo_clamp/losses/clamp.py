@@ -102,6 +102,12 @@ def _validate(
         )
 
 
+def normalize_views(z_views: torch.Tensor) -> torch.Tensor:
+    """Step 1 of the loss: centre ``[V, N, D]`` on the mean of all ``V * N`` rows, then
+    L2-normalise each row."""
+    return F.normalize(z_views - z_views.mean(dim=(0, 1), keepdim=True), dim=-1)
+
+
 def submanifold_geometry(z_views: torch.Tensor, rs: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Centroids and radii of the sub-manifolds (steps 2-5 of the loss).
 
@@ -114,8 +120,7 @@ def submanifold_geometry(z_views: torch.Tensor, rs: float) -> tuple[torch.Tensor
         L2-normalising each row.
     """
     num_views, _, dim = z_views.shape
-    z_views = z_views - z_views.mean(dim=(0, 1), keepdim=True)
-    z_views = F.normalize(z_views, dim=-1)
+    z_views = normalize_views(z_views)
     centroids = z_views.mean(dim=0)
     spread = (z_views - centroids).pow(2).sum(dim=(0, 2)) / (num_views - 1)
     radii = rs * torch.sqrt(spread / min(dim, num_views) + _EPS_SQRT)
