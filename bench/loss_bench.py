@@ -25,8 +25,8 @@ Memory on CPU: every case runs in a freshly forked process (the parent computes 
 until every case has run, so the fork is safe and the child's RSS high-water mark starts at
 its own size); ``peak_mb`` is ``ru_maxrss`` after the runs minus ``ru_maxrss`` once the inputs are
 allocated. On CUDA it is ``torch.cuda.max_memory_allocated`` above the memory held by the
-inputs. A case whose estimated memory exceeds the budget (80 % of MemAvailable, or of the
-GPU's memory) is skipped with its estimate printed; so is ``clamp`` above
+inputs. A case whose estimated memory exceeds the budget (``MEMORY_FRACTION`` of MemAvailable,
+or of the GPU's memory) is skipped with its estimate printed; so is ``clamp`` above
 ``AUTO_TILE_MIN_IMAGES`` images, where the default path *is* the tiled path.
 
 Time: the best of ``--reps`` timed runs after one untimed warm-up run (the minimum is the
