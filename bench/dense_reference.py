@@ -7,7 +7,9 @@ boolean-mask indexing. It is written from the paper's equations, not copied, and
 deliberately naive: its memory grows as ``N**2 * D``. ``solo_clamp.losses.clamp`` computes
 the same loss from a Gram matrix (``O(N**2)``) or in row tiles (``O(N * tile)``).
 
-It depends on torch only, so tests and benchmarks can load it by path.
+It is a contender of ``bench/loss_bench.py``, which checks that it computes the same loss as
+``solo_clamp.losses.clamp`` before timing it. The tests have their own reference formula
+(``tests/clamp_testing.py``).
 """
 
 from __future__ import annotations

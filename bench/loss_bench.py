@@ -12,19 +12,21 @@ Implementations, all on the same ``V * N`` embeddings of dimension ``D``:
 * ``clamp``: ``clamp_loss_func`` with its default path (the dense Gram matrix up to
   ``AUTO_TILE_MIN_IMAGES`` images, the tiled path above);
 * ``clamp_tiled``: the tiled path with ``--tile`` rows per block;
-* ``dense_reference``: the official code's ``N x N x D`` formulation (bench/dense_reference.py);
+* ``dense_reference``: the official code's ``N x N x D`` formulation (bench/dense_reference.py),
+  checked against ``clamp`` (float64, 40 images) after the cases: a mismatch raises before
+  anything is written;
 * ``simclr``: ``solo.losses.simclr.simclr_loss_func`` over all ``V * N`` rows, the views of an
   image being its positives;
 * ``vicreg``: ``vicreg_loss_func(z[: V*N/2], z[V*N/2 :])``: view v is paired with view v + V/2;
 * ``byol``: ``byol_loss_func(p, t)`` with p the ``V * N`` rows (standing in for the predictor's
   outputs) and t a detached target of the same shape, rolled so view v predicts view v + V/2.
 
-Memory on CPU: every case runs in a freshly forked process (the parent only imports, it
-never computes, so the fork is safe and the child's RSS high-water mark starts at its own
-size); ``peak_mb`` is ``ru_maxrss`` after the runs minus ``ru_maxrss`` once the inputs are
+Memory on CPU: every case runs in a freshly forked process (the parent computes nothing
+until every case has run, so the fork is safe and the child's RSS high-water mark starts at
+its own size); ``peak_mb`` is ``ru_maxrss`` after the runs minus ``ru_maxrss`` once the inputs are
 allocated. On CUDA it is ``torch.cuda.max_memory_allocated`` above the memory held by the
-inputs. A case whose estimated memory exceeds the budget (80 % of MemAvailable, or of the
-GPU's memory) is skipped with its estimate printed; so is ``clamp`` above
+inputs. A case whose estimated memory exceeds the budget (``MEMORY_FRACTION`` of MemAvailable,
+or of the GPU's memory) is skipped with its estimate printed; so is ``clamp`` above
 ``AUTO_TILE_MIN_IMAGES`` images, where the default path *is* the tiled path.
 
 Time: the best of ``--reps`` timed runs after one untimed warm-up run (the minimum is the
@@ -68,6 +70,8 @@ IMPLS = ("clamp", "clamp_tiled", "dense_reference", "simclr", "vicreg", "byol")
 SOLO_IMPLS = ("simclr", "vicreg", "byol")
 RS = 7.0
 FLOAT_BYTES = 4
+MEMORY_FRACTION = 0.8
+"""Share of the available RAM (or of the GPU's memory) a single case may use."""
 
 FULL_GRID = [(n, v, d) for n in (256, 1024, 4096) for v in (4, 16) for d in (256, 2048)]
 TARGET_POINT = (1024, 4, 512)
@@ -112,13 +116,13 @@ def estimate_bytes(case: Case, tile: int) -> int:
 
 
 def memory_budget(device: str) -> int:
-    """Bytes a single case may use: 80 % of the available RAM or of the GPU's memory."""
+    """Bytes a single case may use: ``MEMORY_FRACTION`` of the available RAM or GPU memory."""
     if device == "cuda":
-        return int(0.8 * torch.cuda.get_device_properties(0).total_memory)
+        return int(MEMORY_FRACTION * torch.cuda.get_device_properties(0).total_memory)
     with open("/proc/meminfo") as meminfo:
         for line in meminfo:
             if line.startswith("MemAvailable:"):
-                return int(0.8 * int(line.split()[1]) * 1024)
+                return int(MEMORY_FRACTION * int(line.split()[1]) * 1024)
     return 8 << 30
 
 
@@ -167,6 +171,21 @@ def build(case: Case, tile: int, device: str) -> tuple[Callable[[], torch.Tensor
         target = target.roll(shifts=(case.V // 2) * case.N, dims=0)
         return (lambda: byol_loss_func(z, target)), z
     raise ValueError(f"unknown impl {case.impl!r}; choose from {IMPLS}.")
+
+
+def check_dense_reference() -> None:
+    """Raises AssertionError unless ``dense_reference`` computes the loss and gradient of
+    ``clamp`` (float64, 40 images, about 3/4 of the pairs interacting, some ranges capped):
+    the timings must compare one and the same function. Computes in this process."""
+    z = torch.randn(4 * 40, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    values, grads = [], []
+    for loss_fn in (dense_reference_loss, clamp_module.clamp_loss_func):
+        leaf = z.clone().requires_grad_(True)
+        loss = loss_fn(leaf, 4, rs=0.8, lw0=0.1, max_range=0.9)
+        values.append(loss.detach())
+        grads.append(torch.autograd.grad(loss, leaf)[0])
+    torch.testing.assert_close(values[0], values[1], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-8, atol=1e-10)
 
 
 def _sync(device: str) -> None:
@@ -349,6 +368,10 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             continue
         records.append(rec)
 
+    if "dense_reference" in args.impls:
+        # Not before the cases: a parent that computes on CPU hangs its forked children (its
+        # thread pool does not survive the fork). A mismatch raises before anything is written.
+        check_dense_reference()
     print(f"\ndevice={args.device} threads={args.threads} tile={args.tile} "
           f"torch={torch.__version__}")
     print(format_table(records, skips))

@@ -30,8 +30,17 @@ from typing import Optional
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DOCS = REPO_ROOT / "docs"
-TARGET_POINT = (1024, 4, 512)
-IMPL_ORDER = ("clamp", "clamp_tiled", "dense_reference", "simclr", "vicreg", "byol")
+for _path in (str(REPO_ROOT), str(BENCH_DIR)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import loss_bench  # noqa: E402
+import train_step_bench  # noqa: E402
+
+from solo_clamp.losses.clamp import AUTO_TILE_MIN_IMAGES  # noqa: E402
+
+TARGET_POINT = loss_bench.TARGET_POINT
+IMPL_ORDER = loss_bench.IMPLS
 
 
 def machine_info() -> dict[str, str]:
@@ -165,7 +174,7 @@ def loss_section(loss: list[dict], skips: list[dict]) -> list[str]:
         "## Loss: forward + backward",
         "",
         "Time is the wall time of the best timed run (ms); peak is the memory above the "
-        "inputs (MB); CPU is the process's user + system time of the best run, both threads "
+        "inputs (MB); CPU is the process's user + system time of the best run, all threads "
         "(less sensitive to other jobs on the cores than wall time). Ratios are against the "
         "default `clamp` path at the same point, measured in the same run.",
         "",
@@ -198,7 +207,8 @@ def loss_section(loss: list[dict], skips: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def steps_section(steps: list[dict]) -> list[str]:
+def steps_section(steps: list[dict], settings: argparse.Namespace) -> list[str]:
+    """The training-step table; ``settings`` are train_step_bench.py's parsed arguments."""
     if not steps:
         return ["## Training step", "", "Not measured (solo-learn not importable).", ""]
     base = next((r for r in steps if r["method"] == "simclr"), None)
@@ -206,7 +216,8 @@ def steps_section(steps: list[dict]) -> list[str]:
         "## Training step",
         "",
         "Full step (backbone, projector, loss, online classifier, backward, LARS step; BYOL's "
-        "EMA update), resnet18 with the CIFAR stem, 32 px inputs, random data. CLAMP and "
+        f"EMA update), resnet18 with solo-learn's stem for `{settings.dataset}`, "
+        f"{settings.crop_size} px inputs, random data, {settings.threads} torch threads. CLAMP and "
         "SimCLR take V crops of B images; BYOL and VICReg take 2 crops of B*V/2 images, so "
         "every method pushes the same number of views through the backbone per step. "
         "`clamp` forwards all views as one batch (`joint_forward: true`, the default); "
@@ -268,6 +279,9 @@ def plot(loss: list[dict], path: Path) -> None:
 
 
 def render(loss: list[dict], skips: list[dict], steps: list[dict], meta: dict) -> str:
+    """The Markdown page. ``meta["loss_settings"]`` and ``meta["steps_settings"]`` are the
+    parsed arguments of the two benchmarks, so the page states the settings that ran."""
+    loss_settings, steps_settings = meta["loss_settings"], meta["steps_settings"]
     lines = [
         "# Benchmarks",
         "",
@@ -286,7 +300,8 @@ def render(loss: list[dict], skips: list[dict], steps: list[dict], meta: dict) -
         "| | |",
         "|---|---|",
         *[f"| {key} | {value} |" for key, value in meta["machine"].items()],
-        "| torch threads | 2 |",
+        f"| torch threads (loss / training step) | {loss_settings.threads} / "
+        f"{steps_settings.threads} |",
         f"| load average (1 min) before / after | {meta['load_before']} / {meta['load_after']} |",
         "",
         "The machine is shared with other jobs: absolute times are noisy (each case reports its "
@@ -296,20 +311,21 @@ def render(loss: list[dict], skips: list[dict], steps: list[dict], meta: dict) -
         *loss_section(loss, skips),
         "![time and memory vs N](benchmarks_loss.png)",
         "",
-        *steps_section(steps),
+        *steps_section(steps, steps_settings),
         "## How it is measured",
         "",
-        "* Loss: `bench/loss_bench.py`. Each case runs in a freshly forked process with 2 torch "
-        "threads; peak memory is the RSS high-water mark (`ru_maxrss`) after the runs minus "
-        "the one after allocating the inputs (on CUDA: `torch.cuda.max_memory_allocated`). "
-        "One warm-up run, then up to `--reps` timed runs within `--case-seconds`; a case "
-        "slower than that reports its warm-up run. Cases whose estimated memory exceeds 80 % "
-        "of the available RAM are skipped (listed above with the estimate). `clamp_tiled` "
-        "uses 512 rows per block; `clamp` is the default path, which switches to the tiled "
-        "path itself above `AUTO_TILE_MIN_IMAGES` = 8192 images.",
+        "* Loss: `bench/loss_bench.py`. Each case runs in a freshly forked process with "
+        f"{loss_settings.threads} torch threads; peak memory is the RSS high-water mark "
+        "(`ru_maxrss`) after the runs minus the one after allocating the inputs (on CUDA: "
+        "`torch.cuda.max_memory_allocated`). One warm-up run, then up to `--reps` timed runs "
+        "within `--case-seconds`; a case slower than that reports its warm-up run. Cases whose "
+        f"estimated memory exceeds {100 * loss_bench.MEMORY_FRACTION:.0f} % of the available "
+        f"RAM are skipped (listed above with the estimate). `clamp_tiled` uses "
+        f"{loss_settings.tile} rows per block; `clamp` is the default path, which switches to "
+        f"the tiled path itself above `AUTO_TILE_MIN_IMAGES` = {AUTO_TILE_MIN_IMAGES} images.",
         "* `dense_reference` (`bench/dense_reference.py`) is the official code's formulation "
-        "with the `N x N x D` difference tensor; `tests/unit/test_loss_paths.py` checks that "
-        "`clamp` equals it.",
+        "with the `N x N x D` difference tensor; `bench/loss_bench.py` checks that it gives "
+        "the loss and gradient of `clamp` (float64) and writes no results otherwise.",
         "* SimCLR gets all V*N rows (an image's views are its positives); VICReg pairs view v "
         "with view v + V/2; BYOL predicts view v + V/2 from view v (one call over all rows).",
         "* Training step: `bench/train_step_bench.py`, methods timed round-robin, best step.",
@@ -338,7 +354,10 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     load_before = _load_average()
     meta: dict = {"date": dt.date.today().isoformat(), "loss_seconds": 0.0, "steps_seconds": 0.0,
-            "command": "python3 bench/report.py" + (" --quick" if args.quick else "")}
+            "command": "python3 bench/report.py" + (" --quick" if args.quick else ""),
+            # the settings the benchmarks run with (parsed first: a bad argument fails early)
+            "loss_settings": loss_bench.parse_args(args.loss_args.split()),
+            "steps_settings": train_step_bench.parse_args(args.steps_args.split())}
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.reuse or args.json_dir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)

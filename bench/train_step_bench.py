@@ -10,7 +10,9 @@ A step is what Lightning runs per batch, without Lightning: the method's own
 ``training_step`` (backbone, projector, loss, online classifier), ``backward``,
 ``optimizer.step()`` (LARS, as in solo-learn's CIFAR recipes) and, for BYOL, the momentum
 (EMA) update. Every method is built from its real class in ``solo.methods.METHODS`` with
-the same backbone (resnet18, CIFAR stem), input size (32 px) and optimizer.
+the same backbone (resnet18, CIFAR stem), input size (32 px) and optimizer, from a cfg that
+``solo_clamp.compare.training.build_solo_cfg`` lays out and solo-learn's ``parse_cfg`` parses
+(so the learning rate is scaled by batch / 256, which does not change a step's cost).
 
 Equalising views: CLAMP and SimCLR take ``V`` large crops of ``B`` images. solo-learn's
 VICReg needs exactly 2 crops and its BYOL uses 2 large crops, so they take 2 crops of
@@ -72,38 +74,42 @@ LOSS_FUNCTIONS = {
     "byol": ("solo.methods.byol", "byol_loss_func"),
     "vicreg": ("solo.methods.vicreg", "vicreg_loss_func"),
 }
+OPTIMIZER = {"name": "lars", "lr": 0.3, "classifier_lr": 0.1, "weight_decay": 1e-5,
+             "kwargs": {"momentum": 0.9, "eta": 0.02, "clip_lr": True,
+                        "exclude_bias_n_norm": True}}
 TWO_CROP_METHODS = ("byol", "vicreg")
+MOMENTUM_METHODS = ("byol",)
+DATASETS = ("cifar10", "cifar100", "stl10", "imagenet100", "imagenet")
+"""The datasets whose class count solo-learn's parse_cfg knows (no image folder needed)."""
 NUM_CLASSES = 10
 
 
 def make_cfg(method: str, crops: int, batch_size: int, crop_size: int, dataset: str):
-    """A parsed pretraining cfg, as solo-learn's ``parse_cfg`` leaves it."""
+    """The parsed pretraining cfg of a benchmark entry, built as ``solo-clamp compare`` builds
+    its runs' cfgs (the same LARS optimizer for every method, no learning-rate schedule)."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({
-        "name": f"{method}-bench",
-        "method": SOLO_METHOD.get(method, method),
+    from solo_clamp.compare.data import ComparisonData
+    from solo_clamp.compare.plan import RunSpec
+    from solo_clamp.compare.training import build_solo_cfg, parse
+
+    solo_method = SOLO_METHOD.get(method, method)
+    recipe: dict[str, Any] = {"method_kwargs": METHOD_KWARGS[method], "optimizer": OPTIMIZER}
+    if solo_method in MOMENTUM_METHODS:
+        recipe["momentum"] = {"base_tau": 0.99, "final_tau": 1.0}
+    comparison = OmegaConf.create({
+        "dataset": dataset,
+        "data": {"num_workers": 0},
         "backbone": {"name": "resnet18", "kwargs": {}},
-        "method_kwargs": dict(METHOD_KWARGS[method]),
-        "momentum": {"base_tau": 0.99, "final_tau": 1.0, "classifier": False},
-        "data": {"dataset": dataset, "train_path": "unused", "val_path": None,
-                 "format": "image_folder", "num_workers": 0, "num_classes": NUM_CLASSES,
-                 "num_large_crops": crops, "num_small_crops": 0, "no_labels": False,
-                 "fraction": -1},
-        "augmentations": [{"crop_size": crop_size, "num_crops": crops}],
-        "optimizer": {"name": "lars", "batch_size": batch_size, "lr": 0.3,
-                      "classifier_lr": 0.1, "weight_decay": 1e-5,
-                      "kwargs": {"momentum": 0.9, "eta": 0.02, "clip_lr": True,
-                                 "exclude_bias_n_norm": True}},
+        "augmentations": [{"crop_size": crop_size}],
         "scheduler": {"name": "none"},
-        "max_epochs": 1,
-        "devices": 1,
-        "accelerator": "cpu",
-        "knn_eval": {"enabled": False},
-        "performance": {"disable_channel_last": True},
+        "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
+        "recipes": {solo_method: recipe},
     })
-    OmegaConf.set_struct(cfg, False)
-    return cfg
+    spec = RunSpec(solo_method, budget="bench", seed=0, views=crops, steps=1, steps_per_epoch=1,
+                   batch_size=batch_size)
+    data = ComparisonData(name=dataset, solo_dataset=dataset, train_path="unused", val_path="")
+    return parse(build_solo_cfg(comparison, spec, data))
 
 
 class LossRecorder:
@@ -222,7 +228,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--views", type=int, default=4, help="views per image (even)")
     parser.add_argument("--steps", type=int, help="timed steps per method")
     parser.add_argument("--crop-size", type=int, default=32)
-    parser.add_argument("--dataset", default="cifar10",
+    parser.add_argument("--dataset", default="cifar10", choices=DATASETS,
                         help="cifar10/cifar100 give resnet18 its CIFAR stem; else ImageNet's")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", nargs="+", choices=tuple(METHOD_KWARGS),
@@ -245,10 +251,10 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     torch.set_num_threads(args.threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import solo_clamp.methods  # noqa: F401 - registers METHODS["clamp"]
+        import solo_clamp
 
         try:
-            import solo.methods  # noqa: F401
+            solo_clamp.register()  # METHODS["clamp"]
         except ImportError as err:
             print(f"solo-learn is not importable ({err}): nothing to benchmark.")
             return []

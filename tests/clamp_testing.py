@@ -4,6 +4,9 @@ is ours alone, so it cannot clash with solo-learn's own ``tests`` packages)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
+
+import torch
 
 
 def tiny_pretrain_overrides(images: Path, checkpoint_dir: Path, *extra: str) -> list[str]:
@@ -22,3 +25,51 @@ def tiny_pretrain_overrides(images: Path, checkpoint_dir: Path, *extra: str) -> 
         f"checkpoint.dir={checkpoint_dir}",
         *extra,
     ]
+
+
+class ReferenceLoss(NamedTuple):
+    """The reference loss and the statistics the tests compare with the loss module's."""
+
+    loss: torch.Tensor
+    interacting_pairs: int
+    """Ordered pairs ``(i, j)``, ``i != j``, that repel."""
+    mean_radius: torch.Tensor
+
+
+def reference_clamp_loss(
+    z: torch.Tensor,
+    num_views: int,
+    rs: float,
+    pot_pow: float = 2.0,
+    lw0: float = 0.0,
+    lw1: float = 1.0,
+    min_margin: float = 1e-3,
+    max_range: float = 1.5,
+) -> ReferenceLoss:
+    """The CLAMP loss written naively from the paper's formula: the tests' one reference.
+
+    Independent of ``solo_clamp.losses.clamp``: each radius comes from ``torch.cov`` of the
+    image's views (unbiased: divided by ``V - 1``), the pair distances from the explicit
+    ``N x N x D`` differences of the centroids, the interacting pairs from a boolean mask.
+    ``z`` is ``[V * B, D]`` view-major (row ``v * B + b`` is view ``v`` of image ``b``);
+    float64 stays float64, any other dtype is computed in float32. The loss module's two
+    guard constants are kept (1e-12 under the square roots, 1e-6 added to ``r_i + r_j``) so
+    that float64 values agree to 1e-10.
+    """
+    z = z if z.dtype == torch.float64 else z.float()
+    dim = z.shape[1]
+    views = (z - z.mean(dim=0)).reshape(num_views, -1, dim)  # centred on the batch mean
+    views = views / views.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    num_images = views.shape[1]
+    centroids = views.mean(dim=0)
+    traces = torch.stack([torch.cov(views[:, i].T).trace() for i in range(num_images)])
+    radii = rs * torch.sqrt(traces / min(dim, num_views) + 1e-12)
+
+    differences = centroids[:, None, :] - centroids[None, :, :]
+    distances = torch.sqrt((differences**2).sum(dim=-1) + 1e-12)
+    reach = torch.clamp(radii[:, None] + radii[None, :] + 1e-6, max=max_range)
+    others = ~torch.eye(num_images, dtype=torch.bool, device=z.device)
+    mask = others & (distances > min_margin) & (distances < reach)
+    overlap = 1.0 - distances[mask] / reach[mask]
+    energy = 0.5 * lw1 * (overlap**pot_pow).sum() + lw0 * radii.sum()
+    return ReferenceLoss(torch.log(energy + 1e-6), int(mask.sum()), radii.mean())

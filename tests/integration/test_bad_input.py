@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from clamp_testing import tiny_pretrain_overrides
 
-solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+from solo_clamp.cli import main
+from solo_clamp.data.robust import BadImageWarning, guard_train_dataset
+from solo_clamp.losses.clamp import clamp_loss_func
+from solo_clamp.training.checks import known_backbones
 
-from clamp_testing import tiny_pretrain_overrides  # noqa: E402
-
-from solo_clamp.cli import main  # noqa: E402
-from solo_clamp.data.robust import BadImageWarning, guard_train_dataset  # noqa: E402
-from solo_clamp.losses.clamp import clamp_loss_func  # noqa: E402
-from solo_clamp.training.checks import known_backbones  # noqa: E402
-
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PREFIX = "solo-clamp pretrain: error: "
 FAST_S = 20.0  # generous: the checks themselves take well under a second

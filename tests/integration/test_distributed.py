@@ -25,9 +25,7 @@ from pathlib import Path
 
 import pytest
 
-solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PER_RANK_BATCH = 4

@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
-
-from solo.methods import METHODS  # noqa: E402
-
-import solo_clamp.methods  # noqa: E402 - registers METHODS["clamp"]
-from solo_clamp.commands.hydra_config import compose_config  # noqa: E402
-from solo_clamp.configs import config_dir  # noqa: E402
+import solo_clamp
+from solo_clamp.commands.hydra_config import compose_config
+from solo_clamp.configs import config_dir
 
 PRETRAIN_CONFIGS = sorted(
     p for p in config_dir("pretrain").glob("*/*.yaml")
@@ -29,8 +25,11 @@ def compose(path: Path, kind: str, *overrides: str):
 
 
 def test_clamp_is_registered_idempotently():
-    assert METHODS["clamp"] is solo_clamp.register()
-    assert solo_clamp.register() is METHODS["clamp"]
+    from solo.methods import METHODS
+
+    clamp = solo_clamp.register()
+    assert METHODS["clamp"] is clamp
+    assert solo_clamp.register() is clamp is METHODS["clamp"]
     assert METHODS["clamp"].__name__ == "CLAMP"
 
 
@@ -41,7 +40,7 @@ def test_shipped_configs_exist():
 
 
 @pytest.mark.parametrize("path", PRETRAIN_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_pretrain_config_composes_and_builds_the_model(path, tmp_path):
+def test_every_pretrain_config_composes_and_builds_the_model(path, tmp_path, clamp_method):
     from solo.args.pretrain import parse_cfg
 
     from solo_clamp.training.common import parse_solo_cfg
@@ -50,7 +49,7 @@ def test_every_pretrain_config_composes_and_builds_the_model(path, tmp_path):
                   "data.format=image_folder")
     cfg.pop("prepare_data", None)
     cfg = parse_solo_cfg(cfg, parse_cfg)
-    model = METHODS["clamp"](cfg)
+    model = clamp_method(cfg)
     views = sum(aug.num_crops for aug in cfg.augmentations)
     assert model.num_views == views >= 4
     linears = [m for m in model.projector if isinstance(m, torch.nn.Linear)]
@@ -89,10 +88,10 @@ def make_batch(num_large: int, batch: int, small: int = 0, classes: int = 3):
 
 
 @pytest.mark.parametrize("joint", [True, False])
-def test_training_step_gives_finite_loss_and_gradients(clamp_cfg_factory, joint):
+def test_training_step_gives_finite_loss_and_gradients(clamp_cfg_factory, clamp_method, joint):
     torch.manual_seed(0)
     cfg = clamp_cfg_factory(num_views=4, batch_size=6, joint_forward=joint)
-    model = METHODS["clamp"](cfg)
+    model = clamp_method(cfg)
     logged = {}
     model.log = lambda name, value, **_: logged.__setitem__(name, value)
     model.log_dict = lambda values, **_: logged.update(values)
@@ -109,12 +108,13 @@ def test_training_step_gives_finite_loss_and_gradients(clamp_cfg_factory, joint)
         assert key in logged
 
 
-def test_joint_forward_feeds_every_large_view_to_classifier_and_knn(clamp_cfg_factory):
+def test_joint_forward_feeds_every_large_view_to_classifier_and_knn(clamp_cfg_factory,
+                                                                    clamp_method):
     cfg = clamp_cfg_factory(num_views=4, batch_size=5)
     cfg.knn_eval = {"enabled": True, "k": 3, "distance_func": "cosine"}
     cfg.data.num_large_crops, cfg.data.num_small_crops = 3, 1
     cfg.augmentations = [{"crop_size": 32, "num_crops": 3}, {"crop_size": 16, "num_crops": 1}]
-    model = METHODS["clamp"](cfg)
+    model = clamp_method(cfg)
     model.log = model.log_dict = lambda *a, **k: None
     seen = []
     classify = model.classifier.forward
@@ -126,11 +126,12 @@ def test_joint_forward_feeds_every_large_view_to_classifier_and_knn(clamp_cfg_fa
     assert torch.cat(model.knn.train_targets).tolist() == (torch.arange(5) % 3).repeat(3).tolist()
 
 
-def test_joint_and_per_crop_forward_agree_without_batchnorm_coupling(clamp_cfg_factory):
+def test_joint_and_per_crop_forward_agree_without_batchnorm_coupling(clamp_cfg_factory,
+                                                                     clamp_method):
     """In eval mode BatchNorm uses running stats, so both forwards give the same loss."""
     torch.manual_seed(1)
     cfg = clamp_cfg_factory(num_views=4, batch_size=6)
-    model = METHODS["clamp"](cfg).eval()
+    model = clamp_method(cfg).eval()
     model.log = model.log_dict = lambda *a, **k: None
     batch = make_batch(4, 6)
     joint = model.training_step(batch, 0)
@@ -139,9 +140,10 @@ def test_joint_and_per_crop_forward_agree_without_batchnorm_coupling(clamp_cfg_f
     assert joint.item() == pytest.approx(per_crop.item(), rel=1e-4)
 
 
-def test_non_finite_embeddings_name_the_step_and_suggest_a_fix(clamp_cfg_factory):
+def test_non_finite_embeddings_name_the_step_and_suggest_a_fix(clamp_cfg_factory,
+                                                               clamp_method):
     cfg = clamp_cfg_factory(num_views=2, batch_size=4)
-    model = METHODS["clamp"](cfg)
+    model = clamp_method(cfg)
     model.log = model.log_dict = lambda *a, **k: None
     with torch.no_grad():
         model.projector[-1].weight.fill_(float("nan"))
@@ -149,8 +151,8 @@ def test_non_finite_embeddings_name_the_step_and_suggest_a_fix(clamp_cfg_factory
         model.training_step(make_batch(2, 4), 0)
 
 
-def test_wrong_number_of_crops_is_reported(clamp_cfg_factory):
-    model = METHODS["clamp"](clamp_cfg_factory(num_views=4, batch_size=4))
+def test_wrong_number_of_crops_is_reported(clamp_cfg_factory, clamp_method):
+    model = clamp_method(clamp_cfg_factory(num_views=4, batch_size=4))
     with pytest.raises(ValueError, match="3 crops per image but the config asks for 4"):
         model.training_step(make_batch(3, 4), 0)
 

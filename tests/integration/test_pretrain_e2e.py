@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
-
-from solo_clamp.cli import main  # noqa: E402
+from solo_clamp.cli import main
 
 TINY = [
     "max_epochs=1",
@@ -77,6 +75,7 @@ def test_our_linear_and_knn_programs_evaluate_the_checkpoint(pretrained, capsys)
     assert "kNN backbone k=20 cosine" in out and "kNN projector k=20 cosine" in out
 
 
+@pytest.mark.usefixtures("clamp_method")  # METHODS["clamp"] as solo-learn's mains find it
 def test_solo_learns_loading_paths_accept_the_checkpoint(pretrained):
     """main_knn.py / main_umap.py rebuild the model with METHODS[...].load_from_checkpoint;
     main_linear.py reads the state_dict with a plain torch.load."""
@@ -94,6 +93,8 @@ def test_solo_learns_loading_paths_accept_the_checkpoint(pretrained):
 
 
 def test_solo_learns_own_main_linear_runs_unchanged_on_the_checkpoint(pretrained):
+    import solo
+
     script = Path(solo.__file__).resolve().parents[1] / "main_linear.py"
     if not script.exists():
         pytest.skip("solo-learn is installed without its repository scripts (main_linear.py)")

@@ -18,16 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+from clamp_testing import tiny_pretrain_overrides
 from omegaconf import OmegaConf
 
-solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+from solo_clamp.cli import main
 
-from clamp_testing import tiny_pretrain_overrides  # noqa: E402
-
-from solo_clamp.cli import main  # noqa: E402
-from solo_clamp.training.resume import RUN_SHAPE_FIELDS, RunShapeAutoResumer  # noqa: E402
-
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESUMING = "Resuming from previous checkpoint"
@@ -188,9 +184,7 @@ def test_kill_during_save_keeps_the_previous_checkpoint_and_resume_ignores_the_p
 
     checkpoint_dir = copy_of(killed_while_saving["checkpoint_dir"], tmp_path / "ckpt")
     copied = checkpoint_dir / checkpoint.relative_to(killed_while_saving["checkpoint_dir"])
-    found, _ = RunShapeAutoResumer(checkpoint_dir / "clamp").find_checkpoint(
-        OmegaConf.create(json.loads((run / "args.json").read_text()))
-    )
+    found, _ = find(checkpoint_dir, json.loads((run / "args.json").read_text()))
     assert found == copied
 
     capsys.readouterr()
@@ -258,12 +252,17 @@ def changed(path: str, value) -> dict:
 
 
 def find(root: Path, cfg: dict, max_hours: int = 36):
+    """``(checkpoint, run id)`` that auto-resume picks for ``cfg`` in ``root/clamp``."""
+    from solo_clamp.training.resume import RunShapeAutoResumer
+
     return RunShapeAutoResumer(root / "clamp", max_hours=max_hours).find_checkpoint(
         OmegaConf.create(cfg)
     )
 
 
 def test_run_shape_fields_cover_views_backbone_and_clamp_hyper_parameters():
+    from solo_clamp.training.resume import RUN_SHAPE_FIELDS, RunShapeAutoResumer
+
     for field in ("data.num_large_crops", "data.num_small_crops", "backbone.name",
                   "method_kwargs.rs", "method_kwargs.max_range", "seed"):
         assert field in RUN_SHAPE_FIELDS

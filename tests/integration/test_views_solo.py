@@ -5,20 +5,8 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
-
-solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
-
-from solo.data.pretrain_dataloader import (  # noqa: E402
-    FullTransformPipeline,
-    NCropAugmentation,
-    dataset_with_index,
-)
-from solo.methods import METHODS  # noqa: E402
-
-import solo_clamp.methods  # noqa: E402, F401  (registers "clamp")
 
 
 class TaggedImages(Dataset):
@@ -43,7 +31,13 @@ class Tag:
         return torch.full((3, self.size, self.size), value)
 
 
-def test_solo_pipeline_crops_are_grouped_by_image(clamp_cfg_factory):
+def test_solo_pipeline_crops_are_grouped_by_image(clamp_cfg_factory, clamp_method):
+    from solo.data.pretrain_dataloader import (
+        FullTransformPipeline,
+        NCropAugmentation,
+        dataset_with_index,
+    )
+
     pipelines = [NCropAugmentation(Tag(0, 32), 2), NCropAugmentation(Tag(1, 32), 2),
                  NCropAugmentation(Tag(2, 16), 2)]
     dataset = dataset_with_index(TaggedImages)()
@@ -56,7 +50,7 @@ def test_solo_pipeline_crops_are_grouped_by_image(clamp_cfg_factory):
     cfg.data.num_large_crops, cfg.data.num_small_crops = 4, 2
     cfg.augmentations = [{"crop_size": 32, "num_crops": 2}, {"crop_size": 32, "num_crops": 2},
                          {"crop_size": 16, "num_crops": 2}]
-    model = METHODS["clamp"](cfg)
+    model = clamp_method(cfg)
     model.log = model.log_dict = lambda *a, **k: None
 
     def read_identity(images):

@@ -1,4 +1,4 @@
-"""The packing loss against a naive float64 formula written pair by pair."""
+"""The packing loss against the naive reference formula of ``clamp_testing``."""
 
 from __future__ import annotations
 
@@ -6,39 +6,9 @@ import math
 
 import pytest
 import torch
+from clamp_testing import reference_clamp_loss
 
 from solo_clamp.losses.clamp import clamp_loss_and_stats, clamp_loss_func
-
-
-def naive_clamp_loss(z, num_views, rs, pot_pow=2.0, lw0=0.0, lw1=1.0, min_margin=1e-3,
-                     max_range=1.5):
-    """The issue's formula, one image and one pair at a time (float64, O(N^2 D) loops)."""
-    z = z.double()
-    rows, dim = z.shape
-    n = rows // num_views
-    z = z - z.mean(dim=0)
-    z = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    views = [[z[v * n + i] for v in range(num_views)] for i in range(n)]
-    centres, radii = [], []
-    for i in range(n):
-        c = sum(views[i]) / num_views
-        t = sum(((x - c) ** 2).sum() for x in views[i]) / (num_views - 1)
-        centres.append(c)
-        radii.append(rs * torch.sqrt(t / min(dim, num_views) + 1e-12))
-    energy = z.new_zeros(())
-    pairs = 0
-    for i in range(n):
-        for j in range(n):
-            if i == j:
-                continue
-            d = torch.sqrt(((centres[i] - centres[j]) ** 2).sum() + 1e-12)
-            s = torch.clamp(radii[i] + radii[j] + 1e-6, max=max_range)
-            if min_margin < d < s:
-                energy = energy + (1 - d / s) ** pot_pow
-                pairs += 1
-    energy = 0.5 * lw1 * energy + lw0 * sum(radii)
-    return torch.log(energy + 1e-6), pairs, torch.stack(radii).mean()
-
 
 CASES = [
     # (V, B, D, rs, pot_pow, lw0, max_range)
@@ -52,13 +22,13 @@ CASES = [
 
 
 @pytest.mark.parametrize("num_views,batch,dim,rs,pot_pow,lw0,max_range", CASES)
-def test_value_and_gradient_match_naive_formula(num_views, batch, dim, rs, pot_pow, lw0,
+def test_value_and_gradient_match_the_reference(num_views, batch, dim, rs, pot_pow, lw0,
                                                 max_range):
     torch.manual_seed(batch * dim + num_views)
     z = torch.randn(num_views * batch, dim, dtype=torch.float64, requires_grad=True)
     loss, stats = clamp_loss_and_stats(z, num_views, rs, pot_pow, lw0=lw0, max_range=max_range)
-    expected, pairs, mean_radius = naive_clamp_loss(z, num_views, rs, pot_pow, lw0=lw0,
-                                                    max_range=max_range)
+    expected, pairs, mean_radius = reference_clamp_loss(z, num_views, rs, pot_pow, lw0=lw0,
+                                                        max_range=max_range)
     assert loss.dtype == torch.float64  # float64 input is kept; half precision goes to float32
     assert loss.item() == pytest.approx(expected.item(), rel=1e-9, abs=1e-9)
     assert stats["neighbours"].item() == pytest.approx(pairs / batch)
@@ -78,7 +48,7 @@ def test_max_range_excludes_far_pairs_and_caps_reach():
     # with huge radii every pair overlaps unless the range cap cuts it
     assert wide["overlap_fraction"].item() == 1.0
     assert narrow["overlap_fraction"].item() < wide["overlap_fraction"].item()
-    expected, pairs, _ = naive_clamp_loss(z, 4, 20.0, max_range=0.2)
+    expected, pairs, _ = reference_clamp_loss(z, 4, 20.0, max_range=0.2)
     assert narrow["neighbours"].item() == pytest.approx(pairs / 10)
 
 
@@ -89,7 +59,7 @@ def test_coincident_centroids_below_min_margin_do_not_interact():
     views = torch.cat([base, base[:, :1]], dim=1)  # [V, 4 images, D]
     z = views.reshape(-1, 6).clone().requires_grad_(True)
     loss, stats = clamp_loss_and_stats(z, 4, rs=50.0)
-    expected, pairs, _ = naive_clamp_loss(z, 4, 50.0)
+    expected, pairs, _ = reference_clamp_loss(z, 4, 50.0)
     assert pairs == 4 * 3 - 2  # every pair overlaps except the coincident (0, 3) both ways
     assert stats["neighbours"].item() == pytest.approx(pairs / 4)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-9)

@@ -1,32 +1,19 @@
-"""The loss's computation paths agree: default (Gram) vs tiled, vs the dense reference, and
-under mixed precision. Torch only: nothing here imports solo-learn."""
+"""The loss's computation paths agree: default (Gram) vs tiled, vs the reference formula of
+``clamp_testing``, and under mixed precision. Torch only: nothing here imports solo-learn."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 import torch
+from clamp_testing import reference_clamp_loss
 
 import solo_clamp.losses.clamp as clamp_module
 from solo_clamp.losses.clamp import clamp_loss_and_stats, clamp_loss_func
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RS = 5.0
 MAX_RANGE = 1.4
 """With these and `make_z`, ~40-50% of the pairs interact, most ranges hit max_range and
 about half of the pairs lie beyond their range (checked in `test_inputs_cover_every_regime`)."""
-
-
-def load_dense_reference() -> ModuleType:
-    """Loads bench/dense_reference.py by path (bench/ is not a package)."""
-    path = REPO_ROOT / "bench" / "dense_reference.py"
-    spec = importlib.util.spec_from_file_location("_clamp_dense_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_z(num_images: int, num_views: int, dim: int, dtype=torch.float64,
@@ -137,12 +124,11 @@ def test_tiled_gradcheck_float64():
 @pytest.mark.parametrize("pot_pow", POT_POWS)
 @pytest.mark.parametrize("lw0", [0.0, 0.3])
 @pytest.mark.parametrize("num_images,num_views,dim", [(13, 2, 5), (40, 4, 16), (33, 16, 4)])
-def test_default_matches_dense_reference(num_images, num_views, dim, pot_pow, lw0):
-    reference = load_dense_reference().dense_reference_loss
+def test_default_and_tiled_match_the_reference(num_images, num_views, dim, pot_pow, lw0):
     z = make_z(num_images, num_views, dim, seed=2)
     kwargs = dict(rs=RS, pot_pow=pot_pow, lw0=lw0, max_range=MAX_RANGE)
     leaf = z.clone().requires_grad_(True)
-    expected = reference(leaf, num_views, **kwargs)
+    expected = reference_clamp_loss(leaf, num_views, **kwargs).loss
     (expected_grad,) = torch.autograd.grad(expected, leaf)
     for tile in (None, 7):
         loss, _, grad = loss_stats_grad(z, num_views, tile_size=tile, **kwargs)
@@ -150,10 +136,9 @@ def test_default_matches_dense_reference(num_images, num_views, dim, pot_pow, lw
         torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
 
 
-def test_dense_reference_float32_close():
-    reference = load_dense_reference().dense_reference_loss
+def test_reference_float32_close():
     z = make_z(50, 4, 32, dtype=torch.float32, seed=4)
-    expected = reference(z, 4, rs=RS, max_range=MAX_RANGE)
+    expected = reference_clamp_loss(z, 4, rs=RS, max_range=MAX_RANGE).loss
     loss = clamp_loss_func(z, 4, rs=RS, max_range=MAX_RANGE)
     assert expected.dtype == torch.float32
     torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-4)
