@@ -8,8 +8,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-pytest.importorskip("solo")
-
 from solo_clamp.training.checks import preflight  # noqa: E402
 from solo_clamp.training.transforms import (  # noqa: E402
     build_transform_pipeline,

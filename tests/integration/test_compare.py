@@ -9,9 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
-
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -20,8 +17,6 @@ from solo_clamp.cli import main  # noqa: E402
 from solo_clamp.compare import runner  # noqa: E402
 from solo_clamp.compare.data import ComparisonData  # noqa: E402
 from solo_clamp.compare.training import build_solo_cfg, parse  # noqa: E402
-
-pytestmark = pytest.mark.integration
 
 SHIPPED = sorted(compare.CONFIG_DIR.glob("*.yaml"))
 EXPECTED_RUNS = ["floor-raw_pixels", "floor-untrained", "clamp-equal_epochs-s0",

@@ -6,15 +6,10 @@ import csv
 import json
 
 import pytest
-
-pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
-
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from solo_clamp.cli import main  # noqa: E402
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

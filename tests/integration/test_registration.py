@@ -6,12 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
-pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
-
-pytestmark = pytest.mark.integration
-
 PROBE = "from solo.methods import METHODS; print('clamp:', METHODS.get('clamp').__name__)"
 
 

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
-
 from omegaconf import OmegaConf  # noqa: E402
 
 from solo_clamp import zoo  # noqa: E402
 from solo_clamp.cli import main as cli_main  # noqa: E402
 
-pytestmark = pytest.mark.integration
 NAME = "tiny-clamp"
 
 
