@@ -1,0 +1,159 @@
+"""Stopping cleanly when the cluster asks, and time-based checkpoints.
+
+Schedulers send SIGTERM before they kill a job (SLURM at a time-out or preemption,
+Kubernetes on eviction, then SIGKILL after a grace period), and SLURM sends SIGUSR1 ahead of
+a time-out when the job asks for it (``#SBATCH --signal=USR1@120``). On either signal the
+run finishes its current step, writes a mid-epoch checkpoint, prints one line that says
+where it is and how to resume, and exits with :data:`EXIT_PREEMPTED`.
+
+How this sits with Lightning 2.1's own signal handling (``_SignalConnector``): our handlers
+are installed before ``trainer.fit``. For SIGTERM, Lightning then runs its handler first (it
+marks ``trainer.received_sigterm``, forwards the signal to DDP workers, and its loops raise
+``SIGTERMException`` once the current step is done) and ours after it. For SIGUSR1,
+Lightning installs its SLURM auto-requeue handler (an ``hpc_ckpt`` file plus ``scontrol
+requeue``) only where no handler exists yet, so ours replaces it; requeueing is left to the
+job script, on exit status 143. Either signal is agreed on by all DDP ranks at the end of a
+step, so that every rank stops after the same one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from solo_clamp.training.resume import AtomicCheckpointer, CheckpointWriteError
+from solo_clamp.training.rng import collect_rng_states
+
+# 128 + SIGTERM, what a shell reports for a job killed by SIGTERM; schedulers can requeue on
+# it (SLURM: `scontrol requeue` in the job script, or RequeueExit=143 in slurm.conf).
+EXIT_PREEMPTED = 143
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class TrainingPreempted(SystemExit):
+    """Training stopped on a stop signal after saving its state: the process exits with
+    :data:`EXIT_PREEMPTED` unless a caller catches it."""
+
+    def __init__(self, message: str, checkpoint: Optional[Path]):
+        super().__init__(EXIT_PREEMPTED)
+        self.message = message
+        self.checkpoint = checkpoint
+
+
+class PreemptionCheckpoints(Callback):
+    """Mid-epoch checkpoints on a stop signal and, optionally, every ``every_minutes``.
+
+    A time-based checkpoint is planned at the end of a step (with the RNG states of that
+    moment) and written when the next batch of the same epoch starts: there Lightning's
+    progress counters agree that the step is complete.
+    """
+
+    def __init__(self, checkpointer: Optional[AtomicCheckpointer],
+                 every_minutes: Optional[float] = None):
+        self.checkpointer = checkpointer
+        self.every_seconds = every_minutes * 60 if every_minutes and checkpointer else None
+        self.received: Optional[str] = None
+        self.stop: Optional[dict[str, Any]] = None
+        self._planned: Optional[tuple[int, int, dict[str, Any]]] = None
+
+    @contextmanager
+    def signal_handlers(self) -> Iterator[None]:
+        """Our SIGTERM and SIGUSR1 handlers while the block (``trainer.fit``) runs."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # Python only lets the main thread handle signals
+            return
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        stop = self.received is not None
+        due = (self.every_seconds is not None
+               and time.monotonic() - self.checkpointer.last_save_time >= self.every_seconds)
+        if trainer.world_size > 1:
+            flags = torch.tensor([stop, due], dtype=torch.int32, device=pl_module.device)
+            stop, due = (bool(flag) for flag in trainer.strategy.reduce(flags, reduce_op="sum"))
+        if stop and not trainer.received_sigterm:
+            # SIGUSR1, or SIGTERM that reached another rank: Lightning's loops then stop
+            # after this step, as they do for SIGTERM (its handler runs before ours).
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif due:
+            self._planned = (trainer.current_epoch, batch_idx + 1, collect_rng_states())
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        planned, self._planned = self._planned, None
+        if planned is not None and planned[:2] == (trainer.current_epoch, batch_idx):
+            self.checkpointer.save_mid_epoch(trainer, planned[2])
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        self.stop = {
+            "signal": self.received or "SIGTERM",
+            "epoch": max(trainer.fit_loop.epoch_progress.current.started - 1, 0),
+            "batch": trainer.fit_loop.epoch_loop.batch_progress.current.completed,
+            "batches": trainer.num_training_batches,
+            "step": trainer.global_step,
+            "checkpoint": None,
+            "error": None,
+        }
+        checkpointer = self.checkpointer
+        if checkpointer is None or not hasattr(checkpointer, "path") or not trainer.global_step:
+            return  # checkpoints disabled, or stopped before the first step
+        if checkpointer.last_saved_step == trainer.global_step:
+            self.stop["checkpoint"] = checkpointer.last_ckpt
+            return
+        try:
+            self.stop["checkpoint"] = checkpointer.save_mid_epoch(trainer, collect_rng_states())
+        except CheckpointWriteError as err:
+            self.stop["error"] = err
+
+    def preempted(self, trainer: pl.Trainer) -> BaseException:
+        """What to raise after ``trainer.fit`` ended with Lightning's SIGTERMException: a
+        :class:`TrainingPreempted`, or the error of a checkpoint that could not be written.
+        Prints the one-line report (global rank 0 only)."""
+        stop = self.stop
+        if stop is None:
+            return TrainingPreempted("stopped by SIGTERM before training started", None)
+        if stop["error"] is not None:
+            return stop["error"]
+        where = (f"epoch {stop['epoch']}, batch {stop['batch']}/{stop['batches']} "
+                 f"(global step {stop['step']})")
+        checkpoint = stop["checkpoint"]
+        if checkpoint is None:
+            reason = ("checkpoints are disabled (checkpoint.enabled=False)"
+                      if self.checkpointer is None else "no step was trained")
+            message = (f"stopped by {stop['signal']} at {where}; nothing saved: {reason}. "
+                       f"Exit status {EXIT_PREEMPTED}.")
+        else:
+            message = (f"stopped by {stop['signal']} at {where}; saved '{checkpoint}'. "
+                       f"Resume: the same command with auto_resume.enabled=True (or "
+                       f"resume_from_checkpoint={Path(checkpoint).parent}). "
+                       f"Exit status {EXIT_PREEMPTED}.")
+        if trainer.is_global_zero:
+            print(f"solo-clamp pretrain: {message}", file=sys.stderr, flush=True)
+        return TrainingPreempted(message, checkpoint)
