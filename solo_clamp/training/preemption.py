@@ -18,6 +18,7 @@ step, so that every rank stops after the same one.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -25,7 +26,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -39,6 +40,27 @@ from solo_clamp.training.rng import collect_rng_states
 # it (SLURM: `scontrol requeue` in the job script, or RequeueExit=143 in slurm.conf).
 EXIT_PREEMPTED = 143
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def _ignore_stop_signals(previous_init: Optional[Callable[[int], None]], worker_id: int) -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if previous_init is not None:
+        previous_init(worker_id)
+
+
+def keep_workers_through_stop_signals(loader: Any) -> None:
+    """Makes the data-loader workers of ``loader`` ignore SIGTERM and SIGUSR1.
+
+    Schedulers signal every process of a job (SLURM's ``scancel`` and time-outs, ``kill`` of a
+    process group), workers included, and torch's worker SIGTERM handler exits unless the
+    signal came from the loader's own process; the loader then raises "DataLoader worker ...
+    is killed by signal: Terminated" in the training process in the middle of a step
+    (measured on the MNIST job). Ignoring the signals keeps the workers until the training
+    process has saved and shuts them down; they still exit if that process dies.
+    """
+    if isinstance(loader, torch.utils.data.DataLoader) and loader.num_workers > 0:
+        loader.worker_init_fn = functools.partial(_ignore_stop_signals, loader.worker_init_fn)
 
 
 class TrainingPreempted(SystemExit):

@@ -87,12 +87,16 @@ def _train_dataloader(cfg: DictConfig):
             dali_device=cfg.dali.device,
             encode_indexes_into_labels=cfg.dali.encode_indexes_into_labels,
         )
+    from solo_clamp.training.preemption import keep_workers_through_stop_signals
+
     dataset = solo_pretrain_dataset(cfg)
     dataset = guard_train_dataset(dataset, cfg.data.get("on_bad_image"))
     check_enough_images(dataset, cfg.optimizer.batch_size, num_processes(cfg))
-    return prepare_dataloader(
+    loader = prepare_dataloader(
         dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
     )
+    keep_workers_through_stop_signals(loader)
+    return loader
 
 
 def _val_dataloader(cfg: DictConfig):

@@ -218,8 +218,9 @@ def first_usable(candidates: list[Path], field: str) -> Optional[Path]:
         try:
             verify_checkpoint(path)
         except CheckpointError as err:
-            warnings.warn(f"{field}: skipping unusable checkpoint '{path}': {err}", ResumeWarning,
-                          stacklevel=2)
+            reason = str(err).removeprefix(f"{path}: ")
+            warnings.warn(f"{field}: skipping unusable checkpoint '{path}': {reason}",
+                          ResumeWarning, stacklevel=2)
             continue
         return path
     return None

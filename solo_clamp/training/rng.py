@@ -4,6 +4,8 @@ Lightning 2.1 does not save the global RNG states in its checkpoints, so after a
 data order (``RandomSampler`` draws its seed from torch's global generator) and the random
 augmentations differ from an uninterrupted run. Saving them with each checkpoint and
 restoring them when the next epoch starts makes a resumed run repeat the uninterrupted one.
+A run resumed in the middle of an epoch also needs that epoch's data iterator at the same
+position: :func:`replay_epoch_position`.
 
 The states are kept in types that ``torch.load(weights_only=True)`` accepts (tensors, lists,
 numbers, strings), because Lightning loads checkpoints with torch's default.
