@@ -12,8 +12,9 @@ marks ``trainer.received_sigterm``, forwards the signal to DDP workers, and its 
 ``SIGTERMException`` once the current step is done) and ours after it. For SIGUSR1,
 Lightning installs its SLURM auto-requeue handler (an ``hpc_ckpt`` file plus ``scontrol
 requeue``) only where no handler exists yet, so ours replaces it; requeueing is left to the
-job script, on exit status 143. Either signal is agreed on by all DDP ranks at the end of a
-step, so that every rank stops after the same one.
+job script, on exit status 143. Under DDP, the ranks agree at the end of each step (one
+all-reduce of two flags) whether a signal reached any of them, so that every rank stops
+after the same step, as a checkpoint save needs all of them.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class PreemptionCheckpoints(Callback):
         self.received: Optional[str] = None
         self.stop: Optional[dict[str, Any]] = None
         self._planned: Optional[tuple[int, int, dict[str, Any]]] = None
+        self._trainer: Optional[pl.Trainer] = None
+        self._stopping = False
 
     @contextmanager
     def signal_handlers(self) -> Iterator[None]:
@@ -105,9 +108,20 @@ class PreemptionCheckpoints(Callback):
                 if handler is not None:
                     signal.signal(signum, handler)
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.received is None:
             self.received = signal.Signals(signum).name
+        trainer = self._trainer
+        if signum == signal.SIGTERM and trainer is not None and trainer.world_size > 1 and (
+            not self._stopping
+        ):
+            # Lightning's handler, run just before this one, has asked this rank alone to
+            # stop after its current step; another rank may already be in the next one. The
+            # ranks agree at the end of a step instead (Lightning 2.1's _SignalConnector).
+            trainer._signal_connector.received_sigterm = False
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -117,12 +131,16 @@ class PreemptionCheckpoints(Callback):
         if trainer.world_size > 1:
             flags = torch.tensor([stop, due], dtype=torch.int32, device=pl_module.device)
             stop, due = (bool(flag) for flag in trainer.strategy.reduce(flags, reduce_op="sum"))
-        if stop and not trainer.received_sigterm:
-            # SIGUSR1, or SIGTERM that reached another rank: Lightning's loops then stop
-            # after this step, as they do for SIGTERM (its handler runs before ours).
+        if not stop:
+            if due:
+                self._planned = (trainer.current_epoch, batch_idx + 1, collect_rng_states())
+            return
+        self._stopping = True
+        # Lightning's loops stop after this step once trainer.received_sigterm is set.
+        if trainer.world_size > 1:
+            trainer._signal_connector.received_sigterm = True  # on every rank, at this step
+        elif not trainer.received_sigterm:  # SIGUSR1: stop as on SIGTERM
             os.kill(os.getpid(), signal.SIGTERM)
-        elif due:
-            self._planned = (trainer.current_epoch, batch_idx + 1, collect_rng_states())
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
