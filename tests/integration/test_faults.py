@@ -254,3 +254,14 @@ def test_bad_fault_tolerance_settings_name_the_field(tmp_path, image_folder_writ
     assert main(["pretrain", *tiny(images, tmp_path / "ckpt", override)]) == 2
     assert f"solo-clamp pretrain: error: {message}" in capsys.readouterr().err
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_every_test_named_in_docs_faults_md_exists(repo_root):
+    import re
+
+    doc = (repo_root / "docs" / "faults.md").read_text()
+    named = set(re.findall(r"`(test_\w+)`", doc))
+    sources = "".join((repo_root / "tests" / "integration" / name).read_text()
+                      for name in ("test_faults.py", "test_resume.py"))
+    defined = set(re.findall(r"^def (test_\w+)\(", sources, flags=re.MULTILINE))
+    assert len(named) >= 10 and named <= defined, sorted(named - defined)
