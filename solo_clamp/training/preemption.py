@@ -91,6 +91,7 @@ class PreemptionCheckpoints(Callback):
         self._planned: Optional[tuple[int, int, dict[str, Any]]] = None
         self._trainer: Optional[pl.Trainer] = None
         self._stopping = False
+        self._resumed_step = 0
 
     @contextmanager
     def signal_handlers(self) -> Iterator[None]:
@@ -110,6 +111,9 @@ class PreemptionCheckpoints(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._resumed_step = trainer.global_step
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.received is None:
@@ -158,39 +162,41 @@ class PreemptionCheckpoints(Callback):
             "batch": trainer.fit_loop.epoch_loop.batch_progress.current.completed,
             "batches": trainer.num_training_batches,
             "step": trainer.global_step,
-            "checkpoint": None,
+            "checkpoint": trainer.ckpt_path,  # the one resumed from, if nothing newer is saved
+            "saved": False,
             "error": None,
         }
         checkpointer = self.checkpointer
-        if checkpointer is None or not hasattr(checkpointer, "path") or not trainer.global_step:
-            return  # checkpoints disabled, or stopped before the first step
+        if checkpointer is None or not hasattr(checkpointer, "path"):
+            return  # checkpoints disabled, or stopped before training started
         if checkpointer.last_saved_step == trainer.global_step:
-            self.stop["checkpoint"] = checkpointer.last_ckpt
-            return
-        try:
-            self.stop["checkpoint"] = checkpointer.save_mid_epoch(trainer, collect_rng_states())
-        except CheckpointWriteError as err:
-            self.stop["error"] = err
+            self.stop.update(checkpoint=checkpointer.last_ckpt, saved=True)
+        elif trainer.global_step > self._resumed_step:  # a step was trained since the start
+            try:
+                path = checkpointer.save_mid_epoch(trainer, collect_rng_states())
+                self.stop.update(checkpoint=path, saved=True)
+            except CheckpointWriteError as err:
+                self.stop["error"] = err
 
     def preempted(self, trainer: pl.Trainer) -> BaseException:
         """What to raise after ``trainer.fit`` ended with Lightning's SIGTERMException: a
         :class:`TrainingPreempted`, or the error of a checkpoint that could not be written.
         Prints the one-line report (global rank 0 only)."""
-        stop = self.stop
-        if stop is None:
-            return TrainingPreempted("stopped by SIGTERM before training started", None)
+        stop = self.stop or {"signal": self.received or "SIGTERM", "checkpoint": None,
+                             "saved": False, "error": None}
         if stop["error"] is not None:
             return stop["error"]
-        where = (f"epoch {stop['epoch']}, batch {stop['batch']}/{stop['batches']} "
-                 f"(global step {stop['step']})")
+        where = (f" at epoch {stop['epoch']}, batch {stop['batch']}/{stop['batches']} "
+                 f"(global step {stop['step']})" if "step" in stop else "")
         checkpoint = stop["checkpoint"]
         if checkpoint is None:
             reason = ("checkpoints are disabled (checkpoint.enabled=False)"
                       if self.checkpointer is None else "no step was trained")
-            message = (f"stopped by {stop['signal']} at {where}; nothing saved: {reason}. "
+            message = (f"stopped by {stop['signal']}{where}; nothing saved: {reason}. "
                        f"Exit status {EXIT_PREEMPTED}.")
         else:
-            message = (f"stopped by {stop['signal']} at {where}; saved '{checkpoint}'. "
+            state = "saved" if stop["saved"] else "no step since resuming from"
+            message = (f"stopped by {stop['signal']}{where}; {state} '{checkpoint}'. "
                        f"Resume: the same command with auto_resume.enabled=True (or "
                        f"resume_from_checkpoint={Path(checkpoint).parent}). "
                        f"Exit status {EXIT_PREEMPTED}.")

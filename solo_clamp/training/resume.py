@@ -10,6 +10,7 @@ checkpoint. All three are extended here rather than copied.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -183,7 +184,8 @@ class AtomicCheckpointer(Checkpointer):
                 error = OSError(f"rank 0 could not write {partial}")
         if error is not None:
             if trainer.is_global_zero:
-                partial.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    partial.unlink(missing_ok=True)
             raise CheckpointWriteError(write_error_message(final, error, self.last_ckpt)) from error
         self.last_ckpt = final
         self.last_saved_step = trainer.global_step
@@ -197,7 +199,8 @@ class AtomicCheckpointer(Checkpointer):
         while len(self._written) > self.keep_last and not self.keep_prev:
             oldest = self._written.pop(0)
             if trainer.is_global_zero:
-                oldest.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a later save reports a full disk
+                    oldest.unlink(missing_ok=True)
 
 
 def verify_checkpoint(path: os.PathLike) -> None:
