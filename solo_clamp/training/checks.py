@@ -90,6 +90,24 @@ def _check_sync_batchnorm(cfg: DictConfig, world: int) -> None:
         )
 
 
+def _check_checkpoint_fields(cfg: DictConfig) -> None:
+    keep_last = _get(cfg, "checkpoint.keep_last", 2)
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+        raise ValueError(
+            "checkpoint.keep_last must be an integer >= 1 (how many of a run's newest "
+            f"checkpoints are kept), got {keep_last!r}."
+        )
+    minutes = _get(cfg, "checkpoint.every_minutes")
+    if minutes is not None and (
+        isinstance(minutes, bool) or not isinstance(minutes, (int, float))
+        or not 0 < minutes < float("inf")
+    ):
+        raise ValueError(
+            "checkpoint.every_minutes must be a number of minutes > 0 (a mid-epoch "
+            f"checkpoint at most that often), or null for epoch ends only, got {minutes!r}."
+        )
+
+
 def preflight(cfg: DictConfig) -> None:
     """Validates a CLAMP pretraining config; raises ValueError naming the field."""
     method = _get(cfg, "method")
@@ -126,6 +144,7 @@ def preflight(cfg: DictConfig) -> None:
             "nothing to pack: use optimizer.batch_size >= 2."
         )
     _check_sync_batchnorm(cfg, world)
+    _check_checkpoint_fields(cfg)
 
 
 def check_dali_usable() -> None:

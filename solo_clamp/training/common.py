@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 def loggers_and_callbacks(cfg: DictConfig, model, wandb_run_id) -> tuple[list, list, str]:
     from solo.utils.checkpointer import Checkpointer
 
-    from solo_clamp.training.resume import AtomicCheckpointer
+    from solo_clamp.training.resume import DEFAULT_KEEP_LAST, AtomicCheckpointer
 
     run_root = os.path.join(cfg.checkpoint.dir, cfg.method)
     version = Checkpointer.random_string()
@@ -46,6 +46,8 @@ def loggers_and_callbacks(cfg: DictConfig, model, wandb_run_id) -> tuple[list, l
                 logdir=run_root,
                 frequency=cfg.checkpoint.frequency,
                 keep_prev=cfg.checkpoint.keep_prev,
+                keep_last=cfg.checkpoint.get("keep_last", DEFAULT_KEEP_LAST),
+                replay_data=cfg.data.get("format") != "dali",
             )
         )
     return loggers, callbacks, os.path.join(run_root, version)

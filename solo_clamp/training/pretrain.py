@@ -7,7 +7,9 @@ Differences from solo-learn's own ``main_pretrain.py``, each for a reason:
 * early, named errors for bad input before any heavy work (``preflight``);
 * an optional ``prepare_data`` node that builds the MNIST / Fashion-MNIST ImageFolder;
 * CSV logging into the run's checkpoint directory (``csv.enabled``), atomic checkpoints
-  and run-shape-aware auto-resume (``solo_clamp.training.resume``);
+  and verified, run-shape-aware auto-resume (``solo_clamp.training.resume``);
+* on SIGTERM / SIGUSR1 a mid-epoch checkpoint and exit status 143, and optional
+  time-based checkpoints (``solo_clamp.training.preemption``);
 * an optional ``evaluate.knn`` node: kNN top-1 on a held-out split for the trained and
   the untrained backbone, printed and written to ``knn.json`` in the run directory.
 """
@@ -85,12 +87,16 @@ def _train_dataloader(cfg: DictConfig):
             dali_device=cfg.dali.device,
             encode_indexes_into_labels=cfg.dali.encode_indexes_into_labels,
         )
+    from solo_clamp.training.preemption import keep_workers_through_stop_signals
+
     dataset = solo_pretrain_dataset(cfg)
     dataset = guard_train_dataset(dataset, cfg.data.get("on_bad_image"))
     check_enough_images(dataset, cfg.optimizer.batch_size, num_processes(cfg))
-    return prepare_dataloader(
+    loader = prepare_dataloader(
         dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
     )
+    keep_workers_through_stop_signals(loader)
+    return loader
 
 
 def _val_dataloader(cfg: DictConfig):
@@ -110,22 +116,68 @@ def _val_dataloader(cfg: DictConfig):
 
 
 def _resume_path(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
-    from solo_clamp.training.resume import RunShapeAutoResumer
+    """The checkpoint to resume from, verified with the safe loader: ``resume_from_checkpoint``
+    (a file, or a run directory: its newest usable checkpoint), else with ``auto_resume`` the
+    newest usable checkpoint of a run of the same shape. Unusable ones are skipped with a
+    ``ResumeWarning`` naming the file and the reason."""
+    from solo_clamp.checkpoints import CheckpointError
+    from solo_clamp.training.resume import (
+        ResumeWarning,
+        RunShapeAutoResumer,
+        first_usable,
+        newest_first,
+        verify_checkpoint,
+    )
 
     if cfg.resume_from_checkpoint is not None:
-        path = cfg.resume_from_checkpoint
+        path = Path(cfg.resume_from_checkpoint)
         del cfg.resume_from_checkpoint
-        return path, None
+        if not path.is_dir():
+            try:
+                verify_checkpoint(path)
+            except CheckpointError as err:
+                raise ValueError(f"resume_from_checkpoint: {err}") from err
+            return str(path), None
+        candidates = newest_first(path)
+        chosen = first_usable(candidates, "resume_from_checkpoint")
+        if chosen is None:
+            raise ValueError(f"resume_from_checkpoint={str(path)!r}: no usable .ckpt file in "
+                             f"this directory ({len(candidates)} found).")
+        print(f"Resuming from the newest usable checkpoint of the run: '{chosen}'")
+        return str(chosen), None
     if not cfg.auto_resume.enabled:
         return None, None
     resumer = RunShapeAutoResumer(
         checkpoint_dir=os.path.join(cfg.checkpoint.dir, cfg.method),
         max_hours=cfg.auto_resume.max_hours,
     )
-    path, wandb_run_id = resumer.find_checkpoint(cfg)
-    if path is not None:
-        print(f"Resuming from previous checkpoint that matches the run: '{path}'")
-    return (str(path) if path else None), wandb_run_id
+    matches = resumer.matching_checkpoints(cfg)
+    chosen = first_usable([checkpoint for checkpoint, _ in matches], "auto_resume")
+    if chosen is None:
+        if matches:
+            warnings.warn(f"auto_resume: none of the {len(matches)} checkpoints that match the "
+                          "run can be loaded: starting fresh.", ResumeWarning, stacklevel=2)
+        return None, None
+    print(f"Resuming from previous checkpoint that matches the run: '{chosen}'")
+    return str(chosen), dict(matches)[chosen]
+
+
+def _fit(cfg: DictConfig, trainer, model, train_data, val_loader, ckpt_path, preemption) -> None:
+    """``trainer.fit`` with the stop-signal handlers installed; a stop signal ends it with
+    ``TrainingPreempted`` (exit status 143) once the mid-epoch checkpoint is written."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    with warnings.catch_warnings(), preemption.signal_handlers():
+        if cfg.data.format != "dali":  # the checkpointer replays the data position itself
+            warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before")
+        try:
+            if cfg.data.format == "dali":
+                train_data.val_dataloader = lambda: val_loader
+                trainer.fit(model, ckpt_path=ckpt_path, datamodule=train_data)
+            else:
+                trainer.fit(model, train_data, val_loader, ckpt_path=ckpt_path)
+        except SIGTERMException:
+            raise preemption.preempted(trainer) from None
 
 
 def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, Any]:
@@ -184,6 +236,9 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     from solo.methods import METHODS
     from solo.utils.misc import make_contiguous
 
+    from solo_clamp.training.preemption import PreemptionCheckpoints
+    from solo_clamp.training.resume import AtomicCheckpointer
+
     solo_clamp.register()
     OmegaConf.set_struct(cfg, False)
     _apply_prepare_data(cfg)
@@ -201,21 +256,18 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt_path, wandb_run_id = _resume_path(cfg)
     loggers, callbacks, run_dir = loggers_and_callbacks(cfg, model, wandb_run_id)
-    trainer = build_trainer(cfg, loggers, callbacks)
+    checkpointer = next((c for c in callbacks if isinstance(c, AtomicCheckpointer)), None)
+    preemption = PreemptionCheckpoints(checkpointer, cfg.checkpoint.get("every_minutes"))
+    trainer = build_trainer(cfg, loggers, [*callbacks, preemption])
     default_threads = torch.get_num_threads()
     if cfg.performance.get("num_threads"):
         # On a small CPU machine, compute threads plus data-loader workers beyond the core
         # count make OpenMP spin-wait: 1 thread + 1 worker on 2 cores beats 2 threads + 1.
         torch.set_num_threads(int(cfg.performance.num_threads))
-    if cfg.data.format == "dali":
-        train_data.val_dataloader = lambda: val_loader
-        trainer.fit(model, ckpt_path=ckpt_path, datamodule=train_data)
-    else:
-        trainer.fit(model, train_data, val_loader, ckpt_path=ckpt_path)
+    _fit(cfg, trainer, model, train_data, val_loader, ckpt_path, preemption)
 
     torch.set_num_threads(default_threads)  # evaluation runs without loader workers
     summary: dict[str, Any] = {"run_dir": run_dir}
-    checkpointer = next((c for c in callbacks if hasattr(c, "last_ckpt")), None)
     if checkpointer is not None and checkpointer.last_ckpt and trainer.is_global_zero:
         summary["run_dir"] = str(checkpointer.path)
         summary["checkpoint"] = str(checkpointer.last_ckpt)

@@ -1,7 +1,9 @@
-"""Interrupted pretraining: SIGKILL and resume, atomic checkpoints, run-shape-aware auto-resume.
+"""Interrupted pretraining: SIGKILL or SIGTERM and resume, mid-epoch and time-based
+checkpoints, atomic checkpoints, run-shape-aware auto-resume.
 
-The killed run is a real ``python -m solo_clamp.cli pretrain`` subprocess; the reference and
-resumed runs go through the same CLI entry point in-process (solo-learn is imported once).
+The killed and stopped runs are real ``python -m solo_clamp.cli pretrain`` subprocesses; the
+reference and resumed runs go through the same CLI entry point in-process (solo-learn is
+imported once).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import pytest
 from clamp_testing import tiny_pretrain_overrides
 from omegaconf import OmegaConf
 
+from solo_clamp.checkpoints import load_checkpoint
 from solo_clamp.cli import main
+from solo_clamp.training.faults import EXIT_PREEMPTED
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,9 +59,10 @@ def epochs_logged(run_dir: Path) -> set[int]:
         return {int(r["epoch"]) for r in csv.DictReader(handle) if r.get("train_clamp_loss_step")}
 
 
-def kill_during_second_epoch(images: Path, checkpoint_dir: Path, log: Path) -> Path:
-    """Starts a 2-epoch pretrain subprocess and SIGKILLs it once epoch 0's checkpoint exists
-    and epoch 1 has run a step. Returns the killed run's directory."""
+def signal_during_second_epoch(images: Path, checkpoint_dir: Path, log: Path,
+                               signum: int = signal.SIGKILL) -> Path:
+    """Starts a 2-epoch pretrain subprocess and sends it ``signum`` once epoch 0's checkpoint
+    exists and epoch 1 has run a step. Returns the run's directory (the process has ended)."""
     command = [sys.executable, "-m", "solo_clamp.cli", "pretrain",
                *tiny(images, checkpoint_dir)]
     with log.open("wb") as out:
@@ -70,16 +75,24 @@ def kill_during_second_epoch(images: Path, checkpoint_dir: Path, log: Path) -> P
                 if list(checkpoint_dir.glob("clamp/*/*-ep=0.ckpt")) and "Epoch 1:" in text and (
                     f"1/{STEPS_PER_EPOCH}" in text.split("Epoch 1:", 1)[1]
                 ):
-                    process.send_signal(signal.SIGKILL)
+                    process.send_signal(signum)
                     break
                 time.sleep(0.02)
+            process.wait(timeout=60)
         finally:
             if process.poll() is None:
                 process.kill()
-            process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL, log.read_text(errors="replace")[-3000:]
+                process.wait(timeout=30)
+    expected = -signal.SIGKILL if signum == signal.SIGKILL else EXIT_PREEMPTED
+    assert process.returncode == expected, log.read_text(errors="replace")[-3000:]
     (run,) = run_dirs(checkpoint_dir)
     return run
+
+
+def assert_losses_match(got: dict[int, float], expected: dict[int, float]) -> None:
+    for step, loss in got.items():
+        assert math.isfinite(loss)
+        assert loss == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +120,7 @@ def test_sigkill_mid_epoch_then_auto_resume_continues_from_the_last_checkpoint(
 
     images = image_folder_writer(tmp_path / "images", classes=3, per_class=8)
     checkpoint_dir = tmp_path / "ckpt"
-    killed = kill_during_second_epoch(images, checkpoint_dir, tmp_path / "killed.log")
+    killed = signal_during_second_epoch(images, checkpoint_dir, tmp_path / "killed.log")
     assert [p.name.split("-ep=")[1] for p in killed.glob("*.ckpt")] == ["0.ckpt"]
     assert not list(killed.glob("*.partial"))
 
@@ -122,12 +135,80 @@ def test_sigkill_mid_epoch_then_auto_resume_continues_from_the_last_checkpoint(
     assert (state["epoch"], state["global_step"]) == (1, 2 * STEPS_PER_EPOCH)
     assert epochs_logged(resumed) == {1}  # epoch 0 was not trained again
 
-    expected = step_losses(reference_run)
     got = step_losses(resumed)
     assert sorted(got) == list(range(STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH))
-    for step, loss in got.items():
-        assert math.isfinite(loss)
-        assert loss == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+    assert_losses_match(got, step_losses(reference_run))
+
+
+def test_sigterm_mid_epoch_saves_the_step_and_resume_continues_from_it(
+    tmp_path, image_folder_writer, reference_run, capsys
+):
+    """SIGTERM during epoch 1: the step in progress finishes, a mid-epoch checkpoint is written,
+    one line says where and how to resume, the exit status is 143. The resumed run trains the
+    remaining steps only, with the uninterrupted run's losses: the checkpoint holds the RNG
+    states the epoch's data iterator was created from and the number of batches done, whose
+    data loading the resumed run replays (see the next test for what happens without it)."""
+    images = image_folder_writer(tmp_path / "images", classes=3, per_class=8)
+    checkpoint_dir = tmp_path / "ckpt"
+    log = tmp_path / "stopped.log"
+    stopped = signal_during_second_epoch(images, checkpoint_dir, log, signal.SIGTERM)
+    (mid,) = stopped.glob("*-ep=1-step=*.ckpt")
+    step = int(mid.name.split("-step=")[1].removesuffix(".ckpt"))
+    assert STEPS_PER_EPOCH < step < 2 * STEPS_PER_EPOCH
+    done = step - STEPS_PER_EPOCH
+    line = (f"solo-clamp pretrain: stopped by SIGTERM at epoch 1, batch {done}/{STEPS_PER_EPOCH}"
+            f" (global step {step}); saved '{mid}'. Resume: the same command with "
+            f"auto_resume.enabled=True (or resume_from_checkpoint={stopped}). "
+            f"Exit status {EXIT_PREEMPTED}.")
+    assert line in log.read_text(errors="replace")
+    assert sorted(p.name.split("-ep=")[1] for p in stopped.glob("*.ckpt")) == [
+        "0.ckpt", f"1-step={step}.ckpt"]  # checkpoint.keep_last: 2
+    assert not list(stopped.glob("*.partial"))
+    state = load_checkpoint(mid)
+    assert (state["epoch"], state["global_step"]) == (1, step)
+    assert state["callbacks"]["AtomicCheckpointer"]["batches_done"] == done
+    expected = step_losses(reference_run)
+    before = step_losses(stopped)
+    assert sorted(before) == list(range(step))  # the interrupted step was finished and logged
+    assert_losses_match(before, expected)
+
+    capsys.readouterr()
+    assert main(["pretrain", *tiny(images, checkpoint_dir, "auto_resume.enabled=True")]) == 0
+    assert f"{RESUMING} that matches the run: '{mid}'" in capsys.readouterr().out
+    resumed = next(r for r in run_dirs(checkpoint_dir) if r != stopped)
+    got = step_losses(resumed)
+    assert sorted(got) == list(range(step, 2 * STEPS_PER_EPOCH))
+    assert_losses_match(got, expected)
+
+
+def test_time_based_checkpoints_change_nothing_and_resume_mid_epoch(
+    tmp_path, image_folder_writer, reference_run
+):
+    """``checkpoint.every_minutes`` so small that it has always passed (no clock is measured):
+    a checkpoint after every step but an epoch's last, which the epoch's checkpoint follows.
+    The losses are the uninterrupted run's, and a run resumed from the middle of epoch 0 (the
+    epoch whose data iterator Lightning creates before any epoch hook) repeats them. Measured
+    with the data-loading replay switched off (Lightning then starts the rest of the epoch on
+    a fresh iterator): the resumed step 3 gave a loss of -0.5331 where the uninterrupted run
+    gave -0.3709. With one loader worker (the MNIST config) the replay is exact as well."""
+    images = image_folder_writer(tmp_path / "images", classes=3, per_class=8)
+    checkpoint_dir = tmp_path / "ckpt"
+    assert main(["pretrain", *tiny(images, checkpoint_dir, "+checkpoint.every_minutes=1e-9",
+                                   "+checkpoint.keep_last=20")]) == 0
+    (run,) = run_dirs(checkpoint_dir)
+    names = {p.name.split("-ep=")[1] for p in run.glob("*.ckpt")}
+    assert names == {"0.ckpt", "1.ckpt", *(f"0-step={s}.ckpt" for s in range(1, 6)),
+                     *(f"1-step={s}.ckpt" for s in range(7, 12))}
+    expected = step_losses(reference_run)
+    assert_losses_match(step_losses(run), expected)
+
+    (mid,) = run.glob("*-ep=0-step=3.ckpt")
+    resume = f"+resume_from_checkpoint='{mid}'"  # quoted: the name holds '='
+    assert main(["pretrain", *tiny(images, checkpoint_dir, resume)]) == 0
+    resumed = next(r for r in run_dirs(checkpoint_dir) if r != run)
+    got = step_losses(resumed)
+    assert sorted(got) == list(range(3, 2 * STEPS_PER_EPOCH))
+    assert_losses_match(got, expected)
 
 
 class SimulatedKill(RuntimeError):
