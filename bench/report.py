@@ -312,6 +312,17 @@ def render(loss: list[dict], skips: list[dict], steps: list[dict], meta: dict) -
         "![time and memory vs N](benchmarks_loss.png)",
         "",
         *steps_section(steps, steps_settings),
+        "## GPU",
+        "",
+        "`python3 bench/gpu_check.py --out DIR` is the prepared check for a CUDA machine "
+        "(under 8 minutes): CLAMP (4 views) vs SimCLR training steps per second with bf16"
+        " autocast (ResNet-50, 224 px, synthetic images, each at the largest batch that "
+        "fits), the tiled loss at N = 32768 images (time, peak memory) and a few batches "
+        "of solo-learn's DALI pipeline with 4 views when nvidia-dali is installed. It "
+        "writes `gpu_check.json` and `gpu_check.md`; paste the table here. `--dry` runs "
+        "it at tiny sizes on the CPU (a test does). Not yet run on a GPU: no GPU was "
+        "available where this page was produced.",
+        "",
         "## How it is measured",
         "",
         "* Loss: `bench/loss_bench.py`. Each case runs in a freshly forked process with "

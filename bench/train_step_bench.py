@@ -84,7 +84,8 @@ DATASETS = ("cifar10", "cifar100", "stl10", "imagenet100", "imagenet")
 NUM_CLASSES = 10
 
 
-def make_cfg(method: str, crops: int, batch_size: int, crop_size: int, dataset: str):
+def make_cfg(method: str, crops: int, batch_size: int, crop_size: int, dataset: str,
+             backbone: str = "resnet18"):
     """The parsed pretraining cfg of a benchmark entry, built as ``solo-clamp compare`` builds
     its runs' cfgs (the same LARS optimizer for every method, no learning-rate schedule)."""
     from omegaconf import OmegaConf
@@ -100,7 +101,7 @@ def make_cfg(method: str, crops: int, batch_size: int, crop_size: int, dataset: 
     comparison = OmegaConf.create({
         "dataset": dataset,
         "data": {"num_workers": 0},
-        "backbone": {"name": "resnet18", "kwargs": {}},
+        "backbone": {"name": backbone, "kwargs": {}},
         "augmentations": [{"crop_size": crop_size}],
         "scheduler": {"name": "none"},
         "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
@@ -199,8 +200,9 @@ def _cpu_seconds() -> float:
 
 
 def build_runner(method: str, batch_size: int, views: int, crop_size: int,
-                 dataset: str) -> Runner:
-    """Builds a method from solo's registry, its LARS optimizer and a random batch."""
+                 dataset: str, backbone: str = "resnet18", device: str = "cpu") -> Runner:
+    """Builds a method from solo's registry (on ``device``), its LARS optimizer and a random
+    batch."""
     from solo.methods import METHODS
 
     crops = 2 if method in TWO_CROP_METHODS else views
@@ -209,15 +211,16 @@ def build_runner(method: str, batch_size: int, views: int, crop_size: int,
     images = batch_size * views // crops
     torch.manual_seed(0)
     model = METHODS[SOLO_METHOD.get(method, method)](
-        make_cfg(method, crops, images, crop_size, dataset))
-    model.train()
+        make_cfg(method, crops, images, crop_size, dataset, backbone))
+    model.to(device).train()
     optimizer = model.configure_optimizers()
     if isinstance(optimizer, (list, tuple)):
         optimizer = optimizer[0][0]
     gen = torch.Generator().manual_seed(1)
-    crops_x = [torch.randn(images, 3, crop_size, crop_size, generator=gen) for _ in range(crops)]
-    targets = torch.randint(0, NUM_CLASSES, (images,), generator=gen)
-    batch = [torch.arange(images), crops_x, targets]
+    crops_x = [torch.randn(images, 3, crop_size, crop_size, generator=gen).to(device)
+               for _ in range(crops)]
+    targets = torch.randint(0, NUM_CLASSES, (images,), generator=gen).to(device)
+    batch = [torch.arange(images, device=device), crops_x, targets]
     return Runner(method, model, optimizer, batch, images * crops, images, crops)
 
 
