@@ -11,6 +11,7 @@ import torch
 
 from solo_clamp.checkpoints import CheckpointError, backbone_state, load_run, uses_cifar_stem
 from solo_clamp.version import __version__
+from solo_clamp.views import count_views
 from solo_clamp.zoo.errors import ManifestError, ZooError
 from solo_clamp.zoo.files import PathLike, sha256_file
 from solo_clamp.zoo.index import IndexLike, ZooIndex, index_path, load_index, write_index
@@ -37,14 +38,6 @@ def _cfg_get(cfg: Mapping[str, Any], dotted: str, where: Path) -> Any:
             raise ZooError(f"{where}: missing '{dotted}' (a solo-learn args.json has it).")
         node = node[part]
     return node
-
-
-def _views(cfg: Mapping[str, Any]) -> int:
-    data = cfg.get("data") or {}
-    views = int(data.get("num_large_crops") or 0) + int(data.get("num_small_crops") or 0)
-    if views < 1:
-        views = sum(int(a.get("num_crops", 0)) for a in cfg.get("augmentations") or [])
-    return max(views, 1)
 
 
 def _epochs(ckpt_path: Path, cfg: Mapping[str, Any]) -> int:
@@ -176,7 +169,7 @@ def publish(
         "backbone": spec.to_manifest(),
         "dataset": dataset,
         "epochs": epochs if epochs is not None else _epochs(ckpt, cfg),
-        "views": _views(cfg),
+        "views": max(count_views(cfg), 1),
         "evaluation": dict(evaluation or {}),
         "config": portable_config(cfg),
         "size": target.stat().st_size,
