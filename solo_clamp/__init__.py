@@ -25,7 +25,8 @@ def solo_available() -> bool:
 
 
 def register() -> type:
-    """Registers CLAMP as ``solo.methods.METHODS["clamp"]`` (idempotent) and returns the class.
+    """Registers CLAMP as ``solo.methods.METHODS["clamp"]`` and ManifoldCLR as
+    ``METHODS["manifoldclr"]`` (idempotent) and returns the CLAMP class.
 
     Raises:
         ModuleNotFoundError: when solo-learn is not installed.
@@ -39,8 +40,10 @@ def register() -> type:
         from solo.methods import METHODS
 
         from solo_clamp.methods.clamp import CLAMP
+        from solo_clamp.methods.manifoldclr import ManifoldCLR
 
     METHODS["clamp"] = CLAMP
+    METHODS["manifoldclr"] = ManifoldCLR
     return CLAMP
 
 
