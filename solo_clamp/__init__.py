@@ -29,7 +29,8 @@ def solo_available() -> bool:
 
 
 def register() -> type:
-    """Registers CLAMP as ``solo.methods.METHODS["clamp"]`` (idempotent) and returns the class.
+    """Registers CLAMP as ``solo.methods.METHODS["clamp"]`` and ManifoldCLR as
+    ``METHODS["manifoldclr"]`` (idempotent) and returns the CLAMP class.
 
     Raises:
         ModuleNotFoundError: when solo-learn is not installed.
@@ -40,6 +41,7 @@ def register() -> type:
     from solo_clamp import methods  # imports solo-learn without its import-time warnings
 
     methods.METHODS["clamp"] = methods.CLAMP  # the import registers once; this call always
+    methods.METHODS["manifoldclr"] = methods.ManifoldCLR
     return methods.CLAMP
 
 

@@ -12,12 +12,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.config import check_clamp_kwargs
+from solo_clamp.config_manifoldclr import check_manifoldclr_kwargs
 from solo_clamp.training.transforms import check_blur_kernel_size
 from solo_clamp.views import count_views
 
 SUPPORTED_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
 DATA_FORMATS = ("image_folder", "h5", "dali")
 _FOLDER_DATASETS = ("imagenet", "imagenet100", "custom")
+METHOD_KWARGS_CHECKS = {"clamp": check_clamp_kwargs, "manifoldclr": check_manifoldclr_kwargs}
+"""The methods this program trains, each with the check of its ``method_kwargs``."""
 
 
 def known_backbones() -> list[str]:
@@ -109,10 +112,12 @@ def _check_checkpoint_fields(cfg: DictConfig) -> None:
 
 
 def preflight(cfg: DictConfig) -> None:
-    """Validates a CLAMP pretraining config; raises ValueError naming the field."""
+    """Validates a pretraining config (CLAMP or ManifoldCLR); raises ValueError naming the
+    field."""
     method = _get(cfg, "method")
-    if method != "clamp":
-        raise ValueError(f"method must be 'clamp' for this program, got {method!r}.")
+    if method not in METHOD_KWARGS_CHECKS:
+        allowed = " or ".join(repr(name) for name in METHOD_KWARGS_CHECKS)
+        raise ValueError(f"method must be {allowed} for this program, got {method!r}.")
     dataset = _get(cfg, "data.dataset")
     if dataset not in SUPPORTED_DATASETS:
         raise ValueError(
@@ -132,7 +137,7 @@ def preflight(cfg: DictConfig) -> None:
         raise ValueError(f"backbone.name must be one of {names}, got {backbone!r}.")
 
     _check_augmentations(cfg, data_format)
-    check_clamp_kwargs(_get(cfg, "method_kwargs"), count_views(cfg))
+    METHOD_KWARGS_CHECKS[method](_get(cfg, "method_kwargs"), count_views(cfg))
 
     batch_size = _get(cfg, "optimizer.batch_size")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

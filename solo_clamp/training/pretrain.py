@@ -1,5 +1,5 @@
-"""CLAMP pretraining on solo-learn's machinery (what ``main_pretrain.py`` and
-``solo-clamp pretrain`` run).
+"""CLAMP (or ManifoldCLR) pretraining on solo-learn's machinery (what ``main_pretrain.py``
+and ``solo-clamp pretrain`` run).
 
 Differences from solo-learn's own ``main_pretrain.py``, each for a reason:
 
@@ -181,7 +181,8 @@ def _fit(cfg: DictConfig, trainer, model, train_data, val_loader, ckpt_path, pre
 
 
 def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, Any]:
-    """kNN top-1 of the trained backbone and of the same backbone at initialisation."""
+    """kNN top-1 of the trained backbone and of the same backbone at initialisation (keys
+    ``<method>_knn_top1`` and ``untrained_knn_top1``)."""
     from solo.methods import METHODS
 
     from solo_clamp.evaluation import (
@@ -210,7 +211,7 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
         "train_images": len(train_loader.dataset),
         "test_images": len(val_loader.dataset),
     }
-    for label, backbone in (("untrained", untrained), ("clamp", trained_backbone)):
+    for label, backbone in (("untrained", untrained), (cfg.method, trained_backbone)):
         backbone = backbone.cpu()
         train = extract_features(backbone, train_loader, desc=f"{label} train features")
         test = extract_features(backbone, val_loader, desc=f"{label} test features")
@@ -227,7 +228,8 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
 
 
 def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
-    """Pretrains CLAMP from a Hydra/OmegaConf config in solo-learn's layout.
+    """Pretrains ``cfg.method`` (CLAMP or ManifoldCLR) from a Hydra/OmegaConf config in
+    solo-learn's layout.
 
     Returns:
         A summary: run directory, last checkpoint, and the kNN report when enabled.
@@ -276,10 +278,11 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
         summary["knn"] = report
         Path(summary["run_dir"]).mkdir(parents=True, exist_ok=True)
         (Path(summary["run_dir"]) / "knn.json").write_text(json.dumps(report, indent=2))
-        gain = report["clamp_knn_top1"] - report["untrained_knn_top1"]
+        trained = report[f"{cfg.method}_knn_top1"]
+        gain = trained - report["untrained_knn_top1"]
         print(
             f"kNN top-1 (k={report['k']}, {report['distance']}) on {report['test_images']} "
-            f"test images: CLAMP {report['clamp_knn_top1']:.2f}% vs untrained backbone "
+            f"test images: {type(model).__name__} {trained:.2f}% vs untrained backbone "
             f"{report['untrained_knn_top1']:.2f}% ({gain:+.2f} points)"
         )
     return summary

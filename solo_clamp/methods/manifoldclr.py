@@ -1,0 +1,199 @@
+"""ManifoldCLR as a solo-learn method (``method: manifoldclr``)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import omegaconf
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from solo.methods.base import BaseMethod
+from solo.utils.metrics import accuracy_at_k
+
+from solo_clamp.config_manifoldclr import check_manifoldclr_kwargs
+from solo_clamp.losses.manifoldclr import STAT_NAMES, ManifoldCLRLoss
+from solo_clamp.views import count_views
+
+
+class ManifoldCLR(BaseMethod):
+    def __init__(self, cfg: omegaconf.DictConfig):
+        """Implements ManifoldCLR, Manifold Contrastive Learning with Variational Lie Group
+        Operators (Fallah, Helbling, Johnsen, Rozell, TMLR 2024).
+
+        Learned transport operators model the manifold of a sample's augmentations in the
+        backbone's feature space; samples from a learned prior over their coefficients
+        augment ``z0`` for the contrastive loss (see ``solo_clamp.losses.manifoldclr``).
+
+        Extra cfg settings (``method_kwargs``; every field has a default, see the README):
+            proj_hidden_dim, proj_output_dim (int): projector Linear-BN-ReLU-Linear.
+            dictionary_size, block_dim (int): ``M`` generators with blocks of size ``k``.
+            vi_hidden_dim (int): width parameter of the posterior and prior MLPs.
+            init_real_range, init_imag_range (float): initialisation of the generators.
+            scale_prior, shift_prior (float): the fixed Laplace of the coefficient networks.
+            threshold (float): soft threshold of the coefficient samples.
+            prior_warmup_steps (int): steps from the fixed prior to the learned one.
+            max_elbo_samples, max_elbo_start_step (int), max_elbo_l1_penalty (float):
+                best-of-J posterior sampling from a given step.
+            temperature, mse_weight, kl_weight, shift_l2_weight (float): the loss.
+            transop_lr, transop_weight_decay, transop_grad_clip: the operators' group.
+            vi_lr, vi_weight_decay, vi_grad_clip: the posterior and prior networks' group.
+            backbone_grad_clip: gradient-norm clip of backbone + projector (null = none).
+        """
+        super().__init__(cfg)
+        kwargs = cfg.method_kwargs
+        self.projector = nn.Sequential(
+            nn.Linear(self.features_dim, kwargs.proj_hidden_dim),
+            nn.BatchNorm1d(kwargs.proj_hidden_dim),
+            nn.ReLU(),
+            nn.Linear(kwargs.proj_hidden_dim, kwargs.proj_output_dim),
+        )
+        if self.features_dim % kwargs.block_dim:
+            raise ValueError(
+                f"method_kwargs.block_dim={kwargs.block_dim} must divide the backbone's feature "
+                f"dimension ({self.features_dim} for {cfg.backbone.name})."
+            )
+        self.manifold = ManifoldCLRLoss(
+            self.features_dim,
+            kwargs.dictionary_size,
+            block_dim=kwargs.block_dim,
+            hidden_dim=kwargs.vi_hidden_dim,
+            real_range=kwargs.init_real_range,
+            imag_range=kwargs.init_imag_range,
+            scale_prior=kwargs.scale_prior,
+            shift_prior=kwargs.shift_prior,
+            threshold=kwargs.threshold,
+            prior_warmup_steps=kwargs.prior_warmup_steps,
+            max_elbo_samples=kwargs.max_elbo_samples,
+            max_elbo_start_step=kwargs.max_elbo_start_step,
+            max_elbo_l1_penalty=kwargs.max_elbo_l1_penalty,
+            temperature=kwargs.temperature,
+            mse_weight=kwargs.mse_weight,
+            kl_weight=kwargs.kl_weight,
+            shift_l2_weight=kwargs.shift_l2_weight,
+        )
+        self.transop_grad_clip: Optional[float] = kwargs.transop_grad_clip
+        self.vi_grad_clip: Optional[float] = kwargs.vi_grad_clip
+        self.backbone_grad_clip: Optional[float] = kwargs.backbone_grad_clip
+        self.transop_lr: float = kwargs.transop_lr
+        self.transop_weight_decay: float = kwargs.transop_weight_decay
+        self.vi_lr: float = kwargs.vi_lr
+        self.vi_weight_decay: float = kwargs.vi_weight_decay
+
+    @staticmethod
+    def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
+        """Adds ManifoldCLR's defaults and checks its settings, with errors naming the field."""
+        cfg = super(ManifoldCLR, ManifoldCLR).add_and_assert_specific_cfg(cfg)
+        cfg.method_kwargs = check_manifoldclr_kwargs(cfg.method_kwargs, count_views(cfg))
+        return cfg
+
+    @property
+    def learnable_params(self) -> List[Dict[str, Any]]:
+        """Backbone, classifier and projector at ``optimizer.lr`` / ``weight_decay``; the
+        operators and the coefficient networks at their own (absolute) lr and weight decay."""
+        return super().learnable_params + [
+            {"name": "projector", "params": self.projector.parameters()},
+            {
+                "name": "transport_operators",
+                "params": self.manifold.transport.parameters(),
+                "lr": self.transop_lr,
+                "weight_decay": self.transop_weight_decay,
+            },
+            {
+                "name": "coefficient_networks",
+                "params": self._coefficient_parameters(),
+                "lr": self.vi_lr,
+                "weight_decay": self.vi_weight_decay,
+            },
+        ]
+
+    def configure_optimizers(self):
+        """solo-learn's optimizer and scheduler. Without warm-up, solo-learn's
+        ``warmup_cosine`` starts every group at ``optimizer.lr`` and its chained cosine then
+        keeps that for the whole run (measured: the coefficient networks trained at 30x their
+        lr and diverged in 3 steps); each group is reset to its own learning rate here."""
+        result = super().configure_optimizers()
+        if self.scheduler == "warmup_cosine" and self.warmup_epochs == 0:
+            (optimizer,), (scheduler,) = result
+            for group, base_lr in zip(optimizer.param_groups, scheduler["scheduler"].base_lrs):
+                group["lr"] = base_lr
+        return result
+
+    def _coefficient_parameters(self) -> List[nn.Parameter]:
+        return [*self.manifold.posterior.parameters(), *self.manifold.prior.parameters()]
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: Optional[Union[int, float]] = None,
+        gradient_clip_algorithm: Optional[str] = None,
+    ) -> None:
+        """Clips the gradient norm of each group on its own, as the official code, then
+        applies the trainer's ``gradient_clip_val`` (if any) to everything."""
+        groups = (
+            (self.transop_grad_clip, list(self.manifold.transport.parameters())),
+            (self.vi_grad_clip, self._coefficient_parameters()),
+            (
+                self.backbone_grad_clip,
+                [*self.backbone.parameters(), *self.projector.parameters()],
+            ),
+        )
+        for max_norm, params in groups:
+            if max_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if gradient_clip_val:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val=gradient_clip_val,
+                gradient_clip_algorithm=gradient_clip_algorithm,
+            )
+
+    def forward(self, X: torch.Tensor) -> Dict[str, Any]:
+        out = super().forward(X)
+        out["z"] = self.projector(out["feats"])
+        return out
+
+    def _pair_features(self, batch: Sequence[Any]) -> tuple[torch.Tensor, List[torch.Tensor]]:
+        """Backbone features of each view, forwarded separately (BatchNorm per view, as the
+        official code), and the online classifier's loss on both (logged as solo-learn does)."""
+        _, X, targets = batch
+        X = [X] if isinstance(X, torch.Tensor) else list(X)
+        if len(X) != 2:
+            raise ValueError(
+                f"the batch has {len(X)} crops per image but ManifoldCLR uses exactly 2 "
+                "(augmentations[*].num_crops must sum to 2)."
+            )
+        if not self.no_channel_last:
+            X = [x.to(memory_format=torch.channels_last) for x in X]
+        feats = [self.backbone(x) for x in X]
+        all_feats = torch.cat(feats).detach()
+        all_targets = targets.repeat(2)
+        logits = self.classifier(all_feats)
+        class_loss = F.cross_entropy(logits, all_targets, ignore_index=-1)
+        acc1, acc5 = accuracy_at_k(logits, all_targets, top_k=(1, min(5, logits.size(1))))
+        self.log_dict(
+            {"train_class_loss": class_loss, "train_acc1": acc1, "train_acc5": acc5},
+            on_epoch=True,
+            sync_dist=True,
+        )
+        if self.knn_eval:
+            labelled = all_targets != -1
+            self.knn(train_features=all_feats[labelled], train_targets=all_targets[labelled])
+        return class_loss, feats
+
+    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
+        """ManifoldCLR's loss on the pair of views plus the online classifier's loss."""
+        class_loss, (z0, z1) = self._pair_features(batch)
+        loss, stats = self.manifold(z0, z1, self.projector, step=self.global_step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite ManifoldCLR loss at global step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}): training diverged. Lower "
+                "optimizer.lr or the operators' method_kwargs.transop_lr, or clip gradients."
+            )
+        self.log("train_manifoldclr_loss", loss, on_epoch=True, sync_dist=True, prog_bar=True)
+        self.log_dict(
+            {f"train_manifoldclr_{name}": stats[name] for name in STAT_NAMES},
+            on_epoch=True,
+            sync_dist=True,
+        )
+        return loss + class_loss

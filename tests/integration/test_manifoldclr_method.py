@@ -1,0 +1,183 @@
+"""ManifoldCLR inside the real solo-learn: registration, configs, parameter groups, clipping,
+training steps."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+
+from solo.methods import METHODS  # noqa: E402
+
+import solo_clamp  # noqa: E402
+from solo_clamp.commands.hydra_config import SCRIPTS_DIR, compose_config  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+
+CONFIGS = sorted((SCRIPTS_DIR / "pretrain").glob("*/manifoldclr.yaml"))
+GROUPS = ["backbone", "classifier", "projector", "transport_operators", "coefficient_networks"]
+
+
+def tiny_cfg(clamp_cfg_factory, **method_kwargs):
+    cfg = clamp_cfg_factory(num_views=2, batch_size=6, backbone="wide_resnet28w2", crop_size=16)
+    cfg.method = "manifoldclr"
+    cfg.method_kwargs = {"proj_hidden_dim": 32, "proj_output_dim": 16, "dictionary_size": 4,
+                         "block_dim": 16, "vi_hidden_dim": 8, **method_kwargs}
+    cfg.optimizer = {"name": "adamw", "batch_size": 6, "lr": 3e-3, "classifier_lr": 0.1,
+                     "weight_decay": 1e-5}
+    return cfg
+
+
+def make_batch(crops: int = 2, batch: int = 6, size: int = 16):
+    return [torch.arange(batch), [torch.randn(batch, 3, size, size) for _ in range(crops)],
+            torch.arange(batch) % 3]
+
+
+def quiet(model):
+    logged = {}
+    model.log = lambda name, value, **_: logged.__setitem__(name, value)
+    model.log_dict = lambda values, **_: logged.update(values)
+    return logged
+
+
+def test_manifoldclr_is_registered_beside_clamp():
+    solo_clamp.register()
+    assert METHODS["manifoldclr"].__name__ == "ManifoldCLR"
+    assert METHODS["clamp"].__name__ == "CLAMP"
+
+
+def test_the_three_configs_are_shipped():
+    assert {p.parent.name for p in CONFIGS} == {"mnist", "cifar", "imagenet-100"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.parent.name)
+def test_every_config_composes_and_builds_the_model(path: Path, tmp_path):
+    from solo.args.pretrain import parse_cfg
+
+    from solo_clamp.training.common import parse_solo_cfg
+
+    args = argparse.Namespace(config_path=str(path.parent), config_name=path.name, _kind="pretrain",
+                              overrides=[f"data.train_path={tmp_path}", "data.val_path=null",
+                                         "data.format=image_folder"])
+    cfg = compose_config(args)
+    cfg.pop("prepare_data", None)
+    cfg = parse_solo_cfg(cfg, parse_cfg)
+    model = METHODS["manifoldclr"](cfg)
+    kwargs = cfg.method_kwargs
+    blocks = model.features_dim // kwargs.block_dim
+    psi = model.manifold.transport.psi
+    assert psi.shape == (kwargs.dictionary_size, blocks, kwargs.block_dim, kwargs.block_dim)
+    assert isinstance(model.projector[1], torch.nn.BatchNorm1d)
+    assert model.projector[-1].out_features == kwargs.proj_output_dim
+    groups = {group["name"]: group for group in model.learnable_params}
+    assert list(groups) == GROUPS
+    assert groups["transport_operators"]["lr"] == kwargs.transop_lr
+    assert groups["coefficient_networks"]["weight_decay"] == kwargs.vi_weight_decay
+    if path.parent.name == "cifar":
+        assert cfg.optimizer.lr == pytest.approx(3e-3)  # 1.5e-3 per 256 images, batch 512
+        assert isinstance(model.backbone.maxpool, torch.nn.Identity)
+
+
+def test_training_step_reaches_every_part(clamp_cfg_factory):
+    torch.manual_seed(0)
+    model = METHODS["manifoldclr"](tiny_cfg(clamp_cfg_factory, max_elbo_start_step=0,
+                                            max_elbo_samples=3, prior_warmup_steps=0))
+    logged = quiet(model)
+    loss = model.training_step(make_batch(), 0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    parts = {"backbone": model.backbone, "projector": model.projector,
+             "classifier": model.classifier, "transport": model.manifold.transport,
+             "posterior": model.manifold.posterior, "prior": model.manifold.prior}
+    for name, module in parts.items():
+        grads = [p.grad for p in module.parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+        assert all(torch.isfinite(g).all() for g in grads if g is not None), name
+    for key in ("train_manifoldclr_loss", "train_manifoldclr_ntxent", "train_manifoldclr_kl",
+                "train_manifoldclr_transport_mse", "train_class_loss", "train_acc1"):
+        assert key in logged
+
+
+def test_each_group_is_clipped_on_its_own(clamp_cfg_factory):
+    model = METHODS["manifoldclr"](tiny_cfg(clamp_cfg_factory, transop_grad_clip=0.1,
+                                            vi_grad_clip=1.0, backbone_grad_clip=2.0))
+    model.classifier.weight.grad = torch.full_like(model.classifier.weight, 100.0)
+    parts = {
+        0.1: list(model.manifold.transport.parameters()),
+        1.0: [*model.manifold.posterior.parameters(), *model.manifold.prior.parameters()],
+        2.0: [*model.backbone.parameters(), *model.projector.parameters()],
+    }
+    for params in parts.values():
+        for param in params:
+            param.grad = torch.full_like(param, 100.0)
+    model.configure_gradient_clipping(None)
+    for max_norm, params in parts.items():
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        assert norm.item() == pytest.approx(max_norm, rel=1e-4)
+    assert model.classifier.weight.grad.max() == 100.0  # no clip configured for it
+
+
+def test_a_few_training_steps_with_lightning(clamp_cfg_factory):
+    """Every group follows its own lr under solo-learn's scheduler (warm-up 0 included), the
+    operators and the networks learn, and the loss stays finite."""
+    from lightning.pytorch import Callback, Trainer
+    from torch.utils.data import DataLoader
+
+    class RecordLearningRates(Callback):
+        ratios: list[dict[str, float]] = []
+
+        def on_train_batch_start(self, trainer, *_):
+            scheduler = trainer.lr_scheduler_configs[0].scheduler
+            groups = trainer.optimizers[0].param_groups
+            self.ratios.append({group["name"]: group["lr"] / base
+                                for group, base in zip(groups, scheduler.base_lrs)})
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg(clamp_cfg_factory, prior_warmup_steps=2, max_elbo_start_step=2,
+                   max_elbo_samples=2, transop_lr=1e-2)
+    model = METHODS["manifoldclr"](cfg)
+    images = [(i, [torch.randn(3, 16, 16), torch.randn(3, 16, 16)], i % 3) for i in range(24)]
+    psi_before = model.manifold.transport.psi.detach().clone()
+    prior_before = model.manifold.prior.shift_head.weight.detach().clone()
+    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[RecordLearningRates()])
+    trainer.fit(model, DataLoader(images, batch_size=6))
+    assert trainer.global_step == 4
+    assert math.isfinite(float(trainer.callback_metrics["train_manifoldclr_loss"]))
+    assert not torch.equal(model.manifold.transport.psi, psi_before)
+    assert not torch.equal(model.manifold.prior.shift_head.weight, prior_before)
+    ratios = RecordLearningRates.ratios
+    assert len(ratios) == 4 and set(ratios[0].values()) == {1.0}
+    for step in ratios:  # the same cosine factor of each group's own lr
+        assert len({round(ratio, 9) for ratio in step.values()}) == 1, step
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    groups = trainer.optimizers[0].param_groups
+    bases = {group["name"]: base for group, base in zip(groups, scheduler.base_lrs)}
+    assert bases["transport_operators"] == 1e-2 and bases["coefficient_networks"] == 1e-4
+
+
+def test_block_dim_must_divide_the_backbone_width(clamp_cfg_factory):
+    with pytest.raises(ValueError, match=r"block_dim=48 must divide .* \(128 for wide_resnet"):
+        METHODS["manifoldclr"](tiny_cfg(clamp_cfg_factory, block_dim=48))
+
+
+def test_wrong_number_of_crops_is_reported(clamp_cfg_factory):
+    model = METHODS["manifoldclr"](tiny_cfg(clamp_cfg_factory))
+    quiet(model)
+    with pytest.raises(ValueError, match="3 crops per image but ManifoldCLR uses exactly 2"):
+        model.training_step(make_batch(crops=3), 0)
+
+
+def test_non_finite_loss_names_the_step(clamp_cfg_factory):
+    model = METHODS["manifoldclr"](tiny_cfg(clamp_cfg_factory))
+    quiet(model)
+    with torch.no_grad():
+        model.projector[-1].weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"global step 0 .*Lower optimizer.lr"):
+        model.training_step(make_batch(), 0)
