@@ -10,16 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
-solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+import solo_clamp
+from solo_clamp.commands.hydra_config import compose_config
+from solo_clamp.configs import config_dir
 
-from solo.methods import METHODS  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-import solo_clamp  # noqa: E402
-from solo_clamp.commands.hydra_config import SCRIPTS_DIR, compose_config  # noqa: E402
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+def methods() -> dict:
+    """solo-learn's method registry, with CLAMP and ManifoldCLR registered."""
+    from solo.methods import METHODS
 
-CONFIGS = sorted((SCRIPTS_DIR / "pretrain").glob("*/manifoldclr.yaml"))
+    solo_clamp.register()
+    return METHODS
+
+CONFIGS = sorted(config_dir("pretrain").glob("*/manifoldclr.yaml"))
 GROUPS = ["backbone", "classifier", "projector", "transport_operators", "coefficient_networks"]
 
 
@@ -47,8 +52,8 @@ def quiet(model):
 
 def test_manifoldclr_is_registered_beside_clamp():
     solo_clamp.register()
-    assert METHODS["manifoldclr"].__name__ == "ManifoldCLR"
-    assert METHODS["clamp"].__name__ == "CLAMP"
+    assert methods()["manifoldclr"].__name__ == "ManifoldCLR"
+    assert methods()["clamp"].__name__ == "CLAMP"
 
 
 def test_the_three_configs_are_shipped():
@@ -67,7 +72,7 @@ def test_every_config_composes_and_builds_the_model(path: Path, tmp_path):
     cfg = compose_config(args)
     cfg.pop("prepare_data", None)
     cfg = parse_solo_cfg(cfg, parse_cfg)
-    model = METHODS["manifoldclr"](cfg)
+    model = methods()["manifoldclr"](cfg)
     kwargs = cfg.method_kwargs
     blocks = model.features_dim // kwargs.block_dim
     psi = model.manifold.transport.psi
@@ -85,7 +90,7 @@ def test_every_config_composes_and_builds_the_model(path: Path, tmp_path):
 
 def test_training_step_reaches_every_part(clamp_cfg_factory):
     torch.manual_seed(0)
-    model = METHODS["manifoldclr"](tiny_cfg(clamp_cfg_factory, max_elbo_start_step=0,
+    model = methods()["manifoldclr"](tiny_cfg(clamp_cfg_factory, max_elbo_start_step=0,
                                             max_elbo_samples=3, prior_warmup_steps=0))
     logged = quiet(model)
     loss = model.training_step(make_batch(), 0)
@@ -104,7 +109,7 @@ def test_training_step_reaches_every_part(clamp_cfg_factory):
 
 
 def test_each_group_is_clipped_on_its_own(clamp_cfg_factory):
-    model = METHODS["manifoldclr"](tiny_cfg(clamp_cfg_factory, transop_grad_clip=0.1,
+    model = methods()["manifoldclr"](tiny_cfg(clamp_cfg_factory, transop_grad_clip=0.1,
                                             vi_grad_clip=1.0, backbone_grad_clip=2.0))
     model.classifier.weight.grad = torch.full_like(model.classifier.weight, 100.0)
     parts = {
@@ -140,7 +145,7 @@ def test_a_few_training_steps_with_lightning(clamp_cfg_factory):
     torch.manual_seed(0)
     cfg = tiny_cfg(clamp_cfg_factory, prior_warmup_steps=2, max_elbo_start_step=2,
                    max_elbo_samples=2, transop_lr=1e-2)
-    model = METHODS["manifoldclr"](cfg)
+    model = methods()["manifoldclr"](cfg)
     images = [(i, [torch.randn(3, 16, 16), torch.randn(3, 16, 16)], i % 3) for i in range(24)]
     psi_before = model.manifold.transport.psi.detach().clone()
     prior_before = model.manifold.prior.shift_head.weight.detach().clone()
@@ -164,18 +169,18 @@ def test_a_few_training_steps_with_lightning(clamp_cfg_factory):
 
 def test_block_dim_must_divide_the_backbone_width(clamp_cfg_factory):
     with pytest.raises(ValueError, match=r"block_dim=48 must divide .* \(128 for wide_resnet"):
-        METHODS["manifoldclr"](tiny_cfg(clamp_cfg_factory, block_dim=48))
+        methods()["manifoldclr"](tiny_cfg(clamp_cfg_factory, block_dim=48))
 
 
 def test_wrong_number_of_crops_is_reported(clamp_cfg_factory):
-    model = METHODS["manifoldclr"](tiny_cfg(clamp_cfg_factory))
+    model = methods()["manifoldclr"](tiny_cfg(clamp_cfg_factory))
     quiet(model)
     with pytest.raises(ValueError, match="3 crops per image but ManifoldCLR uses exactly 2"):
         model.training_step(make_batch(crops=3), 0)
 
 
 def test_non_finite_loss_names_the_step(clamp_cfg_factory):
-    model = METHODS["manifoldclr"](tiny_cfg(clamp_cfg_factory))
+    model = methods()["manifoldclr"](tiny_cfg(clamp_cfg_factory))
     quiet(model)
     with torch.no_grad():
         model.projector[-1].weight.fill_(float("nan"))

@@ -9,14 +9,11 @@ import math
 
 import pytest
 import torch
+from clamp_testing import tiny_pretrain_overrides
 
-solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+from solo_clamp.cli import main
 
-from clamp_testing import tiny_pretrain_overrides  # noqa: E402
-
-from solo_clamp.cli import main  # noqa: E402
-
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY_MANIFOLDCLR = [
     "max_epochs=1",
