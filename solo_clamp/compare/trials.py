@@ -162,9 +162,11 @@ def _score(value: Any) -> str:
 def write_tuning_reports(
     cfg: DictConfig, outcome: TuningOutcome, data: ComparisonData, out: Path
 ) -> list[Path]:
-    """``tuning.csv`` (one row per finished trial) and ``tuning.md`` (the tuning table)."""
+    """``tuning.csv`` (one row per finished trial, method by method) and ``tuning.md`` (the
+    tuning table and each method's selected setting)."""
     rows = []
-    for spec in outcome.specs:
+    methods = list(cfg.methods)
+    for spec in sorted(outcome.specs, key=lambda s: methods.index(s.method)):  # grid order kept
         result = outcome.results.get(spec.run_id)
         if result is not None:
             chosen = outcome.selected.get(spec.method) == spec.setting
