@@ -350,3 +350,42 @@ def test_tuned_preset_fits_and_is_fair():
                for m, g in grids.items() for s in g)
     # the final runs keep the default's 3,500 training images: 400 per class - 50 held out
     assert cfg.data.train_per_class - cfg.tuning.val_per_class == 350
+
+
+def test_interrupted_tuning_resumes_at_the_unfinished_trial(tuned_config, tmp_path, monkeypatch):
+    """Ctrl-C during the third trial: two trials are kept (tuning.md lists them and selects
+    nothing yet); the rerun trains only the other two, then selects."""
+    cfg = compare.load_config(tuned_config)
+    cfg.tuning.lr_multipliers = [0.5, 1.0]
+    calls: list[str] = []
+
+    def fake_train(cfg, spec, data, probe, fail_on_divergence=False):
+        calls.append(spec.run_id)
+        if len(calls) == 3 and interrupt:
+            raise KeyboardInterrupt
+        return training.TrainedRun(torch.nn.Flatten(), OmegaConf.create({}), [], 0.0, 0.0)
+
+    monkeypatch.setattr(trials, "train", fake_train)
+    monkeypatch.setattr(trials, "validation_scores", lambda *a: {"val_knn_top1": 50.0})
+    data = prepare_data(cfg)
+    interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        trials.run_tuning(cfg, data, 3, tmp_path, log=lambda _: None)
+    md = (tmp_path / "tuning.md").read_text()
+    assert "Unfinished trials (nothing selected yet): clamp-lr1-s0, simclr-lr0.4-s0." in md
+    interrupt, calls[:] = False, []
+    outcome = trials.run_tuning(cfg, data, 3, tmp_path, log=lambda _: None)
+    assert calls == ["clamp-lr1-s0", "simclr-lr0.4-s0"]
+    assert outcome.skipped == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
+    assert outcome.selected == {"clamp": Setting(0.5, 0.5), "simclr": Setting(0.2, 0.5)}
+
+
+def test_estimate_counts_the_trials(tuned_config):
+    cfg = compare.load_config(tuned_config)
+    report = compare.estimate(cfg, steps=2, log=lambda _: None)
+    assert [t["run_id"] for t in report["trials"]] == [
+        "clamp-lr0.5-s0", "simclr-lr0.2-s0", "clamp-lr1e+30-s0", "simclr-lr4e+29-s0"]
+    assert {t["steps"] for t in report["trials"]} == {3}  # 1 epoch of 24 images / batch 8
+    assert report["tuning_s"] > 0
+    assert report["total_s"] == pytest.approx(
+        report["floors_s"] + report["tuning_s"] + sum(r["seconds"] for r in report["runs"]))
