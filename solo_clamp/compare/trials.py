@@ -19,7 +19,7 @@ from solo_clamp.compare.evaluation import validation_scores
 from solo_clamp.compare.persistence import finished_result, run_fingerprint
 from solo_clamp.compare.plan import RunSpec
 from solo_clamp.compare.training import lr_and_rs, train
-from solo_clamp.compare.tuning import Setting, method_grid, select
+from solo_clamp.compare.tuning import Setting, lr_multipliers, method_grid, select
 from solo_clamp.io import atomic_path, atomic_write_text
 
 TUNING_COLUMNS = (
@@ -214,6 +214,17 @@ def write_tuning_reports(
         for method in cfg.methods:
             setting = outcome.selected.get(method)
             chosen = setting.describe() if setting else "none: every trial diverged, no final runs"
+            multipliers = lr_multipliers(cfg, method)
+            if (
+                setting
+                and len(multipliers) > 1
+                and setting.lr_multiplier
+                in (
+                    min(multipliers),
+                    max(multipliers),
+                )
+            ):
+                chosen += " (at the edge of the lr grid: a wider grid might do better)"
             lines.append(f"- {method}: {chosen}")
     atomic_write_text(out / "tuning.md", "\n".join(lines) + "\n")
     return [out / "tuning.csv", out / "tuning.md"]

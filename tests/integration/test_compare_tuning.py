@@ -253,7 +253,8 @@ def test_tuning_picks_the_best_validation_score(tuned_config, tmp_path, monkeypa
     assert outcome.selected == {"clamp": Setting(1.0, 1.0), "simclr": Setting(0.8, 2.0)}
     assert [s.run_id for s in outcome.specs][:2] == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
     md = (tmp_path / "tuning.md").read_text()
-    assert "- clamp: lr 1 (×1)" in md and "- simclr: lr 0.8 (×2)" in md
+    assert "- clamp: lr 1 (×1)\n" in md  # inside the grid
+    assert "- simclr: lr 0.8 (×2) (at the edge of the lr grid: a wider grid" in md
 
 
 def test_clamp_lr_times_rs_grid_and_equal_trials_rule():
