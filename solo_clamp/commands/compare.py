@@ -7,6 +7,7 @@
     solo-clamp compare --estimate 4                     # time 4 steps per method, extrapolate
     solo-clamp compare --configs-only --out runs/cfgs   # every run's solo-learn cfg, no training
     solo-clamp compare --methods clamp --set recipes.clamp.method_kwargs.rs=5 --out runs/rs5
+    solo-clamp compare --config scripts/compare/fashion_mnist_tuned.yaml   # tune lr, then run
 
 Rerunning the same command resumes: finished runs are skipped, unfinished ones start over.
 """
@@ -165,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
             for method, cost in report["relative_cost"].items():
                 print(f"  {method}: {report['seconds_per_step'][method]:.2f} s/step, "
                       f"{cost:.2f}x the reference time for its views")
+            if report["trials"]:
+                print(f"tuning: {len(report['trials'])} trial(s) of "
+                      f"{report['trials'][0]['steps']} steps, "
+                      f"~{report['tuning_s'] / 60:.1f} min in all")
             for row in report["runs"]:
                 print(f"  {row['run_id']}: {row['steps']} steps, ~{row['seconds'] / 60:.1f} min")
             print(f"floors: ~{report['floors_s'] / 60:.1f} min; projected total at this speed: "
@@ -181,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if summary.tuning is not None:
+        print(f"tuning: trained {len(summary.tuning.trained)} trial(s), skipped "
+              f"{len(summary.tuning.skipped)} finished")
     print(f"trained {len(summary.trained)} run(s), skipped {len(summary.skipped)} finished")
     for path in summary.files:
         print(f"  {path}")

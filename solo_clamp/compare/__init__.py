@@ -17,11 +17,18 @@ Budgets (``B`` images per step for every method, ``E`` = ``epochs``, ``S`` = ste
   ``V = 4``). For 2-view methods both budgets are one and the same run, trained once.
   BYOL's momentum encoder adds forward passes that neither budget counts.
 
+Fair tuning (``tuning.enabled``, :mod:`solo_clamp.compare.tuning`): first every method's
+learning rate (CLAMP: also ``rs``) is chosen from a grid with the same number of trials per
+method, by kNN top-1 on a validation split held out of the training images (it never trains
+and is in no kNN bank, and no trial reads the test split); the final runs use each method's
+selected setting. A diverging trial is recorded as failed and never selected.
+
 Output directory: ``runs/<run>/{config.yaml, backbone.pt, result.json}``, ``results.csv``
-(one row per run), ``results.md`` (mean ± std over seeds, floors, verdicts),
-``curves_loss.png``, ``curves_knn.png`` and ``compare_config.yaml``. ``result.json`` is
-written last and atomically: a run that has one (with the same settings) is skipped on
-restart; any other run starts over.
+(one row per run), ``results.md`` (mean ± std and per-seed values, best and ties, each
+method's setting, floors, verdicts), ``curves_loss.png``, ``curves_knn.png`` and
+``compare_config.yaml``; with tuning also ``tuning/<trial>/{config.yaml, result.json}``,
+``tuning.csv`` and ``tuning.md``. ``result.json`` is written last and atomically: a run or
+trial that has one (with the same settings) is skipped on restart; any other starts over.
 """
 
 from __future__ import annotations

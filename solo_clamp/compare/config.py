@@ -11,6 +11,7 @@ from typing import Any, Iterator, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from solo_clamp.compare.tuning import validate_tuning
 from solo_clamp.configs import config_dir
 
 CONFIG_DIR = config_dir("compare")
@@ -66,6 +67,15 @@ DEFAULTS: dict[str, Any] = {
         "linear": {"epochs": 100, "lr": 0.01, "weight_decay": 1e-5},
     },
     "floors": {"seed": 0, "raw_pixel_size": None},
+    # Fair tuning (solo_clamp.compare.tuning); lr_multipliers: a list, or method -> list.
+    "tuning": {
+        "enabled": False,
+        "lr_multipliers": None,
+        "clamp_rs": None,
+        "val_per_class": 50,
+        "epochs": 4,
+        "seed": 0,
+    },
     "quick": False,
 }
 RESULT_COLUMNS = (
@@ -85,6 +95,8 @@ RESULT_COLUMNS = (
     "knn_top1",
     "knn_top5",
     "linear_top1",
+    "lr",
+    "rs",
 )
 
 
@@ -125,7 +137,8 @@ def load_config(path: Optional[os.PathLike] = None, dataset: Optional[str] = Non
 
 def apply_quick(cfg: DictConfig) -> DictConfig:
     """The tiny smoke setting: a few images per class (MNIST / Fashion-MNIST; elsewhere only
-    the evaluation sets shrink), 2 epochs, small batches, one seed."""
+    the evaluation sets shrink), 2 epochs, small batches, one seed; tuning (when enabled): 4
+    validation images per class, 1 epoch per trial, the same grid."""
     if cfg.dataset in _IDX_DATASETS:
         cfg.data.train_per_class, cfg.data.val_per_class = 16, 8
     else:
@@ -136,6 +149,7 @@ def apply_quick(cfg: DictConfig) -> DictConfig:
     cfg.batch_size = 16
     cfg.seeds = [int(cfg.seeds[0])]
     cfg.evaluation.linear.epochs = 20
+    cfg.tuning.val_per_class, cfg.tuning.epochs = 4, 1
     cfg.quick = True
     return cfg
 
@@ -226,6 +240,7 @@ def validate_config(cfg: DictConfig) -> None:
         for key in ("data.train_path", "data.val_path"):
             if not OmegaConf.select(cfg, key):
                 raise ValueError(f"{key} is required for dataset {cfg.dataset!r} (an ImageFolder).")
+    validate_tuning(cfg)
 
 
 @contextlib.contextmanager

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +23,9 @@ class ComparisonData:
     solo_dataset: str  # solo-learn's data.dataset: custom, cifar10, cifar100, imagenet100
     train_path: str
     val_path: str
+    # Indices of the training split held out as the tuning validation set (sorted): no run
+    # trains on them and no kNN bank or linear probe of a test score contains them.
+    held_out: tuple[int, ...] = ()
 
     def dataset(self, split: str, transform: Callable):
         """The ``train`` or ``val`` split with ``transform`` (labels as ``.targets``)."""
@@ -67,7 +72,17 @@ def _idx_source(name: str, source: Optional[str]) -> Path:
 
 
 def prepare_data(cfg: DictConfig) -> ComparisonData:
-    """Prepares (once) or locates the comparison's images."""
+    """Prepares (once) or locates the comparison's images; with tuning, draws the validation
+    split from the training images."""
+    data = _locate_data(cfg)
+    if not OmegaConf.select(cfg, "tuning.enabled"):
+        return data
+    targets = data.dataset("train", None).targets
+    held_out = held_out_indices(targets, cfg.tuning.val_per_class, cfg.tuning.seed)
+    return dataclasses.replace(data, held_out=tuple(held_out))
+
+
+def _locate_data(cfg: DictConfig) -> ComparisonData:
     data = cfg.data
     if cfg.dataset in _IDX_DATASETS:
         from solo_clamp.data.prepare import prepare_image_folder
@@ -91,13 +106,35 @@ def prepare_data(cfg: DictConfig) -> ComparisonData:
     return ComparisonData(cfg.dataset, solo_name, str(data.train_path), str(data.val_path))
 
 
-def stratified_indices(targets: Sequence[int], per_class: Optional[int]) -> list[int]:
-    """The first ``per_class`` indices of every class (all indices when None)."""
+def held_out_indices(targets: Sequence[int], per_class: int, seed: int) -> list[int]:
+    """``per_class`` indices of every class drawn at random with ``seed`` (sorted)."""
+    by_class: dict[int, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(int(target), []).append(index)
+    rng = random.Random(seed)
+    chosen = []
+    for target, indices in sorted(by_class.items()):
+        if len(indices) <= per_class:
+            raise ValueError(
+                f"tuning.val_per_class ({per_class}) must be smaller than the training images "
+                f"of every class: class {target} has {len(indices)}."
+            )
+        chosen += rng.sample(indices, per_class)
+    return sorted(chosen)
+
+
+def stratified_indices(
+    targets: Sequence[int], per_class: Optional[int], exclude: Collection[int] = ()
+) -> list[int]:
+    """The first ``per_class`` indices of every class (all when None), ``exclude`` left out."""
+    excluded = set(exclude)
     if per_class is None:
-        return list(range(len(targets)))
+        return [i for i in range(len(targets)) if i not in excluded]
     seen: dict[int, int] = {}
     keep = []
     for index, target in enumerate(targets):
+        if index in excluded:
+            continue
         target = int(target)
         if seen.get(target, 0) < per_class:
             seen[target] = seen.get(target, 0) + 1
@@ -187,11 +224,10 @@ def build_probe(cfg: DictConfig, data: ComparisonData) -> KnnProbe:
     transform = eval_transform(cfg.augmentations[0].crop_size, mean, std)
     per_class = cfg.curves.get("per_class")
     tensors = []
-    for split in ("train", "val"):
+    for split, exclude in (("train", data.held_out), ("val", ())):
         dataset = data.dataset(split, transform)
-        tensors += _load_tensors(
-            dataset, stratified_indices(dataset.targets, per_class), cfg.evaluation.batch_size
-        )
+        indices = stratified_indices(dataset.targets, per_class, exclude)
+        tensors += _load_tensors(dataset, indices, cfg.evaluation.batch_size)
     ev = cfg.evaluation
     return KnnProbe(
         *tensors,

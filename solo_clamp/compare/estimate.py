@@ -15,6 +15,7 @@ from solo_clamp.compare.data import build_probe, prepare_data, stratified_indice
 from solo_clamp.compare.evaluation import untrained_backbone
 from solo_clamp.compare.plan import RunSpec, plan_runs, steps_per_epoch
 from solo_clamp.compare.training import train
+from solo_clamp.compare.trials import trial_specs
 
 
 def backbone_throughput(
@@ -37,7 +38,9 @@ def backbone_throughput(
 def estimate(cfg: DictConfig, steps: int = 4, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Times ``steps`` training steps of each method (after one untimed step), the evaluation
     forward throughput and a reference (plain backbone forward + backward, before and after),
-    then extrapolates the plan's duration at the measured speed.
+    then extrapolates the plan's duration at the measured speed: tuning trials (each scored
+    on the validation split), final runs (at the recipes' settings: the same steps as at the
+    selected ones) and floors.
 
     ``relative_cost`` of a method = its step time / the reference time for the same number of
     views: what a step costs beyond pushing its views through the backbone (data loading,
@@ -75,10 +78,23 @@ def _estimate(cfg: DictConfig, steps: int, log: Callable[[str], None]) -> dict[s
         m: per_step[m] * ref_ips / (int(cfg.recipes[m].get("views", 2)) * cfg.batch_size)
         for m in per_step
     }
-    eval_images = sum(
-        len(stratified_indices(data.dataset(split, None).targets, cfg.evaluation.get(key)))
-        for split, key in (("train", "train_per_class"), ("val", "val_per_class"))
+    bank_images = len(
+        stratified_indices(
+            data.dataset("train", None).targets, cfg.evaluation.train_per_class, data.held_out
+        )
     )
+    test_images = len(
+        stratified_indices(data.dataset("val", None).targets, cfg.evaluation.val_per_class)
+    )
+    eval_images = bank_images + test_images
+    trials = []
+    if cfg.tuning.enabled:
+        for spec in trial_specs(cfg, spe):
+            seconds = (
+                spec.steps * per_step[spec.method]
+                + (bank_images + len(data.held_out)) / forward_ips
+            )
+            trials.append({"run_id": spec.run_id, "steps": spec.steps, "seconds": seconds})
     rows = []
     for spec in plan:
         curve_points = spec.max_epochs // cfg.curves.every_n_epochs + 2
@@ -95,6 +111,8 @@ def _estimate(cfg: DictConfig, steps: int, log: Callable[[str], None]) -> dict[s
         "forward_images_per_s": forward_ips,
         "steps_per_epoch": spe,
         "runs": rows,
+        "trials": trials,
+        "tuning_s": sum(t["seconds"] for t in trials),
         "floors_s": floors_s,
-        "total_s": floors_s + sum(r["seconds"] for r in rows),
+        "total_s": floors_s + sum(r["seconds"] for r in rows + trials),
     }

@@ -19,6 +19,55 @@ def evaluation_device(cfg: DictConfig) -> torch.device:
     return torch.device(name)
 
 
+def _features(
+    cfg: DictConfig,
+    data: ComparisonData,
+    extractor: torch.nn.Module,
+    split: str,
+    indices,
+    crop_size: Optional[int] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels of the ``indices`` images of ``split`` (a function of the split's
+    targets), centre crop, no augmentation."""
+    from torch.utils.data import DataLoader, Subset
+
+    from solo_clamp.evaluation import eval_transform, extract_features
+
+    ev = cfg.evaluation
+    mean, std = normalisation(cfg, data)
+    transform = eval_transform(crop_size or cfg.augmentations[0].crop_size, mean, std)
+    device = evaluation_device(cfg)
+    dataset = data.dataset(split, transform)
+    loader = DataLoader(
+        Subset(dataset, indices(dataset.targets)),
+        batch_size=ev.batch_size,
+        shuffle=False,
+        num_workers=int(cfg.data.get("num_workers", 0)),
+    )
+    return extract_features(extractor.to(device), loader, desc=f"{split} features", device=device)
+
+
+def _bank(cfg: DictConfig, data: ComparisonData):
+    """The kNN bank / linear training set: ``evaluation.train_per_class`` training images per
+    class, the tuning validation images left out."""
+    return lambda targets: stratified_indices(
+        targets, cfg.evaluation.train_per_class, data.held_out
+    )
+
+
+def _knn(cfg: DictConfig, bank, queries) -> tuple[float, float]:
+    from solo_clamp.evaluation import knn_accuracy
+
+    ev = cfg.evaluation
+    return knn_accuracy(
+        *bank,
+        *queries,
+        k=ev.k,
+        temperature=ev.temperature,
+        distance=ev.get("distance", "cosine"),
+    )
+
+
 def evaluate_features(
     cfg: DictConfig,
     data: ComparisonData,
@@ -26,47 +75,23 @@ def evaluate_features(
     seed: int,
     crop_size: Optional[int] = None,
 ) -> dict[str, float]:
-    """kNN top-1/top-5 and linear-probe top-1 of ``extractor``'s features."""
-    from torch.utils.data import DataLoader, Subset
-
-    from solo_clamp.evaluation import (
-        eval_transform,
-        extract_features,
-        knn_accuracy,
-        linear_probe_accuracy,
-    )
+    """kNN top-1/top-5 and linear-probe top-1 of ``extractor``'s features on the test split."""
+    from solo_clamp.evaluation import linear_probe_accuracy
 
     ev = cfg.evaluation
-    mean, std = normalisation(cfg, data)
-    transform = eval_transform(crop_size or cfg.augmentations[0].crop_size, mean, std)
-    device = evaluation_device(cfg)
-    extractor = extractor.to(device)
-    feats = []
-    for split, per_class in (("train", ev.train_per_class), ("val", ev.val_per_class)):
-        dataset = data.dataset(split, transform)
-        subset = Subset(dataset, stratified_indices(dataset.targets, per_class))
-        loader = DataLoader(
-            subset,
-            batch_size=ev.batch_size,
-            shuffle=False,
-            num_workers=int(cfg.data.get("num_workers", 0)),
-        )
-        feats.append(extract_features(extractor, loader, desc=f"{split} features", device=device))
-    (train_x, train_y), (test_x, test_y) = feats
-    top1, top5 = knn_accuracy(
-        train_x,
-        train_y,
-        test_x,
-        test_y,
-        k=ev.k,
-        temperature=ev.temperature,
-        distance=ev.get("distance", "cosine"),
+    bank = _features(cfg, data, extractor, "train", _bank(cfg, data), crop_size)
+    tests = _features(
+        cfg,
+        data,
+        extractor,
+        "val",
+        lambda targets: stratified_indices(targets, ev.val_per_class),
+        crop_size,
     )
+    top1, top5 = _knn(cfg, bank, tests)
     linear = linear_probe_accuracy(
-        train_x,
-        train_y,
-        test_x,
-        test_y,
+        *bank,
+        *tests,
         epochs=ev.linear.epochs,
         lr=ev.linear.lr,
         weight_decay=ev.linear.weight_decay,
@@ -76,8 +101,28 @@ def evaluate_features(
         "knn_top1": top1,
         "knn_top5": top5,
         "linear_top1": linear,
-        "train_images": len(train_y),
-        "test_images": len(test_y),
+        "train_images": len(bank[1]),
+        "test_images": len(tests[1]),
+    }
+
+
+def validation_scores(
+    cfg: DictConfig, data: ComparisonData, extractor: torch.nn.Module
+) -> dict[str, float]:
+    """Tuning's score: kNN top-1/top-5 with the comparison's protocol, bank = the training
+    images left after the hold-out (as for the test scores), queries = the held-out
+    validation images. Never reads the test split. Non-finite features raise
+    FloatingPointError (a diverged backbone)."""
+    bank = _features(cfg, data, extractor, "train", _bank(cfg, data))
+    queries = _features(cfg, data, extractor, "train", lambda _: list(data.held_out))
+    if not (bank[0].isfinite().all() and queries[0].isfinite().all()):
+        raise FloatingPointError("non-finite features: the backbone diverged.")
+    top1, top5 = _knn(cfg, bank, queries)
+    return {
+        "val_knn_top1": top1,
+        "val_knn_top5": top5,
+        "bank_images": len(bank[1]),
+        "val_images": len(queries[1]),
     }
 
 

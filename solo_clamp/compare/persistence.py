@@ -41,23 +41,30 @@ def _container(node: Any) -> Any:
     return node
 
 
-def _eval_settings(cfg: DictConfig) -> dict[str, Any]:
+def _eval_settings(cfg: DictConfig, data: ComparisonData) -> dict[str, Any]:
     evaluation = _container(cfg.evaluation)
     evaluation.pop("batch_size", None)
-    return {"dataset": cfg.dataset, "data": _container(cfg.data), "evaluation": evaluation}
+    settings = {"dataset": cfg.dataset, "data": _container(cfg.data), "evaluation": evaluation}
+    if data.held_out:  # tuning: which training images neither train nor sit in a bank
+        settings["held_out"] = list(data.held_out)
+    return settings
 
 
 def run_fingerprint(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> str:
-    return fingerprint(
-        _container(build_solo_cfg(cfg, spec, data)), _container(cfg.curves), _eval_settings(cfg)
-    )
+    solo_cfg = _container(build_solo_cfg(cfg, spec, data))
+    if spec.trial:  # scored by validation kNN only: no curves probe, no linear probe
+        evaluation = _eval_settings(cfg, data)
+        evaluation["evaluation"].pop("linear", None)
+        evaluation["evaluation"].pop("val_per_class", None)
+        return fingerprint(solo_cfg, "validation", evaluation)
+    return fingerprint(solo_cfg, _container(cfg.curves), _eval_settings(cfg, data))
 
 
 def floor_fingerprint(cfg: DictConfig, floor: str, data: ComparisonData) -> str:
     # The probe set's size is in: the floor also scores it (the curves' reference lines).
     settings: list[Any] = [
         floor,
-        _eval_settings(cfg),
+        _eval_settings(cfg, data),
         cfg.augmentations[0].crop_size,
         "probe",
         cfg.curves.get("per_class"),

@@ -6,12 +6,13 @@ import csv
 import math
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig
 
 from solo_clamp.compare.config import FLOORS, LOSS_KEYS, RESULT_COLUMNS
 from solo_clamp.compare.plan import expected_run_ids, run_budget
+from solo_clamp.compare.tuning import Setting
 from solo_clamp.io import atomic_path, atomic_write_text
 
 
@@ -22,6 +23,34 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def _fmt(values: list[float], digits: int = 2) -> str:
     mean, std = _mean_std(values)
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
+def _per_seed(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def _mark_ties(rows: list[dict[str, Any]], metric: str) -> None:
+    """Per budget: ``best`` for the highest mean of ``metric``, ``tie`` for a row whose mean is
+    within the two seed spreads of the best's (|mean - best mean| <= std + best std, sample std
+    over seeds; with one seed only an exact tie)."""
+    for budget in dict.fromkeys(r["budget"] for r in rows):
+        group = [r for r in rows if r["budget"] == budget]
+        best = max(group, key=lambda r: statistics.fmean(r[metric]))
+        best_mean, best_std = _mean_std(best[metric])
+        for row in group:
+            mean, std = _mean_std(row[metric])
+            tie = abs(mean - best_mean) <= std + best_std
+            row[f"{metric}_mark"] = "best" if row is best else "tie" if tie else ""
+
+
+def _setting(result: dict[str, Any]) -> str:
+    """The run's setting: the tuned one (``setting``), else the recipe's lr (and CLAMP's rs)."""
+    if result.get("setting"):
+        return Setting(**result["setting"]).describe()
+    if result.get("lr") is None:
+        return "recipe"
+    rs = f", rs {result['rs']:g}" if result.get("rs") is not None else ""
+    return f"lr {result['lr']:g}{rs} (recipe)"
 
 
 def write_results_csv(results: list[dict[str, Any]], path: Path) -> None:
@@ -65,6 +94,7 @@ def summary_rows(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> list[di
                     "steps": done[0]["steps"],
                     "views_seen": done[0]["views_seen"],
                     "seeds": len(done),
+                    "setting": _setting(done[0]),
                     "shared": run_budget(views, budget) != budget,
                     "train_s": [r["train_s"] for r in done],
                     "knn": knn,
@@ -72,11 +102,25 @@ def summary_rows(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> list[di
                     "beats": beats,
                 }
             )
+    for metric in ("knn", "linear"):
+        _mark_ties(rows, metric)
     return rows
 
 
-def write_results_md(cfg: DictConfig, results: dict[str, dict[str, Any]], path: Path) -> None:
-    """The comparison table (mean ± std over seeds), the floors and per-run rows."""
+def _score_cell(row: dict[str, Any], metric: str) -> str:
+    mark = row[f"{metric}_mark"]
+    return _fmt(row[metric]) + (f" **{mark}**" if mark else "")
+
+
+def write_results_md(
+    cfg: DictConfig,
+    results: dict[str, dict[str, Any]],
+    path: Path,
+    settings: Optional[dict[str, Setting]] = None,
+) -> None:
+    """The comparison table (mean ± std over seeds, per-seed values, best and ties per budget,
+    each method's setting), the floors and per-run rows. ``settings``: the tuned settings
+    (tuning), whose absent methods had no finite trial."""
     rows = summary_rows(cfg, results)
     floors = [results[f"floor-{f}"] for f in FLOORS if f"floor-{f}" in results]
     lines = [
@@ -89,9 +133,14 @@ def write_results_md(cfg: DictConfig, results: dict[str, dict[str, Any]], path: 
         f"Linear: probe on frozen, standardised features ({cfg.evaluation.linear.epochs} "
         "full-batch Adam epochs). Wall-clock: training only, mean over seeds.",
         "",
-        "| budget | method | views | epochs | views seen | seeds | wall-clock (s) | kNN top-1 "
-        "| linear top-1 | beats both floors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        _setting_note(cfg) + " Scores: mean ± std over seeds (sample std), then each seed's "
+        "value in seed order. Per budget and metric, **best** is the highest mean and **tie** "
+        "a method whose mean is within the seed spreads of the best's: |mean − best mean| ≤ "
+        "std + best std (one seed: only an exact tie); a tie is not a win either way.",
+        "",
+        "| budget | method | views | epochs | views seen | seeds | setting | wall-clock (s) "
+        "| kNN top-1 | kNN per seed | linear top-1 | linear per seed | beats both floors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         beats = row["beats"]
@@ -99,9 +148,10 @@ def write_results_md(cfg: DictConfig, results: dict[str, dict[str, Any]], path: 
         shared = " (same run as equal_epochs)" if row["shared"] else ""
         lines.append(
             f"| {row['budget']} | {row['method']}{shared} | {row['views']} | "
-            f"{row['epochs']:g} | {row['views_seen']:,} | {row['seeds']} | "
-            f"{statistics.fmean(row['train_s']):.0f} | {_fmt(row['knn'])} | "
-            f"{_fmt(row['linear'])} | {verdict} |"
+            f"{row['epochs']:g} | {row['views_seen']:,} | {row['seeds']} | {row['setting']} | "
+            f"{statistics.fmean(row['train_s']):.0f} | {_score_cell(row, 'knn')} | "
+            f"{_per_seed(row['knn'])} | {_score_cell(row, 'linear')} | "
+            f"{_per_seed(row['linear'])} | {verdict} |"
         )
     crop = cfg.augmentations[0].crop_size
     labels = {
@@ -110,8 +160,8 @@ def write_results_md(cfg: DictConfig, results: dict[str, dict[str, Any]], path: 
     }
     for floor in floors:
         lines.append(
-            f"| floor | {labels[floor['method']]} | – | 0 | 0 | 1 | 0 | "
-            f"{floor['knn_top1']:.2f} | {floor['linear_top1']:.2f} | – |"
+            f"| floor | {labels[floor['method']]} | – | 0 | 0 | 1 | – | 0 | "
+            f"{floor['knn_top1']:.2f} | – | {floor['linear_top1']:.2f} | – | – |"
         )
     losers = sorted({f"{r['method']} ({r['budget']})" for r in rows if len(r["beats"]) < 2})
     same_init = (
@@ -130,7 +180,10 @@ def write_results_md(cfg: DictConfig, results: dict[str, dict[str, Any]], path: 
         )
     elif rows and floors:
         lines.append("Every method beats both floors on both metrics (mean over seeds).")
-    missing = [r for r in expected_run_ids(cfg) if r not in results]
+    untuned = [m for m in cfg.methods if settings is not None and m not in settings]
+    if untuned:
+        lines += ["", f"Not trained (every tuning trial diverged): {', '.join(untuned)}."]
+    missing = [r for r in expected_run_ids(cfg, settings=settings) if r not in results]
     if missing:
         lines += ["", f"Unfinished runs (not in the table): {', '.join(missing)}."]
     lines += [
@@ -220,8 +273,23 @@ def plot_curves(cfg: DictConfig, results: dict[str, dict[str, Any]], out: Path) 
     return paths
 
 
-def write_reports(cfg: DictConfig, results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
+def _setting_note(cfg: DictConfig) -> str:
+    if not cfg.tuning.enabled:
+        return "Setting: each method's recipe (no tuning)."
+    return (
+        "Setting: each method's learning rate (CLAMP: and rs) selected on a validation split "
+        f"held out of the training images ({cfg.tuning.val_per_class} per class; every trial's "
+        "validation score in tuning.md); the test scores below are at the selected setting."
+    )
+
+
+def write_reports(
+    cfg: DictConfig,
+    results: dict[str, dict[str, Any]],
+    out: Path,
+    settings: Optional[dict[str, Setting]] = None,
+) -> list[Path]:
     """results.csv, results.md and the two curve figures."""
     write_results_csv(list(results.values()), out / "results.csv")
-    write_results_md(cfg, results, out / "results.md")
+    write_results_md(cfg, results, out / "results.md", settings)
     return [out / "results.csv", out / "results.md", *plot_curves(cfg, results, out)]

@@ -19,7 +19,9 @@ from solo_clamp.compare.evaluation import evaluate_features, untrained_backbone
 from solo_clamp.compare.persistence import finished_result, floor_fingerprint, run_fingerprint
 from solo_clamp.compare.plan import RunSpec, expected_run_ids, plan_runs, steps_per_epoch
 from solo_clamp.compare.report import write_reports
-from solo_clamp.compare.training import build_solo_cfg, parse, train
+from solo_clamp.compare.training import build_solo_cfg, lr_and_rs, parse, train
+from solo_clamp.compare.trials import TuningOutcome, run_tuning, trial_specs
+from solo_clamp.compare.tuning import select
 from solo_clamp.io import atomic_torch_save, atomic_write_text
 
 
@@ -41,6 +43,7 @@ def execute_run(
         "epochs": spec.epochs,
         "images_seen": spec.steps * spec.batch_size,
         "views_seen": spec.steps * spec.batch_size * spec.views,
+        **dict(zip(("lr", "rs"), lr_and_rs(cfg, spec))),
         "train_s": trained.train_s,
         "curve_s": trained.curve_s,
         "eval_s": time.perf_counter() - start,
@@ -104,6 +107,7 @@ class ComparisonSummary:
     trained: list[str]
     skipped: list[str]
     files: list[Path]
+    tuning: Optional[TuningOutcome] = None
 
 
 def run_comparison(
@@ -119,7 +123,9 @@ def write_run_configs(cfg: DictConfig, out: os.PathLike) -> list[Path]:
     """Writes ``compare_config.yaml`` and every planned run's exact solo-learn cfg
     (``runs/<run>/config.yaml``, parsed, method defaults filled: what a trained run writes)
     into ``out`` without training anything. The data is prepared (or located) as for a run:
-    the steps per epoch depend on it."""
+    the steps per epoch depend on it. With tuning: every trial's cfg
+    (``tuning/<trial>/config.yaml``), and the final runs' once every trial has finished in
+    ``out`` (their settings are the selection's)."""
     from solo.methods import METHODS
 
     import solo_clamp
@@ -129,13 +135,27 @@ def write_run_configs(cfg: DictConfig, out: os.PathLike) -> list[Path]:
     out = Path(out)
     atomic_write_text(out / "compare_config.yaml", OmegaConf.to_yaml(cfg))
     data = prepare_data(cfg)
+    spe = steps_per_epoch(cfg, data)
+    specs: list[tuple[Path, RunSpec]] = []
+    settings = None
+    if cfg.tuning.enabled:
+        trials = trial_specs(cfg, spe)
+        specs += [(out / "tuning" / s.run_id, s) for s in trials]
+        done = [
+            finished_result(out / "tuning" / s.run_id, run_fingerprint(cfg, s, data))
+            for s in trials
+        ]
+        finished = all(done)  # else the selection is not made yet: no final runs
+        settings = (
+            select((s.method, s.setting, d) for s, d in zip(trials, done)) if finished else {}
+        )
+    specs += [(out / "runs" / s.run_id, s) for s in plan_runs(cfg, spe, settings)]
     paths = []
-    for spec in plan_runs(cfg, steps_per_epoch(cfg, data)):
+    for run_dir, spec in specs:
         solo_cfg = parse(build_solo_cfg(cfg, spec, data))
         solo_cfg = METHODS[spec.method].add_and_assert_specific_cfg(solo_cfg)
-        path = out / "runs" / spec.run_id / "config.yaml"
-        atomic_write_text(path, OmegaConf.to_yaml(solo_cfg))
-        paths.append(path)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(solo_cfg))
+        paths.append(run_dir / "config.yaml")
     return paths
 
 
@@ -170,18 +190,34 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
     atomic_write_text(out / "compare_config.yaml", OmegaConf.to_yaml(cfg))
     data = prepare_data(cfg)
     spe = steps_per_epoch(cfg, data)
-    results, skipped, todo = _pending(cfg, out, data, plan_runs(cfg, spe))
-    if skipped:
-        log(f"skipping {len(skipped)} finished run(s): {', '.join(skipped)}")
-    if todo:
-        log(
-            f"{len(todo)} run(s) to do: "
-            + ", ".join(f"floor-{item}" if kind == "floor" else item.run_id for kind, item in todo)
-        )
-    probe = build_probe(cfg, data) if todo else None
+    tuning: Optional[TuningOutcome] = None
+    settings = None  # the tuned setting per method; None: the recipes
+    results: dict[str, dict[str, Any]] = {}
     trained: list[str] = []
+    skipped: list[str] = []
+    files: list[Path] = []
     finished = False
     try:
+        if cfg.tuning.enabled:
+            tuning = run_tuning(cfg, data, spe, out, log)
+            files += [out / "tuning.csv", out / "tuning.md"]
+            settings = tuning.selected
+            for method in cfg.methods:
+                if method in settings:
+                    log(f"tuning: {method} selected {settings[method].describe()}")
+                else:
+                    log(f"tuning: every {method} trial diverged: {method} has no final runs")
+        results, skipped, todo = _pending(cfg, out, data, plan_runs(cfg, spe, settings))
+        if skipped:
+            log(f"skipping {len(skipped)} finished run(s): {', '.join(skipped)}")
+        if todo:
+            log(
+                f"{len(todo)} run(s) to do: "
+                + ", ".join(
+                    f"floor-{item}" if kind == "floor" else item.run_id for kind, item in todo
+                )
+            )
+        probe = build_probe(cfg, data) if todo else None
         with tqdm(
             total=len(skipped) + len(todo),
             initial=len(skipped),
@@ -207,11 +243,15 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
                 gc.collect()
         finished = True
     finally:  # reports of what is finished, also when interrupted
-        ordered = {k: results[k] for k in expected_run_ids(cfg, spe) if k in results}
-        files = write_reports(cfg, ordered, out) if ordered else []
+        ordered = {k: results[k] for k in expected_run_ids(cfg, spe, settings) if k in results}
+        files += write_reports(cfg, ordered, out, settings) if ordered else []
         if not finished:
-            log(
-                f"stopped: {len(ordered)} finished run(s) are saved in {out}; the same command "
-                "resumes from there (the unfinished run starts over)."
+            unfinished = cfg.tuning.enabled and tuning is None
+            trials = (
+                " (tuning unfinished: tuning.md lists its finished trials)" if unfinished else ""
             )
-    return ComparisonSummary(out, trained, skipped, files)
+            log(
+                f"stopped: {len(ordered)} finished run(s) are saved in {out}{trials}; the same "
+                "command resumes from there (the unfinished run starts over)."
+            )
+    return ComparisonSummary(out, trained, skipped, files, tuning)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -24,8 +24,13 @@ def _scaled_kwargs(kwargs: DictConfig, scale: float) -> dict[str, Any]:
 
 
 def build_solo_cfg(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> DictConfig:
-    """The run's pretraining cfg in solo-learn's layout, before solo-learn's ``parse_cfg``."""
+    """The run's pretraining cfg in solo-learn's layout, before solo-learn's ``parse_cfg``;
+    ``spec.setting`` (tuning) replaces the recipe's ``optimizer.lr`` and CLAMP's ``rs``."""
     recipe = cfg.recipes[spec.method]
+    if spec.setting is not None:
+        recipe = OmegaConf.merge(recipe, {"optimizer": {"lr": spec.setting.lr}})
+        if spec.setting.rs is not None:
+            recipe.method_kwargs.rs = spec.setting.rs
     trainer = cfg.get("trainer") or {}
     solo = {
         "name": spec.run_id,
@@ -68,6 +73,16 @@ def build_solo_cfg(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> Dict
     return solo_cfg
 
 
+def lr_and_rs(cfg: DictConfig, spec: RunSpec) -> tuple[float, Optional[float]]:
+    """The run's learning rate (per 256 images) and, for CLAMP, its ``rs``."""
+    recipe = cfg.recipes[spec.method]
+    setting = spec.setting
+    lr = setting.lr if setting is not None else float(recipe.optimizer.lr)
+    if setting is not None and setting.rs is not None:
+        return lr, setting.rs
+    return lr, (float(recipe.method_kwargs.rs) if spec.method == "clamp" else None)
+
+
 def parse(solo_cfg: DictConfig) -> DictConfig:
     """solo-learn's ``parse_cfg`` (per-256 learning rates scaled, crops counted)."""
     from solo.args.pretrain import parse_cfg
@@ -77,12 +92,16 @@ def parse(solo_cfg: DictConfig) -> DictConfig:
     return parse_solo_cfg(solo_cfg, parse_cfg)
 
 
-def _curve_callback(probe: Optional[KnnProbe], loss_key: str, every_n_epochs: int):
+def _curve_callback(
+    probe: Optional[KnnProbe], loss_key: str, every_n_epochs: int, fail_on_divergence: bool
+):
     from lightning.pytorch.callbacks import Callback
 
     class CurveRecorder(Callback):
         """Per-epoch mean of the method's SSL loss and kNN top-1 on the probe set
-        (epoch 0: before the first step). Time spent in the probe is kept apart."""
+        (epoch 0: before the first step). Time spent in the probe is kept apart.
+        ``fail_on_divergence``: a non-finite training loss raises FloatingPointError (as CLAMP
+        does for non-finite embeddings; solo-learn's methods would train on with NaN)."""
 
         def __init__(self) -> None:
             self.curve: list[dict[str, Any]] = []
@@ -105,6 +124,12 @@ def _curve_callback(probe: Optional[KnnProbe], loss_key: str, every_n_epochs: in
             self._last = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+            if fail_on_divergence and loss is not None and not torch.isfinite(loss).all():
+                raise FloatingPointError(
+                    f"non-finite training loss ({float(loss)}) at global step "
+                    f"{trainer.global_step}: training diverged."
+                )
             now = time.perf_counter()
             self._step_times.append(now - self._last)
             self._last = now
@@ -137,13 +162,17 @@ def _curve_callback(probe: Optional[KnnProbe], loss_key: str, every_n_epochs: in
     return CurveRecorder()
 
 
-def train_loader(solo_cfg: DictConfig, seed: int):
-    """solo-learn's dataset and N-crop pipelines; a seeded shuffle shared by all methods."""
-    from torch.utils.data import DataLoader
+def train_loader(solo_cfg: DictConfig, seed: int, held_out: Sequence[int] = ()):
+    """solo-learn's dataset and N-crop pipelines; a seeded shuffle shared by all methods;
+    the ``held_out`` images (tuning's validation split) left out."""
+    from torch.utils.data import DataLoader, Subset
 
     from solo_clamp.training.common import solo_pretrain_dataset
 
     dataset = solo_pretrain_dataset(solo_cfg)
+    if held_out:
+        excluded = set(held_out)
+        dataset = Subset(dataset, [i for i in range(len(dataset)) if i not in excluded])
     workers = solo_cfg.data.num_workers
     return DataLoader(
         dataset,
@@ -168,9 +197,15 @@ class TrainedRun:
 
 
 def train(
-    cfg: DictConfig, spec: RunSpec, data: ComparisonData, probe: Optional[KnnProbe]
+    cfg: DictConfig,
+    spec: RunSpec,
+    data: ComparisonData,
+    probe: Optional[KnnProbe],
+    fail_on_divergence: bool = False,
 ) -> TrainedRun:
-    """Builds the method from ``solo.methods.METHODS`` and fits it; returns its backbone."""
+    """Builds the method from ``solo.methods.METHODS`` and fits it; returns its backbone.
+    ``fail_on_divergence``: a non-finite loss, or backbone weight or statistic at the end,
+    raises FloatingPointError."""
     from lightning.pytorch import seed_everything
     from solo.methods import METHODS
     from solo.utils.misc import make_contiguous
@@ -185,14 +220,20 @@ def train(
     make_contiguous(model)
     if not solo_cfg.performance.disable_channel_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = train_loader(solo_cfg, spec.seed)
-    recorder = _curve_callback(probe, LOSS_KEYS[spec.method], cfg.curves.every_n_epochs)
+    loader = train_loader(solo_cfg, spec.seed, data.held_out)
+    recorder = _curve_callback(
+        probe, LOSS_KEYS[spec.method], cfg.curves.every_n_epochs, fail_on_divergence
+    )
     trainer = build_trainer(solo_cfg, [], [recorder])
     start = time.perf_counter()
     trainer.fit(model, loader)
     elapsed = time.perf_counter() - start
     if trainer.interrupted:  # Lightning swallows Ctrl-C: the run must not count as finished
         raise KeyboardInterrupt
+    if fail_on_divergence and not all(
+        t.isfinite().all() for t in model.backbone.state_dict().values() if t.is_floating_point()
+    ):
+        raise FloatingPointError("non-finite backbone weights after training: training diverged.")
     return TrainedRun(
         model.backbone.cpu(),
         solo_cfg,

@@ -1,0 +1,392 @@
+"""``solo-clamp compare`` with fair tuning against the real solo-learn: the validation split
+(held out of training, of every kNN bank, never the test split), selection by validation
+score, diverging trials, resume, the tables (selected settings, per-seed values, ties) and
+the tuned preset."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from solo_clamp import compare  # noqa: E402
+from solo_clamp.cli import main  # noqa: E402
+from solo_clamp.compare import data as data_module  # noqa: E402
+from solo_clamp.compare import runner, training, trials  # noqa: E402
+from solo_clamp.compare.data import ComparisonData, held_out_indices, prepare_data  # noqa: E402
+from solo_clamp.compare.report import summary_rows, write_results_md  # noqa: E402
+from solo_clamp.compare.tuning import Setting, method_grid  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+TRIALS = ["clamp-lr0.5-s0", "clamp-lr1e+30-s0", "simclr-lr0.2-s0", "simclr-lr4e+29-s0"]
+
+
+@pytest.fixture
+def tuned_config(tmp_path, image_folder_factory) -> Path:
+    """CLAMP and SimCLR on a generated 3-class ImageFolder (10 training images per class, 2 of
+    them held out for validation), 16-px views, batch 8; lr multipliers 0.5 and 1e30 (the
+    latter diverges: CLAMP raises FloatingPointError, SimCLR's loss turns NaN); two seeds."""
+    train = image_folder_factory("train", classes=3, per_class=10, size=16)
+    val = image_folder_factory("val", classes=3, per_class=6, size=16, seed=1)
+    base = compare.load_config(compare.CONFIG_DIR / "fashion_mnist.yaml")
+    augmentations = OmegaConf.to_container(base.augmentations)
+    augmentations[0]["crop_size"] = 16
+    cfg = {
+        "base": str(compare.CONFIG_DIR / "fashion_mnist.yaml"),
+        "dataset": "image_folder",
+        "data": {"train_path": str(train), "val_path": str(val), "num_workers": 0,
+                 "train_per_class": None, "val_per_class": None},
+        "augmentations": augmentations,
+        "methods": ["clamp", "simclr"],
+        "budgets": ["equal_epochs"],
+        "seeds": [0, 1],
+        "epochs": 1,
+        "batch_size": 8,
+        "curves": {"per_class": 4},
+        "evaluation": {"linear": {"epochs": 5}},
+        "trainer": {"progress_bar": False},
+        "tuning": {"enabled": True, "lr_multipliers": [0.5, 1.0e30], "val_per_class": 2,
+                   "epochs": 1, "seed": 0},
+    }
+    path = tmp_path / "tuned.yaml"
+    OmegaConf.save(OmegaConf.create(cfg), path)
+    return path
+
+
+def _paths(dataset, indices) -> set[str]:
+    return {dataset.samples[i][0] for i in indices}
+
+
+class Spy:
+    """Records which images every stage reads: feature extraction (banks, queries, test
+    images), training sets, the curves probe and every split opened during tuning."""
+
+    def __init__(self, monkeypatch) -> None:
+        from solo_clamp import evaluation
+
+        self.stage = "final"
+        self.features: list[tuple[str, str, set[str]]] = []  # (stage, desc, paths)
+        self.training: list[tuple[str, set[str]]] = []
+        self.probe: list[set[str]] = []
+        self.splits_in_tuning: set[str] = set()
+        extract, loader, load_tensors = (
+            evaluation.extract_features, training.train_loader, data_module._load_tensors)
+        run_tuning, dataset = runner.run_tuning, ComparisonData.dataset
+
+        def spy_extract(backbone, loader, desc="features", device=None):
+            subset = loader.dataset
+            self.features.append((self.stage, desc, _paths(subset.dataset, subset.indices)))
+            return extract(backbone, loader, desc=desc, device=device)
+
+        def spy_loader(solo_cfg, seed, held_out=()):
+            built = loader(solo_cfg, seed, held_out)
+            subset = built.dataset
+            self.training.append((self.stage, _paths(subset.dataset, subset.indices)))
+            return built
+
+        def spy_load_tensors(dataset, indices, batch_size):
+            self.probe.append(_paths(dataset, indices))
+            return load_tensors(dataset, indices, batch_size)
+
+        def spy_tuning(*args, **kwargs):
+            self.stage = "tuning"
+            try:
+                return run_tuning(*args, **kwargs)
+            finally:
+                self.stage = "final"
+
+        def spy_dataset(data, split, transform):
+            if self.stage == "tuning":
+                self.splits_in_tuning.add(split)
+            return dataset(data, split, transform)
+
+        monkeypatch.setattr(evaluation, "extract_features", spy_extract)
+        monkeypatch.setattr(training, "train_loader", spy_loader)
+        monkeypatch.setattr(data_module, "_load_tensors", spy_load_tensors)
+        monkeypatch.setattr(runner, "run_tuning", spy_tuning)
+        monkeypatch.setattr(ComparisonData, "dataset", spy_dataset)
+
+
+def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
+    from torchvision.datasets import ImageFolder
+
+    out = tmp_path / "out"
+    spy = Spy(monkeypatch)
+    assert main(["compare", "--config", str(tuned_config), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    monkeypatch.undo()
+
+    # 1. The validation split: 2 images per class of the training split, disjoint from every
+    #    image any run trains on, from every kNN bank / linear training set, from the curves
+    #    probe and from the test split; the tuning stage never opens the test split.
+    cfg = compare.load_config(tuned_config)
+    data = prepare_data(cfg)
+    train_folder = ImageFolder(cfg.data.train_path)
+    validation = _paths(train_folder, data.held_out)
+    assert len(validation) == 6
+    assert {train_folder.samples[i][1] for i in data.held_out} == {0, 1, 2}
+    test_paths = {p for p, _ in ImageFolder(cfg.data.val_path).samples}
+    assert not validation & test_paths
+    assert spy.splits_in_tuning == {"train"}
+    tuning_reads = [(desc, paths) for stage, desc, paths in spy.features if stage == "tuning"]
+    queries = [paths for _, paths in tuning_reads if paths == validation]
+    banks = [paths for _, paths in tuning_reads if paths != validation]
+    assert len(queries) == len(banks) == 2  # the two finite trials
+    assert all(desc == "train features" for desc, _ in tuning_reads)
+    for bank in banks:
+        assert len(bank) == 24 and not bank & validation
+    final = [(desc, paths) for stage, desc, paths in spy.features if stage == "final"]
+    final_banks = [paths for desc, paths in final if desc == "train features"]
+    final_tests = [paths for desc, paths in final if desc == "val features"]
+    assert final_banks and all(len(b) == 24 and not b & validation for b in final_banks)
+    assert final_tests and all(t <= test_paths for t in final_tests)
+    assert len(spy.training) == 4 + 4  # 4 trials (2 diverge), 2 methods x 2 seeds
+    assert all(len(s) == 24 and not s & validation for _, s in spy.training)
+    assert spy.probe and all(not p & validation for p in spy.probe)
+
+    # 2. The trials: the 1e30 ones diverged (recorded, not selected), the others selected.
+    assert "tuning: trained 4 trial(s), skipped 0 finished" in printed
+    with (out / "tuning.csv").open() as handle:
+        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == TRIALS
+    assert [rows[t]["status"] for t in TRIALS] == ["ok", "diverged", "ok", "diverged"]
+    assert "non-finite embeddings" in rows["clamp-lr1e+30-s0"]["error"]  # CLAMP's own check
+    assert "non-finite" in rows["simclr-lr4e+29-s0"]["error"]
+    assert [rows[t]["selected"] for t in TRIALS] == ["True", "False", "True", "False"]
+    for trial in TRIALS[::2]:
+        assert 0.0 <= float(rows[trial]["val_knn_top1"]) <= 100.0
+    tuning_md = (out / "tuning.md").read_text()
+    assert "| clamp | clamp-lr0.5-s0 | 0.5 (×0.5) | 7 | ok |" in tuning_md
+    assert "| simclr | simclr-lr4e+29-s0 | 4e+29 (×1e+30) | – | diverged | – |" in tuning_md
+    assert "- clamp: lr 0.5 (×0.5)" in tuning_md and "- simclr: lr 0.2 (×0.5)" in tuning_md
+
+    # 3. The final runs train at the selected settings; the table says so, with per-seed
+    #    values and best / tie marks.
+    for seed in (0, 1):
+        clamp_cfg = OmegaConf.load(out / "runs" / f"clamp-equal_epochs-s{seed}" / "config.yaml")
+        assert clamp_cfg.optimizer.lr == pytest.approx(0.5 * 8 / 256)  # solo-learn scales by B
+        simclr_cfg = OmegaConf.load(out / "runs" / f"simclr-equal_epochs-s{seed}" / "config.yaml")
+        assert simclr_cfg.optimizer.lr == pytest.approx(0.2 * 8 / 256)
+    with (out / "results.csv").open() as handle:
+        results = {row["run_id"]: row for row in csv.DictReader(handle)}
+    assert results["clamp-equal_epochs-s1"]["lr"] == "0.5"
+    assert results["clamp-equal_epochs-s1"]["rs"] == "7.0"
+    md = (out / "results.md").read_text()
+    assert "selected on a validation split" in md
+    assert "| setting | wall-clock (s) | kNN top-1 | kNN per seed |" in md
+    assert "| equal_epochs | clamp | 4 | 1 | 96 | 2 | lr 0.5 (×0.5) |" in md
+    assert "| equal_epochs | simclr | 2 | 1 | 48 | 2 | lr 0.2 (×0.5) |" in md
+    knn = {r["method"]: r for r in summary_rows(cfg, _results(out))}
+    assert {knn["clamp"]["knn_mark"], knn["simclr"]["knn_mark"]} & {"best"}
+    clamp_seeds = " / ".join(f"{float(results[f'clamp-equal_epochs-s{s}']['knn_top1']):.2f}"
+                             for s in (0, 1))
+    assert clamp_seeds in md
+
+    # 4. Resume: every trial (diverged ones too) and run is finished; nothing trains again.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished trial or run was trained again")
+
+    monkeypatch.setattr(trials, "train", no_training)
+    monkeypatch.setattr(runner, "train", no_training)
+    assert main(["compare", "--config", str(tuned_config), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tuning: trained 0 trial(s), skipped 4 finished" in printed
+    assert "trained 0 run(s), skipped 6 finished" in printed
+    monkeypatch.undo()
+
+    # 5. --configs-only: the trials' cfgs always; the final runs' once the trials finished.
+    fresh = tmp_path / "fresh"
+    assert main(["compare", "--config", str(tuned_config), "--out", str(fresh),
+                 "--configs-only"]) == 0
+    assert sorted(p.parent.name for p in fresh.glob("tuning/*/config.yaml")) == sorted(TRIALS)
+    assert not list(fresh.glob("runs/*/config.yaml"))
+    before = {p: p.read_text() for p in out.glob("runs/*/config.yaml")}
+    assert main(["compare", "--config", str(tuned_config), "--out", str(out),
+                 "--configs-only"]) == 0
+    assert {p: p.read_text() for p in out.glob("runs/*/config.yaml")} == before
+    assert len(before) == 4
+
+
+def _results(out: Path) -> dict:
+    import json
+
+    return {p.parent.name: json.loads(p.read_text()) for p in out.glob("runs/*/result.json")}
+
+
+def test_tuning_picks_the_best_validation_score(tuned_config, tmp_path, monkeypatch):
+    """Selection follows the validation score (not the grid order nor the recipe): fake
+    scores make the middle lr win for CLAMP and the largest for SimCLR."""
+    cfg = compare.load_config(tuned_config)
+    cfg.tuning.lr_multipliers = [0.5, 1.0, 2.0]
+    compare.validate_config(cfg)
+    fake = {("clamp", 0.5): 40.0, ("clamp", 1.0): 70.0, ("clamp", 2.0): 55.0,
+            ("simclr", 0.5): 20.0, ("simclr", 1.0): 30.0, ("simclr", 2.0): 31.0}
+    backbone = torch.nn.Flatten()
+
+    def fake_train(cfg, spec, data, probe, fail_on_divergence=False):
+        assert fail_on_divergence and probe is None  # trials never score the test probe
+        return training.TrainedRun(backbone, OmegaConf.create({}), [], 0.0, 0.0)
+
+    def fake_scores(cfg, data, extractor):
+        return {"val_knn_top1": fake[(current[0].method, current[0].setting.lr_multiplier)]}
+
+    current = []
+    execute = trials.execute_trial
+
+    def tracking(cfg, spec, data, out):
+        current[:] = [spec]
+        return execute(cfg, spec, data, out)
+
+    monkeypatch.setattr(trials, "train", fake_train)
+    monkeypatch.setattr(trials, "validation_scores", fake_scores)
+    monkeypatch.setattr(trials, "execute_trial", tracking)
+    data = prepare_data(cfg)
+    outcome = trials.run_tuning(cfg, data, 3, tmp_path, log=lambda _: None)
+    assert outcome.selected == {"clamp": Setting(1.0, 1.0), "simclr": Setting(0.8, 2.0)}
+    assert [s.run_id for s in outcome.specs][:2] == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
+    md = (tmp_path / "tuning.md").read_text()
+    assert "- clamp: lr 1 (×1)\n" in md  # inside the grid
+    assert "- simclr: lr 0.8 (×2) (at the edge of the lr grid: a wider grid" in md
+
+
+def test_clamp_lr_times_rs_grid_and_equal_trials_rule():
+    cfg = compare.load_config(None)
+    cfg.tuning.enabled = True
+    cfg.tuning.lr_multipliers = {"clamp": [0.3, 1.0], "simclr": [0.1, 0.3, 1.0, 3.0],
+                                 "byol": [0.1, 0.3, 1.0, 3.0], "vicreg": [0.1, 0.3, 1.0, 3.0]}
+    cfg.tuning.clamp_rs = [5.0, 9.0]
+    compare.validate_config(cfg)
+    assert [(s.lr, s.rs) for s in method_grid(cfg, "clamp")] == [
+        (0.3, 5.0), (0.3, 9.0), (1.0, 5.0), (1.0, 9.0)]
+    assert [s.lr for s in method_grid(cfg, "vicreg")] == [0.03, 0.09, 0.3, 0.9]
+    specs = trials.trial_specs(cfg, steps_per_epoch=10)
+    assert len(specs) == 16 and {s.steps for s in specs} == {40}
+    assert [s.run_id for s in specs[:4]] == [
+        "clamp-lr0.3-rs5-s0", "simclr-lr0.04-s0", "byol-lr0.1-s0", "vicreg-lr0.03-s0"]
+    cfg.tuning.lr_multipliers = [0.3, 1.0]  # CLAMP: 2 x 2 = 4 trials, the others 2
+    with pytest.raises(ValueError, match=r"same number of trials .* got clamp 4 \(= 2 lr × 2 "
+                                         r"rs\), simclr 2, byol 2, vicreg 2"):
+        compare.validate_config(cfg)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"tuning.enabled": "yes"}, "tuning.enabled must be true or false"),
+    ({"tuning.lr_multipliers": None}, "tuning.lr_multipliers must be a non-empty list"),
+    ({"tuning.lr_multipliers": [1.0, -1.0]}, "tuning.lr_multipliers must be a non-empty list"),
+    ({"tuning.lr_multipliers": [1.0, 1.0]}, "tuning.lr_multipliers must not repeat"),
+    ({"tuning.lr_multipliers": {"clamp": [1.0]}}, "tuning.lr_multipliers has no list for 'simclr'"),
+    ({"tuning.clamp_rs": []}, "tuning.clamp_rs must be a non-empty list"),
+    ({"tuning.val_per_class": 0}, "tuning.val_per_class must be a positive integer"),
+    ({"tuning.val_per_class": 350}, r"tuning.val_per_class \(350\) must be smaller than "
+                                    r"data.train_per_class \(350\)"),
+    ({"tuning.epochs": 1.5}, "tuning.epochs must be a positive integer"),
+    ({"tuning.seed": None}, "tuning.seed must be an integer"),
+])
+def test_tuning_config_errors_name_the_field(overrides, message):
+    cfg = compare.load_config(None)
+    cfg.tuning.enabled = True
+    cfg.tuning.lr_multipliers = [0.3, 1.0]
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    with pytest.raises(ValueError, match=message):
+        compare.validate_config(cfg)
+
+
+def test_held_out_indices_are_stratified_seeded_and_leave_images():
+    targets = [0] * 5 + [1] * 4 + [2] * 6
+    held = held_out_indices(targets, 2, seed=3)
+    assert held == sorted(held) and len(held) == 6
+    assert sorted(targets[i] for i in held) == [0, 0, 1, 1, 2, 2]
+    assert held == held_out_indices(targets, 2, seed=3)
+    with pytest.raises(ValueError, match=r"tuning.val_per_class \(4\) .* class 1 has 4"):
+        held_out_indices(targets, 4, seed=0)
+
+
+def _row(method, seed, knn, linear, budget="equal_epochs"):
+    return {"run_id": f"{method}-{budget}-s{seed}", "kind": "ssl", "method": method,
+            "budget": budget, "seed": seed, "views": 2, "epochs": 8, "steps": 10,
+            "batch_size": 64, "views_seen": 1280, "train_s": 1.0, "curve_s": 0.0,
+            "knn_top1": knn, "knn_top5": 99.0, "linear_top1": linear, "lr": 0.3, "rs": None}
+
+
+def test_results_table_marks_best_and_ties_with_per_seed_values(tmp_path):
+    """|mean_a - mean_best| <= std_a + std_best is a tie (2 seeds), per budget and metric."""
+    cfg = compare.load_config(None)
+    cfg.methods, cfg.budgets, cfg.seeds = ["simclr", "byol", "vicreg"], ["equal_epochs"], [0, 1]
+    scores = {"simclr": ([75.0, 76.0], [70.0, 70.0]),   # kNN best (75.5 ± 0.71)
+              "byol": ([74.5, 75.1], [71.0, 71.2]),     # kNN 74.8 ± 0.42: tie; linear best
+              "vicreg": ([72.0, 72.2], [71.1, 71.1])}    # kNN far below; linear 71.1 ± 0: tie
+    results = {}
+    for method, (knn, linear) in scores.items():
+        for seed in (0, 1):
+            row = _row(method, seed, knn[seed], linear[seed])
+            results[row["run_id"]] = row
+    rows = {r["method"]: r for r in summary_rows(cfg, results)}
+    assert [rows[m]["knn_mark"] for m in ("simclr", "byol", "vicreg")] == ["best", "tie", ""]
+    assert [rows[m]["linear_mark"] for m in ("simclr", "byol", "vicreg")] == ["", "best", "tie"]
+    write_results_md(cfg, results, tmp_path / "results.md")
+    md = (tmp_path / "results.md").read_text()
+    assert ("| equal_epochs | simclr | 2 | 8 | 1,280 | 2 | lr 0.3 (recipe) | 1 | "
+            "75.50 ± 0.71 **best** | 75.00 / 76.00 | 70.00 ± 0.00 | 70.00 / 70.00 |") in md
+    assert "| 74.80 ± 0.42 **tie** | 74.50 / 75.10 | 71.10 ± 0.14 **best** |" in md
+    assert "| 72.10 ± 0.14 | 72.00 / 72.20 | 71.10 ± 0.00 **tie** |" in md
+    assert "|mean − best mean| ≤ std + best std" in md
+
+
+def test_tuned_preset_fits_and_is_fair():
+    cfg = compare.load_config(compare.CONFIG_DIR / "fashion_mnist_tuned.yaml")
+    compare.validate_config(cfg)
+    assert cfg.tuning.enabled and list(cfg.seeds) == [0, 1]
+    grids = {m: method_grid(cfg, m) for m in cfg.methods}
+    assert len({len(g) for g in grids.values()}) == 1
+    assert all(math.isclose(s.lr, s.lr_multiplier * cfg.recipes[m].optimizer.lr, rel_tol=1e-5)
+               for m, g in grids.items() for s in g)
+    # the final runs keep the default's 3,500 training images: 400 per class - 50 held out
+    assert cfg.data.train_per_class - cfg.tuning.val_per_class == 350
+
+
+def test_interrupted_tuning_resumes_at_the_unfinished_trial(tuned_config, tmp_path, monkeypatch):
+    """Ctrl-C during the third trial: two trials are kept (tuning.md lists them and selects
+    nothing yet); the rerun trains only the other two, then selects."""
+    cfg = compare.load_config(tuned_config)
+    cfg.tuning.lr_multipliers = [0.5, 1.0]
+    calls: list[str] = []
+
+    def fake_train(cfg, spec, data, probe, fail_on_divergence=False):
+        calls.append(spec.run_id)
+        if len(calls) == 3 and interrupt:
+            raise KeyboardInterrupt
+        return training.TrainedRun(torch.nn.Flatten(), OmegaConf.create({}), [], 0.0, 0.0)
+
+    monkeypatch.setattr(trials, "train", fake_train)
+    monkeypatch.setattr(trials, "validation_scores", lambda *a: {"val_knn_top1": 50.0})
+    data = prepare_data(cfg)
+    interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        trials.run_tuning(cfg, data, 3, tmp_path, log=lambda _: None)
+    md = (tmp_path / "tuning.md").read_text()
+    assert "Unfinished trials (nothing selected yet): clamp-lr1-s0, simclr-lr0.4-s0." in md
+    interrupt, calls[:] = False, []
+    outcome = trials.run_tuning(cfg, data, 3, tmp_path, log=lambda _: None)
+    assert calls == ["clamp-lr1-s0", "simclr-lr0.4-s0"]
+    assert outcome.skipped == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
+    assert outcome.selected == {"clamp": Setting(0.5, 0.5), "simclr": Setting(0.2, 0.5)}
+
+
+def test_estimate_counts_the_trials(tuned_config):
+    cfg = compare.load_config(tuned_config)
+    report = compare.estimate(cfg, steps=2, log=lambda _: None)
+    assert [t["run_id"] for t in report["trials"]] == [
+        "clamp-lr0.5-s0", "simclr-lr0.2-s0", "clamp-lr1e+30-s0", "simclr-lr4e+29-s0"]
+    assert {t["steps"] for t in report["trials"]} == {3}  # 1 epoch of 24 images / batch 8
+    assert report["tuning_s"] > 0
+    assert report["total_s"] == pytest.approx(
+        report["floors_s"] + report["tuning_s"] + sum(r["seconds"] for r in report["runs"]))
