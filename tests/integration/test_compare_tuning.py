@@ -10,21 +10,16 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 
-pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
-
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from solo_clamp import compare  # noqa: E402
-from solo_clamp.cli import main  # noqa: E402
-from solo_clamp.compare import data as data_module  # noqa: E402
-from solo_clamp.compare import runner, training, trials  # noqa: E402
-from solo_clamp.compare.data import ComparisonData, held_out_indices, prepare_data  # noqa: E402
-from solo_clamp.compare.report import summary_rows, write_results_md  # noqa: E402
-from solo_clamp.compare.tuning import Setting, method_grid  # noqa: E402
-
-pytestmark = pytest.mark.integration
+from solo_clamp import compare
+from solo_clamp.cli import main
+from solo_clamp.compare import data as data_module
+from solo_clamp.compare import runner, training, trials
+from solo_clamp.compare.data import ComparisonData, held_out_indices, prepare_data
+from solo_clamp.compare.report import summary_rows, write_results_md
+from solo_clamp.compare.tuning import Setting, method_grid
 
 TRIALS = ["clamp-lr0.5-s0", "clamp-lr1e+30-s0", "simclr-lr0.2-s0", "simclr-lr4e+29-s0"]
 
