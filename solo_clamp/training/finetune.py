@@ -37,11 +37,12 @@ from solo_clamp.data.label_subset import (
 from solo_clamp.io import atomic_write_text
 from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
 from solo_clamp.training.linear import (
-    TRANSFER_DATASETS,
     build_probed_backbone,
     classification_datasets,
+    compute_threads,
     resolve_pretrained,
     sample_paths,
+    set_num_classes,
 )
 
 SUBSET_FILE = "label_subset.txt"
@@ -147,8 +148,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
     OmegaConf.set_struct(cfg, False)
     source = resolve_pretrained(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)
-    if cfg.data.get("torchvision"):
-        cfg.data.num_classes = TRANSFER_DATASETS[str(cfg.data.torchvision)][1]
+    set_num_classes(cfg)
     scale = check_finetune_cfg(cfg)
     cfg.check_val_every_n_epoch = cfg.get("check_val_every_n_epoch") or cfg.max_epochs
     cfg.num_sanity_val_steps = cfg.get("num_sanity_val_steps", 0)
@@ -171,7 +171,8 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
     )
     train_loader, val_loader = _loaders(cfg, Subset(train_set, chosen), val_set)
     trainer = build_trainer(cfg, loggers, callbacks)
-    trainer.fit(model, train_loader, val_loader)
+    with compute_threads(cfg):
+        trainer.fit(model, train_loader, val_loader)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     result = {
