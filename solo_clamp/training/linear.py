@@ -19,6 +19,7 @@ Like solo-learn's ``main_linear.py``, plus:
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ from torchvision import transforms
 from solo_clamp.checkpoints import build_backbone
 from solo_clamp.evaluation import eval_transform
 from solo_clamp.export.source import PretrainedBackbone, resolve_backbone
+from solo_clamp.io import atomic_write_text
 from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
 
 TRANSFER_DATASETS: dict[str, tuple[str, int]] = {
@@ -226,6 +228,10 @@ def run_linear(cfg: DictConfig) -> dict[str, Any]:
     with compute_threads(cfg):
         trainer.fit(model, train_loader, val_loader)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    result = {"backbone": description, "train_images": len(train_set),
+              "evaluation_images": len(val_set), "epochs": int(cfg.max_epochs),
+              "seed": int(cfg.seed), **metrics}
+    atomic_write_text(Path(run_dir) / "linear.json", json.dumps(result, indent=2))
     print(f"probed: {description}")
     print("linear evaluation:", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
-    return {"run_dir": run_dir, "backbone": description, **metrics}
+    return {"run_dir": run_dir, **result}

@@ -45,14 +45,14 @@ def target(tmp_path_factory, image_folder_writer):
     }
 
 
-def probe(target, source: str, *overrides: str, config: str = "transfer.yaml") -> int:
+def probe(target, source: str, *overrides: str, out: Path | None = None) -> int:
     return main([
-        "linear", "--config-path", "fashion_mnist", "--config-name", config,
+        "linear", "--config-path", "fashion_mnist", "--config-name", "transfer.yaml",
         f"pretrained_feature_extractor={source}",
         f"data.train_path={target['train']}", f"data.val_path={target['val']}",
         "max_epochs=1", "check_val_every_n_epoch=1", "optimizer.batch_size=4",
         "data.num_workers=0", "data.augmentations.crop_size=16",
-        f"checkpoint.dir={target['root'] / 'probes'}", *overrides,
+        f"checkpoint.dir={out or target['root'] / 'probes'}", *overrides,
     ])
 
 
@@ -67,9 +67,14 @@ def test_a_cifar_backbone_keeps_its_stem_when_probed_elsewhere(target, capsys):
     ("null", [], "untrained resnet18 (seed"),
     ("null", ["raw_pixels=true"], "raw pixels"),
 ])
-def test_the_zoo_model_and_the_floors_are_probed(target, source, overrides, described, capsys):
-    assert probe(target, source, *overrides) == 0
+def test_the_zoo_model_and_the_floors_are_probed(target, source, overrides, described, capsys,
+                                                 tmp_path):
+    assert probe(target, source, *overrides, out=tmp_path) == 0
     assert f"probed: {described}" in capsys.readouterr().out
+    (written,) = tmp_path.glob("linear/*/linear.json")
+    result = json.loads(written.read_text())
+    assert result["backbone"].startswith(described) and 0 <= result["val_acc1"] <= 100
+    assert (result["train_images"], result["evaluation_images"]) == (20, 10)
 
 
 def write_fake_dtd(root: Path, classes=("banded", "blotchy"), per_split: int = 2) -> Path:
