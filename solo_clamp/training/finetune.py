@@ -167,7 +167,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
     subset_file = write_subset_file(
         Path(run_dir) / SUBSET_FILE, [names[i] for i in chosen],
         header=f"{len(chosen)} labelled images of {root}, relative paths\n"
-               f"labels: {OmegaConf.to_container(cfg.labels)}",
+               f"labels: {json.dumps(OmegaConf.to_container(cfg.labels))}",
     )
     train_loader, val_loader = _loaders(cfg, Subset(train_set, chosen), val_set)
     trainer = build_trainer(cfg, loggers, callbacks)
