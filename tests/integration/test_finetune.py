@@ -4,6 +4,8 @@ alone at backbone lr 0), the labelled subset is written and repeats, overlaps ar
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,10 @@ def test_bad_settings_are_one_line_errors(setup, overrides, message, capsys):
     assert finetune(setup, setup["root"] / "bad", *overrides) == 2
     err = capsys.readouterr().err
     assert err.startswith("solo-clamp finetune: error:") and message in err
+
+
+def test_the_script_is_the_command(repo_root, tmp_path):
+    script = repo_root / "scripts" / "linear" / "main_finetune.py"
+    out = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.startswith("usage: solo-clamp finetune")
