@@ -28,6 +28,12 @@ COMMANDS: dict[str, tuple[Union[HydraCommand, str], str]] = {
         HydraCommand("linear", "mnist", "clamp.yaml", "solo_clamp.training.linear:run_linear"),
         "linear evaluation of a pretrained backbone",
     ),
+    "finetune": (
+        HydraCommand(
+            "linear", "mnist", "finetune.yaml", "solo_clamp.training.finetune:run_finetune"
+        ),
+        "fine-tune a backbone end to end on a fraction of the labels",
+    ),
     "knn": (
         HydraCommand("linear", "mnist", "knn.yaml", "solo_clamp.training.knn:run_knn"),
         "offline weighted kNN evaluation of a checkpoint",
@@ -36,6 +42,7 @@ COMMANDS: dict[str, tuple[Union[HydraCommand, str], str]] = {
         "solo_clamp.commands.prepare_data",
         "MNIST / Fashion-MNIST idx -> ImageFolder",
     ),
+    "export": ("solo_clamp.commands.export", "a backbone for torchvision, timm or detectron2"),
     "zoo": ("solo_clamp.commands.zoo", "list, download, verify, load and publish checkpoints"),
     "geometry": ("solo_clamp.commands.geometry", "manifold geometry figures for a checkpoint"),
     "compare": ("solo_clamp.commands.compare", "CLAMP vs SimCLR, BYOL and VICReg side by side"),

@@ -8,14 +8,16 @@ and timm (whose ResNets use the same parameter names) load the weights as they a
 
 A backbone a target cannot represent is refused with the reason: the CIFAR stem (a 3 x 3,
 stride-1 first convolution without max-pool) exists in none of the three ImageNet ResNets,
-and only ResNets have a detectron2 or torchvision counterpart here.
+only ResNets have a detectron2 or torchvision counterpart here, and ResNet kwargs that change
+the architecture (groups, width, dilation) are not what ``torchvision.models.resnet50()``
+builds.
 """
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -24,13 +26,18 @@ from solo_clamp.io import atomic_path
 TARGETS = ("torchvision", "timm", "detectron2")
 RESNETS = ("resnet18", "resnet50")
 """The solo-learn backbones with the same architecture in torchvision, timm and detectron2."""
+HARMLESS_KWARGS = ("zero_init_residual",)
+"""ResNet kwargs that change only the initialisation, not the architecture."""
+DETECTRON2_DEPTH = {"resnet18": 18, "resnet50": 50}
 
 
 class ExportError(ValueError):
     """The backbone cannot be written in the requested format."""
 
 
-def check_exportable(name: str, cifar_stem: bool, target: str) -> None:
+def check_exportable(
+    name: str, cifar_stem: bool, target: str, kwargs: Mapping[str, Any] | None = None
+) -> None:
     """Raises :class:`ExportError` saying why ``target`` cannot represent the backbone."""
     if target not in TARGETS:
         raise ExportError(f"--to must be one of {list(TARGETS)}, got {target!r}.")
@@ -44,10 +51,38 @@ def check_exportable(name: str, cifar_stem: bool, target: str) -> None:
             f"backbone {name!r} has the CIFAR stem (3x3 stride-1 conv1, no max-pool), which "
             f"{target}'s ImageNet ResNet cannot represent: its conv1 is 7x7, stride 2."
         )
+    changed = sorted(set(kwargs or {}) - set(HARMLESS_KWARGS))
+    if changed:
+        raise ExportError(
+            f"backbone {name!r} was built with {changed}, which change the architecture: "
+            f"{target}'s default {name} cannot represent it."
+        )
 
 
-def _torchvision_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {key: value.detach().cpu().contiguous() for key, value in state.items()}
+def float32_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous copies, floating tensors in fp32 (zoo weights may be stored in fp16)."""
+    return {
+        key: (value.float() if value.is_floating_point() else value).detach().cpu().contiguous()
+        for key, value in state.items()
+    }
+
+
+def check_torchvision_fit(name: str, state: Mapping[str, torch.Tensor]) -> None:
+    """Loads ``state`` into ``torchvision.models.<name>()``: only ``fc.*`` may be missing,
+    nothing may be unexpected, every shape must match (else :class:`ExportError`)."""
+    import torchvision
+
+    model = getattr(torchvision.models, name)()
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ExportError(f"the weights do not fit torchvision's {name}: {err}") from err
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        raise ExportError(
+            f"the weights do not fit torchvision's {name}: missing {missing[:5]}, "
+            f"unexpected {list(result.unexpected_keys)[:5]}."
+        )
 
 
 def detectron2_key(key: str) -> str:
@@ -64,7 +99,9 @@ def detectron2_key(key: str) -> str:
 
 def detectron2_state(state: Mapping[str, torch.Tensor]) -> dict:
     """detectron2's checkpoint dict: numpy arrays under detectron2's names, BatchNorm's
-    ``num_batches_tracked`` dropped (detectron2's FrozenBatchNorm has none)."""
+    ``num_batches_tracked`` dropped (detectron2's FrozenBatchNorm has none). The
+    ``__author__`` key makes detectron2 read it as its own format, ``matching_heuristics``
+    lets it find ``res5`` inside the C4 ROI head."""
     model = {
         detectron2_key(key): value.detach().cpu().float().numpy()
         for key, value in state.items()
@@ -73,21 +110,53 @@ def detectron2_state(state: Mapping[str, torch.Tensor]) -> dict:
     return {"model": model, "__author__": "solo-clamp", "matching_heuristics": True}
 
 
+def detectron2_settings(
+    name: str, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> list[str]:
+    """The detectron2 config lines these weights need: RGB input normalised as in
+    pretraining (detectron2 works in 0-255), torchvision's stride in the 3x3 convolution."""
+    lines = [
+        f"MODEL.RESNETS.DEPTH {DETECTRON2_DEPTH[name]}",
+        "MODEL.RESNETS.STRIDE_IN_1X1 False",
+        "INPUT.FORMAT RGB",
+    ]
+    if name == "resnet18":
+        lines.append("MODEL.RESNETS.RES2_OUT_CHANNELS 64")
+    if mean is not None and std is not None:
+        lines.append("MODEL.PIXEL_MEAN " + str([round(255 * float(m), 3) for m in mean]))
+        lines.append("MODEL.PIXEL_STD " + str([round(255 * float(s), 3) for s in std]))
+    return lines
+
+
 def write_export(
-    state: Mapping[str, torch.Tensor], name: str, cifar_stem: bool, target: str, out: Path
+    state: Mapping[str, torch.Tensor],
+    name: str,
+    cifar_stem: bool,
+    target: str,
+    out: Path,
+    kwargs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Writes ``state`` (a solo-learn backbone's ``state_dict``) for ``target`` to ``out``
-    atomically: a ``torch.save`` state dict (torchvision), safetensors (timm) or a pickle
-    (detectron2, ``.pkl``). Returns ``out``."""
-    check_exportable(name, cifar_stem, target)
+    atomically, after checking that ``torchvision.models.<name>()`` loads it: a ``torch.save``
+    state dict (torchvision), safetensors (timm) or a pickle (detectron2, ``.pkl``, the
+    suffix detectron2 needs to read it as one). Floating tensors are written in fp32.
+    Returns ``out``."""
+    check_exportable(name, cifar_stem, target, kwargs)
     out = Path(out)
+    if target == "detectron2" and out.suffix != ".pkl":
+        raise ExportError(
+            f"--out {out}: detectron2 reads a pickled checkpoint only from a file ending in "
+            "'.pkl'."
+        )
+    state = float32_state(state)
+    check_torchvision_fit(name, state)
     with atomic_path(out) as tmp:
         if target == "torchvision":
-            torch.save(_torchvision_state(state), tmp)
+            torch.save(state, tmp)
         elif target == "timm":
             from safetensors.torch import save_file
 
-            save_file(_torchvision_state(state), str(tmp), metadata={"timm_model": name})
+            save_file(state, str(tmp), metadata={"format": "pt", "timm_model": name})
         else:
             with open(tmp, "wb") as stream:
                 pickle.dump(detectron2_state(state), stream)
