@@ -12,12 +12,10 @@ import pytest
 import torch
 import torchvision
 
-pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+from solo_clamp.checkpoints import backbone_state, load_checkpoint
+from solo_clamp.cli import main
 
-from solo_clamp.checkpoints import backbone_state, load_checkpoint  # noqa: E402
-from solo_clamp.cli import main  # noqa: E402
-
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_pretrained_run(folder: Path) -> Path:

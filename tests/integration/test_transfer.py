@@ -11,12 +11,10 @@ import torch
 import torchvision
 from PIL import Image
 
-pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+from solo_clamp.cli import main
+from solo_clamp.configs import config_dir
 
-from solo_clamp.cli import main  # noqa: E402
-from solo_clamp.configs import config_dir  # noqa: E402
-
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_cifar_run(folder: Path) -> Path:
