@@ -45,8 +45,12 @@ def extract_features(
     desc: str = "features",
     device: Optional[torch.device] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs ``backbone`` in eval mode over ``loader``; returns ``(features [N, F], labels [N])``."""
-    device = device or next(backbone.parameters()).device
+    """Runs ``backbone`` in eval mode over ``loader``; returns ``(features [N, F], labels [N])``.
+
+    A module without parameters (``nn.Flatten()``: the raw-pixel floor) runs on the CPU."""
+    if device is None:
+        weights = next(backbone.parameters(), None)
+        device = weights.device if weights is not None else torch.device("cpu")
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []

@@ -2,7 +2,9 @@
 
 The tree is ``<root>/<name>-<subset>/{train,val}/<class>/<index>.png``; it is written into
 a temporary directory and moved into place in one rename, so an interrupted preparation
-never leaves a half-written dataset behind.
+never leaves a half-written dataset behind. ``val`` holds test-split images, or with
+``val_from="train"`` training-split images outside the training subset (a validation split
+for choosing settings without looking at the test split).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tqdm.auto import tqdm
 
 from solo_clamp.data.idx import find_idx_file, read_idx, verify_sha256sums
 
+VAL_SOURCES = ("test", "train")
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -127,13 +130,22 @@ def locate_source(
     return root / spec.torchvision_class / "raw"
 
 
-def _stratified_subset(labels: np.ndarray, per_class: Optional[int], seed: int) -> np.ndarray:
+def _stratified_subset(
+    labels: np.ndarray,
+    per_class: Optional[int],
+    seed: int,
+    exclude: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """``per_class`` indices of each label (None = all), never one of the ``exclude`` indices."""
+    allowed = np.ones(len(labels), dtype=bool)
+    if exclude is not None:
+        allowed[exclude] = False
     if per_class is None:
-        return np.arange(len(labels))
+        return np.flatnonzero(allowed)
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
+        members = np.flatnonzero((labels == label) & allowed)
         chosen.append(rng.permutation(members)[:per_class])
     return np.sort(np.concatenate(chosen))
 
@@ -156,6 +168,7 @@ def prepare_image_folder(
     train_per_class: Optional[int] = None,
     val_per_class: Optional[int] = None,
     seed: int = 0,
+    val_from: str = "test",
 ) -> PreparedData:
     """Writes (once) and returns an ImageFolder copy of MNIST or Fashion-MNIST.
 
@@ -164,8 +177,11 @@ def prepare_image_folder(
         root: directory under which the tree is written.
         source: directory with the idx files (see :func:`locate_source`).
         train_per_class: images per class kept from the training split (None = all).
-        val_per_class: images per class kept from the test split (None = all).
-        seed: seed of the stratified subset.
+        val_per_class: images per class in ``val`` (None = all the test split, or with
+            ``val_from="train"`` all training images outside the training subset).
+        seed: seed of the stratified subsets.
+        val_from: ``"test"``: ``val`` is drawn from the test split; ``"train"``: from the
+            training split, disjoint from the training subset (a validation split).
 
     Returns:
         Paths and sizes of the prepared tree. An existing complete tree is reused.
@@ -174,7 +190,16 @@ def prepare_image_folder(
     for field, value in (("train_per_class", train_per_class), ("val_per_class", val_per_class)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{field} must be a positive integer or None, got {value!r}.")
+    if val_from not in VAL_SOURCES:
+        raise ValueError(f"val_from must be one of {list(VAL_SOURCES)}, got {val_from!r}.")
+    if val_from == "train" and train_per_class is None:
+        raise ValueError(
+            "val_from='train' needs train_per_class: with the whole training split as the "
+            "training subset no training image is left for validation."
+        )
     tag = f"{train_per_class or 'all'}x{val_per_class or 'all'}-s{seed}"
+    if val_from == "train":
+        tag += "-valtrain"
     final = Path(root) / f"{name}-{tag}"
     marker = final / "prepared.json"
     if marker.exists():
@@ -196,14 +221,27 @@ def prepare_image_folder(
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         counts = {}
+        train_keep = None
         for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-            images = read_idx(find_idx_file(directory, _FILES[split][0]))
-            labels = read_idx(find_idx_file(directory, _FILES[split][1]))
-            keep = _stratified_subset(labels, per_class, seed)
+            source_split = "train" if split == "train" or val_from == "train" else "val"
+            images = read_idx(find_idx_file(directory, _FILES[source_split][0]))
+            labels = read_idx(find_idx_file(directory, _FILES[source_split][1]))
+            exclude = train_keep if source_split == "train" else None
+            keep = _stratified_subset(labels, per_class, seed, exclude=exclude)
+            if split == "train":
+                train_keep = keep
             _write_split(staging / split, images, labels, keep, spec.classes, f"{name} {split}")
             counts[f"{split}_images"] = int(len(keep))
         (staging / "prepared.json").write_text(
-            json.dumps({"dataset": name, "source": str(directory), "seed": seed, **counts})
+            json.dumps(
+                {
+                    "dataset": name,
+                    "source": str(directory),
+                    "seed": seed,
+                    "val_from": val_from,
+                    **counts,
+                }
+            )
         )
         try:
             os.replace(staging, final)

@@ -10,8 +10,9 @@ Differences from solo-learn's own ``main_pretrain.py``, each for a reason:
   and verified, run-shape-aware auto-resume (``solo_clamp.training.resume``);
 * on SIGTERM / SIGUSR1 a mid-epoch checkpoint and exit status 143, and optional
   time-based checkpoints (``solo_clamp.training.preemption``);
-* an optional ``evaluate.knn`` node: kNN top-1 on a held-out split for the trained and
-  the untrained backbone, printed and written to ``knn.json`` in the run directory.
+* an optional ``evaluate.knn`` node: kNN top-1 on a held-out split for the trained backbone
+  and its two floors, the same backbone at initialisation and raw pixels, printed and
+  written to ``knn.json`` in the run directory.
 """
 
 from __future__ import annotations
@@ -47,12 +48,16 @@ def _apply_prepare_data(cfg: DictConfig) -> None:
         train_per_class=node.get("train_per_class"),
         val_per_class=node.get("val_per_class"),
         seed=node.get("seed", 0),
+        val_from=node.get("val_from", "test"),
     )
     cfg.data.dataset = "custom"
     cfg.data.train_path = str(prepared.train)
     if cfg.get("evaluate") and cfg.evaluate.get("knn"):
-        cfg.evaluate.knn.train_path = cfg.evaluate.knn.get("train_path") or str(prepared.train)
-        cfg.evaluate.knn.val_path = cfg.evaluate.knn.get("val_path") or str(prepared.val)
+        knn = cfg.evaluate.knn
+        if not knn.get("val_path"):
+            knn.split = "validation" if node.get("val_from") == "train" else "test"
+        knn.train_path = knn.get("train_path") or str(prepared.train)
+        knn.val_path = knn.get("val_path") or str(prepared.val)
 
 
 def _train_dataloader(cfg: DictConfig):
@@ -180,9 +185,14 @@ def _fit(cfg: DictConfig, trainer, model, train_data, val_loader, ckpt_path, pre
             raise preemption.preempted(trainer) from None
 
 
+KNN_FLOORS = {"untrained": "untrained backbone", "raw_pixels": "raw pixels"}
+
+
 def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, Any]:
-    """kNN top-1 of the trained backbone and of the same backbone at initialisation (keys
-    ``<method>_knn_top1`` and ``untrained_knn_top1``)."""
+    """kNN top-1/top-5 of the trained backbone (keys ``<method>_knn_top1/5``) and of its two
+    floors, measured the same way (same bank, same held-out images, same k, T and distance):
+    the same backbone at initialisation, and raw pixels (the normalised evaluation image,
+    flattened)."""
     from solo.methods import METHODS
 
     from solo_clamp.evaluation import (
@@ -208,13 +218,20 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
         "k": node.get("k", 20),
         "temperature": node.get("T", 0.07),
         "distance": node.get("distance", "cosine"),
+        "split": node.get("split", "held-out"),
+        "crop_size": aug.crop_size,
         "train_images": len(train_loader.dataset),
         "test_images": len(val_loader.dataset),
     }
-    for label, backbone in (("untrained", untrained), (cfg.method, trained_backbone)):
-        backbone = backbone.cpu()
-        train = extract_features(backbone, train_loader, desc=f"{label} train features")
-        test = extract_features(backbone, val_loader, desc=f"{label} test features")
+    extractors = {
+        "untrained": untrained,
+        "raw_pixels": torch.nn.Flatten(),
+        cfg.method: trained_backbone,
+    }
+    for label, extractor in extractors.items():
+        extractor = extractor.cpu()
+        train = extract_features(extractor, train_loader, desc=f"{label} bank features")
+        test = extract_features(extractor, val_loader, desc=f"{label} {results['split']} features")
         top1, top5 = knn_accuracy(
             *train,
             *test,
@@ -224,7 +241,36 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
         )
         results[f"{label}_knn_top1"] = top1
         results[f"{label}_knn_top5"] = top5
+    results["floors_beaten"] = [
+        floor for floor in KNN_FLOORS
+        if results[f"{cfg.method}_knn_top1"] > results[f"{floor}_knn_top1"]
+    ]
     return results
+
+
+def format_knn_report(report: dict[str, Any], method: str = "clamp", name: str = "CLAMP") -> str:
+    """The report's printed lines: the three kNN top-1 numbers, then the verdict on each floor
+    (``name`` is the method as printed, ``method`` its key prefix in the report)."""
+    clamp = report[f"{method}_knn_top1"]
+    numbers = ", ".join(
+        f"{label} {report[f'{floor}_knn_top1']:.2f}%" for floor, label in KNN_FLOORS.items()
+    )
+    lines = [
+        f"kNN top-1 (k={report['k']}, {report['distance']}, T={report['temperature']}; bank "
+        f"{report['train_images']} training images) on {report['test_images']} "
+        f"{report['split']} images: {name} {clamp:.2f}% vs {numbers}"
+    ]
+    below = [floor for floor in KNN_FLOORS if floor not in report["floors_beaten"]]
+    for floor in below:
+        gap = clamp - report[f"{floor}_knn_top1"]
+        lines.append(f"{name} is BELOW the {KNN_FLOORS[floor]} floor ({gap:+.2f} points).")
+    if not below:
+        gaps = ", ".join(
+            f"{clamp - report[f'{floor}_knn_top1']:+.2f} points over {label}"
+            for floor, label in KNN_FLOORS.items()
+        )
+        lines.append(f"{name} beats both floors ({gaps}).")
+    return "\n".join(lines)
 
 
 def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
@@ -278,11 +324,5 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
         summary["knn"] = report
         Path(summary["run_dir"]).mkdir(parents=True, exist_ok=True)
         (Path(summary["run_dir"]) / "knn.json").write_text(json.dumps(report, indent=2))
-        trained = report[f"{cfg.method}_knn_top1"]
-        gain = trained - report["untrained_knn_top1"]
-        print(
-            f"kNN top-1 (k={report['k']}, {report['distance']}) on {report['test_images']} "
-            f"test images: {type(model).__name__} {trained:.2f}% vs untrained backbone "
-            f"{report['untrained_knn_top1']:.2f}% ({gain:+.2f} points)"
-        )
+        print(format_knn_report(report, cfg.method, type(model).__name__))
     return summary

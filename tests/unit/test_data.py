@@ -82,3 +82,36 @@ def test_bad_arguments(tmp_path):
         prepare_image_folder("mnist", tmp_path, train_per_class=0)
     with pytest.raises(FileNotFoundError, match="must hold the mnist idx files"):
         locate_source("mnist", tmp_path)
+
+
+def test_validation_split_from_training_images_is_disjoint(mnist_source, tmp_path):
+    prepared = prepare_image_folder("mnist", tmp_path, source=mnist_source, train_per_class=5,
+                                    val_per_class=4, val_from="train")
+    assert prepared.train_images == 50 and prepared.val_images == 40
+    train_images = read_idx(mnist_source / "train-images-idx3-ubyte.gz")
+    train_labels = read_idx(mnist_source / "train-labels-idx1-ubyte.gz")
+    test_images = read_idx(mnist_source / "t10k-images-idx3-ubyte.gz")
+    indices = {}
+    for split in ("train", "val"):
+        indices[split] = set()
+        for png in (prepared.root / split).glob("*/*.png"):
+            index = int(png.stem)
+            assert train_labels[index] == int(png.parent.name)
+            np.testing.assert_array_equal(np.asarray(Image.open(png)), train_images[index])
+            indices[split].add(index)
+    assert len(indices["train"]) == 50 and len(indices["val"]) == 40
+    assert not indices["train"] & indices["val"]
+    test_pixels = {image.tobytes() for image in test_images}
+    assert not any(train_images[i].tobytes() in test_pixels for i in indices["val"])
+    # the training subset does not depend on where the validation images come from
+    default = prepare_image_folder("mnist", tmp_path, source=mnist_source, train_per_class=5,
+                                   val_per_class=1)
+    assert {int(p.stem) for p in default.train.glob("*/*.png")} == indices["train"]
+    assert default.root != prepared.root
+
+
+def test_validation_split_arguments(tmp_path):
+    with pytest.raises(ValueError, match="val_from must be one of"):
+        prepare_image_folder("mnist", tmp_path, train_per_class=5, val_from="val")
+    with pytest.raises(ValueError, match="val_from='train' needs train_per_class"):
+        prepare_image_folder("mnist", tmp_path, val_from="train")

@@ -1,0 +1,89 @@
+"""The main job's report: CLAMP next to its two floors (the same backbone at initialisation and
+raw pixels), all measured the same way, on a validation split drawn from training images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
+
+from solo_clamp.cli import main  # noqa: E402
+from solo_clamp.evaluation import (  # noqa: E402
+    eval_transform,
+    extract_features,
+    image_folder_loader,
+    knn_accuracy,
+)
+from solo_clamp.training.pretrain import format_knn_report  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+
+# the main-job config with real data preparation and report, shrunk as in clamp_testing.py
+TINY = [
+    "max_epochs=1",
+    "data.num_workers=0",
+    "optimizer.batch_size=4",
+    "method_kwargs.proj_hidden_dim=32",
+    "method_kwargs.proj_output_dim=16",
+    "augmentations.0.crop_size=16",
+    "backbone.name=wide_resnet28w2",
+    "evaluate.knn.k=5",
+    "evaluate.knn.batch_size=16",
+]
+
+
+def test_report_gives_clamp_untrained_and_raw_pixels(mnist_source, tmp_path, capsys):
+    datasets = tmp_path / "datasets"
+    assert main([
+        "pretrain", f"prepare_data.source={mnist_source}", f"prepare_data.root={datasets}",
+        "prepare_data.train_per_class=2", "prepare_data.val_per_class=2",
+        "prepare_data.val_from=train", f"checkpoint.dir={tmp_path / 'trained_models'}", *TINY,
+    ]) == 0
+    out = capsys.readouterr().out
+    (run,) = (tmp_path / "trained_models" / "clamp").iterdir()
+    report = json.loads((run / "knn.json").read_text())
+    assert report["split"] == "validation"
+    assert report["train_images"] == 20 and report["test_images"] == 20
+    assert (report["k"], report["temperature"], report["distance"]) == (5, 0.07, "cosine")
+    for name in ("clamp", "untrained", "raw_pixels"):
+        assert 0 <= report[f"{name}_knn_top1"] <= report[f"{name}_knn_top5"] <= 100
+    assert report["floors_beaten"] == [
+        floor for floor in ("untrained", "raw_pixels")
+        if report["clamp_knn_top1"] > report[f"{floor}_knn_top1"]
+    ]
+    assert format_knn_report(report) in out
+    assert "CLAMP" in out and "untrained backbone" in out and "raw pixels" in out
+
+    # raw pixels measured the same way: the normalised 16-px evaluation image, flattened
+    (prepared,) = datasets.iterdir()
+    transform = eval_transform(16, [0.1307] * 3, [0.3081] * 3)
+    bank, held_out = (
+        extract_features(torch.nn.Flatten(), image_folder_loader(prepared / split, transform))
+        for split in ("train", "val")
+    )
+    assert bank[0].shape == (20, 3 * 16 * 16)
+    top1, _ = knn_accuracy(*bank, *held_out, k=5, temperature=0.07, distance="cosine")
+    assert report["raw_pixels_knn_top1"] == pytest.approx(top1)
+
+
+def test_printed_verdict_names_each_floor_clamp_is_below():
+    report = {
+        "k": 20, "temperature": 0.07, "distance": "cosine", "split": "test",
+        "train_images": 5000, "test_images": 10000,
+        "clamp_knn_top1": 93.79, "untrained_knn_top1": 89.86, "raw_pixels_knn_top1": 94.69,
+        "floors_beaten": ["untrained"],
+    }
+    text = format_knn_report(report)
+    assert "CLAMP 93.79% vs untrained backbone 89.86%, raw pixels 94.69%" in text
+    assert "bank 5000 training images) on 10000 test images" in text
+    assert "CLAMP is BELOW the raw pixels floor (-0.90 points)." in text
+    assert "untrained backbone floor" not in text and "beats both" not in text
+
+    report.update(clamp_knn_top1=95.0, floors_beaten=["untrained", "raw_pixels"])
+    text = format_knn_report(report)
+    assert "BELOW" not in text
+    assert "CLAMP beats both floors (+5.14 points over untrained backbone, " in text
+    assert "+0.31 points over raw pixels)." in text
