@@ -73,3 +73,31 @@ def reference_clamp_loss(
     overlap = 1.0 - distances[mask] / reach[mask]
     energy = 0.5 * lw1 * (overlap**pot_pow).sum() + lw0 * radii.sum()
     return ReferenceLoss(torch.log(energy + 1e-6), int(mask.sum()), radii.mean())
+
+
+def tiny_comparison_config(image_folder_factory, train_per_class: int, **fields) -> dict:
+    """The default comparison config (``fashion_mnist.yaml``) on a generated 3-class
+    ImageFolder: ``train_per_class`` training and 6 test images per class, 16-px views (a
+    quarter of the compute of 32 px), CLAMP and SimCLR, batch 8, no progress bar; ``fields``
+    are added or replace top-level fields."""
+    from omegaconf import OmegaConf
+
+    from solo_clamp import compare
+
+    train = image_folder_factory("train", classes=3, per_class=train_per_class, size=16)
+    val = image_folder_factory("val", classes=3, per_class=6, size=16, seed=1)
+    base = compare.load_config(compare.CONFIG_DIR / "fashion_mnist.yaml")
+    augmentations = OmegaConf.to_container(base.augmentations)
+    augmentations[0]["crop_size"] = 16
+    return {
+        "base": str(compare.CONFIG_DIR / "fashion_mnist.yaml"),
+        "dataset": "image_folder",
+        "data": {"train_path": str(train), "val_path": str(val), "num_workers": 0,
+                 "train_per_class": None, "val_per_class": None},
+        "augmentations": augmentations,
+        "methods": ["clamp", "simclr"],
+        "batch_size": 8,
+        "curves": {"per_class": 4},
+        "trainer": {"progress_bar": False},
+        **fields,
+    }

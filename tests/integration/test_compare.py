@@ -9,14 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import torch
+from clamp_testing import tiny_comparison_config
+from omegaconf import OmegaConf
 
-from solo_clamp import compare  # noqa: E402
-from solo_clamp.cli import main  # noqa: E402
-from solo_clamp.compare import runner  # noqa: E402
-from solo_clamp.compare.data import ComparisonData  # noqa: E402
-from solo_clamp.compare.training import build_solo_cfg, parse  # noqa: E402
+from solo_clamp import compare
+from solo_clamp.cli import main
+from solo_clamp.compare import runner
+from solo_clamp.compare.data import ComparisonData
+from solo_clamp.compare.training import build_solo_cfg, parse
 
 SHIPPED = sorted(compare.CONFIG_DIR.glob("*.yaml"))
 EXPECTED_RUNS = ["floor-raw_pixels", "floor-untrained", "clamp-equal_epochs-s0",
@@ -27,25 +28,9 @@ EXPECTED_RUNS = ["floor-raw_pixels", "floor-untrained", "clamp-equal_epochs-s0",
 def tiny_config(tmp_path, image_folder_factory) -> Path:
     """The default config on a generated 3-class ImageFolder: 24 training images, batch 8,
     16-px views (a quarter of the compute of 32 px: the test stays quick on a busy machine)."""
-    train = image_folder_factory("train", classes=3, per_class=8, size=16)
-    val = image_folder_factory("val", classes=3, per_class=6, size=16, seed=1)
-    base = compare.load_config(compare.CONFIG_DIR / "fashion_mnist.yaml")
-    augmentations = OmegaConf.to_container(base.augmentations)
-    augmentations[0]["crop_size"] = 16
-    cfg = {
-        "base": str(compare.CONFIG_DIR / "fashion_mnist.yaml"),
-        "dataset": "image_folder",
-        "data": {"train_path": str(train), "val_path": str(val), "num_workers": 0,
-                 "train_per_class": None, "val_per_class": None},
-        "augmentations": augmentations,
-        "methods": ["clamp", "simclr"],
-        "seeds": [0],
-        "epochs": 2,
-        "batch_size": 8,
-        "curves": {"per_class": 4},
-        "evaluation": {"linear": {"epochs": 10}},
-        "trainer": {"progress_bar": False},
-    }
+    cfg = tiny_comparison_config(
+        image_folder_factory, 8, seeds=[0], epochs=2, evaluation={"linear": {"epochs": 10}}
+    )
     path = tmp_path / "tiny.yaml"
     OmegaConf.save(OmegaConf.create(cfg), path)
     return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from clamp_testing import tiny_comparison_config
 from omegaconf import OmegaConf
 
 from solo_clamp import compare
@@ -29,28 +30,15 @@ def tuned_config(tmp_path, image_folder_factory) -> Path:
     """CLAMP and SimCLR on a generated 3-class ImageFolder (10 training images per class, 2 of
     them held out for validation), 16-px views, batch 8; lr multipliers 0.5 and 1e30 (the
     latter diverges: CLAMP raises FloatingPointError, SimCLR's loss turns NaN); two seeds."""
-    train = image_folder_factory("train", classes=3, per_class=10, size=16)
-    val = image_folder_factory("val", classes=3, per_class=6, size=16, seed=1)
-    base = compare.load_config(compare.CONFIG_DIR / "fashion_mnist.yaml")
-    augmentations = OmegaConf.to_container(base.augmentations)
-    augmentations[0]["crop_size"] = 16
-    cfg = {
-        "base": str(compare.CONFIG_DIR / "fashion_mnist.yaml"),
-        "dataset": "image_folder",
-        "data": {"train_path": str(train), "val_path": str(val), "num_workers": 0,
-                 "train_per_class": None, "val_per_class": None},
-        "augmentations": augmentations,
-        "methods": ["clamp", "simclr"],
-        "budgets": ["equal_epochs"],
-        "seeds": [0, 1],
-        "epochs": 1,
-        "batch_size": 8,
-        "curves": {"per_class": 4},
-        "evaluation": {"linear": {"epochs": 5}},
-        "trainer": {"progress_bar": False},
-        "tuning": {"enabled": True, "lr_multipliers": [0.5, 1.0e30], "val_per_class": 2,
-                   "epochs": 1, "seed": 0},
-    }
+    cfg = tiny_comparison_config(
+        image_folder_factory, 10,
+        budgets=["equal_epochs"],
+        seeds=[0, 1],
+        epochs=1,
+        evaluation={"linear": {"epochs": 5}},
+        tuning={"enabled": True, "lr_multipliers": [0.5, 1.0e30], "val_per_class": 2,
+                "epochs": 1, "seed": 0},
+    )
     path = tmp_path / "tuned.yaml"
     OmegaConf.save(OmegaConf.create(cfg), path)
     return path
