@@ -19,8 +19,33 @@ from solo_clamp.views import count_views
 SUPPORTED_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
 DATA_FORMATS = ("image_folder", "h5", "dali")
 _FOLDER_DATASETS = ("imagenet", "imagenet100", "custom")
-METHOD_KWARGS_CHECKS = {"clamp": check_clamp_kwargs, "manifoldclr": check_manifoldclr_kwargs}
-"""The methods this program trains, each with the check of its ``method_kwargs``."""
+
+
+def check_simclr_kwargs(kwargs: DictConfig | dict | None, num_views: int) -> DictConfig:
+    """solo-learn's SimCLR ``method_kwargs`` (projector widths, temperature), checked with
+    errors that name the field; a baseline beside CLAMP with the same data and report."""
+    kwargs = OmegaConf.create({} if kwargs is None else kwargs)
+    for name in ("proj_hidden_dim", "proj_output_dim"):
+        value = kwargs.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"method_kwargs.{name} must be a positive integer, got {value!r}.")
+    temperature = kwargs.get("temperature")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not temperature > 0:
+        raise ValueError(f"method_kwargs.temperature must be a number > 0, got {temperature!r}.")
+    if num_views < 2:
+        raise ValueError("SimCLR contrasts views of an image: the sum of "
+                         f"augmentations[*].num_crops must be >= 2, got {num_views!r}.")
+    return kwargs
+
+
+METHOD_KWARGS_CHECKS = {
+    "clamp": check_clamp_kwargs,
+    "manifoldclr": check_manifoldclr_kwargs,
+    "simclr": check_simclr_kwargs,
+}
+"""The methods this program trains, each with the check of its ``method_kwargs``: ours, and
+solo-learn's SimCLR as the baseline trained the same way."""
 
 
 def known_backbones() -> list[str]:
@@ -112,7 +137,7 @@ def _check_checkpoint_fields(cfg: DictConfig) -> None:
 
 
 def preflight(cfg: DictConfig) -> None:
-    """Validates a pretraining config (CLAMP or ManifoldCLR); raises ValueError naming the
+    """Validates a pretraining config (CLAMP, ManifoldCLR or SimCLR); raises ValueError naming the
     field."""
     method = _get(cfg, "method")
     if method not in METHOD_KWARGS_CHECKS:

@@ -87,3 +87,42 @@ def test_printed_verdict_names_each_floor_clamp_is_below():
     assert "BELOW" not in text
     assert "CLAMP beats both floors (+5.14 points over untrained backbone, " in text
     assert "+0.31 points over raw pixels)." in text
+
+
+def test_simclr_baseline_trains_and_reports_beside_the_same_floors(mnist_source, tmp_path, capsys):
+    """solo-learn's SimCLR through the same program (mnist/simclr.yaml): its report has the
+    same keys and floors as CLAMP's, the untrained floor being the same initial backbone."""
+    datasets = tmp_path / "datasets"
+    common = [f"prepare_data.source={mnist_source}", f"prepare_data.root={datasets}",
+              "prepare_data.train_per_class=2", "prepare_data.val_per_class=2",
+              "prepare_data.val_from=train", *TINY]
+    assert main(["pretrain", "--config-name", "simclr.yaml", *common,
+                 f"checkpoint.dir={tmp_path / 'simclr'}"]) == 0
+    assert "SimCLR" in capsys.readouterr().out
+    (run,) = (tmp_path / "simclr" / "simclr").iterdir()
+    simclr = json.loads((run / "knn.json").read_text())
+    for name in ("simclr", "untrained", "raw_pixels"):
+        assert 0 <= simclr[f"{name}_knn_top1"] <= simclr[f"{name}_knn_top5"] <= 100
+    assert main(["pretrain", *common, f"checkpoint.dir={tmp_path / 'clamp'}"]) == 0
+    (run,) = (tmp_path / "clamp" / "clamp").iterdir()
+    clamp = json.loads((run / "knn.json").read_text())
+    for floor in ("untrained", "raw_pixels"):
+        assert simclr[f"{floor}_knn_top1"] == pytest.approx(clamp[f"{floor}_knn_top1"])
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ("method_kwargs.temperature=0", "method_kwargs.temperature"),
+    ("method_kwargs.proj_output_dim=0", "method_kwargs.proj_output_dim"),
+])
+def test_simclr_kwargs_errors_name_the_field(override, field):
+    from omegaconf import OmegaConf
+
+    from solo_clamp.training.checks import check_simclr_kwargs
+
+    kwargs = OmegaConf.create({"proj_hidden_dim": 8, "proj_output_dim": 4, "temperature": 0.2})
+    key, value = override.split("=")
+    kwargs[key.split(".")[1]] = int(value)
+    with pytest.raises(ValueError, match=field):
+        check_simclr_kwargs(kwargs, 2)
+    with pytest.raises(ValueError, match="num_crops"):
+        check_simclr_kwargs({"proj_hidden_dim": 8, "proj_output_dim": 4, "temperature": 0.2}, 1)
