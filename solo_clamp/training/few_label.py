@@ -17,6 +17,7 @@ top-1 %, their mean and sample standard deviation are printed as a table and wri
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,13 @@ def load_feature_augmenter(source):
         state = backbone_state(run.checkpoint, prefix="manifold", where=str(run.checkpoint_path))
     except ValueError as err:
         raise ValueError(f"feature_augment.samples: {err}") from err
-    manifold = METHODS["manifoldclr"](run_cfg).manifold
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)  # solo-learn's warnings about training-only settings
+    try:
+        manifold = METHODS["manifoldclr"](run_cfg).manifold
+    finally:
+        root_logger.setLevel(level)
     manifold.load_state_dict(state)
     return manifold.eval()
 
@@ -204,7 +211,8 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     check_disjoint(paths, labelled, test_set)
     row_of = {index: row for row, index in enumerate(labelled)}
 
-    extractors = {"backbone": (backbone, description)}
+    label = f"{source.method} backbone" if source else description
+    extractors = {"backbone": (backbone, label)}
     floors = [f for f in settings.floors if not (f == "untrained" and source is None)]
     for floor in floors:
         if floor == "raw_pixels":
@@ -261,9 +269,12 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
         "labelled": [[names[i] for i in draw] for draw in draws],
     }
     atomic_write_text(run_dir / "few_label.json", json.dumps(result, indent=2))
+    seeds = (f"{settings.draws} draws (seeds {settings.seeds[0]}-{settings.seeds[-1]})"
+             if settings.draws > 1 else f"1 draw (seed {settings.seeds[0]})")
     print(f"few-label probes: {settings.per_class} labelled images per class "
-          f"({len(draws[0])} in all), {settings.draws} draws (seeds {settings.seeds[0]}-"
-          f"{settings.seeds[-1]}), scored on {len(test_set)} images of {cfg.data.val_path}")
+          f"({len(draws[0])} in all), {seeds}, scored on {len(test_set)} images of "
+          f"{cfg.data.val_path}")
+    print(f"probed: {description}")
     print(format_table(results))
     print(f"results: {run_dir / 'few_label.json'}")
     return {"run_dir": str(run_dir), **result}
