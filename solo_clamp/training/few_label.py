@@ -172,6 +172,42 @@ def _features(backbone, dataset, indices: Sequence[int], desc: str, cfg: DictCon
     return extract_features(backbone, loader, desc=desc)
 
 
+def probe_draws(
+    train_z: torch.Tensor,
+    train_y: torch.Tensor,
+    test_z: torch.Tensor,
+    test_y: torch.Tensor,
+    settings: FewLabelSettings,
+    augmenter=None,
+) -> tuple[list[float], list[float]]:
+    """Top-1 % of the probe of each draw, and with ``augmenter`` (ManifoldCLR's ``manifold``
+    module) of the probe on the draw's features plus ``settings.samples`` prior samples each.
+
+    Args:
+        train_z, train_y: ``[draws, n, d]`` labelled features and ``[draws, n]`` labels.
+        test_z, test_y: ``[N, d]`` and ``[N]``, the evaluation split.
+
+    Returns:
+        ``(plain, augmented)``, one value per draw (``augmented`` empty without augmenter).
+    """
+    from solo_clamp.losses.variational import prior_augment
+
+    plain, augmented = [], []
+    for seed, z, y in zip(settings.seeds, train_z, train_y):
+        probe = dict(epochs=settings.epochs, lr=settings.lr,
+                     weight_decay=settings.weight_decay, seed=seed)
+        plain.append(linear_probe_accuracy(z, y, test_z, test_y, **probe))
+        if augmenter is None:
+            continue
+        extra = prior_augment(z, augmenter.transport, augmenter.prior, settings.samples,
+                              threshold=augmenter.threshold,
+                              generator=torch.Generator().manual_seed(seed))
+        labels = torch.cat([y, y.repeat_interleave(settings.samples)])
+        augmented.append(linear_probe_accuracy(torch.cat([z, extra]), labels, test_z, test_y,
+                                               **probe))
+    return plain, augmented
+
+
 def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     """Few-label probes of ``pretrained_feature_extractor`` (checkpoint, run directory, zoo
     name, or null for the untrained backbone), with and without feature augmentation."""
@@ -181,7 +217,6 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
 
     from solo_clamp.checkpoints import build_backbone
     from solo_clamp.data.label_subset import relative_names, stratified_draw
-    from solo_clamp.losses.variational import prior_augment
     from solo_clamp.training.finetune import check_disjoint
     from solo_clamp.training.linear import (
         RawPixels,
@@ -210,6 +245,7 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     paths = [path for path, _ in train_set.samples]
     check_disjoint(paths, labelled, test_set)
     row_of = {index: row for row, index in enumerate(labelled)}
+    draw_rows = torch.tensor([[row_of[i] for i in draw] for draw in draws])
 
     label = f"{source.method} backbone" if source else description
     extractors = {"backbone": (backbone, label)}
@@ -227,21 +263,10 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
             train_z, train_y = _features(extractor, train_set, labelled, f"{key} labelled", cfg)
             test_z, test_y = _features(extractor, test_set, range(len(test_set)),
                                        f"{key} evaluation", cfg)
-            plain, augmented = [], []
-            for draw_seed, draw in zip(settings.seeds, draws):
-                rows = torch.tensor([row_of[i] for i in draw])
-                z, y = train_z[rows], train_y[rows]
-                probe = dict(epochs=settings.epochs, lr=settings.lr,
-                             weight_decay=settings.weight_decay, seed=draw_seed)
-                plain.append(linear_probe_accuracy(z, y, test_z, test_y, **probe))
-                if key == "backbone" and augmenter is not None:
-                    extra = prior_augment(z, augmenter.transport, augmenter.prior,
-                                          settings.samples, threshold=augmenter.threshold,
-                                          generator=torch.Generator().manual_seed(draw_seed))
-                    augmented.append(linear_probe_accuracy(
-                        torch.cat([z, extra]),
-                        torch.cat([y, y.repeat_interleave(settings.samples)]),
-                        test_z, test_y, **probe))
+            plain, augmented = probe_draws(
+                train_z[draw_rows], train_y[draw_rows], test_z, test_y, settings,
+                augmenter if key == "backbone" else None,
+            )
             results[key] = {"description": text, **summarise(plain)}
             if augmented:
                 results["backbone_feature_augment"] = {
