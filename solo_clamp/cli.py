@@ -34,6 +34,12 @@ COMMANDS: dict[str, tuple[Union[HydraCommand, str], str]] = {
         ),
         "fine-tune a backbone end to end on a fraction of the labels",
     ),
+    "few-label": (
+        HydraCommand(
+            "linear", "mnist", "few_label.yaml", "solo_clamp.training.few_label:run_few_label"
+        ),
+        "few-label linear probes, with ManifoldCLR's feature augmentation",
+    ),
     "knn": (
         HydraCommand("linear", "mnist", "knn.yaml", "solo_clamp.training.knn:run_knn"),
         "offline weighted kNN evaluation of a checkpoint",

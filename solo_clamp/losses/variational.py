@@ -7,6 +7,7 @@ Lie Group Operators", TMLR 2024 (official code: github.com/kfallah/manifold-cont
 A distribution is a pair ``(shift, logscale)`` of ``[..., M]`` tensors: coefficient ``c_m`` is
 ``Laplace(shift_m, exp(logscale_m))``. Samples are reparameterised; an optional soft threshold
 ``λ`` zeroes small draws (sparse coefficients) with a straight-through gradient.
+:func:`prior_augment` draws augmented features ``T(c) z``, ``c ~ p(c | z)``, for downstream use.
 """
 
 from __future__ import annotations
@@ -229,3 +230,52 @@ def max_elbo_noise(
         best_noise = torch.where(better[:, None], noise, best_noise)
         best_cost = torch.where(better, cost, best_cost)
     return best_noise
+
+
+@torch.no_grad()
+def prior_augment(
+    features: torch.Tensor,
+    transport,
+    prior: CoefficientPrior,
+    samples: int,
+    threshold: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Feature augmentation with the learned prior, as the paper's downstream use:
+    ``T(c) z`` with ``c ~ p(c | z)``, ``samples`` draws per feature.
+
+    The prior is the network's own, after its warm-up (as at the end of training, and as the
+    official code samples it for evaluation), and draws are soft-thresholded by ``threshold``
+    (the model's ``λ``). Computed in float32 with autocast off and without gradients; one
+    draw of all features at a time, which bounds the matrix exponentials' memory.
+
+    Args:
+        features: ``[N, d]`` backbone features.
+        transport: the model's :class:`~solo_clamp.losses.transport.TransportOperators`.
+        prior: the model's :class:`CoefficientPrior`.
+        samples: ``n >= 1`` draws per feature.
+        threshold: soft threshold ``λ >= 0`` of the coefficient samples.
+        generator: CPU generator of the noise, for repeatable draws.
+
+    Returns:
+        ``[N * n, d]`` float32; row ``i * n + j`` is draw ``j`` of feature ``i`` (labels
+        follow with ``labels.repeat_interleave(n)``).
+
+    Examples:
+        >>> extra = prior_augment(z, model.manifold.transport, model.manifold.prior, 10,
+        ...                       threshold=model.manifold.threshold)
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}.")
+    if features.dim() != 2:
+        raise ValueError(f"features must be a 2-D tensor [N, d], got shape "
+                         f"{tuple(features.shape)}.")
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        z = features.float()
+        distribution = prior(z, step=prior.warmup_steps)
+        draws = []
+        for _ in range(samples):
+            noise = torch.rand(distribution.shift.shape, generator=generator) - 0.5
+            c = laplace_sample(distribution, noise.to(z.device), threshold)
+            draws.append(transport(z, c, detach_operators=True))
+    return torch.stack(draws, dim=1).reshape(len(z) * samples, z.shape[-1])

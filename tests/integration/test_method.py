@@ -67,7 +67,7 @@ def test_every_linear_config_composes(path, tmp_path):
     key = "pretrained_checkpoint" if path.name == "knn.yaml" else "pretrained_feature_extractor"
     cfg = compose(path, "linear", f"++{key}=x", f"data.train_path={tmp_path}")
     assert cfg.data.train_path and cfg.data.val_path
-    if key == "pretrained_feature_extractor":
+    if key == "pretrained_feature_extractor" and path.name != "few_label.yaml":  # no LinearModel
         from solo.args.linear import parse_cfg
         from solo.methods.linear import LinearModel
 

@@ -1,0 +1,305 @@
+"""Few-label linear probes of a frozen backbone, optionally with ManifoldCLR's feature
+augmentation (``solo-clamp few-label``): the downstream use of ManifoldCLR's learned prior.
+
+For each of ``draws`` seeds, ``labels.per_class`` labelled training images per class are drawn
+(class-stratified, :func:`~solo_clamp.data.label_subset.stratified_draw`) and a linear probe
+(:func:`~solo_clamp.evaluation.linear_probe_accuracy`) is trained on their frozen backbone
+features and scored on the evaluation split. With ``feature_augment.samples = n > 0`` a second
+probe per draw is trained on the labelled features plus ``n`` samples ``T(c) z``,
+``c ~ p(c | z)``, of ManifoldCLR's learned prior per labelled feature, with the same label
+(:func:`~solo_clamp.losses.variational.prior_augment`; a ManifoldCLR checkpoint is needed).
+The floors (raw pixels, the untrained backbone) are probed on the same draws. Only the
+labelled images of the draws and the evaluation split go through a backbone. Per-draw
+top-1 %, their mean and sample standard deviation are printed as a table and written to
+``few_label.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from solo_clamp.evaluation import eval_transform, extract_features, linear_probe_accuracy
+from solo_clamp.io import atomic_write_text
+
+FLOORS = {"raw_pixels": "raw pixels", "untrained": "untrained backbone"}
+"""The floors a few-label run can report (``floors``), and how they are printed."""
+
+
+@dataclass(frozen=True)
+class FewLabelSettings:
+    """The checked few-label fields of a config."""
+
+    per_class: int
+    draws: int
+    seeds: tuple[int, ...]
+    samples: int
+    floors: tuple[str, ...]
+    epochs: int
+    lr: float
+    weight_decay: float
+
+
+def _integer(value: Any, field: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}.")
+    return value
+
+
+def check_few_label_cfg(cfg: DictConfig) -> FewLabelSettings:
+    """The few-label fields of ``cfg``, checked; errors name the field."""
+    labels = cfg.get("labels") or {}
+    per_class = _integer(labels.get("per_class", 5), "labels.per_class", 1)
+    first_seed = _integer(labels.get("seed", 0), "labels.seed", 0)
+    draws = _integer(cfg.get("draws", 5), "draws", 1)
+    samples = _integer((cfg.get("feature_augment") or {}).get("samples", 0),
+                       "feature_augment.samples", 0)
+    floors = tuple(cfg.get("floors", list(FLOORS)) or ())
+    unknown = [floor for floor in floors if floor not in FLOORS]
+    if unknown:
+        raise ValueError(f"floors must be a list of {sorted(FLOORS)}, got {unknown!r}.")
+    probe = cfg.get("probe") or {}
+    epochs = _integer(probe.get("epochs", 100), "probe.epochs", 1)
+    lr, weight_decay = probe.get("lr", 1e-2), probe.get("weight_decay", 1e-5)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"probe.lr must be a number > 0, got {lr!r}.")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or (
+        weight_decay < 0
+    ):
+        raise ValueError(f"probe.weight_decay must be a number >= 0, got {weight_decay!r}.")
+    return FewLabelSettings(per_class, draws, tuple(range(first_seed, first_seed + draws)),
+                            samples, floors, epochs, float(lr), float(weight_decay))
+
+
+def check_feature_augment(samples: int, method: Optional[str], origin: str) -> None:
+    """Refuses feature augmentation for a backbone without ManifoldCLR's operators and prior.
+
+    Args:
+        samples: ``feature_augment.samples``.
+        method: the pretraining method of the backbone (None: the untrained backbone).
+        origin: where the backbone comes from (a checkpoint path, ``zoo:<name>``).
+    """
+    if samples == 0:
+        return
+    why = None
+    if method is None:
+        why = ("pretrained_feature_extractor is null: the untrained backbone has no transport "
+               "operators")
+    elif method != "manifoldclr":
+        why = (f"{origin} was pretrained with method {method!r}, which has no transport "
+               "operators (nor a coefficient prior)")
+    elif origin.startswith("zoo:"):
+        why = (f"{origin} holds the backbone's weights only, not the transport operators: "
+               "give the ManifoldCLR run's .ckpt or run directory")
+    if why:
+        raise ValueError(f"feature_augment.samples={samples} draws features from ManifoldCLR's "
+                         f"learned prior, but {why}; set feature_augment.samples=0.")
+
+
+def summarise(per_draw: Sequence[float]) -> dict[str, Any]:
+    """``{"per_draw", "mean", "std"}`` of per-draw accuracies (std: the sample standard
+    deviation, null for a single draw)."""
+    values = [float(v) for v in per_draw]
+    return {"per_draw": values, "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """One line per probed feature set: description, mean ± std and the per-draw values."""
+    width = max(len(row["description"]) for row in results.values())
+    lines = [f"{'features':<{width}}  {'mean ± std':>14}  per draw (top-1 %)"]
+    for row in results.values():
+        spread = "n/a" if row["std"] is None else f"{row['std']:.2f}"
+        per_draw = ", ".join(f"{v:.2f}" for v in row["per_draw"])
+        lines.append(f"{row['description']:<{width}}  {row['mean']:>6.2f} ± {spread:>5}  "
+                     f"{per_draw}")
+    return "\n".join(lines)
+
+
+def _apply_prepare_data(cfg: DictConfig) -> None:
+    node = cfg.get("prepare_data")
+    if not node:
+        return
+    from solo_clamp.data import prepare_image_folder
+
+    prepared = prepare_image_folder(
+        name=node.name, root=node.get("root", "datasets"), source=node.get("source"),
+        train_per_class=node.get("train_per_class"), val_per_class=node.get("val_per_class"),
+        seed=node.get("seed", 0),
+    )
+    cfg.data.train_path, cfg.data.val_path = str(prepared.train), str(prepared.val)
+
+
+def load_feature_augmenter(source):
+    """ManifoldCLR's operators, prior and threshold (its ``manifold`` module, eval mode) from
+    the run of a checked ManifoldCLR ``source`` (a :class:`PretrainedBackbone`)."""
+    from solo.methods import METHODS
+
+    import solo_clamp
+    from solo_clamp.checkpoints import backbone_state, load_run
+
+    solo_clamp.register()
+    run = load_run(source.origin)
+    run_cfg = OmegaConf.create(run.cfg)
+    OmegaConf.set_struct(run_cfg, False)
+    try:
+        state = backbone_state(run.checkpoint, prefix="manifold", where=str(run.checkpoint_path))
+    except ValueError as err:
+        raise ValueError(f"feature_augment.samples: {err}") from err
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)  # solo-learn's warnings about training-only settings
+    try:
+        manifold = METHODS["manifoldclr"](run_cfg).manifold
+    finally:
+        root_logger.setLevel(level)
+    manifold.load_state_dict(state)
+    return manifold.eval()
+
+
+def _features(backbone, dataset, indices: Sequence[int], desc: str, cfg: DictConfig):
+    from torch.utils.data import DataLoader, Subset
+
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=int(cfg.get("batch_size", 256)),
+                        shuffle=False, num_workers=int(cfg.data.get("num_workers", 0)))
+    return extract_features(backbone, loader, desc=desc)
+
+
+def probe_draws(
+    train_z: torch.Tensor,
+    train_y: torch.Tensor,
+    test_z: torch.Tensor,
+    test_y: torch.Tensor,
+    settings: FewLabelSettings,
+    augmenter=None,
+) -> tuple[list[float], list[float]]:
+    """Top-1 % of the probe of each draw, and with ``augmenter`` (ManifoldCLR's ``manifold``
+    module) of the probe on the draw's features plus ``settings.samples`` prior samples each.
+
+    Args:
+        train_z, train_y: ``[draws, n, d]`` labelled features and ``[draws, n]`` labels.
+        test_z, test_y: ``[N, d]`` and ``[N]``, the evaluation split.
+
+    Returns:
+        ``(plain, augmented)``, one value per draw (``augmented`` empty without augmenter).
+    """
+    from solo_clamp.losses.variational import prior_augment
+
+    plain, augmented = [], []
+    for seed, z, y in zip(settings.seeds, train_z, train_y):
+        probe = dict(epochs=settings.epochs, lr=settings.lr,
+                     weight_decay=settings.weight_decay, seed=seed)
+        plain.append(linear_probe_accuracy(z, y, test_z, test_y, **probe))
+        if augmenter is None:
+            continue
+        extra = prior_augment(z, augmenter.transport, augmenter.prior, settings.samples,
+                              threshold=augmenter.threshold,
+                              generator=torch.Generator().manual_seed(seed))
+        labels = torch.cat([y, y.repeat_interleave(settings.samples)])
+        augmented.append(linear_probe_accuracy(torch.cat([z, extra]), labels, test_z, test_y,
+                                               **probe))
+    return plain, augmented
+
+
+def run_few_label(cfg: DictConfig) -> dict[str, Any]:
+    """Few-label probes of ``pretrained_feature_extractor`` (checkpoint, run directory, zoo
+    name, or null for the untrained backbone), with and without feature augmentation."""
+    from lightning.pytorch import seed_everything
+    from solo.utils.checkpointer import Checkpointer
+    from torchvision import datasets
+
+    from solo_clamp.checkpoints import build_backbone
+    from solo_clamp.data.label_subset import relative_names, stratified_draw
+    from solo_clamp.training.finetune import check_disjoint
+    from solo_clamp.training.linear import (
+        RawPixels,
+        build_probed_backbone,
+        compute_threads,
+        resolve_pretrained,
+    )
+
+    OmegaConf.set_struct(cfg, False)
+    settings = check_few_label_cfg(cfg)
+    source = resolve_pretrained(cfg)
+    check_feature_augment(settings.samples, source and source.method,
+                          source.origin if source else "null")
+    augmenter = load_feature_augmenter(source) if settings.samples else None
+    _apply_prepare_data(cfg)
+    seed = int(cfg.get("seed", 0))
+    seed_everything(seed)
+    backbone, description = build_probed_backbone(cfg, source)
+    aug = cfg.data.augmentations
+    transform = eval_transform(aug.crop_size, aug.mean, aug.std)
+    train_set = datasets.ImageFolder(str(cfg.data.train_path), transform)
+    test_set = datasets.ImageFolder(str(cfg.data.val_path), transform)
+    draws = [stratified_draw(train_set.targets, per_class=settings.per_class, seed=s).tolist()
+             for s in settings.seeds]
+    labelled = sorted({i for draw in draws for i in draw})
+    paths = [path for path, _ in train_set.samples]
+    check_disjoint(paths, labelled, test_set)
+    row_of = {index: row for row, index in enumerate(labelled)}
+    draw_rows = torch.tensor([[row_of[i] for i in draw] for draw in draws])
+
+    label = f"{source.method} backbone" if source else description
+    extractors = {"backbone": (backbone, label)}
+    floors = [f for f in settings.floors if not (f == "untrained" and source is None)]
+    for floor in floors:
+        if floor == "raw_pixels":
+            extractors[floor] = (RawPixels(int(aug.crop_size)), FLOORS[floor])
+        else:
+            seed_everything(seed)
+            extractors[floor] = (build_backbone(source.spec, source.method),
+                                 f"untrained {source.spec.name} (seed {seed})")
+    results: dict[str, dict[str, Any]] = {}
+    with compute_threads(cfg):
+        for key, (extractor, text) in extractors.items():
+            train_z, train_y = _features(extractor, train_set, labelled, f"{key} labelled", cfg)
+            test_z, test_y = _features(extractor, test_set, range(len(test_set)),
+                                       f"{key} evaluation", cfg)
+            plain, augmented = probe_draws(
+                train_z[draw_rows], train_y[draw_rows], test_z, test_y, settings,
+                augmenter if key == "backbone" else None,
+            )
+            results[key] = {"description": text, **summarise(plain)}
+            if augmented:
+                results["backbone_feature_augment"] = {
+                    "description": f"{text} + {settings.samples} prior samples per image",
+                    **summarise(augmented),
+                }
+
+    names = relative_names(paths, train_set.root)
+    run_dir = Path(str(cfg.get("output_dir", "trained_models/few_label"))) / (
+        Checkpointer.random_string())
+    result = {
+        "backbone": description,
+        "method": source.method if source else None,
+        "labels_per_class": settings.per_class,
+        "labelled_images": len(draws[0]),
+        "draws": settings.draws,
+        "seeds": list(settings.seeds),
+        "training_images": len(train_set),
+        "evaluation_images": len(test_set),
+        "probe": {"epochs": settings.epochs, "lr": settings.lr,
+                  "weight_decay": settings.weight_decay},
+        "feature_augment": {"samples": settings.samples,
+                            "threshold": augmenter.threshold if augmenter else None},
+        "results": results,
+        "labelled": [[names[i] for i in draw] for draw in draws],
+    }
+    atomic_write_text(run_dir / "few_label.json", json.dumps(result, indent=2))
+    seeds = (f"{settings.draws} draws (seeds {settings.seeds[0]}-{settings.seeds[-1]})"
+             if settings.draws > 1 else f"1 draw (seed {settings.seeds[0]})")
+    print(f"few-label probes: {settings.per_class} labelled images per class "
+          f"({len(draws[0])} in all), {seeds}, scored on {len(test_set)} images of "
+          f"{cfg.data.val_path}")
+    print(f"probed: {description}")
+    print(format_table(results))
+    print(f"results: {run_dir / 'few_label.json'}")
+    return {"run_dir": str(run_dir), **result}

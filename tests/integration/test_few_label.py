@@ -1,0 +1,106 @@
+"""``solo-clamp few-label`` end to end: a tiny ManifoldCLR run probed with 2 labelled images per
+class, with and without its prior's feature augmentation; a CLAMP checkpoint refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from clamp_testing import tiny_pretrain_overrides
+
+from solo_clamp.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY_MANIFOLDCLR = [
+    "max_epochs=1",
+    "method_kwargs.dictionary_size=4",
+    "method_kwargs.block_dim=16",
+    "method_kwargs.vi_hidden_dim=8",
+    "method_kwargs.prior_warmup_steps=2",
+    "method_kwargs.max_elbo_samples=1",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, image_folder_writer):
+    root = tmp_path_factory.mktemp("few_label")
+    return {
+        "root": root,
+        "train": image_folder_writer(root / "train", classes=4, per_class=4, size=16),
+        "val": image_folder_writer(root / "val", classes=4, per_class=3, size=16, seed=1),
+    }
+
+
+def pretrain(data, config_name: str, *extra: str):
+    checkpoints = data["root"] / config_name.split(".")[0]
+    overrides = tiny_pretrain_overrides(data["train"], checkpoints, *extra)
+    assert main(["pretrain", "--config-path", "mnist", "--config-name", config_name,
+                 *overrides]) == 0
+    (run,) = [path for path in checkpoints.glob("*/*") if path.is_dir()]
+    return run
+
+
+@pytest.fixture(scope="module")
+def manifoldclr_run(data):
+    return pretrain(data, "manifoldclr.yaml", *TINY_MANIFOLDCLR)
+
+
+def few_label(data, run, *extra: str) -> int:
+    return main([
+        "few-label", f"pretrained_feature_extractor={run}", "~prepare_data",
+        f"data.train_path={data['train']}", f"data.val_path={data['val']}",
+        "backbone.name=wide_resnet28w2", "data.augmentations.crop_size=16",
+        "data.num_workers=0", "batch_size=8", "labels.per_class=2", "draws=2",
+        "probe.epochs=5", f"output_dir={data['root'] / 'few_label_runs'}", *extra,
+    ])
+
+
+def reports(data) -> list[dict]:
+    paths = sorted((data["root"] / "few_label_runs").glob("*/few_label.json"),
+                   key=lambda path: path.stat().st_mtime)
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def test_few_label_with_and_without_feature_augmentation(data, manifoldclr_run, capsys):
+    assert few_label(data, manifoldclr_run) == 0
+    assert few_label(data, manifoldclr_run, "feature_augment.samples=3") == 0
+    out = capsys.readouterr().out
+    assert "2 labelled images per class (8 in all), 2 draws (seeds 0-1)" in out
+    assert "+ 3 prior samples per image" in out and "raw pixels" in out
+    plain, augmented = reports(data)[-2:]
+    assert set(plain["results"]) == {"backbone", "raw_pixels", "untrained"}
+    assert set(augmented["results"]) == {"backbone", "backbone_feature_augment", "raw_pixels",
+                                         "untrained"}
+    for row in augmented["results"].values():
+        assert len(row["per_draw"]) == 2 and all(0 <= v <= 100 for v in row["per_draw"])
+        assert row["mean"] == pytest.approx(sum(row["per_draw"]) / 2)
+    # Same seeds, same draws and probes: the runs agree on everything but the augmentation.
+    for key in ("backbone", "raw_pixels", "untrained"):
+        assert plain["results"][key] == augmented["results"][key]
+    assert plain["labelled"] == augmented["labelled"] and len(plain["labelled"][0]) == 8
+    assert plain["labelled"][0] != plain["labelled"][1]
+    assert augmented["method"] == "manifoldclr" and augmented["evaluation_images"] == 12
+    assert augmented["feature_augment"] == {"samples": 3, "threshold": 0.01}
+
+
+def test_the_augmenter_is_the_checkpoints_operators_and_prior(manifoldclr_run):
+    from solo_clamp.export.source import resolve_backbone
+    from solo_clamp.training.few_label import load_feature_augmenter
+
+    augmenter = load_feature_augmenter(resolve_backbone(manifoldclr_run))
+    (checkpoint,) = manifoldclr_run.glob("*.ckpt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    torch.testing.assert_close(augmenter.transport.psi, state["manifold.transport.psi"])
+    torch.testing.assert_close(augmenter.prior.shift_head.weight,
+                               state["manifold.prior.shift_head.weight"])
+    assert not augmenter.training
+
+
+def test_feature_augmentation_of_a_clamp_checkpoint_is_refused(data, capsys):
+    run = pretrain(data, "clamp.yaml", "max_epochs=1")
+    assert few_label(data, run, "feature_augment.samples=3") == 2
+    err = capsys.readouterr().err
+    assert "solo-clamp few-label: error: feature_augment.samples=3" in err
+    assert "pretrained with method 'clamp', which has no transport operators" in err
