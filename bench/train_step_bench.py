@@ -1,10 +1,12 @@
-"""Training-step throughput of CLAMP vs solo-learn's SimCLR, BYOL and VICReg.
+"""Training-step throughput of CLAMP vs solo-learn's SimCLR, BYOL and VICReg (and, on request,
+ManifoldCLR).
 
 Usage::
 
     python3 bench/train_step_bench.py            # batch 32 x 4 views, 3 timed steps each
     python3 bench/train_step_bench.py --quick    # batch 8 x 4 views, 2 timed steps (< 90 s)
     python3 bench/train_step_bench.py --json steps.json
+    python3 bench/train_step_bench.py --methods simclr manifoldclr --views 2   # same 2 x B batch
 
 A step is what Lightning runs per batch, without Lightning: the method's own
 ``training_step`` (backbone, projector, loss, online classifier), ``backward``,
@@ -24,6 +26,14 @@ differs only in the loss and in CLAMP's joint forward: by default (``joint_forwa
 as in the paper) CLAMP sends all views through the backbone as one batch of ``B * V``
 images; ``clamp_percrop`` is CLAMP with ``joint_forward: false``, one forward per crop as
 SimCLR does, which isolates the cost of the loss.
+
+ManifoldCLR (not in the default methods) takes exactly 2 crops, like BYOL and VICReg; with
+``--views 2`` it and SimCLR train on the very same ``2 x B`` batch and the table adds its
+step-time ratio to SimCLR's. Its settings are the MNIST recipe's
+(``scripts/pretrain/mnist/manifoldclr.yaml``: 32 operators of 16 x 16 blocks, 4 max-ELBO
+draws) in their steady state: the prior warm-up and the max-ELBO start are set to step 0, so
+every timed step samples the learned prior and takes the best of the draws (one matrix
+exponential of the operators per draw, plus the ones of the augmentation).
 
 Methods are timed round-robin (one step of each in turn), so that load from other jobs on
 a shared machine hits all of them alike; a method's step time is its best step. ``cpu_ms``
@@ -63,7 +73,11 @@ METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "byol": {"proj_hidden_dim": 4096, "proj_output_dim": 256, "pred_hidden_dim": 4096},
     "vicreg": {"proj_hidden_dim": 2048, "proj_output_dim": 2048, "sim_loss_weight": 25.0,
                "var_loss_weight": 25.0, "cov_loss_weight": 1.0},
+    "manifoldclr": {"proj_hidden_dim": 1024, "proj_output_dim": 128, "dictionary_size": 32,
+                    "block_dim": 16, "vi_hidden_dim": 512, "max_elbo_samples": 4,
+                    "prior_warmup_steps": 0, "max_elbo_start_step": 0},
 }
+DEFAULT_METHODS = ("clamp", "clamp_percrop", "simclr", "byol", "vicreg")
 SOLO_METHOD = {"clamp_percrop": "clamp"}
 """Benchmark entries that are a variant of a solo method (default: the same name)."""
 LOSS_FUNCTIONS = {
@@ -73,11 +87,12 @@ LOSS_FUNCTIONS = {
     "simclr": ("solo.methods.simclr", "simclr_loss_func"),
     "byol": ("solo.methods.byol", "byol_loss_func"),
     "vicreg": ("solo.methods.vicreg", "vicreg_loss_func"),
+    "manifoldclr": ("solo_clamp.losses.manifoldclr", "ManifoldCLRLoss.forward"),
 }
 OPTIMIZER = {"name": "lars", "lr": 0.3, "classifier_lr": 0.1, "weight_decay": 1e-5,
              "kwargs": {"momentum": 0.9, "eta": 0.02, "clip_lr": True,
                         "exclude_bias_n_norm": True}}
-TWO_CROP_METHODS = ("byol", "vicreg")
+TWO_CROP_METHODS = ("byol", "vicreg", "manifoldclr")
 MOMENTUM_METHODS = ("byol",)
 DATASETS = ("cifar10", "cifar100", "stl10", "imagenet100", "imagenet")
 """The datasets whose class count solo-learn's parse_cfg knows (no image folder needed)."""
@@ -114,13 +129,17 @@ def make_cfg(method: str, crops: int, batch_size: int, crop_size: int, dataset: 
 
 
 class LossRecorder:
-    """Wraps the loss function a method calls and keeps the inputs of its calls."""
+    """Wraps the loss function a method calls (or a loss module's ``Class.forward``) and keeps
+    the inputs of its calls."""
 
     def __init__(self, method: str):
         import importlib
 
-        module_name, self.name = LOSS_FUNCTIONS[method]
+        module_name, dotted = LOSS_FUNCTIONS[method]
+        *owners, self.name = dotted.split(".")
         self.module = importlib.import_module(module_name)
+        for owner in owners:
+            self.module = getattr(self.module, owner)
         self.original: Callable = getattr(self.module, self.name)
         self.calls: list[tuple[tuple, dict]] = []
 
@@ -235,7 +254,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="cifar10/cifar100 give resnet18 its CIFAR stem; else ImageNet's")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", nargs="+", choices=tuple(METHOD_KWARGS),
-                        default=list(METHOD_KWARGS))
+                        default=list(DEFAULT_METHODS),
+                        help=f"default: {' '.join(DEFAULT_METHODS)}; also manifoldclr")
     parser.add_argument("--json", type=Path, help="write the records here")
     args = parser.parse_args(argv)
     args.batch = args.batch or (8 if args.quick else 32)
@@ -315,6 +335,13 @@ def format_table(records: list[dict], args: argparse.Namespace) -> str:
                      f"{rec['step_ms']:>10.0f}{rec['cpu_ms']:>10.0f}"
                      f"{rec['views_per_s']:>10.1f}{ratio:>11}"
                      f"{rec['loss_ms']:>10.2f}{100 * rec['loss_fraction']:>7.2f}%")
+    manifoldclr = next((r for r in records if r["method"] == "manifoldclr"), None)
+    if base and manifoldclr:
+        same = (manifoldclr["crops"], manifoldclr["images_per_step"]) == \
+            (base["crops"], base["images_per_step"])
+        batch = "same batch" if same else "same views per step (--views 2: same batch)"
+        lines.append(f"manifoldclr / simclr step time, {batch}: "
+                     f"{manifoldclr['step_ms'] / base['step_ms']:.2f}x")
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@ sets, the budget(s), the epochs and the seeds. Every run is one solo-learn metho
 ``solo.methods.METHODS``, built from a cfg in solo-learn's parsed layout and trained with a
 Lightning ``Trainer``; then its frozen backbone is scored with solo-learn's weighted kNN and a
 linear probe (``solo_clamp.evaluation``). Two floors are measured the same way: raw pixels and
-the untrained backbone.
+the untrained backbone. ManifoldCLR (``solo_clamp.methods.manifoldclr``) has a recipe in the
+MNIST and Fashion-MNIST configs and joins with ``--methods ... manifoldclr``.
 
 Budgets (``B`` images per step for every method, ``E`` = ``epochs``, ``S`` = steps per epoch):
 

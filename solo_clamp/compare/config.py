@@ -24,6 +24,14 @@ LOSS_KEYS = {
     "simclr": "train_nce_loss",
     "byol": "train_neg_cos_sim",
     "vicreg": "train_vicreg_loss",
+    "manifoldclr": "train_manifoldclr_loss",
+}
+# Methods that take exactly one pair of views, and why.
+TWO_VIEW_METHODS = {
+    "simclr": "solo-learn's recipe",
+    "byol": "solo-learn's recipe",
+    "vicreg": "solo-learn's recipe",
+    "manifoldclr": "the method's pair z0, z1",
 }
 _IDX_DATASETS = ("fashion_mnist", "mnist")
 _TORCHVISION_DATASETS = ("cifar10", "cifar100")
@@ -220,9 +228,9 @@ def validate_config(cfg: DictConfig) -> None:
                 f"recipes.{method}.views ({views}) must be a multiple of the number of "
                 f"augmentation sets ({len(augmentations)}): each set gives views/sets crops."
             )
-        if method in ("vicreg", "byol", "simclr") and views != 2:
+        if method in TWO_VIEW_METHODS and views != 2:
             raise ValueError(
-                f"recipes.{method}.views must be 2 (solo-learn's recipe), got {views}."
+                f"recipes.{method}.views must be 2 ({TWO_VIEW_METHODS[method]}), got {views}."
             )
     if cfg.evaluation.get("distance", "cosine") not in ("cosine", "euclidean"):
         raise ValueError(

@@ -14,11 +14,16 @@ from solo_clamp.compare.config import LOSS_KEYS
 from solo_clamp.compare.data import ComparisonData, KnnProbe, augmentation_sets
 from solo_clamp.compare.plan import RunSpec
 
+# ``projector_scale`` applies to the projector's (and BYOL's predictor's) widths only: e.g.
+# ManifoldCLR's block_dim (operator blocks on the backbone's features) and vi_hidden_dim (its
+# coefficient networks) are not projector widths.
+_SCALED_PREFIXES = ("proj_", "pred_")
+
 
 def _scaled_kwargs(kwargs: DictConfig, scale: float) -> dict[str, Any]:
     out = OmegaConf.to_container(kwargs, resolve=True)
     for key, value in out.items():
-        if key.endswith("_dim") and isinstance(value, int):
+        if key.startswith(_SCALED_PREFIXES) and key.endswith("_dim") and isinstance(value, int):
             out[key] = max(1, round(value * scale))
     return out
 

@@ -1,5 +1,5 @@
-"""Geometry of CLAMP embeddings: image sub-manifolds, classes, and the ``solo-clamp geometry``
-report.
+"""Geometry of CLAMP (or ManifoldCLR, or other solo-learn) embeddings: image sub-manifolds,
+classes, and the ``solo-clamp geometry`` report.
 
 The measures are pure torch (no solo-learn import) and are exported here:
 

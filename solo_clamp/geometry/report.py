@@ -1,10 +1,13 @@
-"""The geometry report of a CLAMP run: loads the checkpoint, embeds an ImageFolder with the
-trained and an untrained model, and writes ``geometry.json`` and the figures.
+"""The geometry report of a pretraining run (CLAMP, ManifoldCLR, or any solo-learn method with
+a ``projector``): loads the checkpoint, embeds an ImageFolder with the trained and an untrained
+model, and writes ``geometry.json`` and the figures.
 
 Augmentation strength ``s`` scales the training pipeline of ``augmentations[0]``
 (:mod:`solo_clamp.geometry.views`); sub-manifold statistics use ``s = 1`` and the loss's
-normalisation (:mod:`solo_clamp.geometry.measures`). torchvision, matplotlib, scikit-learn
-and solo-learn are imported when :func:`write_report` runs.
+normalisation (:mod:`solo_clamp.geometry.measures`). The geometry of an image's views does not
+depend on the loss; only the radius scale does: CLAMP's ``rs`` and ``max_range``, else the
+unscaled radius (``rs = 1``, no range cap). torchvision, matplotlib, scikit-learn and
+solo-learn are imported when :func:`write_report` runs.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ class GeometryError(ValueError):
     """A run, data folder or setting the report cannot use; the message says which."""
 
 
-def _load_clamp_run(checkpoint: os.PathLike) -> Run:
-    """The run, checked to be a CLAMP run with an ``augmentations`` list."""
+def _load_run(checkpoint: os.PathLike) -> Run:
+    """The run, checked to have a solo-learn cfg with an ``augmentations`` list."""
     try:
         run = load_run(checkpoint)
     except CheckpointNotFoundError:
@@ -41,15 +44,11 @@ def _load_clamp_run(checkpoint: os.PathLike) -> Run:
     cfg, where = run.cfg, run.cfg_path
     if not cfg.get("augmentations"):
         raise GeometryError(f"{where} is not a solo-learn cfg: no augmentations list.")
-    if cfg.get("method", "clamp") != "clamp":
-        raise GeometryError(
-            f"{where} describes a method={cfg['method']!r} run; geometry needs a CLAMP "
-            "checkpoint (method: clamp)."
-        )
     return run
 
 
-def _build_clamp(cfg: dict[str, Any]) -> nn.Module:
+def _build_model(cfg: dict[str, Any], where: Path) -> nn.Module:
+    """The run's method, built through ``solo.methods.METHODS[cfg.method]``, in eval mode."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -60,8 +59,13 @@ def _build_clamp(cfg: dict[str, Any]) -> nn.Module:
         from solo.methods import METHODS
     except ModuleNotFoundError as err:
         raise GeometryError(solo_clamp.SOLO_MISSING_MESSAGE) from err
+    method = str(cfg.get("method", "clamp"))
+    if method not in METHODS:
+        raise GeometryError(
+            f"{where}: method={method!r} is not a solo-learn method; known: {sorted(METHODS)}."
+        )
     try:
-        model = METHODS["clamp"](OmegaConf.create(cfg))
+        model = METHODS[method](OmegaConf.create(cfg))
     except (
         ValueError,
         KeyError,
@@ -70,8 +74,26 @@ def _build_clamp(cfg: dict[str, Any]) -> nn.Module:
         TypeError,
         OmegaConfBaseException,
     ) as err:
-        raise GeometryError(f"cannot build CLAMP from args.json: {err}") from None
+        raise GeometryError(f"cannot build {method} from args.json: {err}") from None
+    if not isinstance(getattr(model, "projector", None), nn.Module):
+        raise GeometryError(
+            f"{where}: method={method!r} has no projector; geometry measures the backbone's "
+            "and the projector's features."
+        )
     return model.eval()
+
+
+def _radius_scale(model: nn.Module, method: str, notes: list[str]) -> tuple[float, float]:
+    """``(rs, max_range)`` of the sub-manifold radii and neighbour counts: CLAMP's, else the
+    unscaled radius and no range cap (with a note)."""
+    kwargs = model.cfg.method_kwargs
+    if "rs" in kwargs and "max_range" in kwargs:
+        return float(kwargs.rs), float(kwargs.max_range)
+    notes.append(
+        f"method {method!r} has no rs: sub-manifold radii are unscaled (rs = 1) and "
+        "neighbours are counted without a range cap (max_range null)."
+    )
+    return 1.0, math.inf
 
 
 def _load_weights(model: nn.Module, run: Run) -> None:
@@ -173,7 +195,7 @@ def write_report(
     device: str = "auto",
     progress: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
-    """Computes the geometry of a CLAMP checkpoint's embeddings of the ImageFolder ``data``
+    """Computes the geometry of a pretraining checkpoint's embeddings of the ImageFolder ``data``
     and writes ``geometry.json`` and the figures into ``out`` (default: ``geometry/`` beside
     the checkpoint); ``logs`` is the run's ``metrics.csv`` (default: beside the checkpoint).
     The other arguments are the ``solo-clamp geometry`` options of the same names.
@@ -184,7 +206,7 @@ def write_report(
     Raises:
         GeometryError, CheckpointError: with the offending file or option named.
     """
-    run = _load_clamp_run(checkpoint)
+    run = _load_run(checkpoint)
     cfg = run.cfg
 
     import matplotlib
@@ -194,13 +216,13 @@ def write_report(
 
     torch_device = _device(device)
     notes: list[str] = []
-    model = _build_clamp(cfg)
+    model = _build_model(cfg, run.cfg_path)
     _load_weights(model, run)
     torch.manual_seed(seed)
-    untrained = _build_clamp(cfg)
+    untrained = _build_model(cfg, run.cfg_path)
     models = [model.to(torch_device), untrained.to(torch_device)]
-    kwargs = model.cfg.method_kwargs
-    rs, max_range = float(kwargs.rs), float(kwargs.max_range)
+    method = str(cfg.get("method", "clamp"))
+    rs, max_range = _radius_scale(model, method, notes)
 
     aug = cfg["augmentations"][0]
     crop = int(aug.get("crop_size", 224))
@@ -236,6 +258,7 @@ def write_report(
 
     result = {
         "checkpoint": str(run.checkpoint_path),
+        "method": method,
         "data": str(data),
         "seed": seed,
         "device": str(torch_device),

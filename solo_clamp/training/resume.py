@@ -5,7 +5,8 @@ solo-learn's ``Checkpointer`` writes the checkpoint in place, so a kill during t
 can leave a truncated ``.ckpt`` that auto-resume then picks up; it keeps only the newest
 checkpoint of a run, so there is nothing to fall back on; and its ``AutoResumer`` matches
 only dataset, epochs and optimiser fields, so a 4-view run could resume an 8-view
-checkpoint. All three are extended here rather than copied.
+checkpoint, and skips a run of another shape without saying why. All three are extended here
+rather than copied.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ RUN_SHAPE_FIELDS = (
     "method_kwargs.lw1",
     "method_kwargs.min_margin",
     "method_kwargs.max_range",
+    # ManifoldCLR: the shapes of its transport operators and coefficient networks
+    "method_kwargs.dictionary_size",
+    "method_kwargs.block_dim",
+    "method_kwargs.vi_hidden_dim",
     "seed",
 )
 
@@ -224,15 +229,29 @@ def newest_first(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("*.ckpt"), key=os.path.getmtime, reverse=True)
 
 
+def first_mismatch(previous: DictConfig, cfg: DictConfig, fields: list[str]) -> Optional[str]:
+    """The first of ``fields`` that differs between a previous run's cfg and ``cfg``, said as
+    ``"<field> is X there, Y in this run"``; None when they all match (absent = None)."""
+    for field in fields:
+        before, now = omegaconf_select(previous, field, None), omegaconf_select(cfg, field, None)
+        if before != now:
+            return f"{field} is {before!r} there, {now!r} in this run"
+    return None
+
+
 class RunShapeAutoResumer(AutoResumer):
     """AutoResumer that also requires the run shape (views, backbone, CLAMP's
-    hyper-parameters, seed) to match before resuming a checkpoint."""
+    hyper-parameters, ManifoldCLR's operator and network shapes, seed) to match before
+    resuming a checkpoint. A run of the same ``name`` that differs is refused with a
+    :class:`ResumeWarning` naming the first differing field."""
 
-    SHOULD_MATCH = [*AutoResumer.SHOULD_MATCH, *RUN_SHAPE_FIELDS]
+    # ours first: a mismatch is named by its most specific field (backbone.name, not backbone)
+    SHOULD_MATCH = [*RUN_SHAPE_FIELDS, *AutoResumer.SHOULD_MATCH]
 
     def matching_checkpoints(self, cfg: DictConfig) -> list[tuple[Path, Optional[Any]]]:
         """``(checkpoint, wandb run id)`` for every ``.ckpt`` younger than ``max_hours`` of
-        the runs whose ``args.json`` matches ``cfg``, newest first."""
+        the runs whose ``args.json`` matches ``cfg``, newest first (a run of the same name
+        that does not match: a :class:`ResumeWarning` naming the field)."""
         now = datetime.now()
         found = []
         for directory, _, files in os.walk(self.checkpoint_dir):
@@ -244,10 +263,12 @@ class RunShapeAutoResumer(AutoResumer):
                 previous = DictConfig(json.loads(args_file.read_text()))
             except (OSError, ValueError):
                 continue
-            if not all(
-                omegaconf_select(previous, field, None) == omegaconf_select(cfg, field, None)
-                for field in self.SHOULD_MATCH
-            ):
+            mismatch = first_mismatch(previous, cfg, self.SHOULD_MATCH)
+            if mismatch is not None:
+                if omegaconf_select(previous, "name", None) == cfg.get("name"):
+                    warnings.warn(f"auto_resume: not resuming the run in '{directory}' (same "
+                                  f"name, other settings): {mismatch}.", ResumeWarning,
+                                  stacklevel=2)
                 continue
             run_id = omegaconf_select(previous, "wandb_run_id", None)
             for checkpoint in checkpoints:

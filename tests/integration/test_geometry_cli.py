@@ -115,3 +115,53 @@ def test_missing_args_json_exits_2(tmp_path, tiny_checkpoint, image_folder, caps
     code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder)])
     assert code == 2
     assert "no args.json beside the checkpoint" in capsys.readouterr().err
+
+
+@pytest.fixture
+def manifoldclr_checkpoint(tmp_path, clamp_cfg_factory):
+    """A tiny ManifoldCLR run folder (run/manifoldclr.ckpt, run/args.json), no metrics.csv."""
+    from solo.methods import METHODS
+
+    import solo_clamp
+
+    solo_clamp.register()
+    cfg = clamp_cfg_factory(num_views=2, batch_size=4, crop_size=32)
+    cfg.method = "manifoldclr"
+    cfg.method_kwargs = {"proj_hidden_dim": 32, "proj_output_dim": 16, "dictionary_size": 4,
+                         "block_dim": 16, "vi_hidden_dim": 8}
+    torch.manual_seed(1)
+    model = METHODS["manifoldclr"](cfg)
+    run = tmp_path / "manifoldclr-run"
+    run.mkdir()
+    torch.save({"state_dict": model.state_dict(), "epoch": 0}, run / "manifoldclr.ckpt")
+    (run / "args.json").write_text(json.dumps(OmegaConf.to_container(model.cfg)))
+    return run / "manifoldclr.ckpt"
+
+
+def test_geometry_of_a_manifoldclr_checkpoint(tmp_path, manifoldclr_checkpoint, image_folder):
+    out = tmp_path / "out"
+    code = main(["geometry", str(manifoldclr_checkpoint), "--data", str(image_folder),
+                 "--out", str(out), "--max-images", "12", "--invariance-images", "6",
+                 "--views", "2", "--device", "cpu", "--no-progress"])
+    assert code == 0
+    result = json.loads((out / "geometry.json").read_text())
+    assert result["method"] == "manifoldclr"
+    assert result["rs"] == 1.0 and result["max_range"] is None  # no rs: unscaled, no cap
+    assert any("has no rs" in note for note in result["notes"])
+    assert result["training_curves"] is None  # no metrics.csv beside the checkpoint
+    for name in ("trained", "untrained"):
+        stats = result["submanifolds"][name]["projector"]
+        assert stats["mean_radius"] > 0 and 0.0 <= stats["neighbours_mean"] <= 5.0
+        assert result["submanifolds"][name]["backbone"]["centroid_distance_mean"] > 0
+    assert result["unaugmented"]["backbone"]["class_radius_mean"] > 0
+    assert result["invariance"]["projector"][0] == pytest.approx(0.0, abs=1e-6)
+    assert result["invariance"]["projector"][-1] > 0.0
+
+
+def test_geometry_refuses_an_unknown_method(tmp_path, tiny_checkpoint, image_folder, capsys):
+    args = tiny_checkpoint.parent / "args.json"
+    args.write_text(json.dumps({**json.loads(args.read_text()), "method": "nope"}))
+    code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder),
+                 "--device", "cpu", "--no-progress"])
+    assert code == 2
+    assert "method='nope' is not a solo-learn method; known: [" in capsys.readouterr().err

@@ -12,11 +12,13 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,7 @@ from omegaconf import OmegaConf
 
 from solo_clamp.checkpoints import load_checkpoint
 from solo_clamp.cli import main
-from solo_clamp.training.faults import EXIT_PREEMPTED
+from solo_clamp.training.faults import EXIT_PREEMPTED, ResumeWarning
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -280,12 +282,15 @@ def test_kill_during_save_keeps_the_previous_checkpoint_and_resume_ignores_the_p
 
 def test_auto_resume_skips_a_checkpoint_of_another_run_shape(killed_while_saving, tmp_path,
                                                              capsys):
-    """The epoch-0 checkpoint has 4 views; a 2-view run with auto-resume starts fresh."""
+    """The epoch-0 checkpoint has 4 views; a 2-view run with auto-resume starts fresh, and
+    says which field differs."""
     checkpoint_dir = copy_of(killed_while_saving["checkpoint_dir"], tmp_path / "ckpt")
     capsys.readouterr()
-    code = main(["pretrain", *tiny(killed_while_saving["images"], checkpoint_dir,
-                                   "+limit_train_batches=1", "auto_resume.enabled=True",
-                                   "augmentations.0.num_crops=2")])
+    with pytest.warns(ResumeWarning, match=r"\(same name, other settings\): "
+                                           r"data.num_large_crops is 4 there, 2 in this run\."):
+        code = main(["pretrain", *tiny(killed_while_saving["images"], checkpoint_dir,
+                                       "+limit_train_batches=1", "auto_resume.enabled=True",
+                                       "augmentations.0.num_crops=2")])
     assert code == 0
     assert RESUMING not in capsys.readouterr().out
     fresh = next(r for r in run_dirs(checkpoint_dir)
@@ -365,9 +370,54 @@ def test_resumer_finds_the_newest_checkpoint_of_the_same_shape(tmp_path):
 )
 def test_resumer_ignores_a_checkpoint_of_another_shape(tmp_path, field, value):
     fake_run(tmp_path, "other", changed(field, value))
-    assert find(tmp_path, SHAPE) == (None, None)
+    with pytest.warns(ResumeWarning, match=re.escape(f"{field} is {value!r} there")):
+        assert find(tmp_path, SHAPE) == (None, None)
     fake_run(tmp_path, "same", SHAPE, age_hours=1)  # older, but the right shape
-    assert find(tmp_path, SHAPE)[1] == "same"
+    with pytest.warns(ResumeWarning):
+        assert find(tmp_path, SHAPE)[1] == "same"
+
+
+def test_resumer_names_the_field_of_a_same_name_run_of_another_shape(tmp_path):
+    fake_run(tmp_path, "other", changed("method_kwargs.rs", 5.0))
+    with pytest.warns(ResumeWarning, match=r"auto_resume: not resuming the run in '.*other' "
+                      r"\(same name, other settings\): method_kwargs.rs is 5.0 there, "
+                      r"7.0 in this run\."):
+        assert find(tmp_path, SHAPE) == (None, None)
+    renamed = tmp_path / "renamed"
+    fake_run(renamed, "another-name", changed("name", "other-experiment"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a run of another name is skipped silently
+        assert find(renamed, SHAPE) == (None, None)
+
+
+MANIFOLDCLR_SHAPE = {
+    **SHAPE,
+    "name": "manifoldclr-test",
+    "method": "manifoldclr",
+    "data": {"dataset": "custom", "num_large_crops": 2, "num_small_crops": 0},
+    "method_kwargs": {"proj_hidden_dim": 1024, "proj_output_dim": 128, "dictionary_size": 32,
+                      "block_dim": 16, "vi_hidden_dim": 512, "temperature": 0.5},
+}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("dictionary_size", 16), ("block_dim", 64), ("vi_hidden_dim", 256), ("proj_hidden_dim", 512),
+    ("proj_output_dim", 64),
+])
+def test_resumer_refuses_a_manifoldclr_checkpoint_of_another_shape(tmp_path, field, value):
+    from solo_clamp.training.resume import RUN_SHAPE_FIELDS
+
+    assert f"method_kwargs.{field}" in RUN_SHAPE_FIELDS
+    other = json.loads(json.dumps(MANIFOLDCLR_SHAPE))
+    other["method_kwargs"][field] = value
+    fake_run(tmp_path, "other", other)
+    expected = MANIFOLDCLR_SHAPE["method_kwargs"][field]
+    with pytest.warns(ResumeWarning, match=rf"method_kwargs.{field} is {value} there, "
+                                           rf"{expected} in this run"):
+        assert find(tmp_path, MANIFOLDCLR_SHAPE) == (None, None)
+    fake_run(tmp_path, "same", MANIFOLDCLR_SHAPE, age_hours=1)
+    with pytest.warns(ResumeWarning):
+        assert find(tmp_path, MANIFOLDCLR_SHAPE)[1] == "same"
 
 
 def test_resumer_ignores_partial_stale_and_unreadable_runs(tmp_path):

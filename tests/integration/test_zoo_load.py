@@ -123,3 +123,43 @@ def test_publish_rejects_bad_inputs(tmp_path):
         zoo.publish(ckpt, "m", tmp_path / "zoo" / "index.yaml", out_dir=tmp_path / "elsewhere")
     with pytest.raises(zoo.ManifestError, match="--dtype: 'bf16' is not supported"):
         zoo.publish(ckpt, "m", tmp_path / "index.yaml", dtype="bf16")
+
+
+def test_publish_and_load_a_manifoldclr_checkpoint(tmp_path, clamp_cfg_factory, capsys):
+    """A tiny ManifoldCLR run (one pair of views): the manifest records its method and 2 views,
+    and ``zoo load`` rebuilds its backbone."""
+    from solo.methods import METHODS
+
+    import solo_clamp
+
+    solo_clamp.register()
+    cfg = clamp_cfg_factory(num_views=2, dataset="cifar10", num_classes=10, crop_size=16)
+    cfg.method = "manifoldclr"
+    cfg.method_kwargs = {"proj_hidden_dim": 32, "proj_output_dim": 16, "dictionary_size": 4,
+                         "block_dim": 16, "vi_hidden_dim": 8}
+    torch.manual_seed(0)
+    model = METHODS["manifoldclr"](cfg).eval()
+    folder = tmp_path / "trained_models" / "manifoldclr" / "run1"
+    folder.mkdir(parents=True)
+    ckpt = folder / "manifoldclr-test-run1-ep=1.ckpt"
+    torch.save({"state_dict": model.state_dict(), "epoch": 1}, ckpt)
+    (folder / "args.json").write_text(json.dumps(OmegaConf.to_container(model.cfg)))
+
+    index = tmp_path / "zoo" / "index.yaml"
+    assert cli_main(["zoo", "publish", str(ckpt), "--name", "tiny-manifoldclr",
+                     "--index", str(index)]) == 0
+    entry = zoo.load_index(index).get("tiny-manifoldclr")
+    assert (entry.method, entry.views, entry.epochs) == ("manifoldclr", 2, 2)
+    assert entry.backbone == zoo.BackboneSpec("resnet18", {}, cifar_stem=True)
+    assert entry.config["method_kwargs"]["dictionary_size"] == 4
+    stored = zoo.read_weights(index.parent / entry.file)
+    assert not any(k.startswith(("projector", "manifold", "classifier")) for k in stored)
+
+    loaded = zoo.load("tiny-manifoldclr", index, progress=False)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected, actual = model.backbone(x), loaded(x)
+    assert ((actual - expected).norm() / expected.norm()).item() < 1e-2  # fp16 rounding
+    capsys.readouterr()
+    assert cli_main(["zoo", "--index", str(index), "list"]) == 0
+    assert "manifoldclr" in capsys.readouterr().out

@@ -1,0 +1,145 @@
+"""ManifoldCLR in ``solo-clamp compare`` against the real solo-learn: its recipe in the shipped
+MNIST / Fashion-MNIST configs (not in their default ``methods``), a later ``--methods ...
+manifoldclr`` on an existing output that trains only ManifoldCLR, its row and its curve,
+``--configs-only``, and its tuning grid."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from clamp_testing import tiny_comparison_config
+from omegaconf import OmegaConf
+
+from solo_clamp import compare
+from solo_clamp.cli import main
+from solo_clamp.compare import runner
+from solo_clamp.compare.data import ComparisonData
+from solo_clamp.compare.training import build_solo_cfg, lr_and_rs, parse
+from solo_clamp.compare.trials import trial_specs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+RUN = "manifoldclr-equal_epochs-s0"
+TINY_KWARGS = {"dictionary_size": 4, "vi_hidden_dim": 16, "max_elbo_samples": 2,
+               "prior_warmup_steps": 2, "max_elbo_start_step": 2}
+
+
+@pytest.fixture
+def tiny_config(tmp_path, image_folder_factory) -> Path:
+    """SimCLR alone by default, on 24 generated images (batch 8, 16-px views, 2 epochs); the
+    shipped ManifoldCLR recipe with fewer operators and narrower coefficient networks, and its
+    prior warm-up and max-ELBO draws within the run's 6 steps."""
+    cfg = tiny_comparison_config(
+        image_folder_factory, 8, methods=["simclr"], seeds=[0], epochs=2,
+        evaluation={"linear": {"epochs": 5}},
+        recipes={"manifoldclr": {"method_kwargs": TINY_KWARGS}},
+    )
+    path = tmp_path / "tiny.yaml"
+    OmegaConf.save(OmegaConf.create(cfg), path)
+    return path
+
+
+def _compare(config: Path, out: Path, *extra: str) -> int:
+    return main(["compare", "--config", str(config), "--out", str(out), "--budget", "both",
+                 *extra])
+
+
+def test_adding_manifoldclr_later_trains_only_it(tiny_config, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert _compare(tiny_config, out) == 0
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    assert sorted(finished) == ["floor-raw_pixels", "floor-untrained", "simclr-equal_epochs-s0"]
+    capsys.readouterr()
+
+    trained: list[str] = []
+    original_train = runner.train
+
+    def counting_train(cfg, spec, *args, **kwargs):
+        trained.append(spec.run_id)
+        return original_train(cfg, spec, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "train", counting_train)
+    assert _compare(tiny_config, out, "--methods", "simclr", "manifoldclr") == 0
+    assert trained == [RUN]  # both budgets: one 2-view run
+    assert "trained 1 run(s), skipped 3 finished" in capsys.readouterr().out
+    assert {p: (out / "runs" / p / "result.json").stat().st_mtime_ns for p in finished} == \
+        finished
+
+    with (out / "results.csv").open() as handle:
+        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
+    row = rows[RUN]
+    assert (row["method"], row["views"], row["steps"]) == ("manifoldclr", "2", "6")
+    assert row["views_seen"] == rows["simclr-equal_epochs-s0"]["views_seen"]
+    assert float(row["lr"]) == 0.012 and row["rs"] == ""
+    assert 0.0 <= float(row["knn_top1"]) <= 100.0 and 0.0 <= float(row["linear_top1"]) <= 100.0
+    md = (out / "results.md").read_text()
+    assert "| equal_epochs | manifoldclr | 2 | 2 |" in md
+    assert "manifoldclr (same run as equal_epochs)" in md
+
+    curve = json.loads((out / "runs" / RUN / "result.json").read_text())["curve"]
+    assert [p["epoch"] for p in curve] == [0, 1, 2]
+    assert all(p["loss"] is not None and p["knn_top1"] is not None for p in curve[1:])
+    simclr_curve = json.loads((out / "runs" / "simclr-equal_epochs-s0" / "result.json")
+                              .read_text())["curve"]
+    assert curve[0]["knn_top1"] == simclr_curve[0]["knn_top1"]  # the same initial backbone
+
+    solo_cfg = OmegaConf.load(out / "runs" / RUN / "config.yaml")
+    assert solo_cfg.method == "manifoldclr" and solo_cfg.data.num_large_crops == 2
+    kwargs = solo_cfg.method_kwargs
+    assert (kwargs.proj_hidden_dim, kwargs.proj_output_dim) == (256, 32)  # x projector_scale
+    assert (kwargs.block_dim, kwargs.vi_hidden_dim) == (16, 16)  # not projector widths
+    assert solo_cfg.optimizer.name == "adamw"
+
+    # --configs-only writes the very cfg the trained run wrote
+    configs = tmp_path / "configs"
+    assert _compare(tiny_config, configs, "--methods", "manifoldclr", "--configs-only") == 0
+    assert [p.parent.name for p in configs.glob("runs/*/config.yaml")] == [RUN]
+    assert (configs / "runs" / RUN / "config.yaml").read_text() == \
+        (out / "runs" / RUN / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_shipped_recipe_builds_a_valid_solo_learn_cfg(dataset, tmp_path):
+    from solo.methods import METHODS
+
+    import solo_clamp
+
+    solo_clamp.register()
+    cfg = compare.load_config(None, dataset)
+    assert "manifoldclr" in cfg.recipes and "manifoldclr" not in cfg.methods
+    cfg.methods = ["clamp", "simclr", "byol", "vicreg", "manifoldclr"]
+    compare.validate_config(cfg)
+    data = ComparisonData(dataset, "custom", str(tmp_path), str(tmp_path))
+    (tmp_path / "class_a").mkdir()
+    specs = [s for s in compare.plan_runs(cfg, steps_per_epoch=10) if s.method == "manifoldclr"]
+    assert [s.run_id for s in specs] == ["manifoldclr-equal_epochs-s0",
+                                         "manifoldclr-equal_epochs-s1"]
+    solo_cfg = parse(build_solo_cfg(cfg, specs[0], data))
+    solo_cfg = METHODS["manifoldclr"].add_and_assert_specific_cfg(solo_cfg)
+    assert solo_cfg.data.num_large_crops == 2 and solo_cfg.max_steps == 80
+    assert solo_cfg.method_kwargs.dictionary_size == 32
+    assert solo_cfg.method_kwargs.block_dim == 16 and solo_cfg.method_kwargs.vi_hidden_dim == 512
+    assert solo_cfg.optimizer.lr == pytest.approx(0.012 * 64 / 256)
+
+
+def test_tuning_grid_is_the_lr_multipliers_without_rs():
+    cfg = compare.load_config(compare.CONFIG_DIR / "fashion_mnist_tuned.yaml")
+    cfg.methods = [*cfg.methods, "manifoldclr"]
+    compare.validate_config(cfg)  # equal trials: 4 per method
+    trials = [s for s in trial_specs(cfg, steps_per_epoch=10) if s.method == "manifoldclr"]
+    assert [s.run_id for s in trials] == ["manifoldclr-lr0.0012-s0", "manifoldclr-lr0.0036-s0",
+                                          "manifoldclr-lr0.012-s0", "manifoldclr-lr0.036-s0"]
+    assert lr_and_rs(cfg, trials[0]) == (0.0012, None)
+    data = ComparisonData("fashion_mnist", "custom", "unused", "unused")
+    assert build_solo_cfg(cfg, trials[0], data).optimizer.lr == 0.0012
+
+
+def test_manifoldclr_views_must_be_two():
+    cfg = compare.load_config(None)
+    cfg.methods = ["manifoldclr"]
+    cfg.recipes.manifoldclr.views = 4
+    with pytest.raises(ValueError, match=r"recipes.manifoldclr.views must be 2 \(the method's"):
+        compare.validate_config(cfg)
