@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, metavar="YAML",
                         help="a comparison config (default: scripts/compare/<dataset>.yaml)")
     parser.add_argument("--methods", nargs="+", default=None, metavar="M",
-                        help="subset of the config's methods, e.g. clamp simclr")
+                        help="methods with a recipe in the config, e.g. clamp simclr manifoldclr")
     parser.add_argument("--seeds", nargs="+", default=None, metavar="S", help="e.g. 0 1")
     parser.add_argument("--budget", choices=BUDGET_CHOICES, default=None,
                         help="equal_epochs, equal_compute or both (default: the config's)")

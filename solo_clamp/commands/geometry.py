@@ -1,4 +1,5 @@
-"""``solo-clamp geometry``: manifold-geometry figures and numbers for a CLAMP checkpoint.
+"""``solo-clamp geometry``: manifold-geometry figures and numbers for a checkpoint (CLAMP, or
+any solo-learn method with a projector).
 
     solo-clamp geometry CKPT --data DIR [--out DIR] [--logs metrics.csv] [--max-images N]
 
