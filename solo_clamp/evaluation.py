@@ -99,7 +99,11 @@ def linear_probe_accuracy(
     """Top-1 accuracy (%) of a linear classifier trained on frozen, standardised features
     (full-batch Adam with cosine decay: deterministic and quick for the small sets used here)."""
     generator = torch.Generator().manual_seed(seed)
-    mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
+    mean, std = train_feats.mean(0), train_feats.std(0)
+    # A feature constant on the training set (a border pixel with few labels) keeps its scale,
+    # as scikit-learn's StandardScaler does: dividing by a clamped ~0 std would blow up every
+    # test image where that feature is not constant.
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
     x_train, x_test = (train_feats - mean) / std, (test_feats - mean) / std
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     layer = nn.Linear(x_train.shape[1], num_classes)
