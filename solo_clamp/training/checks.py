@@ -141,7 +141,8 @@ def preflight(cfg: DictConfig) -> None:
     field."""
     method = _get(cfg, "method")
     if method not in METHOD_KWARGS_CHECKS:
-        allowed = " or ".join(repr(name) for name in METHOD_KWARGS_CHECKS)
+        *others, last = (repr(name) for name in METHOD_KWARGS_CHECKS)
+        allowed = f"{', '.join(others)} or {last}"
         raise ValueError(f"method must be {allowed} for this program, got {method!r}.")
     dataset = _get(cfg, "data.dataset")
     if dataset not in SUPPORTED_DATASETS:

@@ -130,11 +130,12 @@ def test_tuning_grid_is_the_lr_multipliers_without_rs():
     cfg.methods = [*cfg.methods, "manifoldclr"]
     compare.validate_config(cfg)  # equal trials: 4 per method
     trials = [s for s in trial_specs(cfg, steps_per_epoch=10) if s.method == "manifoldclr"]
-    assert [s.run_id for s in trials] == ["manifoldclr-lr0.0012-s0", "manifoldclr-lr0.0036-s0",
-                                          "manifoldclr-lr0.012-s0", "manifoldclr-lr0.036-s0"]
-    assert lr_and_rs(cfg, trials[0]) == (0.0012, None)
+    # the recipe's lr 0.012 times the multipliers [0.03, 0.1, 0.3, 1]
+    assert [s.run_id for s in trials] == ["manifoldclr-lr0.00036-s0", "manifoldclr-lr0.0012-s0",
+                                          "manifoldclr-lr0.0036-s0", "manifoldclr-lr0.012-s0"]
+    assert lr_and_rs(cfg, trials[0]) == (0.00036, None)
     data = ComparisonData("fashion_mnist", "custom", "unused", "unused")
-    assert build_solo_cfg(cfg, trials[0], data).optimizer.lr == 0.0012
+    assert build_solo_cfg(cfg, trials[0], data).optimizer.lr == 0.00036
 
 
 def test_manifoldclr_views_must_be_two():

@@ -12,8 +12,10 @@ import solo_clamp
 from solo_clamp.commands.hydra_config import compose_config
 from solo_clamp.configs import config_dir
 
-PRETRAIN_CONFIGS = sorted(  # CLAMP's (ManifoldCLR's are in test_manifoldclr_method.py)
-    p for p in config_dir("pretrain").glob("*/*.yaml") if not p.name.startswith("manifoldclr")
+PRETRAIN_CONFIGS = sorted(  # CLAMP's: ManifoldCLR's are in test_manifoldclr_method.py and the
+    # SimCLR baseline's report in test_main_job_report.py
+    p for p in config_dir("pretrain").glob("*/*.yaml")
+    if not p.name.startswith(("manifoldclr", "simclr"))
 )
 LINEAR_CONFIGS = sorted(p for p in config_dir("linear").glob("*/*.yaml"))
 

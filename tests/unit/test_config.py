@@ -75,7 +75,7 @@ def test_preflight_accepts_a_good_config(tmp_path):
 @pytest.mark.parametrize(
     "key,value,message",
     [
-        ("method", "simclr", "method must be 'clamp'"),
+        ("method", "byol", "method must be 'clamp'"),
         ("data.dataset", "mnist", r"data.dataset must be one of \['cifar10'"),
         ("data.format", "zip", r"data.format must be one of"),
         ("augmentations", [{"crop_size": 32, "num_crops": 1}], "at least 2 views per image"),

@@ -92,7 +92,7 @@ def test_preflight_accepts_manifoldclr(tmp_path):
 @pytest.mark.parametrize(
     "key,value,message",
     [
-        ("method", "simclr", "method must be 'clamp' or 'manifoldclr' for this program"),
+        ("method", "byol", "method must be 'clamp', 'manifoldclr' or 'simclr' for this program"),
         ("augmentations", [{"crop_size": 32, "num_crops": 4}], "exactly 2 views per image"),
         ("method_kwargs.block_dim", 3, "method_kwargs.block_dim must be even"),
         ("method_kwargs.rs", 7.0, "unknown method_kwargs for method=manifoldclr"),
