@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "applied after the other flags")
     parser.add_argument("--quick", action="store_true",
                         help="tiny smoke setting: 16 images per class, 2 epochs, batch 16, 1 seed")
+    parser.add_argument("--tune-only", action="store_true",
+                        help="stop after the tuning trials (validation scores beside the "
+                             "validation floors, in tuning.md); no final runs, no test split")
     instead = parser.add_mutually_exclusive_group()
     instead.add_argument("--estimate", type=int, nargs="?", const=4, default=None,
                          metavar="STEPS",
@@ -120,6 +123,8 @@ def build_config(args: argparse.Namespace):
         cfg.data.train_per_class = args.train_per_class
     if args.views is not None and "clamp" in cfg.recipes:
         cfg.recipes.clamp.views = args.views
+    if getattr(args, "tune_only", False):
+        cfg.tuning.only = True
     if getattr(args, "overrides", None):
         apply_overrides(cfg, args.overrides)
     compare.validate_config(cfg)

@@ -83,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
         "val_per_class": 50,
         "epochs": 4,
         "seed": 0,
+        "only": False,  # stop after tuning: validation scores only, no final (test) runs
+        "curves": False,  # trials record validation kNN every curves.every_n_epochs
     },
     "quick": False,
 }

@@ -217,22 +217,35 @@ class KnnProbe:
         return top1
 
 
-def build_probe(cfg: DictConfig, data: ComparisonData) -> KnnProbe:
+def build_probe(cfg: DictConfig, data: ComparisonData, validation: bool = False) -> KnnProbe:
+    """The training curves' kNN set: ``curves.per_class`` training images per class as the bank
+    and as many test images as queries; ``validation``: the tuning's validation score instead
+    (bank = the training images left after the hold-out, queries = the held-out images), so a
+    trial's curve never reads the test split."""
     from solo_clamp.evaluation import eval_transform
 
     mean, std = normalisation(cfg, data)
     transform = eval_transform(cfg.augmentations[0].crop_size, mean, std)
-    per_class = cfg.curves.get("per_class")
-    tensors = []
-    for split, exclude in (("train", data.held_out), ("val", ())):
-        dataset = data.dataset(split, transform)
-        indices = stratified_indices(dataset.targets, per_class, exclude)
-        tensors += _load_tensors(dataset, indices, cfg.evaluation.batch_size)
+    train_set = data.dataset("train", transform)
+    batch_size = cfg.evaluation.batch_size
+    if validation:
+        bank = stratified_indices(train_set.targets, cfg.evaluation.train_per_class, data.held_out)
+        tensors = [*_load_tensors(train_set, bank, batch_size),
+                   *_load_tensors(train_set, list(data.held_out), batch_size)]
+    else:
+        per_class = cfg.curves.get("per_class")
+        test_set = data.dataset("val", transform)
+        tensors = [
+            *_load_tensors(train_set, stratified_indices(train_set.targets, per_class,
+                                                         data.held_out), batch_size),
+            *_load_tensors(test_set, stratified_indices(test_set.targets, per_class, ()),
+                           batch_size),
+        ]
     ev = cfg.evaluation
     return KnnProbe(
         *tensors,
         k=ev.k,
         temperature=ev.temperature,
         distance=ev.get("distance", "cosine"),
-        batch_size=ev.batch_size,
+        batch_size=batch_size,
     )

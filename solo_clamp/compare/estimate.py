@@ -88,22 +88,25 @@ def _estimate(cfg: DictConfig, steps: int, log: Callable[[str], None]) -> dict[s
     )
     eval_images = bank_images + test_images
     trials = []
+    validation_images = bank_images + len(data.held_out)
     if cfg.tuning.enabled:
+        curves = bool(cfg.tuning.get("curves"))
         for spec in trial_specs(cfg, spe):
-            seconds = (
-                spec.steps * per_step[spec.method]
-                + (bank_images + len(data.held_out)) / forward_ips
-            )
+            points = spec.max_epochs // cfg.curves.every_n_epochs + 2 if curves else 1
+            seconds = spec.steps * per_step[spec.method] + points * validation_images / forward_ips
             trials.append({"run_id": spec.run_id, "steps": spec.steps, "seconds": seconds})
+    tune_only = cfg.tuning.enabled and cfg.tuning.get("only", False)
     rows = []
-    for spec in plan:
+    for spec in [] if tune_only else plan:
         curve_points = spec.max_epochs // cfg.curves.every_n_epochs + 2
         seconds = (
             spec.steps * per_step[spec.method]
             + (curve_points * probe_images + eval_images) / forward_ips
         )
         rows.append({"run_id": spec.run_id, "steps": spec.steps, "seconds": seconds})
-    floors_s = 2 * eval_images / forward_ips
+    floor_images = (validation_images if cfg.tuning.enabled else 0) + (
+        0 if tune_only else eval_images)  # the validation floors, then the test floors
+    floors_s = 2 * floor_images / forward_ips
     return {
         "seconds_per_step": per_step,
         "relative_cost": relative,

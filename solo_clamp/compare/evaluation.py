@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig
@@ -107,14 +107,17 @@ def evaluate_features(
 
 
 def validation_scores(
-    cfg: DictConfig, data: ComparisonData, extractor: torch.nn.Module
+    cfg: DictConfig,
+    data: ComparisonData,
+    extractor: torch.nn.Module,
+    crop_size: Optional[int] = None,
 ) -> dict[str, float]:
     """Tuning's score: kNN top-1/top-5 with the comparison's protocol, bank = the training
     images left after the hold-out (as for the test scores), queries = the held-out
     validation images. Never reads the test split. Non-finite features raise
     FloatingPointError (a diverged backbone)."""
-    bank = _features(cfg, data, extractor, "train", _bank(cfg, data))
-    queries = _features(cfg, data, extractor, "train", lambda _: list(data.held_out))
+    bank = _features(cfg, data, extractor, "train", _bank(cfg, data), crop_size)
+    queries = _features(cfg, data, extractor, "train", lambda _: list(data.held_out), crop_size)
     if not (bank[0].isfinite().all() and queries[0].isfinite().all()):
         raise FloatingPointError("non-finite features: the backbone diverged.")
     top1, top5 = _knn(cfg, bank, queries)
@@ -146,3 +149,19 @@ def untrained_backbone(cfg: DictConfig, data: ComparisonData, seed: int) -> torc
     )
     seed_everything(seed)
     return METHODS[method](parse(build_solo_cfg(cfg, spec, data))).backbone
+
+
+def validation_floors(cfg: DictConfig, data: ComparisonData) -> dict[str, dict[str, Any]]:
+    """The floors on the validation split, scored as the trials are: raw pixels (at
+    ``floors.raw_pixel_size``) and the backbone every trial starts from (seed ``tuning.seed``).
+    A trial below them has learned nothing its input did not already give."""
+    seed = int(cfg.tuning.seed)
+    extractors = {
+        "raw_pixels": (torch.nn.Flatten(), cfg.floors.get("raw_pixel_size")),
+        "untrained": (untrained_backbone(cfg, data, seed), None),
+    }
+    return {
+        name: {"run_id": f"floor-{name}", "method": name, "seed": seed,
+               **validation_scores(cfg, data, extractor, crop_size)}
+        for name, (extractor, crop_size) in extractors.items()
+    }

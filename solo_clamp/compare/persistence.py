@@ -56,6 +56,8 @@ def run_fingerprint(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> str
         evaluation = _eval_settings(cfg, data)
         evaluation["evaluation"].pop("linear", None)
         evaluation["evaluation"].pop("val_per_class", None)
+        if cfg.tuning.get("curves"):  # a trial without its validation curve is not reused
+            return fingerprint(solo_cfg, "validation", evaluation, cfg.curves.every_n_epochs)
         return fingerprint(solo_cfg, "validation", evaluation)
     return fingerprint(solo_cfg, _container(cfg.curves), _eval_settings(cfg, data))
 

@@ -207,6 +207,10 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
                     log(f"tuning: {method} selected {settings[method].describe()}")
                 else:
                     log(f"tuning: every {method} trial diverged: {method} has no final runs")
+            if cfg.tuning.get("only", False):
+                log("tuning.only: stopping before the final runs (the test split is not read)")
+                finished = True
+                return ComparisonSummary(out, trained, skipped, files, tuning)
         results, skipped, todo = _pending(cfg, out, data, plan_runs(cfg, spe, settings))
         if skipped:
             log(f"skipping {len(skipped)} finished run(s): {', '.join(skipped)}")

@@ -10,12 +10,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from solo_clamp.compare.data import ComparisonData
-from solo_clamp.compare.evaluation import validation_scores
+from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe
+from solo_clamp.compare.evaluation import validation_floors, validation_scores
 from solo_clamp.compare.persistence import finished_result, run_fingerprint
 from solo_clamp.compare.plan import RunSpec
 from solo_clamp.compare.training import lr_and_rs, train
@@ -62,10 +62,15 @@ def trial_specs(cfg: DictConfig, steps_per_epoch: int) -> list[RunSpec]:
 
 
 def execute_trial(
-    cfg: DictConfig, spec: RunSpec, data: ComparisonData, out: Path
+    cfg: DictConfig,
+    spec: RunSpec,
+    data: ComparisonData,
+    out: Path,
+    probe: Optional[KnnProbe] = None,
 ) -> dict[str, Any]:
     """Trains one trial and scores it on the validation split; a diverged trial (non-finite
-    loss, weights or features) is recorded with ``status: diverged``. ``result.json`` last."""
+    loss, weights or features) is recorded with ``status: diverged``. ``result.json`` last.
+    ``probe``: the validation probe of ``tuning.curves`` (the curve's kNN per epoch)."""
     trial_dir = out / "tuning" / spec.run_id
     (trial_dir / "result.json").unlink(missing_ok=True)
     result: dict[str, Any] = {
@@ -81,7 +86,7 @@ def execute_trial(
     result["lr"], result["rs"] = lr_and_rs(cfg, spec)
     start = time.perf_counter()
     try:
-        trained = train(cfg, spec, data, None, fail_on_divergence=True)
+        trained = train(cfg, spec, data, probe, fail_on_divergence=True)
         atomic_write_text(trial_dir / "config.yaml", OmegaConf.to_yaml(trained.solo_cfg))
         scores = validation_scores(cfg, data, trained.backbone)
     except FloatingPointError as err:
@@ -102,6 +107,7 @@ class TuningOutcome:
     selected: dict[str, Setting]  # methods without a finished, finite trial are absent
     trained: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    floors: dict[str, dict[str, Any]] = field(default_factory=dict)  # validation_floors
 
 
 def run_tuning(
@@ -116,7 +122,9 @@ def run_tuning(
     from tqdm.auto import tqdm
 
     specs = trial_specs(cfg, steps_per_epoch)
-    outcome = TuningOutcome(specs, {}, {})
+    outcome = TuningOutcome(specs, {}, {}, floors=validation_floors(cfg, data))
+    log("tuning: validation floors: " + ", ".join(
+        f"{name} {floor['val_knn_top1']:.2f}" for name, floor in outcome.floors.items()))
     todo = []
     for spec in specs:
         done = finished_result(out / "tuning" / spec.run_id, run_fingerprint(cfg, spec, data))
@@ -129,13 +137,14 @@ def run_tuning(
         log(f"tuning: skipping {len(outcome.skipped)} finished trial(s)")
     if todo:
         log(f"tuning: {len(todo)} trial(s) to do: " + ", ".join(s.run_id for s in todo))
+    probe = build_probe(cfg, data, validation=True) if todo and cfg.tuning.get("curves") else None
     try:
         with tqdm(
             total=len(specs), initial=len(outcome.skipped), desc="tuning", unit="trial"
         ) as bar:
             for spec in todo:
                 bar.set_postfix_str(spec.run_id)
-                result = execute_trial(cfg, spec, data, out)
+                result = execute_trial(cfg, spec, data, out, probe)
                 outcome.results[spec.run_id] = result
                 outcome.trained.append(spec.run_id)
                 score = result.get("val_knn_top1")
@@ -171,10 +180,12 @@ def write_tuning_reports(
         if result is not None:
             chosen = outcome.selected.get(spec.method) == spec.setting
             rows.append({**result, "selected": chosen})
+    floor_rows = [{**floor, "status": "floor", "selected": False}
+                  for floor in outcome.floors.values()]
     with atomic_path(out / "tuning.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=TUNING_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        for row in rows:
+        for row in rows + floor_rows:
             writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in TUNING_COLUMNS})
 
     tuning, ev = cfg.tuning, cfg.evaluation
@@ -206,6 +217,21 @@ def write_tuning_reports(
             f"{_score(row.get('val_knn_top5'))} | {row.get('train_s', 0):.0f} | "
             f"{'**yes**' if row['selected'] else ''} |"
         )
+    floor_names = {"raw_pixels": "raw pixels", "untrained": f"untrained {cfg.backbone.name}"}
+    for row in floor_rows:
+        name = floor_names[row["method"]]
+        name += f" (seed {row['seed']})" if row["method"] == "untrained" else ""
+        lines.append(
+            f"| floor | {name} | – | – | floor | "
+            f"{_score(row.get('val_knn_top1'))} | {_score(row.get('val_knn_top5'))} | 0 | |"
+        )
+    best = max((r["val_knn_top1"] for r in rows if r.get("status") == "ok"), default=None)
+    if floor_rows and best is not None:
+        top = max(r["val_knn_top1"] for r in floor_rows)
+        verdict = (f"**No trial is above both floors** (best trial {best:.2f} vs {top:.2f})."
+                   if best <= top else f"Best trial {best:.2f} vs the higher floor {top:.2f}.")
+        lines += ["", "Floors: raw pixels and the backbone every trial starts from, scored on "
+                  f"the same validation split. {verdict}"]
     lines.append("")
     missing = [s.run_id for s in outcome.specs if s.run_id not in outcome.results]
     if missing:

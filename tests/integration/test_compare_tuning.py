@@ -122,7 +122,7 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     tuning_reads = [(desc, paths) for stage, desc, paths in spy.features if stage == "tuning"]
     queries = [paths for _, paths in tuning_reads if paths == validation]
     banks = [paths for _, paths in tuning_reads if paths != validation]
-    assert len(queries) == len(banks) == 2  # the two finite trials
+    assert len(queries) == len(banks) == 4  # the two floors, the two finite trials
     assert all(desc == "train features" for desc, _ in tuning_reads)
     for bank in banks:
         assert len(bank) == 24 and not bank & validation
@@ -139,7 +139,8 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     assert "tuning: trained 4 trial(s), skipped 0 finished" in printed
     with (out / "tuning.csv").open() as handle:
         rows = {row["run_id"]: row for row in csv.DictReader(handle)}
-    assert list(rows) == TRIALS
+    assert list(rows) == [*TRIALS, "floor-raw_pixels", "floor-untrained"]
+    assert {rows[f]["status"] for f in ("floor-raw_pixels", "floor-untrained")} == {"floor"}
     assert [rows[t]["status"] for t in TRIALS] == ["ok", "diverged", "ok", "diverged"]
     assert "non-finite embeddings" in rows["clamp-lr1e+30-s0"]["error"]  # CLAMP's own check
     assert "non-finite" in rows["simclr-lr4e+29-s0"]["error"]
@@ -224,9 +225,9 @@ def test_tuning_picks_the_best_validation_score(tuned_config, tmp_path, monkeypa
     current = []
     execute = trials.execute_trial
 
-    def tracking(cfg, spec, data, out):
+    def tracking(cfg, spec, data, out, probe=None):
         current[:] = [spec]
-        return execute(cfg, spec, data, out)
+        return execute(cfg, spec, data, out, probe)
 
     monkeypatch.setattr(trials, "train", fake_train)
     monkeypatch.setattr(trials, "validation_scores", fake_scores)
@@ -272,6 +273,10 @@ def test_clamp_lr_times_rs_grid_and_equal_trials_rule():
                                     r"data.train_per_class \(350\)"),
     ({"tuning.epochs": 1.5}, "tuning.epochs must be a positive integer"),
     ({"tuning.seed": None}, "tuning.seed must be an integer"),
+    ({"tuning.only": "yes"}, "tuning.only must be true or false"),
+    ({"tuning.curves": 1}, "tuning.curves must be true or false"),
+    ({"tuning.enabled": False, "tuning.only": True}, r"tuning.only=true \(--tune-only\) needs "
+                                                     "tuning.enabled=true"),
 ])
 def test_tuning_config_errors_name_the_field(overrides, message):
     cfg = compare.load_config(None)
@@ -324,6 +329,45 @@ def test_results_table_marks_best_and_ties_with_per_seed_values(tmp_path):
     assert "|mean − best mean| ≤ std + best std" in md
 
 
+def test_tune_only_scores_validation_curves_and_floors_and_never_opens_the_test_split(
+        tuned_config, tmp_path, capsys, monkeypatch):
+    """``--tune-only`` with ``tuning.curves``: the trials train and record their validation
+    kNN per epoch, the validation floors are scored, and nothing reads the test split. The
+    curve's epoch 0 is the backbone every trial starts from, so it equals the untrained floor;
+    its last point is the trial's validation score."""
+    out = tmp_path / "out"
+    opened: set[str] = set()
+    dataset = ComparisonData.dataset
+
+    def spy_dataset(data, split, transform):
+        opened.add(split)
+        return dataset(data, split, transform)
+
+    monkeypatch.setattr(ComparisonData, "dataset", spy_dataset)
+    assert main(["compare", "--config", str(tuned_config), "--out", str(out), "--tune-only",
+                 "--set", "tuning.lr_multipliers=[0.5]", "tuning.curves=true"]) == 0
+    printed = capsys.readouterr().out
+    assert opened == {"train"}
+    assert "tuning: trained 2 trial(s)" in printed and "trained 0 run(s)" in printed
+    assert not (out / "runs").exists() and not (out / "results.md").exists()
+    with (out / "tuning.csv").open() as handle:
+        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
+    untrained = float(rows["floor-untrained"]["val_knn_top1"])
+    raw = float(rows["floor-raw_pixels"]["val_knn_top1"])
+    import json
+
+    for trial in ("clamp-lr0.5-s0", "simclr-lr0.2-s0"):
+        result = json.loads((out / "tuning" / trial / "result.json").read_text())
+        curve = [point["knn_top1"] for point in result["curve"]]
+        assert [point["epoch"] for point in result["curve"]] == [0, 1]
+        assert curve[0] == pytest.approx(untrained)
+        assert curve[-1] == pytest.approx(result["val_knn_top1"])
+    md = (out / "tuning.md").read_text()
+    assert f"| floor | raw pixels | – | – | floor | {raw:.2f} |" in md
+    assert f"| floor | untrained resnet18 (seed 0) | – | – | floor | {untrained:.2f} |" in md
+    assert "scored on the same validation split" in md
+
+
 def test_tuned_preset_fits_and_is_fair():
     cfg = compare.load_config(compare.CONFIG_DIR / "fashion_mnist_tuned.yaml")
     compare.validate_config(cfg)
@@ -373,3 +417,7 @@ def test_estimate_counts_the_trials(tuned_config):
     assert report["tuning_s"] > 0
     assert report["total_s"] == pytest.approx(
         report["floors_s"] + report["tuning_s"] + sum(r["seconds"] for r in report["runs"]))
+    cfg.tuning.only = True  # --tune-only: the trials and the validation floors, no final run
+    tune_only = compare.estimate(cfg, steps=2, log=lambda _: None)
+    assert tune_only["runs"] == [] and len(tune_only["trials"]) == 4
+    assert tune_only["total_s"] == pytest.approx(tune_only["floors_s"] + tune_only["tuning_s"])
