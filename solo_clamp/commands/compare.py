@@ -99,7 +99,8 @@ def apply_overrides(cfg, overrides: list[str]) -> None:
             raise CommandError(
                 f"--set: the config has no field {key!r}; fields{where}: {known}."
             )
-        cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
+        # update (not a dotlist merge) so that a list index such as augmentations.0.* works
+        OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"value={value}"]).value, merge=True)
 
 
 def build_config(args: argparse.Namespace):

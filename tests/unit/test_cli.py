@@ -138,8 +138,12 @@ def _compare_args(*argv: str):
 def test_compare_set_overrides_existing_fields_after_the_flags():
     command, args = _compare_args(
         "--views", "8", "--set", "recipes.clamp.method_kwargs.rs=5.5",
-        "recipes.clamp.optimizer.lr=0.25", "recipes.clamp.views=6", "seeds=[3,4]")
+        "recipes.clamp.optimizer.lr=0.25", "recipes.clamp.views=6", "seeds=[3,4]",
+        "augmentations.0.rrc.crop_min_scale=0.6", "recipes.byol.momentum={base_tau: 0.9}")
     cfg = command.build_config(args)
+    assert cfg.augmentations[0].rrc.crop_min_scale == 0.6  # a list index in the key
+    assert cfg.augmentations[0].rrc.crop_max_scale == 1.0
+    assert cfg.recipes.byol.momentum == {"base_tau": 0.9, "final_tau": 1.0}  # mappings merge
     assert cfg.recipes.clamp.method_kwargs.rs == 5.5
     assert cfg.recipes.clamp.optimizer.lr == 0.25
     assert cfg.recipes.clamp.views == 6  # --set is applied after --views
