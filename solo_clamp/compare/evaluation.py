@@ -151,17 +151,13 @@ def untrained_backbone(cfg: DictConfig, data: ComparisonData, seed: int) -> torc
     return METHODS[method](parse(build_solo_cfg(cfg, spec, data))).backbone
 
 
-def validation_floors(cfg: DictConfig, data: ComparisonData) -> dict[str, dict[str, Any]]:
-    """The floors on the validation split, scored as the trials are: raw pixels (at
-    ``floors.raw_pixel_size``) and the backbone every trial starts from (seed ``tuning.seed``).
-    A trial below them has learned nothing its input did not already give."""
+def validation_floor(cfg: DictConfig, data: ComparisonData, floor: str) -> dict[str, Any]:
+    """A floor on the validation split, scored as the trials are: ``raw_pixels`` (at
+    ``floors.raw_pixel_size``) or ``untrained``, the backbone every trial starts from (seed
+    ``tuning.seed``). A trial below them has learned nothing its input did not already give."""
     seed = int(cfg.tuning.seed)
-    extractors = {
-        "raw_pixels": (torch.nn.Flatten(), cfg.floors.get("raw_pixel_size")),
-        "untrained": (untrained_backbone(cfg, data, seed), None),
-    }
-    return {
-        name: {"run_id": f"floor-{name}", "method": name, "seed": seed,
-               **validation_scores(cfg, data, extractor, crop_size)}
-        for name, (extractor, crop_size) in extractors.items()
-    }
+    if floor == "raw_pixels":
+        scores = validation_scores(cfg, data, torch.nn.Flatten(), cfg.floors.get("raw_pixel_size"))
+    else:
+        scores = validation_scores(cfg, data, untrained_backbone(cfg, data, seed))
+    return {"run_id": f"floor-{floor}", "kind": "floor", "method": floor, "seed": seed, **scores}

@@ -50,12 +50,18 @@ def _eval_settings(cfg: DictConfig, data: ComparisonData) -> dict[str, Any]:
     return settings
 
 
+def _validation_settings(cfg: DictConfig, data: ComparisonData) -> dict[str, Any]:
+    """What a validation score depends on: the evaluation without the test-only settings."""
+    settings = _eval_settings(cfg, data)
+    settings["evaluation"].pop("linear", None)
+    settings["evaluation"].pop("val_per_class", None)
+    return settings
+
+
 def run_fingerprint(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> str:
     solo_cfg = _container(build_solo_cfg(cfg, spec, data))
     if spec.trial:  # scored by validation kNN only: no curves probe, no linear probe
-        evaluation = _eval_settings(cfg, data)
-        evaluation["evaluation"].pop("linear", None)
-        evaluation["evaluation"].pop("val_per_class", None)
+        evaluation = _validation_settings(cfg, data)
         if cfg.tuning.get("curves"):  # a trial without its validation curve is not reused
             return fingerprint(solo_cfg, "validation", evaluation, cfg.curves.every_n_epochs)
         return fingerprint(solo_cfg, "validation", evaluation)
@@ -73,6 +79,18 @@ def floor_fingerprint(cfg: DictConfig, floor: str, data: ComparisonData) -> str:
     ]
     if floor == "untrained":
         settings += [_container(cfg.backbone), cfg.floors.seed, cfg.methods[0]]
+    else:
+        settings.append(cfg.floors.get("raw_pixel_size"))
+    return fingerprint(*settings)
+
+
+def validation_floor_fingerprint(cfg: DictConfig, floor: str, data: ComparisonData) -> str:
+    """A validation floor (tuning): scored like a trial, on the backbone of ``tuning.seed``."""
+    settings: list[Any] = [
+        floor, "validation", _validation_settings(cfg, data), cfg.augmentations[0].crop_size
+    ]
+    if floor == "untrained":
+        settings += [_container(cfg.backbone), cfg.tuning.seed, cfg.methods[0]]
     else:
         settings.append(cfg.floors.get("raw_pixel_size"))
     return fingerprint(*settings)

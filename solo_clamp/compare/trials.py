@@ -15,8 +15,12 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe
-from solo_clamp.compare.evaluation import validation_floors, validation_scores
-from solo_clamp.compare.persistence import finished_result, run_fingerprint
+from solo_clamp.compare.evaluation import validation_floor, validation_scores
+from solo_clamp.compare.persistence import (
+    finished_result,
+    run_fingerprint,
+    validation_floor_fingerprint,
+)
 from solo_clamp.compare.plan import RunSpec
 from solo_clamp.compare.training import lr_and_rs, train
 from solo_clamp.compare.tuning import Setting, lr_multipliers, method_grid, select
@@ -100,6 +104,21 @@ def execute_trial(
     return result
 
 
+def validation_floors(cfg: DictConfig, data: ComparisonData, out: Path) -> dict[str, Any]:
+    """Raw pixels and the untrained backbone on the validation split, each kept in
+    ``tuning/floor-<name>/result.json`` and reused while its settings are unchanged."""
+    floors = {}
+    for name in ("raw_pixels", "untrained"):
+        floor_dir = out / "tuning" / f"floor-{name}"
+        expected = validation_floor_fingerprint(cfg, name, data)
+        floor = finished_result(floor_dir, expected)
+        if floor is None:
+            floor = {**validation_floor(cfg, data, name), "fingerprint": expected}
+            atomic_write_text(floor_dir / "result.json", json.dumps(floor, indent=2))
+        floors[name] = floor
+    return floors
+
+
 @dataclass
 class TuningOutcome:
     specs: list[RunSpec]
@@ -122,7 +141,7 @@ def run_tuning(
     from tqdm.auto import tqdm
 
     specs = trial_specs(cfg, steps_per_epoch)
-    outcome = TuningOutcome(specs, {}, {}, floors=validation_floors(cfg, data))
+    outcome = TuningOutcome(specs, {}, {}, floors=validation_floors(cfg, data, out))
     log("tuning: validation floors: " + ", ".join(
         f"{name} {floor['val_knn_top1']:.2f}" for name, floor in outcome.floors.items()))
     todo = []

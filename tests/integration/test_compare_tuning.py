@@ -180,6 +180,7 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(trials, "train", no_training)
     monkeypatch.setattr(runner, "train", no_training)
+    monkeypatch.setattr(trials, "validation_floor", no_training)  # kept in tuning/floor-*/
     assert main(["compare", "--config", str(tuned_config), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "tuning: trained 0 trial(s), skipped 4 finished" in printed
