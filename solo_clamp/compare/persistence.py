@@ -68,29 +68,22 @@ def run_fingerprint(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> str
     return fingerprint(solo_cfg, _container(cfg.curves), _eval_settings(cfg, data))
 
 
-def floor_fingerprint(cfg: DictConfig, floor: str, data: ComparisonData) -> str:
-    # The probe set's size is in: the floor also scores it (the curves' reference lines).
-    settings: list[Any] = [
-        floor,
-        _eval_settings(cfg, data),
-        cfg.augmentations[0].crop_size,
-        "probe",
-        cfg.curves.get("per_class"),
-    ]
-    if floor == "untrained":
-        settings += [_container(cfg.backbone), cfg.floors.seed, cfg.methods[0]]
+def floor_fingerprint(
+    cfg: DictConfig, floor: str, data: ComparisonData, validation: bool = False
+) -> str:
+    """A floor's settings: on the test split (with the curves' probe set, whose reference lines
+    it also scores), or, ``validation``, on the tuning's validation split like a trial, for the
+    backbone of ``tuning.seed``."""
+    crop_size = cfg.augmentations[0].crop_size
+    if validation:
+        settings: list[Any] = [floor, "validation", _validation_settings(cfg, data), crop_size]
+        seed = cfg.tuning.seed
     else:
-        settings.append(cfg.floors.get("raw_pixel_size"))
-    return fingerprint(*settings)
-
-
-def validation_floor_fingerprint(cfg: DictConfig, floor: str, data: ComparisonData) -> str:
-    """A validation floor (tuning): scored like a trial, on the backbone of ``tuning.seed``."""
-    settings: list[Any] = [
-        floor, "validation", _validation_settings(cfg, data), cfg.augmentations[0].crop_size
-    ]
+        settings = [floor, _eval_settings(cfg, data), crop_size, "probe",
+                    cfg.curves.get("per_class")]
+        seed = cfg.floors.seed
     if floor == "untrained":
-        settings += [_container(cfg.backbone), cfg.tuning.seed, cfg.methods[0]]
+        settings += [_container(cfg.backbone), seed, cfg.methods[0]]
     else:
         settings.append(cfg.floors.get("raw_pixel_size"))
     return fingerprint(*settings)

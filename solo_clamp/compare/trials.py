@@ -16,11 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe
 from solo_clamp.compare.evaluation import validation_floor, validation_scores
-from solo_clamp.compare.persistence import (
-    finished_result,
-    run_fingerprint,
-    validation_floor_fingerprint,
-)
+from solo_clamp.compare.persistence import finished_result, floor_fingerprint, run_fingerprint
 from solo_clamp.compare.plan import RunSpec
 from solo_clamp.compare.training import lr_and_rs, train
 from solo_clamp.compare.tuning import Setting, lr_multipliers, method_grid, select
@@ -110,7 +106,7 @@ def validation_floors(cfg: DictConfig, data: ComparisonData, out: Path) -> dict[
     floors = {}
     for name in ("raw_pixels", "untrained"):
         floor_dir = out / "tuning" / f"floor-{name}"
-        expected = validation_floor_fingerprint(cfg, name, data)
+        expected = floor_fingerprint(cfg, name, data, validation=True)
         floor = finished_result(floor_dir, expected)
         if floor is None:
             floor = {**validation_floor(cfg, data, name), "fingerprint": expected}
