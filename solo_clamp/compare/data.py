@@ -142,6 +142,12 @@ def stratified_indices(
     return keep
 
 
+def bank_indices(cfg: DictConfig, data: ComparisonData, targets: Sequence[int]) -> list[int]:
+    """The kNN bank / linear training set: ``evaluation.train_per_class`` training images per
+    class, the tuning validation images left out."""
+    return stratified_indices(targets, cfg.evaluation.train_per_class, data.held_out)
+
+
 def normalisation(cfg: DictConfig, data: ComparisonData) -> tuple[list[float], list[float]]:
     """Mean and std of the training views (read from solo-learn's own pipeline)."""
     from solo.data.pretrain_dataloader import build_transform_pipeline
@@ -229,7 +235,7 @@ def build_probe(cfg: DictConfig, data: ComparisonData, validation: bool = False)
     train_set = data.dataset("train", transform)
     batch_size = cfg.evaluation.batch_size
     if validation:
-        bank = stratified_indices(train_set.targets, cfg.evaluation.train_per_class, data.held_out)
+        bank = bank_indices(cfg, data, train_set.targets)
         tensors = [*_load_tensors(train_set, bank, batch_size),
                    *_load_tensors(train_set, list(data.held_out), batch_size)]
     else:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig
 
-from solo_clamp.compare.data import ComparisonData, normalisation, stratified_indices
+from solo_clamp.compare.data import (
+    ComparisonData,
+    bank_indices,
+    normalisation,
+    stratified_indices,
+)
 from solo_clamp.compare.plan import RunSpec
 from solo_clamp.compare.training import build_solo_cfg, parse
 
@@ -47,14 +53,6 @@ def _features(
     return extract_features(extractor.to(device), loader, desc=f"{split} features", device=device)
 
 
-def _bank(cfg: DictConfig, data: ComparisonData):
-    """The kNN bank / linear training set: ``evaluation.train_per_class`` training images per
-    class, the tuning validation images left out."""
-    return lambda targets: stratified_indices(
-        targets, cfg.evaluation.train_per_class, data.held_out
-    )
-
-
 def _knn(cfg: DictConfig, bank, queries) -> tuple[float, float]:
     from solo_clamp.evaluation import knn_accuracy
 
@@ -79,7 +77,7 @@ def evaluate_features(
     from solo_clamp.evaluation import linear_probe_accuracy
 
     ev = cfg.evaluation
-    bank = _features(cfg, data, extractor, "train", _bank(cfg, data), crop_size)
+    bank = _features(cfg, data, extractor, "train", partial(bank_indices, cfg, data), crop_size)
     tests = _features(
         cfg,
         data,
@@ -116,7 +114,7 @@ def validation_scores(
     images left after the hold-out (as for the test scores), queries = the held-out
     validation images. Never reads the test split. Non-finite features raise
     FloatingPointError (a diverged backbone)."""
-    bank = _features(cfg, data, extractor, "train", _bank(cfg, data), crop_size)
+    bank = _features(cfg, data, extractor, "train", partial(bank_indices, cfg, data), crop_size)
     queries = _features(cfg, data, extractor, "train", lambda _: list(data.held_out), crop_size)
     if not (bank[0].isfinite().all() and queries[0].isfinite().all()):
         raise FloatingPointError("non-finite features: the backbone diverged.")
