@@ -56,15 +56,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (2 oversubscribe a shared 2-core machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (2 oversubscribe a shared 2-core machine)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shipped = pair_distances.CLOSE_SQ_DISTANCE
     sizes = (256, 1024) if args.quick else (1024, 8192)
     records = []
-    print("| N | input | gram_only ms | exact ms | exact / gram_only | grad error gram_only "
-          "| grad error exact |\n|---|---|---|---|---|---|---|")
+    print(
+        "| N | input | gram_only ms | exact ms | exact / gram_only | grad error gram_only "
+        "| grad error exact |\n|---|---|---|---|---|---|---|"
+    )
     for images in sizes:
         for kind in ("spread", "duplicates"):
             z = inputs(kind, images)
@@ -75,15 +81,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     seconds, grads[name] = grad(z, threshold)
                     times[name].append(seconds)
             _, reference = grad(z.double(), shipped)
-            errors = {name: ((g.double() - reference).norm() / reference.norm()).item()
-                      for name, g in grads.items()}
+            errors = {
+                name: ((g.double() - reference).norm() / reference.norm()).item()
+                for name, g in grads.items()
+            }
             best = {name: 1e3 * min(values) for name, values in times.items()}
-            record = {"images": images, "input": kind, **{f"{k}_ms": v for k, v in best.items()},
-                      "ratio": best["exact"] / best["gram_only"],
-                      **{f"{k}_grad_error": v for k, v in errors.items()}}
+            record = {
+                "images": images,
+                "input": kind,
+                **{f"{k}_ms": v for k, v in best.items()},
+                "ratio": best["exact"] / best["gram_only"],
+                **{f"{k}_grad_error": v for k, v in errors.items()},
+            }
             records.append(record)
-            print(f"| {images} | {kind} | {best['gram_only']:.1f} | {best['exact']:.1f} | "
-                  f"{record['ratio']:.2f} | {errors['gram_only']:.1e} | {errors['exact']:.1e} |")
+            print(
+                f"| {images} | {kind} | {best['gram_only']:.1f} | {best['exact']:.1f} | "
+                f"{record['ratio']:.2f} | {errors['gram_only']:.1e} | {errors['exact']:.1e} |"
+            )
     pair_distances.CLOSE_SQ_DISTANCE = shipped
     return records
 

@@ -38,10 +38,26 @@ if str(BENCH_DIR) not in sys.path:
 
 import torch  # noqa: E402
 
-FULL = {"backbone": "resnet50", "crop_size": 224, "dataset": "imagenet100", "loss_images": 32768,
-        "loss_dim": 512, "steps": 5, "dali_batches": 5, "dali_batch": 128}
-DRY = {"backbone": "resnet18", "crop_size": 32, "dataset": "cifar10", "loss_images": 64,
-       "loss_dim": 16, "steps": 1, "dali_batches": 1, "dali_batch": 4}
+FULL = {
+    "backbone": "resnet50",
+    "crop_size": 224,
+    "dataset": "imagenet100",
+    "loss_images": 32768,
+    "loss_dim": 512,
+    "steps": 5,
+    "dali_batches": 5,
+    "dali_batch": 128,
+}
+DRY = {
+    "backbone": "resnet18",
+    "crop_size": 32,
+    "dataset": "cifar10",
+    "loss_images": 64,
+    "loss_dim": 16,
+    "steps": 1,
+    "dali_batches": 1,
+    "dali_batch": 4,
+}
 METHOD_VIEWS = {"clamp": 4, "simclr": 2}
 
 
@@ -79,8 +95,15 @@ def training_steps(sizes: dict, batches: list[int], device: str) -> list[dict[st
         for batch in sorted(batches, reverse=True):
             runner = None
             try:
-                runner = build_runner(method, batch, views, sizes["crop_size"], sizes["dataset"],
-                                      backbone=sizes["backbone"], device=device)
+                runner = build_runner(
+                    method,
+                    batch,
+                    views,
+                    sizes["crop_size"],
+                    sizes["dataset"],
+                    backbone=sizes["backbone"],
+                    device=device,
+                )
 
                 def step(runner=runner) -> None:
                     with _autocast(device):
@@ -94,9 +117,14 @@ def training_steps(sizes: dict, batches: list[int], device: str) -> list[dict[st
                 if device == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            record.update(status="ok", batch=batch, step_ms=1e3 * seconds,
-                          steps_per_s=1 / seconds, images_per_s=batch / seconds,
-                          views_per_s=batch * views / seconds)
+            record.update(
+                status="ok",
+                batch=batch,
+                step_ms=1e3 * seconds,
+                steps_per_s=1 / seconds,
+                images_per_s=batch / seconds,
+                views_per_s=batch * views / seconds,
+            )
             del runner
             if device == "cuda":
                 torch.cuda.empty_cache()
@@ -121,8 +149,13 @@ def tiled_loss(sizes: dict, device: str) -> dict[str, Any]:
 
     seconds = time_steps(step, 2, device)
     peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else None
-    return {"images": images, "views": views, "dim": dim, "fwd_bwd_ms": 1e3 * seconds,
-            "peak_mb_above_inputs": peak}
+    return {
+        "images": images,
+        "views": views,
+        "dim": dim,
+        "fwd_bwd_ms": 1e3 * seconds,
+        "peak_mb_above_inputs": peak,
+    }
 
 
 def dali_pipeline(sizes: dict, device: str) -> dict[str, Any]:
@@ -138,8 +171,9 @@ def dali_pipeline(sizes: dict, device: str) -> dict[str, Any]:
     from solo.data.dali_dataloader import PretrainDALIDataModule, build_transform_pipeline_dali
     from solo.data.pretrain_dataloader import FullTransformPipeline, NCropAugmentation
 
-    aug = OmegaConf.load(BENCH_DIR.parent / "scripts/pretrain/imagenet-100/augmentations/"
-                         "clamp_2sets.yaml")
+    aug = OmegaConf.load(
+        BENCH_DIR.parent / "scripts/pretrain/imagenet-100/augmentations/clamp_2sets.yaml"
+    )
     with tempfile.TemporaryDirectory() as root:
         for label in range(2):
             folder = Path(root) / f"class{label}"
@@ -147,12 +181,20 @@ def dali_pipeline(sizes: dict, device: str) -> dict[str, Any]:
             for index in range(sizes["dali_batch"] * sizes["dali_batches"]):
                 pixels = torch.randint(0, 255, (256, 256, 3), dtype=torch.uint8).numpy()
                 Image.fromarray(pixels).save(folder / f"{index}.jpg", quality=90)
-        pipelines = [NCropAugmentation(build_transform_pipeline_dali("imagenet100", a, "gpu"),
-                                       a.num_crops) for a in aug]
+        pipelines = [
+            NCropAugmentation(build_transform_pipeline_dali("imagenet100", a, "gpu"), a.num_crops)
+            for a in aug
+        ]
         module = PretrainDALIDataModule(
-            dataset="imagenet100", train_data_path=root,
-            transforms=FullTransformPipeline(pipelines), num_large_crops=4, num_small_crops=0,
-            num_workers=4, batch_size=sizes["dali_batch"], dali_device="gpu")
+            dataset="imagenet100",
+            train_data_path=root,
+            transforms=FullTransformPipeline(pipelines),
+            num_large_crops=4,
+            num_small_crops=0,
+            num_workers=4,
+            batch_size=sizes["dali_batch"],
+            dali_device="gpu",
+        )
         module.trainer = None
         module.setup("fit")
         loader = module.train_dataloader()
@@ -163,31 +205,50 @@ def dali_pipeline(sizes: dict, device: str) -> dict[str, Any]:
             if batches == sizes["dali_batches"]:
                 break
         seconds = time.perf_counter() - start
-    return {"status": "ok", "batches": batches, "views": views,
-            "images_per_s": batches * sizes["dali_batch"] / seconds}
+    return {
+        "status": "ok",
+        "batches": batches,
+        "views": views,
+        "images_per_s": batches * sizes["dali_batch"] / seconds,
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [f"GPU check on {result['device_name']} (torch {result['torch']}, "
-             f"{result['backbone']} at {result['crop_size']} px, bf16 autocast"
-             f"{', DRY RUN: numbers mean nothing' if result['dry'] else ''})", "",
-             "| method | views | batch | step (ms) | steps/s | images/s | views/s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"GPU check on {result['device_name']} (torch {result['torch']}, "
+        f"{result['backbone']} at {result['crop_size']} px, bf16 autocast"
+        f"{', DRY RUN: numbers mean nothing' if result['dry'] else ''})",
+        "",
+        "| method | views | batch | step (ms) | steps/s | images/s | views/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["training_steps"]:
         if r["status"] != "ok":
             lines.append(f"| {r['method']} | {r['views']} | {r['status']} | | | | |")
             continue
-        lines.append(f"| {r['method']} | {r['views']} | {r['batch']} | {r['step_ms']:.1f} | "
-                     f"{r['steps_per_s']:.2f} | {r['images_per_s']:.0f} | {r['views_per_s']:.0f} |")
+        lines.append(
+            f"| {r['method']} | {r['views']} | {r['batch']} | {r['step_ms']:.1f} | "
+            f"{r['steps_per_s']:.2f} | {r['images_per_s']:.0f} | {r['views_per_s']:.0f} |"
+        )
     loss = result["tiled_loss"]
     peak = loss["peak_mb_above_inputs"]
-    lines += ["", f"Tiled loss, N = {loss['images']} images x {loss['views']} views, "
-              f"D = {loss['dim']}: {loss['fwd_bwd_ms']:.0f} ms forward + backward, peak "
-              f"{'n/a (CPU)' if peak is None else f'{peak:.0f} MB'} above the inputs.", ""]
+    lines += [
+        "",
+        f"Tiled loss, N = {loss['images']} images x {loss['views']} views, "
+        f"D = {loss['dim']}: {loss['fwd_bwd_ms']:.0f} ms forward + backward, peak "
+        f"{'n/a (CPU)' if peak is None else f'{peak:.0f} MB'} above the inputs.",
+        "",
+    ]
     dali = result["dali"]
-    lines.append("DALI, 4 views: " + (f"{dali['images_per_s']:.0f} images/s over "
-                                      f"{dali['batches']} batches" if dali["status"] == "ok"
-                                      else dali["status"]) + ".")
+    lines.append(
+        "DALI, 4 views: "
+        + (
+            f"{dali['images_per_s']:.0f} images/s over {dali['batches']} batches"
+            if dali["status"] == "ok"
+            else dali["status"]
+        )
+        + "."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -195,8 +256,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check"))
     parser.add_argument("--dry", action="store_true", help="tiny sizes on the CPU")
-    parser.add_argument("--batches", default="512,384,256,192,128,64",
-                        help="candidate batch sizes, largest first that fits")
+    parser.add_argument(
+        "--batches",
+        default="512,384,256,192,128,64",
+        help="candidate batch sizes, largest first that fits",
+    )
     args = parser.parse_args(argv)
     device = "cpu" if args.dry else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -208,7 +272,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     solo_clamp.register()
     result = {
-        "dry": args.dry, "torch": torch.__version__, "backbone": sizes["backbone"],
+        "dry": args.dry,
+        "torch": torch.__version__,
+        "backbone": sizes["backbone"],
         "crop_size": sizes["crop_size"],
         "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "training_steps": training_steps(sizes, batches, device),

@@ -137,11 +137,15 @@ def plan(grid, large_n, impls, tile: int, budget: int) -> tuple[list[Case], list
             if impl in SOLO_IMPLS and SOLO_ERROR is not None:
                 reason = SOLO_ERROR
             elif impl == "clamp" and n > clamp_module.AUTO_TILE_MIN_IMAGES:
-                reason = (f"N > AUTO_TILE_MIN_IMAGES={clamp_module.AUTO_TILE_MIN_IMAGES}: the "
-                          "default path is the tiled path here (see clamp_tiled)")
+                reason = (
+                    f"N > AUTO_TILE_MIN_IMAGES={clamp_module.AUTO_TILE_MIN_IMAGES}: the "
+                    "default path is the tiled path here (see clamp_tiled)"
+                )
             elif estimate_bytes(case, tile) > budget:
-                reason = (f"estimated {estimate_bytes(case, tile) / 2**30:.1f} GiB > budget "
-                          f"{budget / 2**30:.1f} GiB")
+                reason = (
+                    f"estimated {estimate_bytes(case, tile) / 2**30:.1f} GiB > budget "
+                    f"{budget / 2**30:.1f} GiB"
+                )
             if reason is None:
                 cases.append(case)
             else:
@@ -202,8 +206,9 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(case: Case, tile: int, device: str, reps: int, case_seconds: float,
-            cpu_time: bool = False) -> dict:
+def measure(
+    case: Case, tile: int, device: str, reps: int, case_seconds: float, cpu_time: bool = False
+) -> dict:
     """Runs one case in the current process and returns its record.
 
     With ``cpu_time`` the record also holds ``cpu_ms``: the process's user + system time of
@@ -229,16 +234,20 @@ def measure(case: Case, tile: int, device: str, reps: int, case_seconds: float,
     warmup = step()
     timed = min(reps, int(case_seconds / warmup[0])) if warmup[0] > 0 else reps
     runs = [step() for _ in range(timed)] or [warmup]
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _max_rss_bytes())
-    record = {**asdict(case), "time_ms": 1e3 * min(wall for wall, _ in runs),
-              "peak_mb": max(0, peak - baseline) / 2**20}
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _max_rss_bytes()
+    record = {
+        **asdict(case),
+        "time_ms": 1e3 * min(wall for wall, _ in runs),
+        "peak_mb": max(0, peak - baseline) / 2**20,
+    }
     if cpu_time:
         record["cpu_ms"] = 1e3 * min(cpu for _, cpu in runs)
     return record
 
 
-def _child(case: Case, tile: int, threads: int, reps: int, case_seconds: float,
-           cpu_time: bool, conn) -> None:
+def _child(
+    case: Case, tile: int, threads: int, reps: int, case_seconds: float, cpu_time: bool, conn
+) -> None:
     try:
         torch.set_num_threads(threads)
         conn.send(("ok", measure(case, tile, "cpu", reps, case_seconds, cpu_time)))
@@ -248,13 +257,15 @@ def _child(case: Case, tile: int, threads: int, reps: int, case_seconds: float,
         conn.close()
 
 
-def run_forked(case: Case, tile: int, threads: int, reps: int, case_seconds: float,
-               cpu_time: bool = False) -> dict:
+def run_forked(
+    case: Case, tile: int, threads: int, reps: int, case_seconds: float, cpu_time: bool = False
+) -> dict:
     """Runs a case in a freshly forked process (fresh RSS high-water mark)."""
     context = mp.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child,
-                              args=(case, tile, threads, reps, case_seconds, cpu_time, sender))
+    process = context.Process(
+        target=_child, args=(case, tile, threads, reps, case_seconds, cpu_time, sender)
+    )
     process.start()
     sender.close()
     try:
@@ -275,33 +286,46 @@ def format_table(records: list[dict], skips: list[dict]) -> str:
     for skip in skips:
         by_point.setdefault((skip["N"], skip["V"], skip["D"]), {})
     with_cpu = any("cpu_ms" in rec for rec in records)
-    lines = [f"{'N':>6} {'V':>3} {'D':>5}  {'impl':<16}{'time ms':>11}{'peak MB':>11}"
-             f"{'time/clamp':>12}{'mem/clamp':>11}" + (f"{'cpu ms':>11}{'cpu/clamp':>11}"
-                                                       if with_cpu else "")]
+    lines = [
+        f"{'N':>6} {'V':>3} {'D':>5}  {'impl':<16}{'time ms':>11}{'peak MB':>11}"
+        f"{'time/clamp':>12}{'mem/clamp':>11}"
+        + (f"{'cpu ms':>11}{'cpu/clamp':>11}" if with_cpu else "")
+    ]
     for point in sorted(by_point):
         base = by_point[point].get("clamp")
         for impl in IMPLS:
             rec = by_point[point].get(impl)
             if rec is None:
-                reason = next((s["reason"] for s in skips if (s["N"], s["V"], s["D"]) == point
-                               and s["impl"] == impl), None)
+                reason = next(
+                    (
+                        s["reason"]
+                        for s in skips
+                        if (s["N"], s["V"], s["D"]) == point and s["impl"] == impl
+                    ),
+                    None,
+                )
                 if reason:
-                    lines.append(f"{point[0]:>6} {point[1]:>3} {point[2]:>5}  {impl:<16}"
-                                 f"skipped: {reason}")
+                    lines.append(
+                        f"{point[0]:>6} {point[1]:>3} {point[2]:>5}  {impl:<16}skipped: {reason}"
+                    )
                 continue
             t_ratio = m_ratio = "-"
             if base is not None:
                 t_ratio = f"{rec['time_ms'] / base['time_ms']:.2f}"
-                m_ratio = (f"{rec['peak_mb'] / base['peak_mb']:.2f}"
-                           if base["peak_mb"] > 0 else "-")
+                m_ratio = f"{rec['peak_mb'] / base['peak_mb']:.2f}" if base["peak_mb"] > 0 else "-"
             cpu = ""
             if with_cpu and "cpu_ms" in rec:
-                c_ratio = (f"{rec['cpu_ms'] / base['cpu_ms']:.2f}"
-                           if base is not None and base.get("cpu_ms") else "-")
+                c_ratio = (
+                    f"{rec['cpu_ms'] / base['cpu_ms']:.2f}"
+                    if base is not None and base.get("cpu_ms")
+                    else "-"
+                )
                 cpu = f"{rec['cpu_ms']:>11.1f}{c_ratio:>11}"
-            lines.append(f"{point[0]:>6} {point[1]:>3} {point[2]:>5}  {impl:<16}"
-                         f"{rec['time_ms']:>11.1f}{rec['peak_mb']:>11.1f}"
-                         f"{t_ratio:>12}{m_ratio:>11}{cpu}")
+            lines.append(
+                f"{point[0]:>6} {point[1]:>3} {point[2]:>5}  {impl:<16}"
+                f"{rec['time_ms']:>11.1f}{rec['peak_mb']:>11.1f}"
+                f"{t_ratio:>12}{m_ratio:>11}{cpu}"
+            )
     return "\n".join(lines)
 
 
@@ -314,13 +338,21 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
     parser.add_argument("--tile", type=int, default=512, help="rows per block of clamp_tiled")
     parser.add_argument("--reps", type=int, default=5, help="timed runs per case (max)")
-    parser.add_argument("--case-seconds", type=float, default=2.0,
-                        help="time budget of the timed runs of one case")
+    parser.add_argument(
+        "--case-seconds", type=float, default=2.0, help="time budget of the timed runs of one case"
+    )
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
-    parser.add_argument("--points", nargs="+", metavar="N,V,D",
-                        help="run only these points instead of the grid, e.g. 1024,4,512")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="add cpu_ms (process CPU time of the best run) to the records")
+    parser.add_argument(
+        "--points",
+        nargs="+",
+        metavar="N,V,D",
+        help="run only these points instead of the grid, e.g. 1024,4,512",
+    )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="add cpu_ms (process CPU time of the best run) to the records",
+    )
     args = parser.parse_args(argv)
     if args.points:
         try:
@@ -342,8 +374,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     from tqdm import tqdm
 
     args = parse_args(argv)
-    grid, large_n = (QUICK_GRID, QUICK_LARGE_N) if args.quick else (
-        FULL_GRID + [TARGET_POINT], LARGE_N)
+    grid, large_n = (
+        (QUICK_GRID, QUICK_LARGE_N) if args.quick else (FULL_GRID + [TARGET_POINT], LARGE_N)
+    )
     if args.points:
         grid, large_n = args.points, []
     budget = memory_budget(args.device)
@@ -357,11 +390,13 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     for case in tqdm(cases, desc="loss cases", unit="case"):
         try:
             if args.device == "cpu":
-                rec = run_forked(case, args.tile, args.threads, args.reps, args.case_seconds,
-                                 args.cpu_time)
+                rec = run_forked(
+                    case, args.tile, args.threads, args.reps, args.case_seconds, args.cpu_time
+                )
             else:
-                rec = measure(case, args.tile, args.device, args.reps, args.case_seconds,
-                              args.cpu_time)
+                rec = measure(
+                    case, args.tile, args.device, args.reps, args.case_seconds, args.cpu_time
+                )
                 torch.cuda.empty_cache()
         except RuntimeError as err:
             skips.append({**asdict(case), "reason": f"failed: {err}"})
@@ -372,8 +407,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
         # Not before the cases: a parent that computes on CPU hangs its forked children (its
         # thread pool does not survive the fork). A mismatch raises before anything is written.
         check_dense_reference()
-    print(f"\ndevice={args.device} threads={args.threads} tile={args.tile} "
-          f"torch={torch.__version__}")
+    print(
+        f"\ndevice={args.device} threads={args.threads} tile={args.tile} torch={torch.__version__}"
+    )
     print(format_table(records, skips))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

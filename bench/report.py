@@ -122,7 +122,8 @@ def targets_section(loss: list[dict], steps: list[dict]) -> list[str]:
     cpu_simclr = _ratio(get(simclr, "cpu_ms"), get(clamp, "cpu_ms"))
     grid_ratios = [
         impls["simclr"]["time_ms"] / impls["clamp"]["time_ms"]
-        for impls in _index(loss).values() if "simclr" in impls and "clamp" in impls
+        for impls in _index(loss).values()
+        if "simclr" in impls and "clamp" in impls
     ]
     by_method = {rec["method"]: rec for rec in steps}
     step_ratio = cpu_ratio = None
@@ -149,23 +150,33 @@ def targets_section(loss: list[dict], steps: list[dict]) -> list[str]:
         f"{_fmt(simclr_ratio)} | {verdict(simclr_ratio, 4)} |",
     ]
     if cpu_dense is not None:
-        lines.append(f"| same two, from CPU time (less sensitive to other jobs) | "
-                     f"{_fmt(cpu_dense, 1)} and {_fmt(cpu_simclr)} | "
-                     f"{verdict(cpu_dense, 30)} and {verdict(cpu_simclr, 4)} |")
+        lines.append(
+            f"| same two, from CPU time (less sensitive to other jobs) | "
+            f"{_fmt(cpu_dense, 1)} and {_fmt(cpu_simclr)} | "
+            f"{verdict(cpu_dense, 30)} and {verdict(cpu_simclr, 4)} |"
+        )
     if grid_ratios:
         met = sum(ratio >= 4 for ratio in grid_ratios)
-        lines.append(f"| SimCLR / CLAMP loss time >= 4 at every point where both ran | "
-                     f"{met} of {len(grid_ratios)} points (worst {_fmt(min(grid_ratios))}, "
-                     f"median {_fmt(sorted(grid_ratios)[len(grid_ratios) // 2])}) | "
-                     f"{verdict(min(grid_ratios), 4)} |")
-    lines.append(f"| CLAMP / SimCLR training-step views per second >= 0.95 | "
-                 f"{_fmt(step_ratio, 3)} | {verdict(step_ratio, 0.95)} |")
-    lines.append(f"| same, from CPU time per step (less sensitive to other jobs) | "
-                 f"{_fmt(cpu_ratio, 3)} | {verdict(cpu_ratio, 0.95)} |")
+        lines.append(
+            f"| SimCLR / CLAMP loss time >= 4 at every point where both ran | "
+            f"{met} of {len(grid_ratios)} points (worst {_fmt(min(grid_ratios))}, "
+            f"median {_fmt(sorted(grid_ratios)[len(grid_ratios) // 2])}) | "
+            f"{verdict(min(grid_ratios), 4)} |"
+        )
+    lines.append(
+        f"| CLAMP / SimCLR training-step views per second >= 0.95 | "
+        f"{_fmt(step_ratio, 3)} | {verdict(step_ratio, 0.95)} |"
+    )
+    lines.append(
+        f"| same, from CPU time per step (less sensitive to other jobs) | "
+        f"{_fmt(cpu_ratio, 3)} | {verdict(cpu_ratio, 0.95)} |"
+    )
     if "clamp_percrop" in by_method and "simclr" in by_method:
         percrop = by_method["clamp_percrop"]["views_per_s"] / by_method["simclr"]["views_per_s"]
-        lines.append(f"| same with `joint_forward: false` (one forward per crop, as SimCLR) | "
-                     f"{_fmt(percrop, 3)} | {verdict(percrop, 0.95)} |")
+        lines.append(
+            f"| same with `joint_forward: false` (one forward per crop, as SimCLR) | "
+            f"{_fmt(percrop, 3)} | {verdict(percrop, 0.95)} |"
+        )
     return lines + [""]
 
 
@@ -193,8 +204,10 @@ def loss_section(loss: list[dict], skips: list[dict]) -> list[str]:
             if rec is None:
                 reason = skip_of.get((impl, *point))
                 if reason:
-                    lines.append(f"| {point[0]} | {point[1]} | {point[2]} | {impl} | "
-                                 f"- | - | - | - | - | - | skipped: {reason} |")
+                    lines.append(
+                        f"| {point[0]} | {point[1]} | {point[2]} | {impl} | "
+                        f"- | - | - | - | - | - | skipped: {reason} |"
+                    )
                 continue
             lines.append(
                 f"| {point[0]} | {point[1]} | {point[2]} | {impl} | {rec['time_ms']:.1f} | "
@@ -260,9 +273,14 @@ def plot(loss: list[dict], path: Path) -> None:
         recs = sorted(recs, key=lambda r: r["N"])
         xs = [r["N"] for r in recs]
         for axis, key in zip(axes, ("time_ms", "peak_mb")):
-            axis.plot(xs, [max(r[key], 1e-3) for r in recs], marker="o",
-                      linestyle=styles.get(dim, "-"), color=colours.get(impl),
-                      label=f"{impl} (D={dim})")
+            axis.plot(
+                xs,
+                [max(r[key], 1e-3) for r in recs],
+                marker="o",
+                linestyle=styles.get(dim, "-"),
+                color=colours.get(impl),
+                label=f"{impl} (D={dim})",
+            )
     for axis, label in zip(axes, ("forward + backward time (ms)", "peak memory above inputs (MB)")):
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
@@ -271,8 +289,9 @@ def plot(loss: list[dict], path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=8, frameon=False)
-    fig.suptitle("CLAMP loss paths vs dense reference and solo-learn losses (V = 4; "
-                 "line style = D)")
+    fig.suptitle(
+        "CLAMP loss paths vs dense reference and solo-learn losses (V = 4; line style = D)"
+    )
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -356,35 +375,45 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="use the benches' --quick subsets")
     parser.add_argument("--json-dir", type=Path, help="keep the raw JSON here")
-    parser.add_argument("--reuse", type=Path,
-                        help="render from loss.json, skips.json, steps.json in this directory")
+    parser.add_argument(
+        "--reuse", type=Path, help="render from loss.json, skips.json, steps.json in this directory"
+    )
     parser.add_argument("--docs", type=Path, default=DOCS, help="output directory")
     parser.add_argument("--loss-args", default="", help="extra arguments for loss_bench.py")
     parser.add_argument("--steps-args", default="", help="extra arguments for train_step_bench.py")
     args = parser.parse_args(argv)
 
     load_before = _load_average()
-    meta: dict = {"date": dt.date.today().isoformat(), "loss_seconds": 0.0, "steps_seconds": 0.0,
-            "command": "python3 bench/report.py" + (" --quick" if args.quick else ""),
-            # the settings the benchmarks run with (parsed first: a bad argument fails early)
-            "loss_settings": loss_bench.parse_args(args.loss_args.split()),
-            "steps_settings": train_step_bench.parse_args(args.steps_args.split())}
+    meta: dict = {
+        "date": dt.date.today().isoformat(),
+        "loss_seconds": 0.0,
+        "steps_seconds": 0.0,
+        "command": "python3 bench/report.py" + (" --quick" if args.quick else ""),
+        # the settings the benchmarks run with (parsed first: a bad argument fails early)
+        "loss_settings": loss_bench.parse_args(args.loss_args.split()),
+        "steps_settings": train_step_bench.parse_args(args.steps_args.split()),
+    }
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.reuse or args.json_dir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        loss_json, skips_json, steps_json = (folder / n for n in
-                                             ("loss.json", "skips.json", "steps.json"))
+        loss_json, skips_json, steps_json = (
+            folder / n for n in ("loss.json", "skips.json", "steps.json")
+        )
         meta["timing"] = f"rendered from the JSON in {args.reuse}"
         if args.reuse is None:
             quick = ["--quick"] if args.quick else []
             meta["loss_seconds"] = run_bench(
-                "loss_bench.py", loss_json,
-                quick + ["--cpu-time", "--skips-json", str(skips_json)]
-                + args.loss_args.split())
-            meta["steps_seconds"] = run_bench("train_step_bench.py", steps_json,
-                                              quick + args.steps_args.split())
-            meta["timing"] = (f"loss benchmark {meta['loss_seconds']:.0f} s, training-step "
-                              f"benchmark {meta['steps_seconds']:.0f} s")
+                "loss_bench.py",
+                loss_json,
+                quick + ["--cpu-time", "--skips-json", str(skips_json)] + args.loss_args.split(),
+            )
+            meta["steps_seconds"] = run_bench(
+                "train_step_bench.py", steps_json, quick + args.steps_args.split()
+            )
+            meta["timing"] = (
+                f"loss benchmark {meta['loss_seconds']:.0f} s, training-step "
+                f"benchmark {meta['steps_seconds']:.0f} s"
+            )
         loss = json.loads(loss_json.read_text())
         skips = json.loads(skips_json.read_text()) if skips_json.exists() else []
         steps = json.loads(steps_json.read_text()) if steps_json.exists() else []

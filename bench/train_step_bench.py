@@ -67,15 +67,31 @@ import torch  # noqa: E402
 
 METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "clamp": {"proj_hidden_dim": 2048, "proj_output_dim": 256, "rs": 7.0},
-    "clamp_percrop": {"proj_hidden_dim": 2048, "proj_output_dim": 256, "rs": 7.0,
-                      "joint_forward": False},
+    "clamp_percrop": {
+        "proj_hidden_dim": 2048,
+        "proj_output_dim": 256,
+        "rs": 7.0,
+        "joint_forward": False,
+    },
     "simclr": {"proj_hidden_dim": 2048, "proj_output_dim": 256, "temperature": 0.2},
     "byol": {"proj_hidden_dim": 4096, "proj_output_dim": 256, "pred_hidden_dim": 4096},
-    "vicreg": {"proj_hidden_dim": 2048, "proj_output_dim": 2048, "sim_loss_weight": 25.0,
-               "var_loss_weight": 25.0, "cov_loss_weight": 1.0},
-    "manifoldclr": {"proj_hidden_dim": 1024, "proj_output_dim": 128, "dictionary_size": 32,
-                    "block_dim": 16, "vi_hidden_dim": 512, "max_elbo_samples": 4,
-                    "prior_warmup_steps": 0, "max_elbo_start_step": 0},
+    "vicreg": {
+        "proj_hidden_dim": 2048,
+        "proj_output_dim": 2048,
+        "sim_loss_weight": 25.0,
+        "var_loss_weight": 25.0,
+        "cov_loss_weight": 1.0,
+    },
+    "manifoldclr": {
+        "proj_hidden_dim": 1024,
+        "proj_output_dim": 128,
+        "dictionary_size": 32,
+        "block_dim": 16,
+        "vi_hidden_dim": 512,
+        "max_elbo_samples": 4,
+        "prior_warmup_steps": 0,
+        "max_elbo_start_step": 0,
+    },
 }
 DEFAULT_METHODS = ("clamp", "clamp_percrop", "simclr", "byol", "vicreg")
 SOLO_METHOD = {"clamp_percrop": "clamp"}
@@ -89,9 +105,13 @@ LOSS_FUNCTIONS = {
     "vicreg": ("solo.methods.vicreg", "vicreg_loss_func"),
     "manifoldclr": ("solo_clamp.losses.manifoldclr", "ManifoldCLRLoss.forward"),
 }
-OPTIMIZER = {"name": "lars", "lr": 0.3, "classifier_lr": 0.1, "weight_decay": 1e-5,
-             "kwargs": {"momentum": 0.9, "eta": 0.02, "clip_lr": True,
-                        "exclude_bias_n_norm": True}}
+OPTIMIZER = {
+    "name": "lars",
+    "lr": 0.3,
+    "classifier_lr": 0.1,
+    "weight_decay": 1e-5,
+    "kwargs": {"momentum": 0.9, "eta": 0.02, "clip_lr": True, "exclude_bias_n_norm": True},
+}
 TWO_CROP_METHODS = ("byol", "vicreg", "manifoldclr")
 MOMENTUM_METHODS = ("byol",)
 DATASETS = ("cifar10", "cifar100", "stl10", "imagenet100", "imagenet")
@@ -99,8 +119,14 @@ DATASETS = ("cifar10", "cifar100", "stl10", "imagenet100", "imagenet")
 NUM_CLASSES = 10
 
 
-def make_cfg(method: str, crops: int, batch_size: int, crop_size: int, dataset: str,
-             backbone: str = "resnet18"):
+def make_cfg(
+    method: str,
+    crops: int,
+    batch_size: int,
+    crop_size: int,
+    dataset: str,
+    backbone: str = "resnet18",
+):
     """The parsed pretraining cfg of a benchmark entry, built as ``solo-clamp compare`` builds
     its runs' cfgs (the same LARS optimizer for every method, no learning-rate schedule)."""
     from omegaconf import OmegaConf
@@ -113,17 +139,26 @@ def make_cfg(method: str, crops: int, batch_size: int, crop_size: int, dataset: 
     recipe: dict[str, Any] = {"method_kwargs": METHOD_KWARGS[method], "optimizer": OPTIMIZER}
     if solo_method in MOMENTUM_METHODS:
         recipe["momentum"] = {"base_tau": 0.99, "final_tau": 1.0}
-    comparison = OmegaConf.create({
-        "dataset": dataset,
-        "data": {"num_workers": 0},
-        "backbone": {"name": backbone, "kwargs": {}},
-        "augmentations": [{"crop_size": crop_size}],
-        "scheduler": {"name": "none"},
-        "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
-        "recipes": {solo_method: recipe},
-    })
-    spec = RunSpec(solo_method, budget="bench", seed=0, views=crops, steps=1, steps_per_epoch=1,
-                   batch_size=batch_size)
+    comparison = OmegaConf.create(
+        {
+            "dataset": dataset,
+            "data": {"num_workers": 0},
+            "backbone": {"name": backbone, "kwargs": {}},
+            "augmentations": [{"crop_size": crop_size}],
+            "scheduler": {"name": "none"},
+            "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
+            "recipes": {solo_method: recipe},
+        }
+    )
+    spec = RunSpec(
+        solo_method,
+        budget="bench",
+        seed=0,
+        views=crops,
+        steps=1,
+        steps_per_epoch=1,
+        batch_size=batch_size,
+    )
     data = ComparisonData(name=dataset, solo_dataset=dataset, train_path="unused", val_path="")
     return parse(build_solo_cfg(comparison, spec, data))
 
@@ -166,8 +201,10 @@ class LossRecorder:
 
         best = float("inf")
         for _ in range(reps):
-            calls = [([copy(a) for a in args], {k: copy(v) for k, v in kw.items()})
-                     for args, kw in self.calls]
+            calls = [
+                ([copy(a) for a in args], {k: copy(v) for k, v in kw.items()})
+                for args, kw in self.calls
+            ]
             start = time.perf_counter()
             total = 0.0
             for args, kw in calls:
@@ -218,8 +255,15 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def build_runner(method: str, batch_size: int, views: int, crop_size: int,
-                 dataset: str, backbone: str = "resnet18", device: str = "cpu") -> Runner:
+def build_runner(
+    method: str,
+    batch_size: int,
+    views: int,
+    crop_size: int,
+    dataset: str,
+    backbone: str = "resnet18",
+    device: str = "cpu",
+) -> Runner:
     """Builds a method from solo's registry (on ``device``), its LARS optimizer and a random
     batch."""
     from solo.methods import METHODS
@@ -230,14 +274,16 @@ def build_runner(method: str, batch_size: int, views: int, crop_size: int,
     images = batch_size * views // crops
     torch.manual_seed(0)
     model = METHODS[SOLO_METHOD.get(method, method)](
-        make_cfg(method, crops, images, crop_size, dataset, backbone))
+        make_cfg(method, crops, images, crop_size, dataset, backbone)
+    )
     model.to(device).train()
     optimizer = model.configure_optimizers()
     if isinstance(optimizer, (list, tuple)):
         optimizer = optimizer[0][0]
     gen = torch.Generator().manual_seed(1)
-    crops_x = [torch.randn(images, 3, crop_size, crop_size, generator=gen).to(device)
-               for _ in range(crops)]
+    crops_x = [
+        torch.randn(images, 3, crop_size, crop_size, generator=gen).to(device) for _ in range(crops)
+    ]
     targets = torch.randint(0, NUM_CLASSES, (images,), generator=gen).to(device)
     batch = [torch.arange(images, device=device), crops_x, targets]
     return Runner(method, model, optimizer, batch, images * crops, images, crops)
@@ -250,12 +296,20 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--views", type=int, default=4, help="views per image (even)")
     parser.add_argument("--steps", type=int, help="timed steps per method")
     parser.add_argument("--crop-size", type=int, default=32)
-    parser.add_argument("--dataset", default="cifar10", choices=DATASETS,
-                        help="cifar10/cifar100 give resnet18 its CIFAR stem; else ImageNet's")
+    parser.add_argument(
+        "--dataset",
+        default="cifar10",
+        choices=DATASETS,
+        help="cifar10/cifar100 give resnet18 its CIFAR stem; else ImageNet's",
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--methods", nargs="+", choices=tuple(METHOD_KWARGS),
-                        default=list(DEFAULT_METHODS),
-                        help=f"default: {' '.join(DEFAULT_METHODS)}; also manifoldclr")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=tuple(METHOD_KWARGS),
+        default=list(DEFAULT_METHODS),
+        help=f"default: {' '.join(DEFAULT_METHODS)}; also manifoldclr",
+    )
     parser.add_argument("--json", type=Path, help="write the records here")
     args = parser.parse_args(argv)
     args.batch = args.batch or (8 if args.quick else 32)
@@ -286,8 +340,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     logging.getLogger().setLevel(logging.ERROR)  # solo's scheduler_interval warning
     warnings.filterwarnings("ignore", message=".*self.log.*")
 
-    runners = [build_runner(m, args.batch, args.views, args.crop_size, args.dataset)
-               for m in args.methods]
+    runners = [
+        build_runner(m, args.batch, args.views, args.crop_size, args.dataset) for m in args.methods
+    ]
     total = len(runners) * (args.steps + 1)
     with tqdm(total=total, desc="train steps", unit="step") as bar:
         for runner in runners:  # warm-up step, not timed
@@ -303,18 +358,20 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     records = []
     for runner in runners:
         step = min(runner.step_seconds)
-        records.append({
-            "method": runner.method,
-            "images_per_step": runner.images,
-            "crops": runner.crops,
-            "views_per_step": runner.views_per_step,
-            "step_ms": 1e3 * step,
-            "cpu_ms": 1e3 * min(runner.cpu_seconds),
-            "views_per_s": runner.views_per_step / step,
-            "images_per_s": runner.images / step,
-            "loss_ms": 1e3 * runner.loss_seconds,
-            "loss_fraction": runner.loss_seconds / step,
-        })
+        records.append(
+            {
+                "method": runner.method,
+                "images_per_step": runner.images,
+                "crops": runner.crops,
+                "views_per_step": runner.views_per_step,
+                "step_ms": 1e3 * step,
+                "cpu_ms": 1e3 * min(runner.cpu_seconds),
+                "views_per_s": runner.views_per_step / step,
+                "images_per_s": runner.images / step,
+                "loss_ms": 1e3 * runner.loss_seconds,
+                "loss_fraction": runner.loss_seconds / step,
+            }
+        )
     print(format_table(records, args))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -324,24 +381,32 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
 
 def format_table(records: list[dict], args: argparse.Namespace) -> str:
     base = next((r for r in records if r["method"] == "simclr"), None)
-    lines = [f"resnet18 ({args.dataset} stem), {args.crop_size} px, {args.views} views x "
-             f"{args.batch} images (2-crop methods: 2 x {args.batch * args.views // 2}), "
-             f"threads={args.threads}, torch={torch.__version__}",
-             f"{'method':<14}{'crops x imgs':>14}{'step ms':>10}{'cpu ms':>10}{'views/s':>10}"
-             f"{'vs simclr':>11}{'loss ms':>10}{'loss %':>8}"]
+    lines = [
+        f"resnet18 ({args.dataset} stem), {args.crop_size} px, {args.views} views x "
+        f"{args.batch} images (2-crop methods: 2 x {args.batch * args.views // 2}), "
+        f"threads={args.threads}, torch={torch.__version__}",
+        f"{'method':<14}{'crops x imgs':>14}{'step ms':>10}{'cpu ms':>10}{'views/s':>10}"
+        f"{'vs simclr':>11}{'loss ms':>10}{'loss %':>8}",
+    ]
     for rec in records:
         ratio = f"{rec['views_per_s'] / base['views_per_s']:.3f}" if base else "-"
-        lines.append(f"{rec['method']:<14}{rec['crops']:>5} x {rec['images_per_step']:<6}"
-                     f"{rec['step_ms']:>10.0f}{rec['cpu_ms']:>10.0f}"
-                     f"{rec['views_per_s']:>10.1f}{ratio:>11}"
-                     f"{rec['loss_ms']:>10.2f}{100 * rec['loss_fraction']:>7.2f}%")
+        lines.append(
+            f"{rec['method']:<14}{rec['crops']:>5} x {rec['images_per_step']:<6}"
+            f"{rec['step_ms']:>10.0f}{rec['cpu_ms']:>10.0f}"
+            f"{rec['views_per_s']:>10.1f}{ratio:>11}"
+            f"{rec['loss_ms']:>10.2f}{100 * rec['loss_fraction']:>7.2f}%"
+        )
     manifoldclr = next((r for r in records if r["method"] == "manifoldclr"), None)
     if base and manifoldclr:
-        same = (manifoldclr["crops"], manifoldclr["images_per_step"]) == \
-            (base["crops"], base["images_per_step"])
+        same = (manifoldclr["crops"], manifoldclr["images_per_step"]) == (
+            base["crops"],
+            base["images_per_step"],
+        )
         batch = "same batch" if same else "same views per step (--views 2: same batch)"
-        lines.append(f"manifoldclr / simclr step time, {batch}: "
-                     f"{manifoldclr['step_ms'] / base['step_ms']:.2f}x")
+        lines.append(
+            f"manifoldclr / simclr step time, {batch}: "
+            f"{manifoldclr['step_ms'] / base['step_ms']:.2f}x"
+        )
     return "\n".join(lines)
 
 

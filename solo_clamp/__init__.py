@@ -17,7 +17,7 @@ from solo_clamp.version import __version__
 SOLO_MISSING_MESSAGE = (
     "solo-learn is not installed. It is not on PyPI (>= 1.0.6): the `solo` extra installs it "
     "from GitHub at the tested commit; from the solo-clamp repository, run "
-    "`PIP_CONSTRAINT=constraints.txt pip install -e \".[solo]\"` (solo-learn's build needs "
+    '`PIP_CONSTRAINT=constraints.txt pip install -e ".[solo]"` (solo-learn\'s build needs '
     "setuptools<81)."
 )
 _LOSS_FUNCTIONS = ("clamp_loss_func", "clamp_loss_and_stats")

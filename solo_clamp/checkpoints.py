@@ -56,17 +56,38 @@ def checkpoint_safe_globals() -> list[Any]:
     import pathlib
     import typing
 
-    allowed: list[Any] = [typing.Any, dict, list, tuple, set, int, float, str, bool,
-                          collections.defaultdict, collections.OrderedDict,
-                          pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath,
-                          pathlib.PureWindowsPath]
+    allowed: list[Any] = [
+        typing.Any,
+        dict,
+        list,
+        tuple,
+        set,
+        int,
+        float,
+        str,
+        bool,
+        collections.defaultdict,
+        collections.OrderedDict,
+        pathlib.PosixPath,
+        pathlib.PurePosixPath,
+        pathlib.WindowsPath,
+        pathlib.PureWindowsPath,
+    ]
     try:
         from omegaconf import base, dictconfig, listconfig, nodes
     except ImportError:
         return allowed
-    return allowed + [dictconfig.DictConfig, listconfig.ListConfig, base.ContainerMetadata,
-                      base.Metadata, nodes.AnyNode, nodes.StringNode, nodes.IntegerNode,
-                      nodes.FloatNode, nodes.BooleanNode]
+    return allowed + [
+        dictconfig.DictConfig,
+        listconfig.ListConfig,
+        base.ContainerMetadata,
+        base.Metadata,
+        nodes.AnyNode,
+        nodes.StringNode,
+        nodes.IntegerNode,
+        nodes.FloatNode,
+        nodes.BooleanNode,
+    ]
 
 
 def resolve_checkpoint(path: os.PathLike) -> Path:

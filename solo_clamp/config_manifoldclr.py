@@ -104,8 +104,10 @@ def check_manifoldclr_kwargs(kwargs: DictConfig | dict | None, num_views: int) -
     for name in _NON_NEGATIVE:
         _number(kwargs, name, strictly_positive=False)
     shift_prior = kwargs.shift_prior
-    if isinstance(shift_prior, bool) or not isinstance(shift_prior, (int, float)) or not (
-        math.isfinite(shift_prior)
+    if (
+        isinstance(shift_prior, bool)
+        or not isinstance(shift_prior, (int, float))
+        or not (math.isfinite(shift_prior))
     ):
         raise ValueError(f"{_field('shift_prior')} must be a finite number, got {shift_prior!r}.")
     for name in _CLIPS:

@@ -92,8 +92,13 @@ def tiny_comparison_config(image_folder_factory, train_per_class: int, **fields)
     return {
         "base": str(compare.CONFIG_DIR / "fashion_mnist.yaml"),
         "dataset": "image_folder",
-        "data": {"train_path": str(train), "val_path": str(val), "num_workers": 0,
-                 "train_per_class": None, "val_per_class": None},
+        "data": {
+            "train_path": str(train),
+            "val_path": str(val),
+            "num_workers": 0,
+            "train_per_class": None,
+            "val_per_class": None,
+        },
         "augmentations": augmentations,
         "methods": ["clamp", "simclr"],
         "batch_size": 8,

@@ -43,41 +43,94 @@ def _ints(values: Optional[list[str]], flag: str) -> Optional[list[int]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default=None,
-                        help="fashion_mnist (default), mnist, cifar10, cifar100 or imagenet100: "
-                             "picks scripts/compare/<dataset>.yaml unless --config is given")
-    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
-                        help="a comparison config (default: scripts/compare/<dataset>.yaml)")
-    parser.add_argument("--methods", nargs="+", default=None, metavar="M",
-                        help="methods with a recipe in the config, e.g. clamp simclr manifoldclr")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="fashion_mnist (default), mnist, cifar10, cifar100 or imagenet100: "
+        "picks scripts/compare/<dataset>.yaml unless --config is given",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="a comparison config (default: scripts/compare/<dataset>.yaml)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="M",
+        help="methods with a recipe in the config, e.g. clamp simclr manifoldclr",
+    )
     parser.add_argument("--seeds", nargs="+", default=None, metavar="S", help="e.g. 0 1")
-    parser.add_argument("--budget", choices=BUDGET_CHOICES, default=None,
-                        help="equal_epochs, equal_compute or both (default: the config's)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs of the equal_epochs budget (and reference of equal_compute)")
-    parser.add_argument("--train-per-class", type=int, default=None, metavar="N",
-                        help="training images per class (MNIST / Fashion-MNIST)")
-    parser.add_argument("--views", type=int, default=None,
-                        help="CLAMP's views per image (default: the config's)")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="run directory (default: runs/compare-<dataset>[-quick])")
-    parser.add_argument("--set", nargs="+", default=None, metavar="KEY=VALUE", dest="overrides",
-                        help="override any existing config field (OmegaConf dotted keys), e.g. "
-                             "recipes.clamp.method_kwargs.rs=5 recipes.clamp.optimizer.lr=0.5; "
-                             "applied after the other flags")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny smoke setting: 16 images per class, 2 epochs, batch 16, 1 seed")
-    parser.add_argument("--tune-only", action="store_true",
-                        help="stop after the tuning trials (validation scores beside the "
-                             "validation floors, in tuning.md); no final runs, no test split")
+    parser.add_argument(
+        "--budget",
+        choices=BUDGET_CHOICES,
+        default=None,
+        help="equal_epochs, equal_compute or both (default: the config's)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of the equal_epochs budget (and reference of equal_compute)",
+    )
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=None,
+        metavar="N",
+        help="training images per class (MNIST / Fashion-MNIST)",
+    )
+    parser.add_argument(
+        "--views", type=int, default=None, help="CLAMP's views per image (default: the config's)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run directory (default: runs/compare-<dataset>[-quick])",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override any existing config field (OmegaConf dotted keys), e.g. "
+        "recipes.clamp.method_kwargs.rs=5 recipes.clamp.optimizer.lr=0.5; "
+        "applied after the other flags",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny smoke setting: 16 images per class, 2 epochs, batch 16, 1 seed",
+    )
+    parser.add_argument(
+        "--tune-only",
+        action="store_true",
+        help="stop after the tuning trials (validation scores beside the "
+        "validation floors, in tuning.md); no final runs, no test split",
+    )
     instead = parser.add_mutually_exclusive_group()
-    instead.add_argument("--estimate", type=int, nargs="?", const=4, default=None,
-                         metavar="STEPS",
-                         help="time STEPS training steps per method (default 4) and print the "
-                              "plan's projected duration instead of running it")
-    instead.add_argument("--configs-only", action="store_true",
-                         help="write compare_config.yaml and every run's exact solo-learn cfg "
-                              "(runs/<run>/config.yaml) into --out and exit without training")
+    instead.add_argument(
+        "--estimate",
+        type=int,
+        nargs="?",
+        const=4,
+        default=None,
+        metavar="STEPS",
+        help="time STEPS training steps per method (default 4) and print the "
+        "plan's projected duration instead of running it",
+    )
+    instead.add_argument(
+        "--configs-only",
+        action="store_true",
+        help="write compare_config.yaml and every run's exact solo-learn cfg "
+        "(runs/<run>/config.yaml) into --out and exit without training",
+    )
 
 
 def apply_overrides(cfg, overrides: list[str]) -> None:
@@ -96,9 +149,7 @@ def apply_overrides(cfg, overrides: list[str]) -> None:
             node = OmegaConf.select(cfg, parent) if parent else cfg
             known = sorted(node.keys()) if hasattr(node, "keys") else []
             where = f" under {parent!r}" if parent else ""
-            raise CommandError(
-                f"--set: the config has no field {key!r}; fields{where}: {known}."
-            )
+            raise CommandError(f"--set: the config has no field {key!r}; fields{where}: {known}.")
         # update (not a dotlist merge) so that a list index such as augmentations.0.* works
         OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"value={value}"]).value, merge=True)
 
@@ -147,8 +198,7 @@ def _quiet() -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger().addFilter(_DropMessage())
-    for pattern in (".*does not have many workers.*", ".*no `val_dataloader`.*",
-                    ".*LeafSpec.*"):
+    for pattern in (".*does not have many workers.*", ".*no `val_dataloader`.*", ".*LeafSpec.*"):
         warnings.filterwarnings("ignore", pattern)
 
 
@@ -166,20 +216,28 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--estimate takes at least 2 steps, got {args.estimate}.")
             report = compare.estimate(cfg, steps=args.estimate)
             ref = report["reference_images_per_s"]
-            print(f"reference: backbone forward+backward {ref[0]:.0f} -> {ref[-1]:.0f} images/s "
-                  f"(before -> after); evaluation forward "
-                  f"{report['forward_images_per_s']:.0f} images/s")
+            print(
+                f"reference: backbone forward+backward {ref[0]:.0f} -> {ref[-1]:.0f} images/s "
+                f"(before -> after); evaluation forward "
+                f"{report['forward_images_per_s']:.0f} images/s"
+            )
             for method, cost in report["relative_cost"].items():
-                print(f"  {method}: {report['seconds_per_step'][method]:.2f} s/step, "
-                      f"{cost:.2f}x the reference time for its views")
+                print(
+                    f"  {method}: {report['seconds_per_step'][method]:.2f} s/step, "
+                    f"{cost:.2f}x the reference time for its views"
+                )
             if report["trials"]:
-                print(f"tuning: {len(report['trials'])} trial(s) of "
-                      f"{report['trials'][0]['steps']} steps, "
-                      f"~{report['tuning_s'] / 60:.1f} min in all")
+                print(
+                    f"tuning: {len(report['trials'])} trial(s) of "
+                    f"{report['trials'][0]['steps']} steps, "
+                    f"~{report['tuning_s'] / 60:.1f} min in all"
+                )
             for row in report["runs"]:
                 print(f"  {row['run_id']}: {row['steps']} steps, ~{row['seconds'] / 60:.1f} min")
-            print(f"floors: ~{report['floors_s'] / 60:.1f} min; projected total at this speed: "
-                  f"~{report['total_s'] / 60:.0f} min (scales inversely with the reference)")
+            print(
+                f"floors: ~{report['floors_s'] / 60:.1f} min; projected total at this speed: "
+                f"~{report['total_s'] / 60:.0f} min (scales inversely with the reference)"
+            )
             return 0
         out = args.out or Path("runs") / f"compare-{cfg.dataset}{'-quick' if cfg.quick else ''}"
         if args.configs_only:
@@ -193,8 +251,10 @@ def run(args: argparse.Namespace) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     if summary.tuning is not None:
-        print(f"tuning: trained {len(summary.tuning.trained)} trial(s), skipped "
-              f"{len(summary.tuning.skipped)} finished")
+        print(
+            f"tuning: trained {len(summary.tuning.trained)} trial(s), skipped "
+            f"{len(summary.tuning.skipped)} finished"
+        )
     print(f"trained {len(summary.trained)} run(s), skipped {len(summary.skipped)} finished")
     for path in summary.files:
         print(f"  {path}")

@@ -16,26 +16,47 @@ from solo_clamp.commands import CommandError
 TARGETS = ("torchvision", "timm", "detectron2")
 LOADING = {
     "torchvision": "torchvision.models.{name}().load_state_dict(torch.load('{out}'), "
-                   "strict=False)  # only fc.* missing",
+    "strict=False)  # only fc.* missing",
     "timm": "timm.create_model('{name}', pretrained=True, num_classes=0, "
-            "pretrained_cfg_overlay=dict(file='{out}'))",
+    "pretrained_cfg_overlay=dict(file='{out}'))",
     "detectron2": "MODEL.WEIGHTS {out}",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="a .ckpt file, a run directory (newest .ckpt, "
-                        "args.json beside it) or a zoo model name")
-    parser.add_argument("--to", required=True, choices=TARGETS, dest="target",
-                        help="the library that will load the weights")
-    parser.add_argument("--out", required=True, type=Path, metavar="PATH",
-                        help="output file (.pth for torchvision, .safetensors for timm, "
-                             ".pkl for detectron2)")
-    parser.add_argument("--index", type=Path, default=None, metavar="PATH",
-                        help="zoo manifest for a zoo name (default: $SOLO_CLAMP_ZOO_INDEX, "
-                             "else the shipped one)")
-    parser.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
-                        help="zoo download cache (default: $SOLO_CLAMP_CACHE, else the OS cache)")
+    parser.add_argument(
+        "source",
+        help="a .ckpt file, a run directory (newest .ckpt, "
+        "args.json beside it) or a zoo model name",
+    )
+    parser.add_argument(
+        "--to",
+        required=True,
+        choices=TARGETS,
+        dest="target",
+        help="the library that will load the weights",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="output file (.pth for torchvision, .safetensors for timm, .pkl for detectron2)",
+    )
+    parser.add_argument(
+        "--index",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="zoo manifest for a zoo name (default: $SOLO_CLAMP_ZOO_INDEX, else the shipped one)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="zoo download cache (default: $SOLO_CLAMP_CACHE, else the OS cache)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = resolve_backbone(args.source, index=args.index, cache=args.cache_dir)
         spec = source.spec
-        out = write_export(source.state, spec.name, spec.cifar_stem, args.target, args.out,
-                           spec.kwargs)
+        out = write_export(
+            source.state, spec.name, spec.cifar_stem, args.target, args.out, spec.kwargs
+        )
     except (CheckpointError, ExportError, ZooError) as err:
         raise CommandError(str(err)) from err
-    print(f"{source.origin} ({spec.name}, pretrained on {source.dataset}) -> {out} "
-          f"[{args.target}]")
+    print(f"{source.origin} ({spec.name}, pretrained on {source.dataset}) -> {out} [{args.target}]")
     print("load it with: " + LOADING[args.target].format(name=spec.name, out=out))
     if args.target == "detectron2":
         norm = source.normalisation

@@ -22,7 +22,7 @@ def add_config_arguments(
         "--config-path",
         default=default_path,
         help=f"config directory: absolute, relative to the current directory, or one of the "
-             f"shipped scripts/{kind}/ folders (default: {default_path})",
+        f"shipped scripts/{kind}/ folders (default: {default_path})",
     )
     parser.add_argument(
         "--config-name",

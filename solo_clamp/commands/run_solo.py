@@ -16,8 +16,9 @@ from solo_clamp.commands.hydra_config import require_solo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", help="path of a solo-learn program, e.g. solo-learn/main_knn.py")
-    parser.add_argument("script_args", nargs=argparse.REMAINDER,
-                        help="arguments passed to the program unchanged")
+    parser.add_argument(
+        "script_args", nargs=argparse.REMAINDER, help="arguments passed to the program unchanged"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,14 +26,24 @@ ACTIONS = ("list", "info", "download", "load", "verify", "publish")
 
 
 def _add_index(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--index", type=Path, default=default, metavar="PATH",
-                        help="the zoo manifest (default: $SOLO_CLAMP_ZOO_INDEX, else the "
-                             "repository's zoo/index.yaml)")
+    parser.add_argument(
+        "--index",
+        type=Path,
+        default=default,
+        metavar="PATH",
+        help="the zoo manifest (default: $SOLO_CLAMP_ZOO_INDEX, else the "
+        "repository's zoo/index.yaml)",
+    )
 
 
 def _add_cache(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
-                        help="download cache (default: $SOLO_CLAMP_CACHE, else the OS cache)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="download cache (default: $SOLO_CLAMP_CACHE, else the OS cache)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -81,30 +91,66 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_index(sub, argparse.SUPPRESS)
 
     sub = actions.add_parser("publish", help="add a pretrain checkpoint to the zoo")
-    sub.add_argument("ckpt", type=Path, help="Lightning .ckpt with args.json beside it "
-                     "(or a run directory: its newest .ckpt)")
+    sub.add_argument(
+        "ckpt",
+        type=Path,
+        help="Lightning .ckpt with args.json beside it (or a run directory: its newest .ckpt)",
+    )
     sub.add_argument("--name", required=True, help="model name ([a-z0-9][a-z0-9._-]*)")
-    sub.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16",
-                     help="stored precision (default: fp16)")
-    sub.add_argument("--out", type=Path, default=None, metavar="DIR",
-                     help="where the weights go (default: the manifest's folder)")
-    sub.add_argument("--args", type=Path, default=None, metavar="PATH",
-                     help="the training cfg (default: args.json beside the checkpoint)")
-    sub.add_argument("--epochs", type=int, default=None,
-                     help="epochs trained (default: from '-ep=N' in the name, else max_epochs)")
+    sub.add_argument(
+        "--dtype", choices=("fp16", "fp32"), default="fp16", help="stored precision (default: fp16)"
+    )
+    sub.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the weights go (default: the manifest's folder)",
+    )
+    sub.add_argument(
+        "--args",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the training cfg (default: args.json beside the checkpoint)",
+    )
+    sub.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs trained (default: from '-ep=N' in the name, else max_epochs)",
+    )
     for kind in ("knn", "linear"):
-        sub.add_argument(f"--{kind}-top1", type=_percent, default=None, metavar="X",
-                         help=f"{kind} top-1 accuracy in percent")
-        sub.add_argument(f"--{kind}-command", default=None, metavar="CMD",
-                         help=f"the command that measured --{kind}-top1")
-    sub.add_argument("--source", action="append", default=[], metavar="URL",
-                     help="https:// URL the file will be downloadable from (repeatable)")
+        sub.add_argument(
+            f"--{kind}-top1",
+            type=_percent,
+            default=None,
+            metavar="X",
+            help=f"{kind} top-1 accuracy in percent",
+        )
+        sub.add_argument(
+            f"--{kind}-command",
+            default=None,
+            metavar="CMD",
+            help=f"the command that measured --{kind}-top1",
+        )
+    sub.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="https:// URL the file will be downloadable from (repeatable)",
+    )
     sub.add_argument("--hf-repo", default=None, help="Hugging Face repo holding the file")
     sub.add_argument("--hf-filename", default=None, help="file name in --hf-repo")
-    sub.add_argument("--overwrite", action="store_true",
-                     help="replace an entry / weights file of the same name")
-    sub.add_argument("--no-check", action="store_true",
-                     help="skip the strict test-load into a solo-learn backbone")
+    sub.add_argument(
+        "--overwrite", action="store_true", help="replace an entry / weights file of the same name"
+    )
+    sub.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the strict test-load into a solo-learn backbone",
+    )
     _add_index(sub, argparse.SUPPRESS)
 
 
@@ -130,12 +176,31 @@ def _list(args: argparse.Namespace) -> int:
     if not idx.entries:
         print(f"no models in {idx.path}")
         return 0
-    header = ("name", "method", "backbone", "dataset", "epochs", "views", "knn", "linear",
-              "MB", "where")
+    header = (
+        "name",
+        "method",
+        "backbone",
+        "dataset",
+        "epochs",
+        "views",
+        "knn",
+        "linear",
+        "MB",
+        "where",
+    )
     rows = [header] + [
-        (e.name, e.method, e.backbone.name, e.dataset, str(e.epochs), str(e.views),
-         _fmt_top1(e, "knn"), _fmt_top1(e, "linear"), f"{e.size / 2**20:.1f}",
-         _where(idx, e, None))
+        (
+            e.name,
+            e.method,
+            e.backbone.name,
+            e.dataset,
+            str(e.epochs),
+            str(e.views),
+            _fmt_top1(e, "knn"),
+            _fmt_top1(e, "linear"),
+            f"{e.size / 2**20:.1f}",
+            _where(idx, e, None),
+        )
         for e in idx.entries.values()
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -160,8 +225,7 @@ def _info(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     from solo_clamp import zoo
 
-    path = zoo.download(args.name, args.index, cache=args.cache_dir,
-                        progress=not args.no_progress)
+    path = zoo.download(args.name, args.index, cache=args.cache_dir, progress=not args.no_progress)
     print(path)
     return 0
 
@@ -174,8 +238,9 @@ def _load(args: argparse.Namespace) -> int:
     idx = zoo.load_index(args.index)
     entry = idx.get(args.name)
     try:
-        backbone = zoo.load(entry, idx, cache=args.cache_dir, device=args.device,
-                            progress=not args.no_progress)
+        backbone = zoo.load(
+            entry, idx, cache=args.cache_dir, device=args.device, progress=not args.no_progress
+        )
     except ModuleNotFoundError as err:
         raise CommandError(str(err)) from err
     size = 32
@@ -185,9 +250,11 @@ def _load(args: argparse.Namespace) -> int:
     with torch.no_grad():
         feats = backbone(torch.zeros(2, 3, size, size, device=args.device))
     params = sum(p.numel() for p in backbone.parameters())
-    print(f"{entry.name}: {type(backbone).__name__} ({entry.backbone.name}, "
-          f"cifar_stem={entry.backbone.cifar_stem}), {params / 1e6:.2f} M parameters, "
-          f"features {tuple(feats.shape[1:])} for {size}x{size} inputs")
+    print(
+        f"{entry.name}: {type(backbone).__name__} ({entry.backbone.name}, "
+        f"cifar_stem={entry.backbone.cifar_stem}), {params / 1e6:.2f} M parameters, "
+        f"features {tuple(feats.shape[1:])} for {size}x{size} inputs"
+    )
     return 0
 
 
@@ -222,8 +289,10 @@ def _publish(args: argparse.Namespace) -> int:
     for kind in ("knn", "linear"):
         top1, command = getattr(args, f"{kind}_top1"), getattr(args, f"{kind}_command")
         if (top1 is None) != (command is None):
-            raise CommandError(f"--{kind}-top1 and --{kind}-command go together: give both "
-                               "(the figure and the command that measured it) or neither.")
+            raise CommandError(
+                f"--{kind}-top1 and --{kind}-command go together: give both "
+                "(the figure and the command that measured it) or neither."
+            )
         if top1 is not None:
             evaluation[kind] = {"top1": top1, "command": command}
     sources: list[Any] = list(args.source)
@@ -234,20 +303,35 @@ def _publish(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise CommandError(f"--epochs must be >= 1, got {args.epochs}.")
     try:
-        entry = zoo.publish(args.ckpt, args.name, args.index, out_dir=args.out,
-                            dtype=args.dtype, args_path=args.args, epochs=args.epochs,
-                            evaluation=evaluation, sources=sources, overwrite=args.overwrite,
-                            check=not args.no_check)
+        entry = zoo.publish(
+            args.ckpt,
+            args.name,
+            args.index,
+            out_dir=args.out,
+            dtype=args.dtype,
+            args_path=args.args,
+            epochs=args.epochs,
+            evaluation=evaluation,
+            sources=sources,
+            overwrite=args.overwrite,
+            check=not args.no_check,
+        )
     except ModuleNotFoundError as err:
         raise CommandError(str(err)) from err
     index = args.index or zoo.default_index_path()
-    print(f"published {entry.name}: {entry.size} bytes, sha256={entry.sha256}, "
-          f"format={entry.format} -> {index}")
+    print(
+        f"published {entry.name}: {entry.size} bytes, sha256={entry.sha256}, "
+        f"format={entry.format} -> {index}"
+    )
     return 0
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "list": _list, "info": _info, "download": _download, "load": _load, "verify": _verify,
+    "list": _list,
+    "info": _info,
+    "download": _download,
+    "load": _load,
+    "verify": _verify,
     "publish": _publish,
 }
 

@@ -236,16 +236,22 @@ def build_probe(cfg: DictConfig, data: ComparisonData, validation: bool = False)
     batch_size = cfg.evaluation.batch_size
     if validation:
         bank = bank_indices(cfg, data, train_set.targets)
-        tensors = [*_load_tensors(train_set, bank, batch_size),
-                   *_load_tensors(train_set, list(data.held_out), batch_size)]
+        tensors = [
+            *_load_tensors(train_set, bank, batch_size),
+            *_load_tensors(train_set, list(data.held_out), batch_size),
+        ]
     else:
         per_class = cfg.curves.get("per_class")
         test_set = data.dataset("val", transform)
         tensors = [
-            *_load_tensors(train_set, stratified_indices(train_set.targets, per_class,
-                                                         data.held_out), batch_size),
-            *_load_tensors(test_set, stratified_indices(test_set.targets, per_class, ()),
-                           batch_size),
+            *_load_tensors(
+                train_set,
+                stratified_indices(train_set.targets, per_class, data.held_out),
+                batch_size,
+            ),
+            *_load_tensors(
+                test_set, stratified_indices(test_set.targets, per_class, ()), batch_size
+            ),
         ]
     ev = cfg.evaluation
     return KnnProbe(

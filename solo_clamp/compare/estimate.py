@@ -105,7 +105,8 @@ def _estimate(cfg: DictConfig, steps: int, log: Callable[[str], None]) -> dict[s
         )
         rows.append({"run_id": spec.run_id, "steps": spec.steps, "seconds": seconds})
     floor_images = (validation_images if cfg.tuning.enabled else 0) + (
-        0 if tune_only else eval_images)  # the validation floors, then the test floors
+        0 if tune_only else eval_images
+    )  # the validation floors, then the test floors
     floors_s = 2 * floor_images / forward_ips
     return {
         "seconds_per_step": per_step,

@@ -79,8 +79,13 @@ def floor_fingerprint(
         settings: list[Any] = [floor, "validation", _validation_settings(cfg, data), crop_size]
         seed = cfg.tuning.seed
     else:
-        settings = [floor, _eval_settings(cfg, data), crop_size, "probe",
-                    cfg.curves.get("per_class")]
+        settings = [
+            floor,
+            _eval_settings(cfg, data),
+            crop_size,
+            "probe",
+            cfg.curves.get("per_class"),
+        ]
         seed = cfg.floors.seed
     if floor == "untrained":
         settings += [_container(cfg.backbone), seed, cfg.methods[0]]

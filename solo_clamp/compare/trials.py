@@ -138,8 +138,10 @@ def run_tuning(
 
     specs = trial_specs(cfg, steps_per_epoch)
     outcome = TuningOutcome(specs, {}, {}, floors=validation_floors(cfg, data, out))
-    log("tuning: validation floors: " + ", ".join(
-        f"{name} {floor['val_knn_top1']:.2f}" for name, floor in outcome.floors.items()))
+    log(
+        "tuning: validation floors: "
+        + ", ".join(f"{name} {floor['val_knn_top1']:.2f}" for name, floor in outcome.floors.items())
+    )
     todo = []
     for spec in specs:
         done = finished_result(out / "tuning" / spec.run_id, run_fingerprint(cfg, spec, data))
@@ -195,8 +197,9 @@ def write_tuning_reports(
         if result is not None:
             chosen = outcome.selected.get(spec.method) == spec.setting
             rows.append({**result, "selected": chosen})
-    floor_rows = [{**floor, "status": "floor", "selected": False}
-                  for floor in outcome.floors.values()]
+    floor_rows = [
+        {**floor, "status": "floor", "selected": False} for floor in outcome.floors.values()
+    ]
     with atomic_path(out / "tuning.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=TUNING_COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -243,10 +246,16 @@ def write_tuning_reports(
     best = max((r["val_knn_top1"] for r in rows if r.get("status") == "ok"), default=None)
     if floor_rows and best is not None:
         top = max(r["val_knn_top1"] for r in floor_rows)
-        verdict = (f"**No trial is above both floors** (best trial {best:.2f} vs {top:.2f})."
-                   if best <= top else f"Best trial {best:.2f} vs the higher floor {top:.2f}.")
-        lines += ["", "Floors: raw pixels and the backbone every trial starts from, scored on "
-                  f"the same validation split. {verdict}"]
+        verdict = (
+            f"**No trial is above both floors** (best trial {best:.2f} vs {top:.2f})."
+            if best <= top
+            else f"Best trial {best:.2f} vs the higher floor {top:.2f}."
+        )
+        lines += [
+            "",
+            "Floors: raw pixels and the backbone every trial starts from, scored on "
+            f"the same validation split. {verdict}",
+        ]
     lines.append("")
     missing = [s.run_id for s in outcome.specs if s.run_id not in outcome.results]
     if missing:

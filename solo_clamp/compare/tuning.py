@@ -114,8 +114,10 @@ def validate_tuning(cfg: DictConfig) -> None:
             raise ValueError(f"tuning.{flag} must be true or false, got {tuning.get(flag)!r}.")
     if not tuning.enabled:
         if tuning.get("only", False):
-            raise ValueError("tuning.only=true (--tune-only) needs tuning.enabled=true: "
-                             "there is no tuning to stop after.")
+            raise ValueError(
+                "tuning.only=true (--tune-only) needs tuning.enabled=true: "
+                "there is no tuning to stop after."
+            )
         return
     _positive_int(tuning.get("val_per_class"), "tuning.val_per_class")
     _positive_int(tuning.get("epochs"), "tuning.epochs")

@@ -32,12 +32,14 @@ def stratified_draw(
             or a class with fewer than ``per_class`` images.
     """
     if (fraction is None) == (per_class is None):
-        raise ValueError("labels: give exactly one of labels.fraction and labels.per_class "
-                         "(or a labels.file).")
+        raise ValueError(
+            "labels: give exactly one of labels.fraction and labels.per_class (or a labels.file)."
+        )
     if fraction is not None and not 0 < fraction <= 1:
         raise ValueError(f"labels.fraction must be in (0, 1], got {fraction!r}.")
-    if per_class is not None and (isinstance(per_class, bool) or int(per_class) != per_class
-                                  or per_class < 1):
+    if per_class is not None and (
+        isinstance(per_class, bool) or int(per_class) != per_class or per_class < 1
+    ):
         raise ValueError(f"labels.per_class must be a positive integer, got {per_class!r}.")
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)

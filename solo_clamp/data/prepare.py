@@ -150,8 +150,9 @@ def _stratified_subset(
     return np.sort(np.concatenate(chosen))
 
 
-def _write_split(out: Path, images: np.ndarray, labels: np.ndarray, keep: np.ndarray,
-                 classes, desc: str) -> None:
+def _write_split(
+    out: Path, images: np.ndarray, labels: np.ndarray, keep: np.ndarray, classes, desc: str
+) -> None:
     """Writes ``images[keep]`` as ``out/<class>/<index in the idx file>.png``."""
     for class_name in classes:
         (out / class_name).mkdir(parents=True, exist_ok=True)

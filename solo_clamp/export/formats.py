@@ -145,8 +145,7 @@ def write_export(
     out = Path(out)
     if target == "detectron2" and out.suffix != ".pkl":
         raise ExportError(
-            f"--out {out}: detectron2 reads a pickled checkpoint only from a file ending in "
-            "'.pkl'."
+            f"--out {out}: detectron2 reads a pickled checkpoint only from a file ending in '.pkl'."
         )
     state = float32_state(state)
     check_torchvision_fit(name, state)

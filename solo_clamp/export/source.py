@@ -48,8 +48,10 @@ class PretrainedBackbone:
         from solo_clamp.zoo.weights import build_loaded
 
         return build_loaded(
-            self.spec, self.method, self.state, f"{self.origin}: the weights do not fit "
-            f"backbone {self.spec.name}"
+            self.spec,
+            self.method,
+            self.state,
+            f"{self.origin}: the weights do not fit backbone {self.spec.name}",
         )
 
 
@@ -70,8 +72,9 @@ def spec_from_cfg(cfg: Mapping[str, Any]) -> BackboneSpec:
     """The backbone recipe of a run cfg (``backbone.name``/``kwargs``, ``data.dataset``)."""
     name = str(cfg["backbone"]["name"])
     dataset = str(cfg.get("data", {}).get("dataset", ""))
-    return BackboneSpec(name, dict(cfg["backbone"].get("kwargs") or {}),
-                        uses_cifar_stem(name, dataset))
+    return BackboneSpec(
+        name, dict(cfg["backbone"].get("kwargs") or {}), uses_cifar_stem(name, dataset)
+    )
 
 
 def _from_checkpoint(path: Path, fallback_cfg: Optional[Mapping[str, Any]]) -> PretrainedBackbone:

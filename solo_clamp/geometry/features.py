@@ -38,9 +38,7 @@ def participation_ratio(feats: torch.Tensor) -> torch.Tensor:
     return (total.pow(2) / eigvals.pow(2).sum()).to(feats.dtype)
 
 
-def class_centroids(
-    feats: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def class_centroids(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean feature of every class.
 
     Args:

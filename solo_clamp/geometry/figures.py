@@ -72,8 +72,13 @@ def plot_submanifolds(
         "centroid distance, backbone (normalised)": (f_t, f_u),
     }
     panels = [
-        (title, {"trained": upper_pairs(centroid_distances(t)),
-                 "untrained": upper_pairs(centroid_distances(u))})
+        (
+            title,
+            {
+                "trained": upper_pairs(centroid_distances(t)),
+                "untrained": upper_pairs(centroid_distances(u)),
+            },
+        )
         for title, (t, u) in distances.items()
     ]
     histograms(out, "centroid_distances.png", panels, figures)

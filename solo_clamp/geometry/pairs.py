@@ -37,8 +37,10 @@ def upper_pairs(matrix: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B * (B - 1) / 2]``: ``matrix[i, j]`` for ``i < j``, in row-major order.
     """
-    if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2 or (
-        matrix.shape[0] != matrix.shape[1]
+    if (
+        not isinstance(matrix, torch.Tensor)
+        or matrix.dim() != 2
+        or (matrix.shape[0] != matrix.shape[1])
     ):
         raise ValueError(f"matrix must be a square 2-D tensor [B, B], got {shape_of(matrix)}.")
     rows, cols = torch.triu_indices(*matrix.shape, offset=1, device=matrix.device)

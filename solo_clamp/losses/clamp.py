@@ -335,7 +335,16 @@ def clamp_loss_func(
         >>> clamp_loss_func(z, num_views=16, rs=7.0).backward()
     """
     loss, _ = clamp_loss_and_stats(
-        z, num_views, rs, pot_pow, lw0, lw1, min_margin, max_range, gather, tile_size,
+        z,
+        num_views,
+        rs,
+        pot_pow,
+        lw0,
+        lw1,
+        min_margin,
+        max_range,
+        gather,
+        tile_size,
         ddp_gradient,
     )
     return loss

@@ -121,8 +121,10 @@ class ManifoldCLRLoss(nn.Module):
             raise ValueError(f"threshold must be >= 0, got {threshold!r}.")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}.")
-        if isinstance(max_elbo_samples, bool) or not isinstance(max_elbo_samples, int) or (
-            max_elbo_samples < 1
+        if (
+            isinstance(max_elbo_samples, bool)
+            or not isinstance(max_elbo_samples, int)
+            or (max_elbo_samples < 1)
         ):
             raise ValueError(f"max_elbo_samples must be an integer >= 1, got {max_elbo_samples!r}.")
         for name, weight in (
@@ -180,8 +182,12 @@ class ManifoldCLRLoss(nn.Module):
         noise = None
         if self.max_elbo_samples > 1 and step >= self.max_elbo_start_step:
             noise = max_elbo_noise(
-                posterior, self.transport, *pair, self.max_elbo_samples,
-                self.threshold, self.max_elbo_l1_penalty,
+                posterior,
+                self.transport,
+                *pair,
+                self.max_elbo_samples,
+                self.threshold,
+                self.max_elbo_l1_penalty,
             )
         c = laplace_sample(posterior, noise, self.threshold)
         transport_mse = F.mse_loss(self.transport(z0, c), pair[1].float())

@@ -85,8 +85,9 @@ def block_squared_distances(
         those close pairs (``close_rows`` relative to ``row_start``).
     """
     block = points[row_start : row_start + rows]
-    sq_dist = (sq_norms[row_start : row_start + rows, None] + sq_norms[None, :]
-               - 2.0 * (block @ points.T)).clamp_min(0)
+    sq_dist = (
+        sq_norms[row_start : row_start + rows, None] + sq_norms[None, :] - 2.0 * (block @ points.T)
+    ).clamp_min(0)
     close = sq_dist.detach() < CLOSE_SQ_DISTANCE
     local = torch.arange(rows, device=points.device)
     close[local, local + row_start] = False  # self-pairs never interact

@@ -268,8 +268,9 @@ def prior_augment(
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}.")
     if features.dim() != 2:
-        raise ValueError(f"features must be a 2-D tensor [N, d], got shape "
-                         f"{tuple(features.shape)}.")
+        raise ValueError(
+            f"features must be a 2-D tensor [N, d], got shape {tuple(features.shape)}."
+        )
     with torch.autocast(device_type=features.device.type, enabled=False):
         z = features.float()
         distribution = prior(z, step=prior.warmup_steps)

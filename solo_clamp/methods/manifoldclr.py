@@ -143,7 +143,8 @@ class ManifoldCLR(BaseMethod):
                 torch.nn.utils.clip_grad_norm_(params, max_norm)
         if gradient_clip_val:
             super().configure_gradient_clipping(
-                optimizer, gradient_clip_val=gradient_clip_val,
+                optimizer,
+                gradient_clip_val=gradient_clip_val,
                 gradient_clip_algorithm=gradient_clip_algorithm,
             )
 

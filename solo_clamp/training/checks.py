@@ -30,12 +30,17 @@ def check_simclr_kwargs(kwargs: DictConfig | dict | None, num_views: int) -> Dic
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"method_kwargs.{name} must be a positive integer, got {value!r}.")
     temperature = kwargs.get("temperature")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not temperature > 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not temperature > 0
+    ):
         raise ValueError(f"method_kwargs.temperature must be a number > 0, got {temperature!r}.")
     if num_views < 2:
-        raise ValueError("SimCLR contrasts views of an image: the sum of "
-                         f"augmentations[*].num_crops must be >= 2, got {num_views!r}.")
+        raise ValueError(
+            "SimCLR contrasts views of an image: the sum of "
+            f"augmentations[*].num_crops must be >= 2, got {num_views!r}."
+        )
     return kwargs
 
 
@@ -127,7 +132,8 @@ def _check_checkpoint_fields(cfg: DictConfig) -> None:
         )
     minutes = _get(cfg, "checkpoint.every_minutes")
     if minutes is not None and (
-        isinstance(minutes, bool) or not isinstance(minutes, (int, float))
+        isinstance(minutes, bool)
+        or not isinstance(minutes, (int, float))
         or not 0 < minutes < float("inf")
     ):
         raise ValueError(

@@ -59,8 +59,9 @@ def check_few_label_cfg(cfg: DictConfig) -> FewLabelSettings:
     per_class = _integer(labels.get("per_class", 5), "labels.per_class", 1)
     first_seed = _integer(labels.get("seed", 0), "labels.seed", 0)
     draws = _integer(cfg.get("draws", 5), "draws", 1)
-    samples = _integer((cfg.get("feature_augment") or {}).get("samples", 0),
-                       "feature_augment.samples", 0)
+    samples = _integer(
+        (cfg.get("feature_augment") or {}).get("samples", 0), "feature_augment.samples", 0
+    )
     floors = tuple(cfg.get("floors", list(FLOORS)) or ())
     unknown = [floor for floor in floors if floor not in FLOORS]
     if unknown:
@@ -70,12 +71,22 @@ def check_few_label_cfg(cfg: DictConfig) -> FewLabelSettings:
     lr, weight_decay = probe.get("lr", 1e-2), probe.get("weight_decay", 1e-5)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"probe.lr must be a number > 0, got {lr!r}.")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or (
-        weight_decay < 0
+    if (
+        isinstance(weight_decay, bool)
+        or not isinstance(weight_decay, (int, float))
+        or (weight_decay < 0)
     ):
         raise ValueError(f"probe.weight_decay must be a number >= 0, got {weight_decay!r}.")
-    return FewLabelSettings(per_class, draws, tuple(range(first_seed, first_seed + draws)),
-                            samples, floors, epochs, float(lr), float(weight_decay))
+    return FewLabelSettings(
+        per_class,
+        draws,
+        tuple(range(first_seed, first_seed + draws)),
+        samples,
+        floors,
+        epochs,
+        float(lr),
+        float(weight_decay),
+    )
 
 
 def check_feature_augment(samples: int, method: Optional[str], origin: str) -> None:
@@ -90,25 +101,36 @@ def check_feature_augment(samples: int, method: Optional[str], origin: str) -> N
         return
     why = None
     if method is None:
-        why = ("pretrained_feature_extractor is null: the untrained backbone has no transport "
-               "operators")
+        why = (
+            "pretrained_feature_extractor is null: the untrained backbone has no transport "
+            "operators"
+        )
     elif method != "manifoldclr":
-        why = (f"{origin} was pretrained with method {method!r}, which has no transport "
-               "operators (nor a coefficient prior)")
+        why = (
+            f"{origin} was pretrained with method {method!r}, which has no transport "
+            "operators (nor a coefficient prior)"
+        )
     elif origin.startswith("zoo:"):
-        why = (f"{origin} holds the backbone's weights only, not the transport operators: "
-               "give the ManifoldCLR run's .ckpt or run directory")
+        why = (
+            f"{origin} holds the backbone's weights only, not the transport operators: "
+            "give the ManifoldCLR run's .ckpt or run directory"
+        )
     if why:
-        raise ValueError(f"feature_augment.samples={samples} draws features from ManifoldCLR's "
-                         f"learned prior, but {why}; set feature_augment.samples=0.")
+        raise ValueError(
+            f"feature_augment.samples={samples} draws features from ManifoldCLR's "
+            f"learned prior, but {why}; set feature_augment.samples=0."
+        )
 
 
 def summarise(per_draw: Sequence[float]) -> dict[str, Any]:
     """``{"per_draw", "mean", "std"}`` of per-draw accuracies (std: the sample standard
     deviation, null for a single draw)."""
     values = [float(v) for v in per_draw]
-    return {"per_draw": values, "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else None}
+    return {
+        "per_draw": values,
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+    }
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
@@ -118,8 +140,9 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     for row in results.values():
         spread = "n/a" if row["std"] is None else f"{row['std']:.2f}"
         per_draw = ", ".join(f"{v:.2f}" for v in row["per_draw"])
-        lines.append(f"{row['description']:<{width}}  {row['mean']:>6.2f} ± {spread:>5}  "
-                     f"{per_draw}")
+        lines.append(
+            f"{row['description']:<{width}}  {row['mean']:>6.2f} ± {spread:>5}  {per_draw}"
+        )
     return "\n".join(lines)
 
 
@@ -130,8 +153,11 @@ def _apply_prepare_data(cfg: DictConfig) -> None:
     from solo_clamp.data import prepare_image_folder
 
     prepared = prepare_image_folder(
-        name=node.name, root=node.get("root", "datasets"), source=node.get("source"),
-        train_per_class=node.get("train_per_class"), val_per_class=node.get("val_per_class"),
+        name=node.name,
+        root=node.get("root", "datasets"),
+        source=node.get("source"),
+        train_per_class=node.get("train_per_class"),
+        val_per_class=node.get("val_per_class"),
         seed=node.get("seed", 0),
     )
     cfg.data.train_path, cfg.data.val_path = str(prepared.train), str(prepared.val)
@@ -167,8 +193,12 @@ def load_feature_augmenter(source):
 def _features(backbone, dataset, indices: Sequence[int], desc: str, cfg: DictConfig):
     from torch.utils.data import DataLoader, Subset
 
-    loader = DataLoader(Subset(dataset, list(indices)), batch_size=int(cfg.get("batch_size", 256)),
-                        shuffle=False, num_workers=int(cfg.data.get("num_workers", 0)))
+    loader = DataLoader(
+        Subset(dataset, list(indices)),
+        batch_size=int(cfg.get("batch_size", 256)),
+        shuffle=False,
+        num_workers=int(cfg.data.get("num_workers", 0)),
+    )
     return extract_features(backbone, loader, desc=desc)
 
 
@@ -194,17 +224,24 @@ def probe_draws(
 
     plain, augmented = [], []
     for seed, z, y in zip(settings.seeds, train_z, train_y):
-        probe = dict(epochs=settings.epochs, lr=settings.lr,
-                     weight_decay=settings.weight_decay, seed=seed)
+        probe = dict(
+            epochs=settings.epochs, lr=settings.lr, weight_decay=settings.weight_decay, seed=seed
+        )
         plain.append(linear_probe_accuracy(z, y, test_z, test_y, **probe))
         if augmenter is None:
             continue
-        extra = prior_augment(z, augmenter.transport, augmenter.prior, settings.samples,
-                              threshold=augmenter.threshold,
-                              generator=torch.Generator().manual_seed(seed))
+        extra = prior_augment(
+            z,
+            augmenter.transport,
+            augmenter.prior,
+            settings.samples,
+            threshold=augmenter.threshold,
+            generator=torch.Generator().manual_seed(seed),
+        )
         labels = torch.cat([y, y.repeat_interleave(settings.samples)])
-        augmented.append(linear_probe_accuracy(torch.cat([z, extra]), labels, test_z, test_y,
-                                               **probe))
+        augmented.append(
+            linear_probe_accuracy(torch.cat([z, extra]), labels, test_z, test_y, **probe)
+        )
     return plain, augmented
 
 
@@ -228,8 +265,9 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     OmegaConf.set_struct(cfg, False)
     settings = check_few_label_cfg(cfg)
     source = resolve_pretrained(cfg)
-    check_feature_augment(settings.samples, source and source.method,
-                          source.origin if source else "null")
+    check_feature_augment(
+        settings.samples, source and source.method, source.origin if source else "null"
+    )
     augmenter = load_feature_augmenter(source) if settings.samples else None
     _apply_prepare_data(cfg)
     seed = int(cfg.get("seed", 0))
@@ -239,8 +277,10 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     transform = eval_transform(aug.crop_size, aug.mean, aug.std)
     train_set = datasets.ImageFolder(str(cfg.data.train_path), transform)
     test_set = datasets.ImageFolder(str(cfg.data.val_path), transform)
-    draws = [stratified_draw(train_set.targets, per_class=settings.per_class, seed=s).tolist()
-             for s in settings.seeds]
+    draws = [
+        stratified_draw(train_set.targets, per_class=settings.per_class, seed=s).tolist()
+        for s in settings.seeds
+    ]
     labelled = sorted({i for draw in draws for i in draw})
     paths = [path for path, _ in train_set.samples]
     check_disjoint(paths, labelled, test_set)
@@ -255,16 +295,23 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
             extractors[floor] = (RawPixels(int(aug.crop_size)), FLOORS[floor])
         else:
             seed_everything(seed)
-            extractors[floor] = (build_backbone(source.spec, source.method),
-                                 f"untrained {source.spec.name} (seed {seed})")
+            extractors[floor] = (
+                build_backbone(source.spec, source.method),
+                f"untrained {source.spec.name} (seed {seed})",
+            )
     results: dict[str, dict[str, Any]] = {}
     with compute_threads(cfg):
         for key, (extractor, text) in extractors.items():
             train_z, train_y = _features(extractor, train_set, labelled, f"{key} labelled", cfg)
-            test_z, test_y = _features(extractor, test_set, range(len(test_set)),
-                                       f"{key} evaluation", cfg)
+            test_z, test_y = _features(
+                extractor, test_set, range(len(test_set)), f"{key} evaluation", cfg
+            )
             plain, augmented = probe_draws(
-                train_z[draw_rows], train_y[draw_rows], test_z, test_y, settings,
+                train_z[draw_rows],
+                train_y[draw_rows],
+                test_z,
+                test_y,
+                settings,
                 augmenter if key == "backbone" else None,
             )
             results[key] = {"description": text, **summarise(plain)}
@@ -276,7 +323,8 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
 
     names = relative_names(paths, train_set.root)
     run_dir = Path(str(cfg.get("output_dir", "trained_models/few_label"))) / (
-        Checkpointer.random_string())
+        Checkpointer.random_string()
+    )
     result = {
         "backbone": description,
         "method": source.method if source else None,
@@ -286,19 +334,29 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
         "seeds": list(settings.seeds),
         "training_images": len(train_set),
         "evaluation_images": len(test_set),
-        "probe": {"epochs": settings.epochs, "lr": settings.lr,
-                  "weight_decay": settings.weight_decay},
-        "feature_augment": {"samples": settings.samples,
-                            "threshold": augmenter.threshold if augmenter else None},
+        "probe": {
+            "epochs": settings.epochs,
+            "lr": settings.lr,
+            "weight_decay": settings.weight_decay,
+        },
+        "feature_augment": {
+            "samples": settings.samples,
+            "threshold": augmenter.threshold if augmenter else None,
+        },
         "results": results,
         "labelled": [[names[i] for i in draw] for draw in draws],
     }
     atomic_write_text(run_dir / "few_label.json", json.dumps(result, indent=2))
-    seeds = (f"{settings.draws} draws (seeds {settings.seeds[0]}-{settings.seeds[-1]})"
-             if settings.draws > 1 else f"1 draw (seed {settings.seeds[0]})")
-    print(f"few-label probes: {settings.per_class} labelled images per class "
-          f"({len(draws[0])} in all), {seeds}, scored on {len(test_set)} images of "
-          f"{cfg.data.val_path}")
+    seeds = (
+        f"{settings.draws} draws (seeds {settings.seeds[0]}-{settings.seeds[-1]})"
+        if settings.draws > 1
+        else f"1 draw (seed {settings.seeds[0]})"
+    )
+    print(
+        f"few-label probes: {settings.per_class} labelled images per class "
+        f"({len(draws[0])} in all), {seeds}, scored on {len(test_set)} images of "
+        f"{cfg.data.val_path}"
+    )
     print(f"probed: {description}")
     print(format_table(results))
     print(f"results: {run_dir / 'few_label.json'}")

@@ -63,11 +63,18 @@ def _fine_tune_model_class():
             self.backbone_lr_scale = backbone_lr_scale
 
         def configure_optimizers(self):
-            groups = [{"name": "classifier", "params": list(self.classifier.parameters()),
-                       "lr": self.lr}]
+            groups = [
+                {"name": "classifier", "params": list(self.classifier.parameters()), "lr": self.lr}
+            ]
             if self.finetune:
-                groups.insert(0, {"name": "backbone", "params": list(self.backbone.parameters()),
-                                  "lr": self.lr * self.backbone_lr_scale})
+                groups.insert(
+                    0,
+                    {
+                        "name": "backbone",
+                        "params": list(self.backbone.parameters()),
+                        "lr": self.lr * self.backbone_lr_scale,
+                    },
+                )
             if self.exclude_bias_n_norm_wd:
                 groups = remove_bias_and_norm_from_weight_decay(groups)
             optimizer = self._OPTIMIZERS[self.optimizer](
@@ -84,14 +91,19 @@ def check_finetune_cfg(cfg: DictConfig) -> float:
     """Checks the fine-tuning keys; returns ``optimizer.backbone_lr_scale``."""
     scale = cfg.optimizer.get("backbone_lr_scale", 0.05)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 1:
-        raise ValueError(f"optimizer.backbone_lr_scale must be a number in [0, 1] (0 freezes "
-                         f"the backbone), got {scale!r}.")
+        raise ValueError(
+            f"optimizer.backbone_lr_scale must be a number in [0, 1] (0 freezes "
+            f"the backbone), got {scale!r}."
+        )
     if cfg.scheduler.name not in ("cosine", "none"):
-        raise ValueError(f"scheduler.name must be 'cosine' (per epoch, as the official "
-                         f"fine-tuning) or 'none', got {cfg.scheduler.name!r}.")
+        raise ValueError(
+            f"scheduler.name must be 'cosine' (per epoch, as the official "
+            f"fine-tuning) or 'none', got {cfg.scheduler.name!r}."
+        )
     if cfg.optimizer.name not in ("sgd", "lars", "adam", "adamw"):
-        raise ValueError(f"optimizer.name must be one of sgd, lars, adam, adamw, "
-                         f"got {cfg.optimizer.name!r}.")
+        raise ValueError(
+            f"optimizer.name must be one of sgd, lars, adam, adamw, got {cfg.optimizer.name!r}."
+        )
     return float(scale)
 
 
@@ -99,18 +111,21 @@ def choose_labelled(cfg: DictConfig, names: list[str], labels: list[int], where:
     """Indices of the labelled images: ``labels.file`` if given, else the seeded draw."""
     node = cfg.get("labels")
     if node is None:
-        raise ValueError("labels: missing; give labels.fraction, labels.per_class or "
-                         "labels.file.")
+        raise ValueError("labels: missing; give labels.fraction, labels.per_class or labels.file.")
     if OmegaConf.is_missing(node, "file"):
-        raise ValueError("labels.file: give the list of labelled images (one path relative "
-                         "to the image folder per line, or SimCLR's 1percent.txt).")
+        raise ValueError(
+            "labels.file: give the list of labelled images (one path relative "
+            "to the image folder per line, or SimCLR's 1percent.txt)."
+        )
     if node.get("file"):
         if node.get("fraction") is not None or node.get("per_class") is not None:
-            raise ValueError("labels.file lists the images: set labels.fraction and "
-                             "labels.per_class to null.")
+            raise ValueError(
+                "labels.file lists the images: set labels.fraction and labels.per_class to null."
+            )
         return indices_of(read_subset_file(node.file), names, where)
-    draw = stratified_draw(labels, node.get("fraction"), node.get("per_class"),
-                           int(node.get("seed", 0)))
+    draw = stratified_draw(
+        labels, node.get("fraction"), node.get("per_class"), int(node.get("seed", 0))
+    )
     return [int(i) for i in draw]
 
 
@@ -134,8 +149,13 @@ def _loaders(cfg: DictConfig, train_set: Dataset, val_set: Dataset) -> tuple[Dat
     batch, workers = int(cfg.optimizer.batch_size), int(cfg.data.num_workers)
     # A last batch of one image breaks BatchNorm in training mode; a subset smaller than a
     # batch is kept whole.
-    train = DataLoader(train_set, batch_size=batch, shuffle=True, num_workers=workers,
-                       drop_last=len(train_set) > batch)
+    train = DataLoader(
+        train_set,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=len(train_set) > batch,
+    )
     val = DataLoader(val_set, batch_size=batch, shuffle=False, num_workers=workers)
     return train, val
 
@@ -165,9 +185,10 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
     cfg.method = "finetune"
     loggers, callbacks, run_dir = loggers_and_callbacks(cfg, model, None)
     subset_file = write_subset_file(
-        Path(run_dir) / SUBSET_FILE, [names[i] for i in chosen],
+        Path(run_dir) / SUBSET_FILE,
+        [names[i] for i in chosen],
         header=f"{len(chosen)} labelled images of {root}, relative paths\n"
-               f"labels: {json.dumps(OmegaConf.to_container(cfg.labels))}",
+        f"labels: {json.dumps(OmegaConf.to_container(cfg.labels))}",
     )
     train_loader, val_loader = _loaders(cfg, Subset(train_set, chosen), val_set)
     trainer = build_trainer(cfg, loggers, callbacks)
@@ -188,7 +209,9 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
         **metrics,
     }
     atomic_write_text(Path(run_dir) / "finetune.json", json.dumps(result, indent=2))
-    print(f"fine-tuned: {description} on {len(chosen)} labelled images "
-          f"(backbone lr x {scale:g}); labels: {subset_file}")
+    print(
+        f"fine-tuned: {description} on {len(chosen)} labelled images "
+        f"(backbone lr x {scale:g}); labels: {subset_file}"
+    )
     print("fine-tuning:", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     return {"run_dir": run_dir, **result}

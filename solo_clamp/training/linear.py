@@ -74,8 +74,10 @@ def _torchvision_datasets(cfg: DictConfig, name: str) -> tuple[Dataset, Dataset]
     t_train, t_val = _custom_transforms(cfg)
     root = Path(str(cfg.data.train_path))
     try:
-        return (dataset_class(str(root), split="train", transform=t_train),
-                dataset_class(str(root), split="test", transform=t_val))
+        return (
+            dataset_class(str(root), split="train", transform=t_train),
+            dataset_class(str(root), split="test", transform=t_val),
+        )
     except RuntimeError as err:  # torchvision's "Dataset not found"
         raise ValueError(
             f"data.train_path={root}: no torchvision {class_name} there ({err}); solo-clamp "
@@ -112,11 +114,17 @@ def sample_paths(dataset: Dataset) -> tuple[list[Path], Path, list[int]]:
         ValueError: a dataset whose images are not files (e.g. CIFAR's arrays).
     """
     if hasattr(dataset, "samples"):
-        return ([Path(path) for path, _ in dataset.samples], Path(dataset.root),
-                [int(label) for _, label in dataset.samples])
+        return (
+            [Path(path) for path, _ in dataset.samples],
+            Path(dataset.root),
+            [int(label) for _, label in dataset.samples],
+        )
     if hasattr(dataset, "_image_files") and hasattr(dataset, "_images_folder"):
-        return ([Path(p) for p in dataset._image_files], Path(dataset._images_folder),
-                [int(label) for label in dataset._labels])
+        return (
+            [Path(p) for p in dataset._image_files],
+            Path(dataset._images_folder),
+            [int(label) for label in dataset._labels],
+        )
     raise ValueError(
         f"data.dataset: {type(dataset).__name__} holds no image files to list; use an "
         "ImageFolder (data.dataset=custom) or data.torchvision."
@@ -131,8 +139,10 @@ def resolve_pretrained(cfg: DictConfig) -> Optional[PretrainedBackbone]:
         ValueError: ``backbone.name`` names another backbone than the source holds.
     """
     if OmegaConf.is_missing(cfg, "pretrained_feature_extractor"):
-        raise ValueError("pretrained_feature_extractor: give a checkpoint, a run directory, a "
-                         "zoo model name, or null for the untrained backbone.")
+        raise ValueError(
+            "pretrained_feature_extractor: give a checkpoint, a run directory, a "
+            "zoo model name, or null for the untrained backbone."
+        )
     location = cfg.get("pretrained_feature_extractor")
     if location is None:
         return None
@@ -160,8 +170,10 @@ def build_probed_backbone(
     (``raw_pixels: true``) or, without a source, the untrained ``backbone.name``."""
     if cfg.get("raw_pixels"):
         if source is not None:
-            raise ValueError("raw_pixels: true probes the pixels themselves: set "
-                             "pretrained_feature_extractor=null.")
+            raise ValueError(
+                "raw_pixels: true probes the pixels themselves: set "
+                "pretrained_feature_extractor=null."
+            )
         return RawPixels(int(cfg.data.augmentations.crop_size)), "raw pixels"
     if source is None:
         return build_backbone(cfg), f"untrained {cfg.backbone.name} (seed {cfg.seed})"
@@ -174,8 +186,10 @@ def set_num_classes(cfg: DictConfig) -> None:
     name = cfg.data.get("torchvision")
     if name:
         if name not in TRANSFER_DATASETS:
-            raise ValueError(f"data.torchvision must be one of {sorted(TRANSFER_DATASETS)} or "
-                             f"null (an ImageFolder), got {name!r}.")
+            raise ValueError(
+                f"data.torchvision must be one of {sorted(TRANSFER_DATASETS)} or "
+                f"null (an ImageFolder), got {name!r}."
+            )
         cfg.data.num_classes = TRANSFER_DATASETS[name][1]
     if cfg.data.num_classes < 5:
         raise ValueError(
@@ -228,9 +242,14 @@ def run_linear(cfg: DictConfig) -> dict[str, Any]:
     with compute_threads(cfg):
         trainer.fit(model, train_loader, val_loader)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
-    result = {"backbone": description, "train_images": len(train_set),
-              "evaluation_images": len(val_set), "epochs": int(cfg.max_epochs),
-              "seed": int(cfg.seed), **metrics}
+    result = {
+        "backbone": description,
+        "train_images": len(train_set),
+        "evaluation_images": len(val_set),
+        "epochs": int(cfg.max_epochs),
+        "seed": int(cfg.seed),
+        **metrics,
+    }
     atomic_write_text(Path(run_dir) / "linear.json", json.dumps(result, indent=2))
     print(f"probed: {description}")
     print("linear evaluation:", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))

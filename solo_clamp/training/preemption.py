@@ -72,8 +72,9 @@ class PreemptionCheckpoints(Callback):
     progress counters agree that the step is complete.
     """
 
-    def __init__(self, checkpointer: Optional[AtomicCheckpointer],
-                 every_minutes: Optional[float] = None):
+    def __init__(
+        self, checkpointer: Optional[AtomicCheckpointer], every_minutes: Optional[float] = None
+    ):
         self.checkpointer = checkpointer
         self.every_seconds = every_minutes * 60 if every_minutes and checkpointer else None
         self.received: Optional[str] = None
@@ -109,19 +110,30 @@ class PreemptionCheckpoints(Callback):
         if self.received is None:
             self.received = signal.Signals(signum).name
         trainer = self._trainer
-        if signum == signal.SIGTERM and trainer is not None and trainer.world_size > 1 and (
-            not self._stopping
+        if (
+            signum == signal.SIGTERM
+            and trainer is not None
+            and trainer.world_size > 1
+            and (not self._stopping)
         ):
             # Lightning's handler, run just before this one, has asked this rank alone to
             # stop after its current step; another rank may already be in the next one. The
             # ranks agree at the end of a step instead (Lightning 2.1's _SignalConnector).
             trainer._signal_connector.received_sigterm = False
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         stop = self.received is not None
-        due = (self.every_seconds is not None
-               and time.monotonic() - self.checkpointer.last_save_time >= self.every_seconds)
+        due = (
+            self.every_seconds is not None
+            and time.monotonic() - self.checkpointer.last_save_time >= self.every_seconds
+        )
         if trainer.world_size > 1:
             flags = torch.tensor([stop, due], dtype=torch.int32, device=pl_module.device)
             stop, due = (bool(flag) for flag in trainer.strategy.reduce(flags, reduce_op="sum"))
@@ -136,14 +148,16 @@ class PreemptionCheckpoints(Callback):
         elif not trainer.received_sigterm:  # SIGUSR1: stop as on SIGTERM
             os.kill(os.getpid(), signal.SIGTERM)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         planned, self._planned = self._planned, None
         if planned is not None and planned[:2] == (trainer.current_epoch, batch_idx):
             self.checkpointer.save_mid_epoch(trainer, planned[2])
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         if not isinstance(exception, SIGTERMException):
             return
         self.stop = {
@@ -172,24 +186,39 @@ class PreemptionCheckpoints(Callback):
         """What to raise after ``trainer.fit`` ended with Lightning's SIGTERMException: a
         :class:`TrainingPreempted`, or the error of a checkpoint that could not be written.
         Prints the one-line report (global rank 0 only)."""
-        stop = self.stop or {"signal": self.received or "SIGTERM", "checkpoint": None,
-                             "saved": False, "error": None}
+        stop = self.stop or {
+            "signal": self.received or "SIGTERM",
+            "checkpoint": None,
+            "saved": False,
+            "error": None,
+        }
         if stop["error"] is not None:
             return stop["error"]
-        where = (f" at epoch {stop['epoch']}, batch {stop['batch']}/{stop['batches']} "
-                 f"(global step {stop['step']})" if "step" in stop else "")
+        where = (
+            f" at epoch {stop['epoch']}, batch {stop['batch']}/{stop['batches']} "
+            f"(global step {stop['step']})"
+            if "step" in stop
+            else ""
+        )
         checkpoint = stop["checkpoint"]
         if checkpoint is None:
-            reason = ("checkpoints are disabled (checkpoint.enabled=False)"
-                      if self.checkpointer is None else "no step was trained")
-            message = (f"stopped by {stop['signal']}{where}; nothing saved: {reason}. "
-                       f"Exit status {EXIT_PREEMPTED}.")
+            reason = (
+                "checkpoints are disabled (checkpoint.enabled=False)"
+                if self.checkpointer is None
+                else "no step was trained"
+            )
+            message = (
+                f"stopped by {stop['signal']}{where}; nothing saved: {reason}. "
+                f"Exit status {EXIT_PREEMPTED}."
+            )
         else:
             state = "saved" if stop["saved"] else "no step since resuming from"
-            message = (f"stopped by {stop['signal']}{where}; {state} '{checkpoint}'. "
-                       f"Resume: the same command with auto_resume.enabled=True (or "
-                       f"resume_from_checkpoint={Path(checkpoint).parent}). "
-                       f"Exit status {EXIT_PREEMPTED}.")
+            message = (
+                f"stopped by {stop['signal']}{where}; {state} '{checkpoint}'. "
+                f"Resume: the same command with auto_resume.enabled=True (or "
+                f"resume_from_checkpoint={Path(checkpoint).parent}). "
+                f"Exit status {EXIT_PREEMPTED}."
+            )
         if trainer.is_global_zero:
             print(f"solo-clamp pretrain: {message}", file=sys.stderr, flush=True)
         return TrainingPreempted(message, checkpoint)

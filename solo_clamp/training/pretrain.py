@@ -146,8 +146,10 @@ def _resume_path(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
         candidates = newest_first(path)
         chosen = first_usable(candidates, "resume_from_checkpoint")
         if chosen is None:
-            raise ValueError(f"resume_from_checkpoint={str(path)!r}: no usable .ckpt file in "
-                             f"this directory ({len(candidates)} found).")
+            raise ValueError(
+                f"resume_from_checkpoint={str(path)!r}: no usable .ckpt file in "
+                f"this directory ({len(candidates)} found)."
+            )
         print(f"Resuming from the newest usable checkpoint of the run: '{chosen}'")
         return str(chosen), None
     if not cfg.auto_resume.enabled:
@@ -160,8 +162,12 @@ def _resume_path(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
     chosen = first_usable([checkpoint for checkpoint, _ in matches], "auto_resume")
     if chosen is None:
         if matches:
-            warnings.warn(f"auto_resume: none of the {len(matches)} checkpoints that match the "
-                          "run can be loaded: starting fresh.", ResumeWarning, stacklevel=2)
+            warnings.warn(
+                f"auto_resume: none of the {len(matches)} checkpoints that match the "
+                "run can be loaded: starting fresh.",
+                ResumeWarning,
+                stacklevel=2,
+            )
         return None, None
     print(f"Resuming from previous checkpoint that matches the run: '{chosen}'")
     return str(chosen), dict(matches)[chosen]
@@ -242,7 +248,8 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
         results[f"{label}_knn_top1"] = top1
         results[f"{label}_knn_top5"] = top5
     results["floors_beaten"] = [
-        floor for floor in KNN_FLOORS
+        floor
+        for floor in KNN_FLOORS
         if results[f"{cfg.method}_knn_top1"] > results[f"{floor}_knn_top1"]
     ]
     return results

@@ -56,10 +56,15 @@ RUN_SHAPE_FIELDS = (
 
 def write_error_message(path: Path, err: OSError, previous: Optional[Path]) -> str:
     cause = err.strerror or str(err)
-    kept = (f"the previous checkpoint '{previous}' is intact" if previous
-            else "no earlier checkpoint of this run was written")
-    return (f"cannot write '{path}' ({cause}); {kept}. Free space or fix permissions in "
-            f"'{path.parent}', then run again with auto_resume.enabled=True.")
+    kept = (
+        f"the previous checkpoint '{previous}' is intact"
+        if previous
+        else "no earlier checkpoint of this run was written"
+    )
+    return (
+        f"cannot write '{path}' ({cause}); {kept}. Free space or fix permissions in "
+        f"'{path.parent}', then run again with auto_resume.enabled=True."
+    )
 
 
 class AtomicCheckpointer(Checkpointer):
@@ -75,9 +80,15 @@ class AtomicCheckpointer(Checkpointer):
     loading (no training) to continue exactly where the interrupted run stopped.
     """
 
-    def __init__(self, cfg: DictConfig, logdir: os.PathLike, frequency: int = 1,
-                 keep_prev: bool = False, keep_last: int = DEFAULT_KEEP_LAST,
-                 replay_data: bool = True):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        logdir: os.PathLike,
+        frequency: int = 1,
+        keep_prev: bool = False,
+        keep_last: int = DEFAULT_KEEP_LAST,
+        replay_data: bool = True,
+    ):
         super().__init__(cfg, logdir=logdir, frequency=frequency, keep_prev=keep_prev)
         self.keep_last = keep_last
         self.replay_data = replay_data  # False for DALI, whose iterators cannot be replayed
@@ -217,8 +228,11 @@ def first_usable(candidates: list[Path], field: str) -> Optional[Path]:
             verify_checkpoint(path)
         except CheckpointError as err:
             reason = str(err).removeprefix(f"{path}: ")
-            warnings.warn(f"{field}: skipping unusable checkpoint '{path}': {reason}",
-                          ResumeWarning, stacklevel=2)
+            warnings.warn(
+                f"{field}: skipping unusable checkpoint '{path}': {reason}",
+                ResumeWarning,
+                stacklevel=2,
+            )
             continue
         return path
     return None
@@ -266,9 +280,12 @@ class RunShapeAutoResumer(AutoResumer):
             mismatch = first_mismatch(previous, cfg, self.SHOULD_MATCH)
             if mismatch is not None:
                 if omegaconf_select(previous, "name", None) == cfg.get("name"):
-                    warnings.warn(f"auto_resume: not resuming the run in '{directory}' (same "
-                                  f"name, other settings): {mismatch}.", ResumeWarning,
-                                  stacklevel=2)
+                    warnings.warn(
+                        f"auto_resume: not resuming the run in '{directory}' (same "
+                        f"name, other settings): {mismatch}.",
+                        ResumeWarning,
+                        stacklevel=2,
+                    )
                 continue
             run_id = omegaconf_select(previous, "wandb_run_id", None)
             for checkpoint in checkpoints:

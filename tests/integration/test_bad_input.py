@@ -28,9 +28,14 @@ FAST_S = 20.0  # generous: the checks themselves take well under a second
 
 def tiny(images: Path, checkpoint_dir: Path, *extra: str, batches: int = 2) -> list[str]:
     """Overrides of the MNIST config for a tiny CPU run (12 images of 16 px, batch 4)."""
-    return tiny_pretrain_overrides(images, checkpoint_dir, "max_epochs=1",
-                                   f"+limit_train_batches={batches}",
-                                   "+enable_progress_bar=False", *extra)
+    return tiny_pretrain_overrides(
+        images,
+        checkpoint_dir,
+        "max_epochs=1",
+        f"+limit_train_batches={batches}",
+        "+enable_progress_bar=False",
+        *extra,
+    )
 
 
 @pytest.fixture
@@ -106,9 +111,7 @@ EARLY = [
         "'imagenet100', 'custom'], got 'imagenet2'.",
         id="unknown_dataset",
     ),
-    pytest.param(
-        ["method_kwargs.rs=0"], "method_kwargs.rs must be > 0, got 0.", id="rs_zero"
-    ),
+    pytest.param(["method_kwargs.rs=0"], "method_kwargs.rs must be > 0, got 0.", id="rs_zero"),
     pytest.param(
         ["method_kwargs.rs=-7.0"], "method_kwargs.rs must be > 0, got -7.0.", id="rs_negative"
     ),
@@ -156,7 +159,8 @@ def test_missing_data_directory(tmp_path, pretrain, no_model):
     missing = tmp_path / "no_such_dir"
     result = pretrain(missing)
     assert_rejected_early(
-        result, f"data.train_path='{missing}' does not exist or is not a directory.",
+        result,
+        f"data.train_path='{missing}' does not exist or is not a directory.",
         tmp_path / "ckpt",
     )
 
@@ -165,7 +169,8 @@ def test_empty_data_directory(tmp_path, pretrain, no_model):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_rejected_early(
-        pretrain(empty), f"data.train_path='{empty}' is empty: it must hold the training images.",
+        pretrain(empty),
+        f"data.train_path='{empty}' is empty: it must hold the training images.",
         tmp_path / "ckpt",
     )
 
@@ -194,8 +199,9 @@ def corrupt(images: Path) -> tuple[Path, Path]:
     return garbage, jpeg
 
 
-def test_corrupted_image_is_an_error_naming_the_file_by_default(images, pretrain, tmp_path,
-                                                                no_model):
+def test_corrupted_image_is_an_error_naming_the_file_by_default(
+    images, pretrain, tmp_path, no_model
+):
     garbage, jpeg = corrupt(images)
     jpeg.unlink()  # one bad file here; both kinds are counted in the skip test below
     reason = f"cannot identify image file '{garbage}'"
@@ -238,8 +244,7 @@ def test_skip_counts_every_unreadable_file_and_keeps_labels_aligned(images):
     assert all(dataset.targets[i] == dataset.samples[i][1] for i in range(11))
 
 
-def test_off_skips_the_check_and_a_bad_file_fails_when_loaded_naming_it(images, pretrain,
-                                                                        tmp_path):
+def test_off_skips_the_check_and_a_bad_file_fails_when_loaded_naming_it(images, pretrain, tmp_path):
     """``data.on_bad_image=off`` (no start-up cost): the loader guard names the file."""
     garbage, jpeg = corrupt(images)
     jpeg.unlink()

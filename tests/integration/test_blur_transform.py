@@ -16,18 +16,25 @@ from solo_clamp.training.transforms import (  # noqa: E402
 
 
 def augmentation(**blur) -> OmegaConf:
-    return OmegaConf.create({
-        "rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
-        "color_jitter": {"prob": 0.0, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2,
-                         "hue": 0.1},
-        "grayscale": {"prob": 0.0},
-        "gaussian_blur": {"prob": 0.5, **blur},
-        "solarization": {"prob": 0.0},
-        "equalization": {"prob": 0.0},
-        "horizontal_flip": {"prob": 0.5},
-        "crop_size": 32,
-        "num_crops": 2,
-    })
+    return OmegaConf.create(
+        {
+            "rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
+            "color_jitter": {
+                "prob": 0.0,
+                "brightness": 0.4,
+                "contrast": 0.4,
+                "saturation": 0.2,
+                "hue": 0.1,
+            },
+            "grayscale": {"prob": 0.0},
+            "gaussian_blur": {"prob": 0.5, **blur},
+            "solarization": {"prob": 0.0},
+            "equalization": {"prob": 0.0},
+            "horizontal_flip": {"prob": 0.5},
+            "crop_size": 32,
+            "num_crops": 2,
+        }
+    )
 
 
 def blur_steps(pipeline):
@@ -74,15 +81,20 @@ def test_the_blur_equals_a_hand_computed_3x3_gaussian():
 def pretrain_cfg(tmp_path, **blur):
     (tmp_path / "data" / "a").mkdir(parents=True, exist_ok=True)
     (tmp_path / "data" / "a" / "x.png").write_bytes(b"")
-    return OmegaConf.create({
-        "method": "clamp",
-        "backbone": {"name": "resnet18"},
-        "method_kwargs": {"proj_hidden_dim": 8, "proj_output_dim": 4, "rs": 7.0},
-        "data": {"dataset": "custom", "train_path": str(tmp_path / "data"),
-                 "format": "image_folder"},
-        "augmentations": [augmentation(**blur)],
-        "optimizer": {"batch_size": 4},
-    })
+    return OmegaConf.create(
+        {
+            "method": "clamp",
+            "backbone": {"name": "resnet18"},
+            "method_kwargs": {"proj_hidden_dim": 8, "proj_output_dim": 4, "rs": 7.0},
+            "data": {
+                "dataset": "custom",
+                "train_path": str(tmp_path / "data"),
+                "format": "image_folder",
+            },
+            "augmentations": [augmentation(**blur)],
+            "optimizer": {"batch_size": 4},
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -99,6 +111,9 @@ def test_bad_kernel_sizes_are_refused_naming_the_field(tmp_path, blur, message):
 
 def test_dali_refuses_the_kernel_limit():
     """(preflight refuses DALI without a GPU first; the blur check itself names the field.)"""
-    with pytest.raises(ValueError, match=r"augmentations\[1\].gaussian_blur.kernel_size is not "
-                       "supported with data.format=dali"):
+    with pytest.raises(
+        ValueError,
+        match=r"augmentations\[1\].gaussian_blur.kernel_size is not "
+        "supported with data.format=dali",
+    ):
         check_blur_kernel_size(augmentation(kernel_size=3), 1, "dali")

@@ -20,8 +20,13 @@ from solo_clamp.compare.data import ComparisonData
 from solo_clamp.compare.training import build_solo_cfg, parse
 
 SHIPPED = sorted(compare.CONFIG_DIR.glob("*.yaml"))
-EXPECTED_RUNS = ["floor-raw_pixels", "floor-untrained", "clamp-equal_epochs-s0",
-                 "clamp-equal_compute-s0", "simclr-equal_epochs-s0"]
+EXPECTED_RUNS = [
+    "floor-raw_pixels",
+    "floor-untrained",
+    "clamp-equal_epochs-s0",
+    "clamp-equal_compute-s0",
+    "simclr-equal_epochs-s0",
+]
 
 
 @pytest.fixture
@@ -37,8 +42,7 @@ def tiny_config(tmp_path, image_folder_factory) -> Path:
 
 
 def _compare(config: Path, out: Path, *extra: str) -> int:
-    return main(["compare", "--config", str(config), "--out", str(out), "--budget", "both",
-                 *extra])
+    return main(["compare", "--config", str(config), "--out", str(out), "--budget", "both", *extra])
 
 
 def _interrupt_simclr(monkeypatch) -> None:
@@ -72,8 +76,10 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
     captured = capsys.readouterr()
     assert "stopped: 4 finished run(s) are saved" in captured.out
     assert sorted(p.parent.name for p in runs.glob("*/result.json")) == sorted(EXPECTED_RUNS[:4])
-    assert "Unfinished runs (not in the table): simclr-equal_epochs-s0." in \
-        (out / "results.md").read_text()
+    assert (
+        "Unfinished runs (not in the table): simclr-equal_epochs-s0."
+        in (out / "results.md").read_text()
+    )
     monkeypatch.undo()
 
     # 2. Resume: the finished runs are skipped, the interrupted one starts over.
@@ -102,8 +108,9 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
     assert int(rows["clamp-equal_epochs-s0"]["steps"]) == 2 * spe
     assert int(rows["simclr-equal_epochs-s0"]["steps"]) == 2 * spe
     assert int(rows["clamp-equal_compute-s0"]["steps"]) == spe  # 2/V of the epochs, V = 4
-    assert (rows["clamp-equal_compute-s0"]["views_seen"]
-            == rows["simclr-equal_epochs-s0"]["views_seen"])  # equal views x images
+    assert (
+        rows["clamp-equal_compute-s0"]["views_seen"] == rows["simclr-equal_epochs-s0"]["views_seen"]
+    )  # equal views x images
     for row in rows.values():
         for key in ("knn_top1", "linear_top1"):
             assert 0.0 <= float(row[key]) <= 100.0
@@ -127,19 +134,25 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
     state = torch.load(runs / "clamp-equal_epochs-s0" / "backbone.pt", weights_only=True)
     assert "conv1.weight" in state and "fc.weight" not in state
 
-    curves = {run: json.loads((runs / run / "result.json").read_text())["curve"]
-              for run in EXPECTED_RUNS[2:]}
+    curves = {
+        run: json.loads((runs / run / "result.json").read_text())["curve"]
+        for run in EXPECTED_RUNS[2:]
+    }
     assert [p["epoch"] for p in curves["clamp-equal_epochs-s0"]] == [0, 1, 2]
     assert [p["epoch"] for p in curves["clamp-equal_compute-s0"]] == [0, 1]
-    assert all(p["loss"] is not None and p["knn_top1"] is not None
-               for c in curves.values() for p in c[1:])
+    assert all(
+        p["loss"] is not None and p["knn_top1"] is not None for c in curves.values() for p in c[1:]
+    )
     # every method of a seed starts from the same backbone: same probe score before training,
     # which is the untrained floor's score on the probe set (the curves' reference line)
     assert len({c[0]["knn_top1"] for c in curves.values()}) == 1
-    floors = {f: json.loads((runs / f"floor-{f}" / "result.json").read_text())
-              for f in ("raw_pixels", "untrained")}
+    floors = {
+        f: json.loads((runs / f"floor-{f}" / "result.json").read_text())
+        for f in ("raw_pixels", "untrained")
+    }
     assert floors["untrained"]["probe_knn_top1"] == pytest.approx(
-        curves["clamp-equal_epochs-s0"][0]["knn_top1"], abs=1e-6)
+        curves["clamp-equal_epochs-s0"][0]["knn_top1"], abs=1e-6
+    )
     assert 0.0 <= floors["raw_pixels"]["probe_knn_top1"] <= 100.0
 
     # 4. Everything finished: nothing trains and no result file is rewritten.
@@ -163,8 +176,9 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
     assert [p.parent.name for p in written] == sorted(EXPECTED_RUNS[2:])
     for path in written:
         assert path.read_text() == (runs / path.parent.name / "config.yaml").read_text()
-    assert (configs / "compare_config.yaml").read_text() == \
-        (out / "compare_config.yaml").read_text()
+    assert (configs / "compare_config.yaml").read_text() == (
+        out / "compare_config.yaml"
+    ).read_text()
     assert not list(configs.glob("runs/*/result.json")) and not (configs / "results.md").exists()
 
 
@@ -179,8 +193,13 @@ def test_plan_budgets_and_seed_major_order():
     cfg = _cfg(seeds=[0, 1], epochs=6)
     runs = compare.plan_runs(cfg, steps_per_epoch=10)
     ids = [r.run_id for r in runs]
-    assert ids[:5] == ["clamp-equal_epochs-s0", "clamp-equal_compute-s0",
-                       "simclr-equal_epochs-s0", "byol-equal_epochs-s0", "vicreg-equal_epochs-s0"]
+    assert ids[:5] == [
+        "clamp-equal_epochs-s0",
+        "clamp-equal_compute-s0",
+        "simclr-equal_epochs-s0",
+        "byol-equal_epochs-s0",
+        "vicreg-equal_epochs-s0",
+    ]
     assert len(ids) == 10 and ids[5].endswith("-s1")
     steps = {r.run_id: r.steps for r in runs}
     assert steps["clamp-equal_epochs-s0"] == steps["simclr-equal_epochs-s0"] == 60
@@ -192,19 +211,24 @@ def test_plan_budgets_and_seed_major_order():
     assert {r.run_id for r in compare.plan_runs(cfg, 10)} >= {"simclr-equal_epochs-s0"}
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"dataset": "svhn"}, "dataset must be one of"),
-    ({"methods": ["clamp", "dino"]}, "'dino' has no recipe"),
-    ({"budgets": ["equal_flops"]}, "budgets must be a non-empty subset"),
-    ({"seeds": [0, 0]}, "seeds must not repeat"),
-    ({"epochs": 0}, "epochs must be a positive integer"),
-    ({"projector_scale": 2.0}, "projector_scale must be in (0, 1]"),
-    ({"recipes.clamp.views": 1}, "recipes.clamp.views must be an integer >= 2"),
-    ({"recipes.vicreg.views": 4}, "recipes.vicreg.views must be 2"),
-    ({"dataset": "imagenet100", "data.train_per_class": None, "data.val_per_class": None},
-     "data.train_path is required"),
-    ({"dataset": "cifar10"}, "data.train_per_class applies only to the datasets"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"dataset": "svhn"}, "dataset must be one of"),
+        ({"methods": ["clamp", "dino"]}, "'dino' has no recipe"),
+        ({"budgets": ["equal_flops"]}, "budgets must be a non-empty subset"),
+        ({"seeds": [0, 0]}, "seeds must not repeat"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"projector_scale": 2.0}, "projector_scale must be in (0, 1]"),
+        ({"recipes.clamp.views": 1}, "recipes.clamp.views must be an integer >= 2"),
+        ({"recipes.vicreg.views": 4}, "recipes.vicreg.views must be 2"),
+        (
+            {"dataset": "imagenet100", "data.train_per_class": None, "data.val_per_class": None},
+            "data.train_path is required",
+        ),
+        ({"dataset": "cifar10"}, "data.train_per_class applies only to the datasets"),
+    ],
+)
 def test_config_errors_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         compare.validate_config(_cfg(**overrides))

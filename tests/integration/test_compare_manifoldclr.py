@@ -23,8 +23,13 @@ from solo_clamp.compare.trials import trial_specs
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RUN = "manifoldclr-equal_epochs-s0"
-TINY_KWARGS = {"dictionary_size": 4, "vi_hidden_dim": 16, "max_elbo_samples": 2,
-               "prior_warmup_steps": 2, "max_elbo_start_step": 2}
+TINY_KWARGS = {
+    "dictionary_size": 4,
+    "vi_hidden_dim": 16,
+    "max_elbo_samples": 2,
+    "prior_warmup_steps": 2,
+    "max_elbo_start_step": 2,
+}
 
 
 @pytest.fixture
@@ -33,7 +38,11 @@ def tiny_config(tmp_path, image_folder_factory) -> Path:
     shipped ManifoldCLR recipe with fewer operators and narrower coefficient networks, and its
     prior warm-up and max-ELBO draws within the run's 6 steps."""
     cfg = tiny_comparison_config(
-        image_folder_factory, 8, methods=["simclr"], seeds=[0], epochs=2,
+        image_folder_factory,
+        8,
+        methods=["simclr"],
+        seeds=[0],
+        epochs=2,
         evaluation={"linear": {"epochs": 5}},
         recipes={"manifoldclr": {"method_kwargs": TINY_KWARGS}},
     )
@@ -43,8 +52,7 @@ def tiny_config(tmp_path, image_folder_factory) -> Path:
 
 
 def _compare(config: Path, out: Path, *extra: str) -> int:
-    return main(["compare", "--config", str(config), "--out", str(out), "--budget", "both",
-                 *extra])
+    return main(["compare", "--config", str(config), "--out", str(out), "--budget", "both", *extra])
 
 
 def test_adding_manifoldclr_later_trains_only_it(tiny_config, tmp_path, capsys, monkeypatch):
@@ -65,8 +73,7 @@ def test_adding_manifoldclr_later_trains_only_it(tiny_config, tmp_path, capsys, 
     assert _compare(tiny_config, out, "--methods", "simclr", "manifoldclr") == 0
     assert trained == [RUN]  # both budgets: one 2-view run
     assert "trained 1 run(s), skipped 3 finished" in capsys.readouterr().out
-    assert {p: (out / "runs" / p / "result.json").stat().st_mtime_ns for p in finished} == \
-        finished
+    assert {p: (out / "runs" / p / "result.json").stat().st_mtime_ns for p in finished} == finished
 
     with (out / "results.csv").open() as handle:
         rows = {row["run_id"]: row for row in csv.DictReader(handle)}
@@ -82,8 +89,9 @@ def test_adding_manifoldclr_later_trains_only_it(tiny_config, tmp_path, capsys, 
     curve = json.loads((out / "runs" / RUN / "result.json").read_text())["curve"]
     assert [p["epoch"] for p in curve] == [0, 1, 2]
     assert all(p["loss"] is not None and p["knn_top1"] is not None for p in curve[1:])
-    simclr_curve = json.loads((out / "runs" / "simclr-equal_epochs-s0" / "result.json")
-                              .read_text())["curve"]
+    simclr_curve = json.loads(
+        (out / "runs" / "simclr-equal_epochs-s0" / "result.json").read_text()
+    )["curve"]
     assert curve[0]["knn_top1"] == simclr_curve[0]["knn_top1"]  # the same initial backbone
 
     solo_cfg = OmegaConf.load(out / "runs" / RUN / "config.yaml")
@@ -97,8 +105,9 @@ def test_adding_manifoldclr_later_trains_only_it(tiny_config, tmp_path, capsys, 
     configs = tmp_path / "configs"
     assert _compare(tiny_config, configs, "--methods", "manifoldclr", "--configs-only") == 0
     assert [p.parent.name for p in configs.glob("runs/*/config.yaml")] == [RUN]
-    assert (configs / "runs" / RUN / "config.yaml").read_text() == \
-        (out / "runs" / RUN / "config.yaml").read_text()
+    assert (configs / "runs" / RUN / "config.yaml").read_text() == (
+        out / "runs" / RUN / "config.yaml"
+    ).read_text()
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
@@ -115,8 +124,10 @@ def test_shipped_recipe_builds_a_valid_solo_learn_cfg(dataset, tmp_path):
     data = ComparisonData(dataset, "custom", str(tmp_path), str(tmp_path))
     (tmp_path / "class_a").mkdir()
     specs = [s for s in compare.plan_runs(cfg, steps_per_epoch=10) if s.method == "manifoldclr"]
-    assert [s.run_id for s in specs] == ["manifoldclr-equal_epochs-s0",
-                                         "manifoldclr-equal_epochs-s1"]
+    assert [s.run_id for s in specs] == [
+        "manifoldclr-equal_epochs-s0",
+        "manifoldclr-equal_epochs-s1",
+    ]
     solo_cfg = parse(build_solo_cfg(cfg, specs[0], data))
     solo_cfg = METHODS["manifoldclr"].add_and_assert_specific_cfg(solo_cfg)
     assert solo_cfg.data.num_large_crops == 2 and solo_cfg.max_steps == 80
@@ -131,8 +142,12 @@ def test_tuning_grid_is_the_lr_multipliers_without_rs():
     compare.validate_config(cfg)  # equal trials: 4 per method
     trials = [s for s in trial_specs(cfg, steps_per_epoch=10) if s.method == "manifoldclr"]
     # the recipe's lr 0.012 times the multipliers [0.03, 0.1, 0.3, 1]
-    assert [s.run_id for s in trials] == ["manifoldclr-lr0.00036-s0", "manifoldclr-lr0.0012-s0",
-                                          "manifoldclr-lr0.0036-s0", "manifoldclr-lr0.012-s0"]
+    assert [s.run_id for s in trials] == [
+        "manifoldclr-lr0.00036-s0",
+        "manifoldclr-lr0.0012-s0",
+        "manifoldclr-lr0.0036-s0",
+        "manifoldclr-lr0.012-s0",
+    ]
     assert lr_and_rs(cfg, trials[0]) == (0.00036, None)
     data = ComparisonData("fashion_mnist", "custom", "unused", "unused")
     assert build_solo_cfg(cfg, trials[0], data).optimizer.lr == 0.00036

@@ -31,13 +31,19 @@ def tuned_config(tmp_path, image_folder_factory) -> Path:
     them held out for validation), 16-px views, batch 8; lr multipliers 0.5 and 1e30 (the
     latter diverges: CLAMP raises FloatingPointError, SimCLR's loss turns NaN); two seeds."""
     cfg = tiny_comparison_config(
-        image_folder_factory, 10,
+        image_folder_factory,
+        10,
         budgets=["equal_epochs"],
         seeds=[0, 1],
         epochs=1,
         evaluation={"linear": {"epochs": 5}},
-        tuning={"enabled": True, "lr_multipliers": [0.5, 1.0e30], "val_per_class": 2,
-                "epochs": 1, "seed": 0},
+        tuning={
+            "enabled": True,
+            "lr_multipliers": [0.5, 1.0e30],
+            "val_per_class": 2,
+            "epochs": 1,
+            "seed": 0,
+        },
     )
     path = tmp_path / "tuned.yaml"
     OmegaConf.save(OmegaConf.create(cfg), path)
@@ -61,7 +67,10 @@ class Spy:
         self.probe: list[set[str]] = []
         self.splits_in_tuning: set[str] = set()
         extract, loader, load_tensors = (
-            evaluation.extract_features, training.train_loader, data_module._load_tensors)
+            evaluation.extract_features,
+            training.train_loader,
+            data_module._load_tensors,
+        )
         run_tuning, dataset = runner.run_tuning, ComparisonData.dataset
 
         def spy_extract(backbone, loader, desc="features", device=None):
@@ -170,8 +179,9 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     assert "| equal_epochs | simclr | 2 | 1 | 48 | 2 | lr 0.2 (×0.5) |" in md
     knn = {r["method"]: r for r in summary_rows(cfg, _results(out))}
     assert {knn["clamp"]["knn_mark"], knn["simclr"]["knn_mark"]} & {"best"}
-    clamp_seeds = " / ".join(f"{float(results[f'clamp-equal_epochs-s{s}']['knn_top1']):.2f}"
-                             for s in (0, 1))
+    clamp_seeds = " / ".join(
+        f"{float(results[f'clamp-equal_epochs-s{s}']['knn_top1']):.2f}" for s in (0, 1)
+    )
     assert clamp_seeds in md
 
     # 4. Resume: every trial (diverged ones too) and run is finished; nothing trains again.
@@ -189,13 +199,15 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
 
     # 5. --configs-only: the trials' cfgs always; the final runs' once the trials finished.
     fresh = tmp_path / "fresh"
-    assert main(["compare", "--config", str(tuned_config), "--out", str(fresh),
-                 "--configs-only"]) == 0
+    assert (
+        main(["compare", "--config", str(tuned_config), "--out", str(fresh), "--configs-only"]) == 0
+    )
     assert sorted(p.parent.name for p in fresh.glob("tuning/*/config.yaml")) == sorted(TRIALS)
     assert not list(fresh.glob("runs/*/config.yaml"))
     before = {p: p.read_text() for p in out.glob("runs/*/config.yaml")}
-    assert main(["compare", "--config", str(tuned_config), "--out", str(out),
-                 "--configs-only"]) == 0
+    assert (
+        main(["compare", "--config", str(tuned_config), "--out", str(out), "--configs-only"]) == 0
+    )
     assert {p: p.read_text() for p in out.glob("runs/*/config.yaml")} == before
     assert len(before) == 4
 
@@ -212,8 +224,14 @@ def test_tuning_picks_the_best_validation_score(tuned_config, tmp_path, monkeypa
     cfg = compare.load_config(tuned_config)
     cfg.tuning.lr_multipliers = [0.5, 1.0, 2.0]
     compare.validate_config(cfg)
-    fake = {("clamp", 0.5): 40.0, ("clamp", 1.0): 70.0, ("clamp", 2.0): 55.0,
-            ("simclr", 0.5): 20.0, ("simclr", 1.0): 30.0, ("simclr", 2.0): 31.0}
+    fake = {
+        ("clamp", 0.5): 40.0,
+        ("clamp", 1.0): 70.0,
+        ("clamp", 2.0): 55.0,
+        ("simclr", 0.5): 20.0,
+        ("simclr", 1.0): 30.0,
+        ("simclr", 2.0): 31.0,
+    }
     backbone = torch.nn.Flatten()
 
     def fake_train(cfg, spec, data, probe, fail_on_divergence=False):
@@ -245,40 +263,67 @@ def test_tuning_picks_the_best_validation_score(tuned_config, tmp_path, monkeypa
 def test_clamp_lr_times_rs_grid_and_equal_trials_rule():
     cfg = compare.load_config(None)
     cfg.tuning.enabled = True
-    cfg.tuning.lr_multipliers = {"clamp": [0.3, 1.0], "simclr": [0.1, 0.3, 1.0, 3.0],
-                                 "byol": [0.1, 0.3, 1.0, 3.0], "vicreg": [0.1, 0.3, 1.0, 3.0]}
+    cfg.tuning.lr_multipliers = {
+        "clamp": [0.3, 1.0],
+        "simclr": [0.1, 0.3, 1.0, 3.0],
+        "byol": [0.1, 0.3, 1.0, 3.0],
+        "vicreg": [0.1, 0.3, 1.0, 3.0],
+    }
     cfg.tuning.clamp_rs = [5.0, 9.0]
     compare.validate_config(cfg)
     assert [(s.lr, s.rs) for s in method_grid(cfg, "clamp")] == [
-        (0.3, 5.0), (0.3, 9.0), (1.0, 5.0), (1.0, 9.0)]
+        (0.3, 5.0),
+        (0.3, 9.0),
+        (1.0, 5.0),
+        (1.0, 9.0),
+    ]
     assert [s.lr for s in method_grid(cfg, "vicreg")] == [0.03, 0.09, 0.3, 0.9]
     specs = trials.trial_specs(cfg, steps_per_epoch=10)
     assert len(specs) == 16 and {s.steps for s in specs} == {40}
     assert [s.run_id for s in specs[:4]] == [
-        "clamp-lr0.3-rs5-s0", "simclr-lr0.04-s0", "byol-lr0.1-s0", "vicreg-lr0.03-s0"]
+        "clamp-lr0.3-rs5-s0",
+        "simclr-lr0.04-s0",
+        "byol-lr0.1-s0",
+        "vicreg-lr0.03-s0",
+    ]
     cfg.tuning.lr_multipliers = [0.3, 1.0]  # CLAMP: 2 x 2 = 4 trials, the others 2
-    with pytest.raises(ValueError, match=r"same number of trials .* got clamp 4 \(= 2 lr × 2 "
-                                         r"rs\), simclr 2, byol 2, vicreg 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"same number of trials .* got clamp 4 \(= 2 lr × 2 "
+        r"rs\), simclr 2, byol 2, vicreg 2",
+    ):
         compare.validate_config(cfg)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"tuning.enabled": "yes"}, "tuning.enabled must be true or false"),
-    ({"tuning.lr_multipliers": None}, "tuning.lr_multipliers must be a non-empty list"),
-    ({"tuning.lr_multipliers": [1.0, -1.0]}, "tuning.lr_multipliers must be a non-empty list"),
-    ({"tuning.lr_multipliers": [1.0, 1.0]}, "tuning.lr_multipliers must not repeat"),
-    ({"tuning.lr_multipliers": {"clamp": [1.0]}}, "tuning.lr_multipliers has no list for 'simclr'"),
-    ({"tuning.clamp_rs": []}, "tuning.clamp_rs must be a non-empty list"),
-    ({"tuning.val_per_class": 0}, "tuning.val_per_class must be a positive integer"),
-    ({"tuning.val_per_class": 350}, r"tuning.val_per_class \(350\) must be smaller than "
-                                    r"data.train_per_class \(350\)"),
-    ({"tuning.epochs": 1.5}, "tuning.epochs must be a positive integer"),
-    ({"tuning.seed": None}, "tuning.seed must be an integer"),
-    ({"tuning.only": "yes"}, "tuning.only must be true or false"),
-    ({"tuning.curves": 1}, "tuning.curves must be true or false"),
-    ({"tuning.enabled": False, "tuning.only": True}, r"tuning.only=true \(--tune-only\) needs "
-                                                     "tuning.enabled=true"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"tuning.enabled": "yes"}, "tuning.enabled must be true or false"),
+        ({"tuning.lr_multipliers": None}, "tuning.lr_multipliers must be a non-empty list"),
+        ({"tuning.lr_multipliers": [1.0, -1.0]}, "tuning.lr_multipliers must be a non-empty list"),
+        ({"tuning.lr_multipliers": [1.0, 1.0]}, "tuning.lr_multipliers must not repeat"),
+        (
+            {"tuning.lr_multipliers": {"clamp": [1.0]}},
+            "tuning.lr_multipliers has no list for 'simclr'",
+        ),
+        ({"tuning.clamp_rs": []}, "tuning.clamp_rs must be a non-empty list"),
+        ({"tuning.val_per_class": 0}, "tuning.val_per_class must be a positive integer"),
+        (
+            {"tuning.val_per_class": 350},
+            r"tuning.val_per_class \(350\) must be smaller than "
+            r"data.train_per_class \(350\)",
+        ),
+        ({"tuning.epochs": 1.5}, "tuning.epochs must be a positive integer"),
+        ({"tuning.seed": None}, "tuning.seed must be an integer"),
+        ({"tuning.only": "yes"}, "tuning.only must be true or false"),
+        ({"tuning.curves": 1}, "tuning.curves must be true or false"),
+        (
+            {"tuning.enabled": False, "tuning.only": True},
+            r"tuning.only=true \(--tune-only\) needs "
+            "tuning.enabled=true",
+        ),
+    ],
+)
 def test_tuning_config_errors_name_the_field(overrides, message):
     cfg = compare.load_config(None)
     cfg.tuning.enabled = True
@@ -300,19 +345,36 @@ def test_held_out_indices_are_stratified_seeded_and_leave_images():
 
 
 def _row(method, seed, knn, linear, budget="equal_epochs"):
-    return {"run_id": f"{method}-{budget}-s{seed}", "kind": "ssl", "method": method,
-            "budget": budget, "seed": seed, "views": 2, "epochs": 8, "steps": 10,
-            "batch_size": 64, "views_seen": 1280, "train_s": 1.0, "curve_s": 0.0,
-            "knn_top1": knn, "knn_top5": 99.0, "linear_top1": linear, "lr": 0.3, "rs": None}
+    return {
+        "run_id": f"{method}-{budget}-s{seed}",
+        "kind": "ssl",
+        "method": method,
+        "budget": budget,
+        "seed": seed,
+        "views": 2,
+        "epochs": 8,
+        "steps": 10,
+        "batch_size": 64,
+        "views_seen": 1280,
+        "train_s": 1.0,
+        "curve_s": 0.0,
+        "knn_top1": knn,
+        "knn_top5": 99.0,
+        "linear_top1": linear,
+        "lr": 0.3,
+        "rs": None,
+    }
 
 
 def test_results_table_marks_best_and_ties_with_per_seed_values(tmp_path):
     """|mean_a - mean_best| <= std_a + std_best is a tie (2 seeds), per budget and metric."""
     cfg = compare.load_config(None)
     cfg.methods, cfg.budgets, cfg.seeds = ["simclr", "byol", "vicreg"], ["equal_epochs"], [0, 1]
-    scores = {"simclr": ([75.0, 76.0], [70.0, 70.0]),   # kNN best (75.5 ± 0.71)
-              "byol": ([74.5, 75.1], [71.0, 71.2]),     # kNN 74.8 ± 0.42: tie; linear best
-              "vicreg": ([72.0, 72.2], [71.1, 71.1])}    # kNN far below; linear 71.1 ± 0: tie
+    scores = {
+        "simclr": ([75.0, 76.0], [70.0, 70.0]),  # kNN best (75.5 ± 0.71)
+        "byol": ([74.5, 75.1], [71.0, 71.2]),  # kNN 74.8 ± 0.42: tie; linear best
+        "vicreg": ([72.0, 72.2], [71.1, 71.1]),
+    }  # kNN far below; linear 71.1 ± 0: tie
     results = {}
     for method, (knn, linear) in scores.items():
         for seed in (0, 1):
@@ -323,15 +385,18 @@ def test_results_table_marks_best_and_ties_with_per_seed_values(tmp_path):
     assert [rows[m]["linear_mark"] for m in ("simclr", "byol", "vicreg")] == ["", "best", "tie"]
     write_results_md(cfg, results, tmp_path / "results.md")
     md = (tmp_path / "results.md").read_text()
-    assert ("| equal_epochs | simclr | 2 | 8 | 1,280 | 2 | lr 0.3 (recipe) | 1 | "
-            "75.50 ± 0.71 **best** | 75.00 / 76.00 | 70.00 ± 0.00 | 70.00 / 70.00 |") in md
+    assert (
+        "| equal_epochs | simclr | 2 | 8 | 1,280 | 2 | lr 0.3 (recipe) | 1 | "
+        "75.50 ± 0.71 **best** | 75.00 / 76.00 | 70.00 ± 0.00 | 70.00 / 70.00 |"
+    ) in md
     assert "| 74.80 ± 0.42 **tie** | 74.50 / 75.10 | 71.10 ± 0.14 **best** |" in md
     assert "| 72.10 ± 0.14 | 72.00 / 72.20 | 71.10 ± 0.00 **tie** |" in md
     assert "|mean − best mean| ≤ std + best std" in md
 
 
 def test_tune_only_scores_validation_curves_and_floors_and_never_opens_the_test_split(
-        tuned_config, tmp_path, capsys, monkeypatch):
+    tuned_config, tmp_path, capsys, monkeypatch
+):
     """``--tune-only`` with ``tuning.curves``: the trials train and record their validation
     kNN per epoch, the validation floors are scored, and nothing reads the test split. The
     curve's epoch 0 is the backbone every trial starts from, so it equals the untrained floor;
@@ -345,8 +410,22 @@ def test_tune_only_scores_validation_curves_and_floors_and_never_opens_the_test_
         return dataset(data, split, transform)
 
     monkeypatch.setattr(ComparisonData, "dataset", spy_dataset)
-    assert main(["compare", "--config", str(tuned_config), "--out", str(out), "--tune-only",
-                 "--set", "tuning.lr_multipliers=[0.5]", "tuning.curves=true"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--config",
+                str(tuned_config),
+                "--out",
+                str(out),
+                "--tune-only",
+                "--set",
+                "tuning.lr_multipliers=[0.5]",
+                "tuning.curves=true",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert opened == {"train"}
     assert "tuning: trained 2 trial(s)" in printed and "trained 0 run(s)" in printed
@@ -375,8 +454,11 @@ def test_tuned_preset_fits_and_is_fair():
     assert cfg.tuning.enabled and list(cfg.seeds) == [0, 1]
     grids = {m: method_grid(cfg, m) for m in cfg.methods}
     assert len({len(g) for g in grids.values()}) == 1
-    assert all(math.isclose(s.lr, s.lr_multiplier * cfg.recipes[m].optimizer.lr, rel_tol=1e-5)
-               for m, g in grids.items() for s in g)
+    assert all(
+        math.isclose(s.lr, s.lr_multiplier * cfg.recipes[m].optimizer.lr, rel_tol=1e-5)
+        for m, g in grids.items()
+        for s in g
+    )
     # the final runs keep the default's 3,500 training images: 400 per class - 50 held out
     assert cfg.data.train_per_class - cfg.tuning.val_per_class == 350
 
@@ -413,11 +495,16 @@ def test_estimate_counts_the_trials(tuned_config):
     cfg = compare.load_config(tuned_config)
     report = compare.estimate(cfg, steps=2, log=lambda _: None)
     assert [t["run_id"] for t in report["trials"]] == [
-        "clamp-lr0.5-s0", "simclr-lr0.2-s0", "clamp-lr1e+30-s0", "simclr-lr4e+29-s0"]
+        "clamp-lr0.5-s0",
+        "simclr-lr0.2-s0",
+        "clamp-lr1e+30-s0",
+        "simclr-lr4e+29-s0",
+    ]
     assert {t["steps"] for t in report["trials"]} == {3}  # 1 epoch of 24 images / batch 8
     assert report["tuning_s"] > 0
     assert report["total_s"] == pytest.approx(
-        report["floors_s"] + report["tuning_s"] + sum(r["seconds"] for r in report["runs"]))
+        report["floors_s"] + report["tuning_s"] + sum(r["seconds"] for r in report["runs"])
+    )
     cfg.tuning.only = True  # --tune-only: the trials and the validation floors, no final run
     tune_only = compare.estimate(cfg, steps=2, log=lambda _: None)
     assert tune_only["runs"] == [] and len(tune_only["trials"]) == 4

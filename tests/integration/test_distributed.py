@@ -37,21 +37,33 @@ def test_two_process_ddp_pretrain_on_cpu_completes_and_gathers_across_ranks(
     images = image_folder_writer(tmp_path / "images", classes=4, per_class=4, size=16)
     checkpoint_dir = tmp_path / "ckpt"
     command = [
-        sys.executable, "-m", "solo_clamp.cli", "pretrain",
-        "~prepare_data", "~evaluate",
-        f"data.train_path={images}", "data.num_workers=0",
+        sys.executable,
+        "-m",
+        "solo_clamp.cli",
+        "pretrain",
+        "~prepare_data",
+        "~evaluate",
+        f"data.train_path={images}",
+        "data.num_workers=0",
         f"optimizer.batch_size={PER_RANK_BATCH}",
-        "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16",
+        "method_kwargs.proj_hidden_dim=32",
+        "method_kwargs.proj_output_dim=16",
         "augmentations.0.crop_size=16",
         f"checkpoint.dir={checkpoint_dir}",
-        "max_epochs=1", "+limit_train_batches=2", "log_every_n_steps=1",
-        "accelerator=cpu", "devices=2", "+strategy=ddp", "+sync_batchnorm=False",
+        "max_epochs=1",
+        "+limit_train_batches=2",
+        "log_every_n_steps=1",
+        "accelerator=cpu",
+        "devices=2",
+        "+strategy=ddp",
+        "+sync_batchnorm=False",
         "+enable_progress_bar=False",
     ]
     # One thread per process: Lightning would otherwise give each rank cpu_count / 2.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=REPO_ROOT,
-                            env=env)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=400, cwd=REPO_ROOT, env=env
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "Starting with 2 processes" in output and "distributed_backend=gloo" in output

@@ -27,8 +27,14 @@ RESUMING = "Resuming from previous checkpoint that matches the run"
 
 
 def tiny(images: Path, checkpoint_dir: Path, *extra: str) -> list[str]:
-    return tiny_pretrain_overrides(images, checkpoint_dir, "log_every_n_steps=1", "max_epochs=3",
-                                   "+limit_train_batches=1", *extra)
+    return tiny_pretrain_overrides(
+        images,
+        checkpoint_dir,
+        "log_every_n_steps=1",
+        "max_epochs=3",
+        "+limit_train_batches=1",
+        *extra,
+    )
 
 
 def runs(checkpoint_dir: Path) -> list[Path]:
@@ -79,12 +85,15 @@ def test_truncated_newest_checkpoint_is_reported_and_the_previous_one_is_resumed
     (good,) = run.glob("*-ep=1.ckpt")
     capsys.readouterr()
     with pytest.warns(ResumeWarning) as caught:
-        code = main(["pretrain", *tiny(finished["images"], tmp_path / "ckpt",
-                                       "auto_resume.enabled=True")])
+        code = main(
+            ["pretrain", *tiny(finished["images"], tmp_path / "ckpt", "auto_resume.enabled=True")]
+        )
     assert code == 0
     (warning,) = [str(w.message) for w in caught if issubclass(w.category, ResumeWarning)]
-    assert warning.startswith(f"auto_resume: skipping unusable checkpoint '{bad}': cannot be "
-                              "loaded with torch.load(weights_only=True) (")
+    assert warning.startswith(
+        f"auto_resume: skipping unusable checkpoint '{bad}': cannot be "
+        "loaded with torch.load(weights_only=True) ("
+    )
     assert "zip archive" in warning  # torch's reason, on one line
     assert f"{RESUMING}: '{good}'" in capsys.readouterr().out
     resumed = next(r for r in runs(tmp_path / "ckpt") if r.name != run.name)
@@ -95,13 +104,15 @@ def test_no_usable_checkpoint_left_starts_fresh_and_says_so(finished, tmp_path, 
     run = copy_with_truncated(finished, tmp_path / "ckpt", 1, 2)
     capsys.readouterr()
     with pytest.warns(ResumeWarning) as caught:
-        code = main(["pretrain", *tiny(finished["images"], tmp_path / "ckpt",
-                                       "auto_resume.enabled=True")])
+        code = main(
+            ["pretrain", *tiny(finished["images"], tmp_path / "ckpt", "auto_resume.enabled=True")]
+        )
     assert code == 0
     messages = [str(w.message) for w in caught if issubclass(w.category, ResumeWarning)]
     assert len(messages) == 3 and all("skipping unusable checkpoint" in m for m in messages[:2])
-    assert messages[2] == ("auto_resume: none of the 2 checkpoints that match the run can be "
-                           "loaded: starting fresh.")
+    assert messages[2] == (
+        "auto_resume: none of the 2 checkpoints that match the run can be loaded: starting fresh."
+    )
     assert RESUMING not in capsys.readouterr().out
     fresh = next(r for r in runs(tmp_path / "ckpt") if r.name != run.name)
     assert epochs_trained(fresh) == {0, 1, 2}
@@ -110,8 +121,12 @@ def test_no_usable_checkpoint_left_starts_fresh_and_says_so(finished, tmp_path, 
 def test_a_bad_resume_from_checkpoint_is_an_error_naming_the_file(finished, tmp_path, capsys):
     run = copy_with_truncated(finished, tmp_path / "ckpt", 2)
     (bad,) = run.glob("*-ep=2.ckpt")
-    code = main(["pretrain", *tiny(finished["images"], tmp_path / "ckpt",
-                                   f"+resume_from_checkpoint='{bad}'")])
+    code = main(
+        [
+            "pretrain",
+            *tiny(finished["images"], tmp_path / "ckpt", f"+resume_from_checkpoint='{bad}'"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert f"solo-clamp pretrain: error: resume_from_checkpoint: {bad}: cannot be loaded" in err
@@ -125,11 +140,16 @@ def test_a_run_directory_as_resume_from_checkpoint_uses_its_newest_usable_checkp
     (good,) = run.glob("*-ep=1.ckpt")
     capsys.readouterr()
     with pytest.warns(ResumeWarning, match="resume_from_checkpoint: skipping unusable"):
-        code = main(["pretrain", *tiny(finished["images"], tmp_path / "ckpt",
-                                       f"+resume_from_checkpoint={run}")])
+        code = main(
+            [
+                "pretrain",
+                *tiny(finished["images"], tmp_path / "ckpt", f"+resume_from_checkpoint={run}"),
+            ]
+        )
     assert code == 0
     assert f"Resuming from the newest usable checkpoint of the run: '{good}'" in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )
 
 
 def disk_full_at_epoch_one(original):
@@ -159,9 +179,11 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_names_the_path(
     (previous,) = run.glob("*-ep=0.ckpt")
     target = previous.with_name(previous.name.replace("-ep=0.", "-ep=1."))
     err = capsys.readouterr().err
-    assert (f"solo-clamp pretrain: error: cannot write '{target}' (No space left on device); "
-            f"the previous checkpoint '{previous}' is intact. Free space or fix permissions in "
-            f"'{run}', then run again with auto_resume.enabled=True.") in err
+    assert (
+        f"solo-clamp pretrain: error: cannot write '{target}' (No space left on device); "
+        f"the previous checkpoint '{previous}' is intact. Free space or fix permissions in "
+        f"'{run}', then run again with auto_resume.enabled=True."
+    ) in err
     assert "Traceback" not in err
     assert [p.name for p in run.iterdir() if "ckpt" in p.name] == [previous.name]  # no partial
     assert load_checkpoint(previous)["epoch"] == 0
@@ -195,8 +217,10 @@ def test_sigusr1_stops_after_the_step_with_a_checkpoint_and_status_143(
     (checkpoint,) = run.glob("*.ckpt")
     assert checkpoint.name.endswith("-ep=0-step=2.ckpt")
     assert stopped.value.checkpoint == checkpoint
-    assert (f"solo-clamp pretrain: stopped by SIGUSR1 at epoch 0, batch 2/3 (global step 2); "
-            f"saved '{checkpoint}'.") in capsys.readouterr().err
+    assert (
+        f"solo-clamp pretrain: stopped by SIGUSR1 at epoch 0, batch 2/3 (global step 2); "
+        f"saved '{checkpoint}'."
+    ) in capsys.readouterr().err
     state = load_checkpoint(checkpoint)
     assert state["global_step"] == 2
     assert state["callbacks"]["AtomicCheckpointer"]["batches_done"] == 2
@@ -235,17 +259,27 @@ def test_data_loader_workers_outlive_stop_signals_sent_to_the_whole_job():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("+checkpoint.keep_last=0", "checkpoint.keep_last must be an integer >= 1 (how many of "
-         "a run's newest checkpoints are kept), got 0."),
-        ("+checkpoint.every_minutes=0", "checkpoint.every_minutes must be a number of minutes > "
-         "0 (a mid-epoch checkpoint at most that often), or null for epoch ends only, got 0."),
-        ("+checkpoint.every_minutes=soon", "checkpoint.every_minutes must be a number of "
-         "minutes > 0 (a mid-epoch checkpoint at most that often), or null for epoch ends "
-         "only, got 'soon'."),
+        (
+            "+checkpoint.keep_last=0",
+            "checkpoint.keep_last must be an integer >= 1 (how many of "
+            "a run's newest checkpoints are kept), got 0.",
+        ),
+        (
+            "+checkpoint.every_minutes=0",
+            "checkpoint.every_minutes must be a number of minutes > "
+            "0 (a mid-epoch checkpoint at most that often), or null for epoch ends only, got 0.",
+        ),
+        (
+            "+checkpoint.every_minutes=soon",
+            "checkpoint.every_minutes must be a number of "
+            "minutes > 0 (a mid-epoch checkpoint at most that often), or null for epoch ends "
+            "only, got 'soon'.",
+        ),
     ],
 )
-def test_bad_fault_tolerance_settings_name_the_field(tmp_path, image_folder_writer, capsys,
-                                                     override, message):
+def test_bad_fault_tolerance_settings_name_the_field(
+    tmp_path, image_folder_writer, capsys, override, message
+):
     images = image_folder_writer(tmp_path / "images", classes=3, per_class=4)
     assert main(["pretrain", *tiny(images, tmp_path / "ckpt", override)]) == 2
     assert f"solo-clamp pretrain: error: {message}" in capsys.readouterr().err
@@ -257,7 +291,9 @@ def test_every_test_named_in_docs_faults_md_exists(repo_root):
 
     doc = (repo_root / "docs" / "faults.md").read_text()
     named = set(re.findall(r"`(test_\w+)`", doc))
-    sources = "".join((repo_root / "tests" / "integration" / name).read_text()
-                      for name in ("test_faults.py", "test_resume.py"))
+    sources = "".join(
+        (repo_root / "tests" / "integration" / name).read_text()
+        for name in ("test_faults.py", "test_resume.py")
+    )
     defined = set(re.findall(r"^def (test_\w+)\(", sources, flags=re.MULTILINE))
     assert len(named) >= 10 and named <= defined, sorted(named - defined)

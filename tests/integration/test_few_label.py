@@ -36,8 +36,9 @@ def data(tmp_path_factory, image_folder_writer):
 def pretrain(data, config_name: str, *extra: str):
     checkpoints = data["root"] / config_name.split(".")[0]
     overrides = tiny_pretrain_overrides(data["train"], checkpoints, *extra)
-    assert main(["pretrain", "--config-path", "mnist", "--config-name", config_name,
-                 *overrides]) == 0
+    assert (
+        main(["pretrain", "--config-path", "mnist", "--config-name", config_name, *overrides]) == 0
+    )
     (run,) = [path for path in checkpoints.glob("*/*") if path.is_dir()]
     return run
 
@@ -48,18 +49,31 @@ def manifoldclr_run(data):
 
 
 def few_label(data, run, *extra: str) -> int:
-    return main([
-        "few-label", f"pretrained_feature_extractor={run}", "~prepare_data",
-        f"data.train_path={data['train']}", f"data.val_path={data['val']}",
-        "backbone.name=wide_resnet28w2", "data.augmentations.crop_size=16",
-        "data.num_workers=0", "batch_size=8", "labels.per_class=2", "draws=2",
-        "probe.epochs=5", f"output_dir={data['root'] / 'few_label_runs'}", *extra,
-    ])
+    return main(
+        [
+            "few-label",
+            f"pretrained_feature_extractor={run}",
+            "~prepare_data",
+            f"data.train_path={data['train']}",
+            f"data.val_path={data['val']}",
+            "backbone.name=wide_resnet28w2",
+            "data.augmentations.crop_size=16",
+            "data.num_workers=0",
+            "batch_size=8",
+            "labels.per_class=2",
+            "draws=2",
+            "probe.epochs=5",
+            f"output_dir={data['root'] / 'few_label_runs'}",
+            *extra,
+        ]
+    )
 
 
 def reports(data) -> list[dict]:
-    paths = sorted((data["root"] / "few_label_runs").glob("*/few_label.json"),
-                   key=lambda path: path.stat().st_mtime)
+    paths = sorted(
+        (data["root"] / "few_label_runs").glob("*/few_label.json"),
+        key=lambda path: path.stat().st_mtime,
+    )
     return [json.loads(path.read_text()) for path in paths]
 
 
@@ -71,8 +85,12 @@ def test_few_label_with_and_without_feature_augmentation(data, manifoldclr_run, 
     assert "+ 3 prior samples per image" in out and "raw pixels" in out
     plain, augmented = reports(data)[-2:]
     assert set(plain["results"]) == {"backbone", "raw_pixels", "untrained"}
-    assert set(augmented["results"]) == {"backbone", "backbone_feature_augment", "raw_pixels",
-                                         "untrained"}
+    assert set(augmented["results"]) == {
+        "backbone",
+        "backbone_feature_augment",
+        "raw_pixels",
+        "untrained",
+    }
     for row in augmented["results"].values():
         assert len(row["per_draw"]) == 2 and all(0 <= v <= 100 for v in row["per_draw"])
         assert row["mean"] == pytest.approx(sum(row["per_draw"]) / 2)
@@ -93,8 +111,9 @@ def test_the_augmenter_is_the_checkpoints_operators_and_prior(manifoldclr_run):
     (checkpoint,) = manifoldclr_run.glob("*.ckpt")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     torch.testing.assert_close(augmenter.transport.psi, state["manifold.transport.psi"])
-    torch.testing.assert_close(augmenter.prior.shift_head.weight,
-                               state["manifold.prior.shift_head.weight"])
+    torch.testing.assert_close(
+        augmenter.prior.shift_head.weight, state["manifold.prior.shift_head.weight"]
+    )
     assert not augmenter.training
 
 

@@ -27,8 +27,12 @@ def write_pretrained_run(folder: Path) -> Path:
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     ckpt = folder / "clamp-tiny-ep=0.ckpt"
     torch.save({"state_dict": state, "epoch": 0}, ckpt)
-    args = {"method": "clamp", "backbone": {"name": "resnet18", "kwargs": {}},
-            "data": {"dataset": "custom"}, "augmentations": [{"crop_size": 16}]}
+    args = {
+        "method": "clamp",
+        "backbone": {"name": "resnet18", "kwargs": {}},
+        "data": {"dataset": "custom"},
+        "augmentations": [{"crop_size": 16}],
+    }
     (folder / "args.json").write_text(json.dumps(args))
     return ckpt
 
@@ -46,13 +50,23 @@ def setup(tmp_path_factory, image_folder_writer):
 
 def finetune(setup, out: Path, *overrides: str, source=None) -> int:
     source = setup["ckpt"].parent if source is None else source  # "=" in the name: Hydra
-    return main([
-        "finetune", f"pretrained_feature_extractor={source}",
-        f"data.train_path={setup['train']}", f"data.val_path={setup['val']}",
-        "labels.fraction=null", "labels.per_class=2", "max_epochs=2",
-        "optimizer.batch_size=4", "data.num_workers=0", "data.augmentations.crop_size=16",
-        f"checkpoint.dir={out}", "checkpoint.enabled=True", *overrides,
-    ])
+    return main(
+        [
+            "finetune",
+            f"pretrained_feature_extractor={source}",
+            f"data.train_path={setup['train']}",
+            f"data.val_path={setup['val']}",
+            "labels.fraction=null",
+            "labels.per_class=2",
+            "max_epochs=2",
+            "optimizer.batch_size=4",
+            "data.num_workers=0",
+            "data.augmentations.crop_size=16",
+            f"checkpoint.dir={out}",
+            "checkpoint.enabled=True",
+            *overrides,
+        ]
+    )
 
 
 def run_dir(out: Path) -> Path:
@@ -100,29 +114,57 @@ def test_the_written_subset_repeats_the_run(setup, finetuned, capsys):
     assert len(names) == 10
     assert {n.split("/")[0] for n in names} == {f"class_{k}" for k in range(5)}
     out = setup["root"] / "repeated"
-    assert finetune(setup, out, f"labels.file={listing}", "labels.per_class=null",
-                    "max_epochs=1", "checkpoint.enabled=False") == 0
+    assert (
+        finetune(
+            setup,
+            out,
+            f"labels.file={listing}",
+            "labels.per_class=null",
+            "max_epochs=1",
+            "checkpoint.enabled=False",
+        )
+        == 0
+    )
     assert (run_dir(out) / "label_subset.txt").read_text().splitlines()[2:] == names
 
 
 def test_from_the_untrained_backbone_or_a_zoo_name(setup, capsys):
-    assert finetune(setup, setup["root"] / "untrained", "max_epochs=1",
-                    "checkpoint.enabled=False", source="null") == 0
+    assert (
+        finetune(
+            setup,
+            setup["root"] / "untrained",
+            "max_epochs=1",
+            "checkpoint.enabled=False",
+            source="null",
+        )
+        == 0
+    )
     assert "fine-tuned: untrained resnet18 (seed" in capsys.readouterr().out
-    assert finetune(setup, setup["root"] / "zoo", "max_epochs=1", "checkpoint.enabled=False",
-                    source="clamp-mnist-resnet18") == 0
+    assert (
+        finetune(
+            setup,
+            setup["root"] / "zoo",
+            "max_epochs=1",
+            "checkpoint.enabled=False",
+            source="clamp-mnist-resnet18",
+        )
+        == 0
+    )
     assert "fine-tuned: zoo:clamp-mnist-resnet18 (resnet18, pretrained on mnist)" in (
         capsys.readouterr().out
     )
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["data.val_path={train}"], "also in the evaluation split"),
-    (["optimizer.backbone_lr_scale=2"], "optimizer.backbone_lr_scale must be a number in"),
-    (["labels.per_class=9"], "labels.per_class=9 but class 0 has only 8"),
-    (["labels.file=???"], "labels.file: give the list"),
-    (["scheduler.name=step"], "scheduler.name must be 'cosine'"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["data.val_path={train}"], "also in the evaluation split"),
+        (["optimizer.backbone_lr_scale=2"], "optimizer.backbone_lr_scale must be a number in"),
+        (["labels.per_class=9"], "labels.per_class=9 but class 0 has only 8"),
+        (["labels.file=???"], "labels.file: give the list"),
+        (["scheduler.name=step"], "scheduler.name must be 'cosine'"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(setup, overrides, message, capsys):
     overrides = [o.format(train=setup["train"]) for o in overrides]
     assert finetune(setup, setup["root"] / "bad", *overrides) == 2
@@ -132,6 +174,11 @@ def test_bad_settings_are_one_line_errors(setup, overrides, message, capsys):
 
 def test_the_script_is_the_command(repo_root, tmp_path):
     script = repo_root / "scripts" / "linear" / "main_finetune.py"
-    out = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert out.startswith("usage: solo-clamp finetune")

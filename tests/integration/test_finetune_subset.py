@@ -38,13 +38,16 @@ def test_the_draw_is_seeded():
     assert len(first) == len(other) == 92
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({}, "exactly one"),
-    ({"fraction": 0.1, "per_class": 2}, "exactly one"),
-    ({"fraction": 0.0}, r"labels.fraction must be in \(0, 1\]"),
-    ({"per_class": 0}, "labels.per_class must be a positive integer"),
-    ({"per_class": 121}, "class 2 has only 120"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({}, "exactly one"),
+        ({"fraction": 0.1, "per_class": 2}, "exactly one"),
+        ({"fraction": 0.0}, r"labels.fraction must be in \(0, 1\]"),
+        ({"per_class": 0}, "labels.per_class must be a positive integer"),
+        ({"per_class": 121}, "class 2 has only 120"),
+    ],
+)
 def test_bad_draws_name_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
         stratified_draw(LABELS, **kwargs)
@@ -53,8 +56,11 @@ def test_bad_draws_name_the_field(kwargs, message):
 def test_the_file_list_repeats_the_draw(tmp_path):
     names = [f"class_{label}/{i:05d}.png" for i, label in enumerate(LABELS)]
     chosen = stratified_draw(LABELS, fraction=0.05, seed=1)
-    path = write_subset_file(tmp_path / "label_subset.txt", [names[i] for i in chosen],
-                             header="46 labelled images\nlabels: {fraction: 0.05}")
+    path = write_subset_file(
+        tmp_path / "label_subset.txt",
+        [names[i] for i in chosen],
+        header="46 labelled images\nlabels: {fraction: 0.05}",
+    )
     assert path.read_text().startswith("# 46 labelled images\n# labels:")
     assert indices_of(read_subset_file(path), names, "train") == chosen.tolist()
 
@@ -62,8 +68,10 @@ def test_the_file_list_repeats_the_draw(tmp_path):
 def test_simclr_imagenet_lists_are_read_as_class_folder_paths(tmp_path):
     listing = tmp_path / "1percent.txt"
     listing.write_text("n01440764_10026.JPEG\nn01443537_2.JPEG\n\n")
-    assert read_subset_file(listing) == ["n01440764/n01440764_10026.JPEG",
-                                         "n01443537/n01443537_2.JPEG"]
+    assert read_subset_file(listing) == [
+        "n01440764/n01440764_10026.JPEG",
+        "n01443537/n01443537_2.JPEG",
+    ]
 
 
 def test_listed_images_must_exist_once(tmp_path):

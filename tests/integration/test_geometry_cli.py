@@ -28,8 +28,15 @@ def tiny_checkpoint(tmp_path, clamp_cfg_factory):
     (run / "args.json").write_text(json.dumps(OmegaConf.to_container(cfg)))
     with (run / "metrics.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["epoch", "step", "train_clamp_neighbours_epoch",
-                         "train_clamp_mean_radius_epoch", "train_acc1_epoch"])
+        writer.writerow(
+            [
+                "epoch",
+                "step",
+                "train_clamp_neighbours_epoch",
+                "train_clamp_mean_radius_epoch",
+                "train_acc1_epoch",
+            ]
+        )
         for epoch, (neighbours, radius) in enumerate([(3.0, 5.2), (2.0, 4.9), (1.5, 4.7)]):
             writer.writerow([epoch, 10 * epoch + 5, "", "", "40"])  # a row without CLAMP stats
             writer.writerow([epoch, 10 * epoch + 9, neighbours, radius, ""])
@@ -38,13 +45,37 @@ def tiny_checkpoint(tmp_path, clamp_cfg_factory):
 
 def test_geometry_writes_figures_and_sane_json(tmp_path, tiny_checkpoint, image_folder):
     out = tmp_path / "out"
-    code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder), "--out", str(out),
-                 "--max-images", "12", "--invariance-images", "6", "--views", "2",
-                 "--batch-size", "64", "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "geometry",
+            str(tiny_checkpoint),
+            "--data",
+            str(image_folder),
+            "--out",
+            str(out),
+            "--max-images",
+            "12",
+            "--invariance-images",
+            "6",
+            "--views",
+            "2",
+            "--batch-size",
+            "64",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "geometry.json").read_text())
-    assert {"training_curves", "unaugmented", "submanifolds", "invariance", "figures",
-            "notes"} <= set(result)
+    assert {
+        "training_curves",
+        "unaugmented",
+        "submanifolds",
+        "invariance",
+        "figures",
+        "notes",
+    } <= set(result)
     assert result["num_images"] == 12 and result["view_images"] == 6
     assert result["num_classes"] == 3 and result["views"] == 2
     assert result["normalization"]["source"] == "imagenet"
@@ -76,8 +107,13 @@ def test_geometry_writes_figures_and_sane_json(tmp_path, tiny_checkpoint, image_
         assert values[0] == pytest.approx(0.0, abs=1e-6)  # s = 0: every view is the same
         assert values[-1] > 0.0
 
-    expected = {"training_curves.png", "centroid_distances.png", "similarities.png", "tsne.png",
-                "invariance.png"}
+    expected = {
+        "training_curves.png",
+        "centroid_distances.png",
+        "similarities.png",
+        "tsne.png",
+        "invariance.png",
+    }
     assert set(result["figures"]) == expected
     for name in expected:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -104,8 +140,17 @@ def test_missing_checkpoint_exits_2_with_a_clear_message(tmp_path, image_folder,
 
 def test_mismatched_weights_exit_2(tmp_path, tiny_checkpoint, image_folder, capsys):
     torch.save({"state_dict": {"backbone.conv1.weight": torch.zeros(1)}}, tiny_checkpoint)
-    code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder),
-                 "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "geometry",
+            str(tiny_checkpoint),
+            "--data",
+            str(image_folder),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert "do not match the architecture" in capsys.readouterr().err
 
@@ -127,8 +172,13 @@ def manifoldclr_checkpoint(tmp_path, clamp_cfg_factory):
     solo_clamp.register()
     cfg = clamp_cfg_factory(num_views=2, batch_size=4, crop_size=32)
     cfg.method = "manifoldclr"
-    cfg.method_kwargs = {"proj_hidden_dim": 32, "proj_output_dim": 16, "dictionary_size": 4,
-                         "block_dim": 16, "vi_hidden_dim": 8}
+    cfg.method_kwargs = {
+        "proj_hidden_dim": 32,
+        "proj_output_dim": 16,
+        "dictionary_size": 4,
+        "block_dim": 16,
+        "vi_hidden_dim": 8,
+    }
     torch.manual_seed(1)
     model = METHODS["manifoldclr"](cfg)
     run = tmp_path / "manifoldclr-run"
@@ -140,9 +190,25 @@ def manifoldclr_checkpoint(tmp_path, clamp_cfg_factory):
 
 def test_geometry_of_a_manifoldclr_checkpoint(tmp_path, manifoldclr_checkpoint, image_folder):
     out = tmp_path / "out"
-    code = main(["geometry", str(manifoldclr_checkpoint), "--data", str(image_folder),
-                 "--out", str(out), "--max-images", "12", "--invariance-images", "6",
-                 "--views", "2", "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "geometry",
+            str(manifoldclr_checkpoint),
+            "--data",
+            str(image_folder),
+            "--out",
+            str(out),
+            "--max-images",
+            "12",
+            "--invariance-images",
+            "6",
+            "--views",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "geometry.json").read_text())
     assert result["method"] == "manifoldclr"
@@ -161,7 +227,16 @@ def test_geometry_of_a_manifoldclr_checkpoint(tmp_path, manifoldclr_checkpoint, 
 def test_geometry_refuses_an_unknown_method(tmp_path, tiny_checkpoint, image_folder, capsys):
     args = tiny_checkpoint.parent / "args.json"
     args.write_text(json.dumps({**json.loads(args.read_text()), "method": "nope"}))
-    code = main(["geometry", str(tiny_checkpoint), "--data", str(image_folder),
-                 "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "geometry",
+            str(tiny_checkpoint),
+            "--data",
+            str(image_folder),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert "method='nope' is not a solo-learn method; known: [" in capsys.readouterr().err

@@ -13,8 +13,16 @@ pytestmark = pytest.mark.slow
 
 def test_dry_run_writes_json_and_markdown(repo_root, tmp_path):
     done = subprocess.run(
-        [sys.executable, str(repo_root / "bench" / "gpu_check.py"), "--dry", "--out",
-         str(tmp_path)], capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(repo_root / "bench" / "gpu_check.py"),
+            "--dry",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "gpu_check.json").read_text())

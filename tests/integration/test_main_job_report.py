@@ -37,11 +37,21 @@ TINY = [
 
 def test_report_gives_clamp_untrained_and_raw_pixels(mnist_source, tmp_path, capsys):
     datasets = tmp_path / "datasets"
-    assert main([
-        "pretrain", f"prepare_data.source={mnist_source}", f"prepare_data.root={datasets}",
-        "prepare_data.train_per_class=2", "prepare_data.val_per_class=2",
-        "prepare_data.val_from=train", f"checkpoint.dir={tmp_path / 'trained_models'}", *TINY,
-    ]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                f"prepare_data.source={mnist_source}",
+                f"prepare_data.root={datasets}",
+                "prepare_data.train_per_class=2",
+                "prepare_data.val_per_class=2",
+                "prepare_data.val_from=train",
+                f"checkpoint.dir={tmp_path / 'trained_models'}",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     (run,) = (tmp_path / "trained_models" / "clamp").iterdir()
     report = json.loads((run / "knn.json").read_text())
@@ -51,7 +61,8 @@ def test_report_gives_clamp_untrained_and_raw_pixels(mnist_source, tmp_path, cap
     for name in ("clamp", "untrained", "raw_pixels"):
         assert 0 <= report[f"{name}_knn_top1"] <= report[f"{name}_knn_top5"] <= 100
     assert report["floors_beaten"] == [
-        floor for floor in ("untrained", "raw_pixels")
+        floor
+        for floor in ("untrained", "raw_pixels")
         if report["clamp_knn_top1"] > report[f"{floor}_knn_top1"]
     ]
     assert format_knn_report(report) in out
@@ -71,9 +82,15 @@ def test_report_gives_clamp_untrained_and_raw_pixels(mnist_source, tmp_path, cap
 
 def test_printed_verdict_names_each_floor_clamp_is_below():
     report = {
-        "k": 20, "temperature": 0.07, "distance": "cosine", "split": "test",
-        "train_images": 5000, "test_images": 10000,
-        "clamp_knn_top1": 93.79, "untrained_knn_top1": 89.86, "raw_pixels_knn_top1": 94.69,
+        "k": 20,
+        "temperature": 0.07,
+        "distance": "cosine",
+        "split": "test",
+        "train_images": 5000,
+        "test_images": 10000,
+        "clamp_knn_top1": 93.79,
+        "untrained_knn_top1": 89.86,
+        "raw_pixels_knn_top1": 94.69,
         "floors_beaten": ["untrained"],
     }
     text = format_knn_report(report)
@@ -93,11 +110,26 @@ def test_simclr_baseline_trains_and_reports_beside_the_same_floors(mnist_source,
     """solo-learn's SimCLR through the same program (mnist/simclr.yaml): its report has the
     same keys and floors as CLAMP's, the untrained floor being the same initial backbone."""
     datasets = tmp_path / "datasets"
-    common = [f"prepare_data.source={mnist_source}", f"prepare_data.root={datasets}",
-              "prepare_data.train_per_class=2", "prepare_data.val_per_class=2",
-              "prepare_data.val_from=train", *TINY]
-    assert main(["pretrain", "--config-name", "simclr.yaml", *common,
-                 f"checkpoint.dir={tmp_path / 'simclr'}"]) == 0
+    common = [
+        f"prepare_data.source={mnist_source}",
+        f"prepare_data.root={datasets}",
+        "prepare_data.train_per_class=2",
+        "prepare_data.val_per_class=2",
+        "prepare_data.val_from=train",
+        *TINY,
+    ]
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config-name",
+                "simclr.yaml",
+                *common,
+                f"checkpoint.dir={tmp_path / 'simclr'}",
+            ]
+        )
+        == 0
+    )
     assert "SimCLR" in capsys.readouterr().out
     (run,) = (tmp_path / "simclr" / "simclr").iterdir()
     simclr = json.loads((run / "knn.json").read_text())
@@ -110,10 +142,13 @@ def test_simclr_baseline_trains_and_reports_beside_the_same_floors(mnist_source,
         assert simclr[f"{floor}_knn_top1"] == pytest.approx(clamp[f"{floor}_knn_top1"])
 
 
-@pytest.mark.parametrize(("override", "field"), [
-    ("method_kwargs.temperature=0", "method_kwargs.temperature"),
-    ("method_kwargs.proj_output_dim=0", "method_kwargs.proj_output_dim"),
-])
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("method_kwargs.temperature=0", "method_kwargs.temperature"),
+        ("method_kwargs.proj_output_dim=0", "method_kwargs.proj_output_dim"),
+    ],
+)
 def test_simclr_kwargs_errors_name_the_field(override, field):
     from omegaconf import OmegaConf
 

@@ -24,6 +24,7 @@ def methods() -> dict:
     solo_clamp.register()
     return METHODS
 
+
 CONFIGS = sorted(config_dir("pretrain").glob("*/manifoldclr.yaml"))
 GROUPS = ["backbone", "classifier", "projector", "transport_operators", "coefficient_networks"]
 
@@ -31,16 +32,30 @@ GROUPS = ["backbone", "classifier", "projector", "transport_operators", "coeffic
 def tiny_cfg(clamp_cfg_factory, **method_kwargs):
     cfg = clamp_cfg_factory(num_views=2, batch_size=6, backbone="wide_resnet28w2", crop_size=16)
     cfg.method = "manifoldclr"
-    cfg.method_kwargs = {"proj_hidden_dim": 32, "proj_output_dim": 16, "dictionary_size": 4,
-                         "block_dim": 16, "vi_hidden_dim": 8, **method_kwargs}
-    cfg.optimizer = {"name": "adamw", "batch_size": 6, "lr": 3e-3, "classifier_lr": 0.1,
-                     "weight_decay": 1e-5}
+    cfg.method_kwargs = {
+        "proj_hidden_dim": 32,
+        "proj_output_dim": 16,
+        "dictionary_size": 4,
+        "block_dim": 16,
+        "vi_hidden_dim": 8,
+        **method_kwargs,
+    }
+    cfg.optimizer = {
+        "name": "adamw",
+        "batch_size": 6,
+        "lr": 3e-3,
+        "classifier_lr": 0.1,
+        "weight_decay": 1e-5,
+    }
     return cfg
 
 
 def make_batch(crops: int = 2, batch: int = 6, size: int = 16):
-    return [torch.arange(batch), [torch.randn(batch, 3, size, size) for _ in range(crops)],
-            torch.arange(batch) % 3]
+    return [
+        torch.arange(batch),
+        [torch.randn(batch, 3, size, size) for _ in range(crops)],
+        torch.arange(batch) % 3,
+    ]
 
 
 def quiet(model):
@@ -66,9 +81,12 @@ def test_every_config_composes_and_builds_the_model(path: Path, tmp_path):
 
     from solo_clamp.training.common import parse_solo_cfg
 
-    args = argparse.Namespace(config_path=str(path.parent), config_name=path.name, _kind="pretrain",
-                              overrides=[f"data.train_path={tmp_path}", "data.val_path=null",
-                                         "data.format=image_folder"])
+    args = argparse.Namespace(
+        config_path=str(path.parent),
+        config_name=path.name,
+        _kind="pretrain",
+        overrides=[f"data.train_path={tmp_path}", "data.val_path=null", "data.format=image_folder"],
+    )
     cfg = compose_config(args)
     cfg.pop("prepare_data", None)
     cfg = parse_solo_cfg(cfg, parse_cfg)
@@ -90,27 +108,40 @@ def test_every_config_composes_and_builds_the_model(path: Path, tmp_path):
 
 def test_training_step_reaches_every_part(clamp_cfg_factory):
     torch.manual_seed(0)
-    model = methods()["manifoldclr"](tiny_cfg(clamp_cfg_factory, max_elbo_start_step=0,
-                                            max_elbo_samples=3, prior_warmup_steps=0))
+    model = methods()["manifoldclr"](
+        tiny_cfg(clamp_cfg_factory, max_elbo_start_step=0, max_elbo_samples=3, prior_warmup_steps=0)
+    )
     logged = quiet(model)
     loss = model.training_step(make_batch(), 0)
     assert torch.isfinite(loss)
     loss.backward()
-    parts = {"backbone": model.backbone, "projector": model.projector,
-             "classifier": model.classifier, "transport": model.manifold.transport,
-             "posterior": model.manifold.posterior, "prior": model.manifold.prior}
+    parts = {
+        "backbone": model.backbone,
+        "projector": model.projector,
+        "classifier": model.classifier,
+        "transport": model.manifold.transport,
+        "posterior": model.manifold.posterior,
+        "prior": model.manifold.prior,
+    }
     for name, module in parts.items():
         grads = [p.grad for p in module.parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
         assert all(torch.isfinite(g).all() for g in grads if g is not None), name
-    for key in ("train_manifoldclr_loss", "train_manifoldclr_ntxent", "train_manifoldclr_kl",
-                "train_manifoldclr_transport_mse", "train_class_loss", "train_acc1"):
+    for key in (
+        "train_manifoldclr_loss",
+        "train_manifoldclr_ntxent",
+        "train_manifoldclr_kl",
+        "train_manifoldclr_transport_mse",
+        "train_class_loss",
+        "train_acc1",
+    ):
         assert key in logged
 
 
 def test_each_group_is_clipped_on_its_own(clamp_cfg_factory):
-    model = methods()["manifoldclr"](tiny_cfg(clamp_cfg_factory, transop_grad_clip=0.1,
-                                            vi_grad_clip=1.0, backbone_grad_clip=2.0))
+    model = methods()["manifoldclr"](
+        tiny_cfg(clamp_cfg_factory, transop_grad_clip=0.1, vi_grad_clip=1.0, backbone_grad_clip=2.0)
+    )
     model.classifier.weight.grad = torch.full_like(model.classifier.weight, 100.0)
     parts = {
         0.1: list(model.manifold.transport.parameters()),
@@ -139,19 +170,34 @@ def test_a_few_training_steps_with_lightning(clamp_cfg_factory):
         def on_train_batch_start(self, trainer, *_):
             scheduler = trainer.lr_scheduler_configs[0].scheduler
             groups = trainer.optimizers[0].param_groups
-            self.ratios.append({group["name"]: group["lr"] / base
-                                for group, base in zip(groups, scheduler.base_lrs)})
+            self.ratios.append(
+                {
+                    group["name"]: group["lr"] / base
+                    for group, base in zip(groups, scheduler.base_lrs)
+                }
+            )
 
     torch.manual_seed(0)
-    cfg = tiny_cfg(clamp_cfg_factory, prior_warmup_steps=2, max_elbo_start_step=2,
-                   max_elbo_samples=2, transop_lr=1e-2)
+    cfg = tiny_cfg(
+        clamp_cfg_factory,
+        prior_warmup_steps=2,
+        max_elbo_start_step=2,
+        max_elbo_samples=2,
+        transop_lr=1e-2,
+    )
     model = methods()["manifoldclr"](cfg)
     images = [(i, [torch.randn(3, 16, 16), torch.randn(3, 16, 16)], i % 3) for i in range(24)]
     psi_before = model.manifold.transport.psi.detach().clone()
     prior_before = model.manifold.prior.shift_head.weight.detach().clone()
-    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False,
-                      callbacks=[RecordLearningRates()])
+    trainer = Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[RecordLearningRates()],
+    )
     trainer.fit(model, DataLoader(images, batch_size=6))
     assert trainer.global_step == 4
     assert math.isfinite(float(trainer.callback_metrics["train_manifoldclr_loss"]))

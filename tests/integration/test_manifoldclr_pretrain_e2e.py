@@ -34,12 +34,16 @@ def pretrained(tmp_path_factory, image_folder_writer):
     train = image_folder_writer(root / "train", classes=6, per_class=3, size=16)
     val = image_folder_writer(root / "val", classes=6, per_class=2, size=16, seed=1)
     overrides = tiny_pretrain_overrides(
-        train, root / "trained_models", *TINY_MANIFOLDCLR,
-        f"+evaluate.knn.train_path={train}", f"+evaluate.knn.val_path={val}",
+        train,
+        root / "trained_models",
+        *TINY_MANIFOLDCLR,
+        f"+evaluate.knn.train_path={train}",
+        f"+evaluate.knn.val_path={val}",
         "+evaluate.knn.batch_size=8",
     )
-    code = main(["pretrain", "--config-path", "mnist", "--config-name", "manifoldclr.yaml",
-                 *overrides])
+    code = main(
+        ["pretrain", "--config-path", "mnist", "--config-name", "manifoldclr.yaml", *overrides]
+    )
     assert code == 0
     runs = list((root / "trained_models" / "manifoldclr").iterdir())
     assert len(runs) == 1
@@ -59,8 +63,11 @@ def test_pretrain_writes_a_manifoldclr_run(pretrained):
     assert any(k.startswith("manifold.posterior.") for k in state)
     with open(run / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
-    losses = [float(r["train_manifoldclr_loss_step"]) for r in rows
-              if r.get("train_manifoldclr_loss_step")]
+    losses = [
+        float(r["train_manifoldclr_loss_step"])
+        for r in rows
+        if r.get("train_manifoldclr_loss_step")
+    ]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)  # 18 images, batch 4
     report = json.loads((run / "knn.json").read_text())
     assert 0 <= report["manifoldclr_knn_top1"] <= 100 and report["test_images"] == 12
@@ -69,10 +76,23 @@ def test_pretrain_writes_a_manifoldclr_run(pretrained):
 def test_linear_and_knn_programs_evaluate_the_checkpoint(pretrained, capsys):
     root, run = pretrained["root"], pretrained["run"]
     paths = [f"data.train_path={pretrained['train']}", f"data.val_path={pretrained['val']}"]
-    assert main(["linear", f"pretrained_feature_extractor={run}", *paths, "max_epochs=1",
-                 "backbone.name=wide_resnet28w2", "pretrain_method=manifoldclr",
-                 "data.augmentations.crop_size=16", "optimizer.batch_size=8",
-                 "data.num_workers=0", f"checkpoint.dir={root / 'linear_models'}"]) == 0
+    assert (
+        main(
+            [
+                "linear",
+                f"pretrained_feature_extractor={run}",
+                *paths,
+                "max_epochs=1",
+                "backbone.name=wide_resnet28w2",
+                "pretrain_method=manifoldclr",
+                "data.augmentations.crop_size=16",
+                "optimizer.batch_size=8",
+                "data.num_workers=0",
+                f"checkpoint.dir={root / 'linear_models'}",
+            ]
+        )
+        == 0
+    )
     assert "linear evaluation: val_acc1=" in capsys.readouterr().out
     assert main(["knn", f"pretrained_checkpoint={run}", *paths, "batch_size=8"]) == 0
     out = capsys.readouterr().out

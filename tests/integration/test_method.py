@@ -14,15 +14,17 @@ from solo_clamp.configs import config_dir
 
 PRETRAIN_CONFIGS = sorted(  # CLAMP's: ManifoldCLR's are in test_manifoldclr_method.py and the
     # SimCLR baseline's report in test_main_job_report.py
-    p for p in config_dir("pretrain").glob("*/*.yaml")
+    p
+    for p in config_dir("pretrain").glob("*/*.yaml")
     if not p.name.startswith(("manifoldclr", "simclr"))
 )
 LINEAR_CONFIGS = sorted(p for p in config_dir("linear").glob("*/*.yaml"))
 
 
 def compose(path: Path, kind: str, *overrides: str):
-    args = argparse.Namespace(config_path=str(path.parent), config_name=path.name,
-                              overrides=list(overrides), _kind=kind)
+    args = argparse.Namespace(
+        config_path=str(path.parent), config_name=path.name, overrides=list(overrides), _kind=kind
+    )
     return compose_config(args)
 
 
@@ -37,8 +39,13 @@ def test_clamp_is_registered_idempotently():
 
 def test_shipped_configs_exist():
     names = {f"{p.parent.name}/{p.name}" for p in PRETRAIN_CONFIGS}
-    assert {"mnist/clamp.yaml", "cifar/clamp.yaml", "imagenet-100/clamp.yaml",
-            "imagenet-100/clamp_8views.yaml", "imagenet/clamp.yaml"} <= names
+    assert {
+        "mnist/clamp.yaml",
+        "cifar/clamp.yaml",
+        "imagenet-100/clamp.yaml",
+        "imagenet-100/clamp_8views.yaml",
+        "imagenet/clamp.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", PRETRAIN_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -47,8 +54,13 @@ def test_every_pretrain_config_composes_and_builds_the_model(path, tmp_path, cla
 
     from solo_clamp.training.common import parse_solo_cfg
 
-    cfg = compose(path, "pretrain", f"data.train_path={tmp_path}", "data.val_path=null",
-                  "data.format=image_folder")
+    cfg = compose(
+        path,
+        "pretrain",
+        f"data.train_path={tmp_path}",
+        "data.val_path=null",
+        "data.format=image_folder",
+    )
     cfg.pop("prepare_data", None)
     cfg = parse_solo_cfg(cfg, parse_cfg)
     model = clamp_method(cfg)
@@ -104,14 +116,21 @@ def test_training_step_gives_finite_loss_and_gradients(clamp_cfg_factory, clamp_
         grads = [p.grad for p in getattr(model, name).parameters() if p.requires_grad]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
         assert all(torch.isfinite(g).all() for g in grads if g is not None)
-    for key in ("train_clamp_loss", "train_clamp_mean_radius", "train_clamp_neighbours",
-                "train_clamp_centroid_distance", "train_clamp_overlap_fraction",
-                "train_class_loss", "train_acc1"):
+    for key in (
+        "train_clamp_loss",
+        "train_clamp_mean_radius",
+        "train_clamp_neighbours",
+        "train_clamp_centroid_distance",
+        "train_clamp_overlap_fraction",
+        "train_class_loss",
+        "train_acc1",
+    ):
         assert key in logged
 
 
-def test_joint_forward_feeds_every_large_view_to_classifier_and_knn(clamp_cfg_factory,
-                                                                    clamp_method):
+def test_joint_forward_feeds_every_large_view_to_classifier_and_knn(
+    clamp_cfg_factory, clamp_method
+):
     cfg = clamp_cfg_factory(num_views=4, batch_size=5)
     cfg.knn_eval = {"enabled": True, "k": 3, "distance_func": "cosine"}
     cfg.data.num_large_crops, cfg.data.num_small_crops = 3, 1
@@ -128,8 +147,9 @@ def test_joint_forward_feeds_every_large_view_to_classifier_and_knn(clamp_cfg_fa
     assert torch.cat(model.knn.train_targets).tolist() == (torch.arange(5) % 3).repeat(3).tolist()
 
 
-def test_joint_and_per_crop_forward_agree_without_batchnorm_coupling(clamp_cfg_factory,
-                                                                     clamp_method):
+def test_joint_and_per_crop_forward_agree_without_batchnorm_coupling(
+    clamp_cfg_factory, clamp_method
+):
     """In eval mode BatchNorm uses running stats, so both forwards give the same loss."""
     torch.manual_seed(1)
     cfg = clamp_cfg_factory(num_views=4, batch_size=6)
@@ -142,8 +162,7 @@ def test_joint_and_per_crop_forward_agree_without_batchnorm_coupling(clamp_cfg_f
     assert joint.item() == pytest.approx(per_crop.item(), rel=1e-4)
 
 
-def test_non_finite_embeddings_name_the_step_and_suggest_a_fix(clamp_cfg_factory,
-                                                               clamp_method):
+def test_non_finite_embeddings_name_the_step_and_suggest_a_fix(clamp_cfg_factory, clamp_method):
     cfg = clamp_cfg_factory(num_views=2, batch_size=4)
     model = clamp_method(cfg)
     model.log = model.log_dict = lambda *a, **k: None
@@ -166,11 +185,15 @@ def test_unknown_backbone_is_rejected_early(tmp_path):
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.png").write_bytes(b"")
-    cfg = OmegaConf.create({
-        "method": "clamp", "backbone": {"name": "resnet9000"},
-        "method_kwargs": {"proj_hidden_dim": 8, "proj_output_dim": 4, "rs": 7.0},
-        "data": {"dataset": "custom", "train_path": str(tmp_path)},
-        "augmentations": [{"crop_size": 32, "num_crops": 4}], "optimizer": {"batch_size": 4},
-    })
+    cfg = OmegaConf.create(
+        {
+            "method": "clamp",
+            "backbone": {"name": "resnet9000"},
+            "method_kwargs": {"proj_hidden_dim": 8, "proj_output_dim": 4, "rs": 7.0},
+            "data": {"dataset": "custom", "train_path": str(tmp_path)},
+            "augmentations": [{"crop_size": 32, "num_crops": 4}],
+            "optimizer": {"batch_size": 4},
+        }
+    )
     with pytest.raises(ValueError, match=r"backbone.name must be one of \[.*'resnet18'"):
         preflight(cfg)

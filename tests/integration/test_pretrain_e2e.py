@@ -32,11 +32,17 @@ def pretrained(tmp_path_factory, image_folder_writer):
     root = tmp_path_factory.mktemp("e2e")
     train = write_image_folder(root / "train", classes=6, per_class=4)
     val = write_image_folder(root / "val", classes=6, per_class=2, seed=1)
-    code = main([
-        "pretrain", "~prepare_data", f"data.train_path={train}",
-        f"+evaluate.knn.train_path={train}", f"+evaluate.knn.val_path={val}",
-        f"checkpoint.dir={root / 'trained_models'}", *TINY,
-    ])
+    code = main(
+        [
+            "pretrain",
+            "~prepare_data",
+            f"data.train_path={train}",
+            f"+evaluate.knn.train_path={train}",
+            f"+evaluate.knn.val_path={val}",
+            f"checkpoint.dir={root / 'trained_models'}",
+            *TINY,
+        ]
+    )
     assert code == 0
     runs = list((root / "trained_models" / "clamp").iterdir())
     assert len(runs) == 1
@@ -66,9 +72,20 @@ def test_pretrain_writes_a_solo_learn_layout_run(pretrained):
 def test_our_linear_and_knn_programs_evaluate_the_checkpoint(pretrained, capsys):
     root, run = pretrained["root"], pretrained["run"]
     paths = [f"data.train_path={pretrained['train']}", f"data.val_path={pretrained['val']}"]
-    assert main(["linear", f"pretrained_feature_extractor={run}", *paths, "max_epochs=1",
-                 "optimizer.batch_size=8", "data.num_workers=0",
-                 f"checkpoint.dir={root / 'linear_models'}"]) == 0
+    assert (
+        main(
+            [
+                "linear",
+                f"pretrained_feature_extractor={run}",
+                *paths,
+                "max_epochs=1",
+                "optimizer.batch_size=8",
+                "data.num_workers=0",
+                f"checkpoint.dir={root / 'linear_models'}",
+            ]
+        )
+        == 0
+    )
     assert "linear evaluation: val_acc1=" in capsys.readouterr().out
     assert main(["knn", f"pretrained_checkpoint={run}", *paths, "batch_size=16"]) == 0
     out = capsys.readouterr().out
@@ -101,31 +118,45 @@ def test_solo_learns_own_main_linear_runs_unchanged_on_the_checkpoint(pretrained
     root, run = pretrained["root"], pretrained["run"]
     config = root / "solo_linear.yaml"
     config.write_text(
-        "\n".join([
-            "name: solo-linear",
-            f"pretrained_feature_extractor: {next(run.glob('*.ckpt'))}",
-            "backbone: {name: resnet18}",
-            "pretrain_method: clamp",
-            f"data: {{dataset: custom, train_path: {pretrained['train']}, "
-            f"val_path: {pretrained['val']}, format: image_folder, num_workers: 0}}",
-            "optimizer: {name: sgd, batch_size: 8, lr: 0.1, weight_decay: 0}",
-            "scheduler: {name: step, lr_decay_steps: [1]}",
-            "checkpoint: {enabled: false}",
-            "auto_resume: {enabled: false}",
-            "max_epochs: 1",
-            "limit_train_batches: 1",
-            "limit_val_batches: 1",
-            'devices: "1"',
-            "accelerator: cpu",
-            "precision: 32",
-            "strategy: auto",
-        ])
+        "\n".join(
+            [
+                "name: solo-linear",
+                f"pretrained_feature_extractor: {next(run.glob('*.ckpt'))}",
+                "backbone: {name: resnet18}",
+                "pretrain_method: clamp",
+                f"data: {{dataset: custom, train_path: {pretrained['train']}, "
+                f"val_path: {pretrained['val']}, format: image_folder, num_workers: 0}}",
+                "optimizer: {name: sgd, batch_size: 8, lr: 0.1, weight_decay: 0}",
+                "scheduler: {name: step, lr_decay_steps: [1]}",
+                "checkpoint: {enabled: false}",
+                "auto_resume: {enabled: false}",
+                "max_epochs: 1",
+                "limit_train_batches: 1",
+                "limit_val_batches: 1",
+                'devices: "1"',
+                "accelerator: cpu",
+                "precision: 32",
+                "strategy: auto",
+            ]
+        )
         + "\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "solo_clamp.cli", "run-solo", str(script),
-         "--config-path", str(root), "--config-name", config.name],
-        capture_output=True, text=True, timeout=600, cwd=root,
+        [
+            sys.executable,
+            "-m",
+            "solo_clamp.cli",
+            "run-solo",
+            str(script),
+            "--config-path",
+            str(root),
+            "--config-name",
+            config.name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Loaded" in result.stderr + result.stdout or "val_acc1" in result.stderr + result.stdout

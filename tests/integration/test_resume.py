@@ -39,8 +39,9 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 def tiny(images: Path, checkpoint_dir: Path, *extra: str) -> list[str]:
     """Overrides of the MNIST config for a tiny 2-epoch CPU run: images of 16 px, batch 4."""
-    return tiny_pretrain_overrides(images, checkpoint_dir, "log_every_n_steps=1",
-                                   "max_epochs=2", *extra)
+    return tiny_pretrain_overrides(
+        images, checkpoint_dir, "log_every_n_steps=1", "max_epochs=2", *extra
+    )
 
 
 def run_dirs(checkpoint_dir: Path) -> list[Path]:
@@ -52,8 +53,11 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     """``step -> train_clamp_loss_step`` from a run's metrics.csv."""
     with open(run_dir / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
-    return {int(r["step"]): float(r["train_clamp_loss_step"])
-            for r in rows if r.get("train_clamp_loss_step")}
+    return {
+        int(r["step"]): float(r["train_clamp_loss_step"])
+        for r in rows
+        if r.get("train_clamp_loss_step")
+    }
 
 
 def epochs_logged(run_dir: Path) -> set[int]:
@@ -61,21 +65,28 @@ def epochs_logged(run_dir: Path) -> set[int]:
         return {int(r["epoch"]) for r in csv.DictReader(handle) if r.get("train_clamp_loss_step")}
 
 
-def signal_during_second_epoch(images: Path, checkpoint_dir: Path, log: Path,
-                               signum: int = signal.SIGKILL) -> Path:
+def signal_during_second_epoch(
+    images: Path, checkpoint_dir: Path, log: Path, signum: int = signal.SIGKILL
+) -> Path:
     """Starts a 2-epoch pretrain subprocess and sends it ``signum`` once epoch 0's checkpoint
     exists and epoch 1 has run a step. Returns the run's directory (the process has ended)."""
-    command = [sys.executable, "-m", "solo_clamp.cli", "pretrain",
-               *tiny(images, checkpoint_dir)]
+    command = [sys.executable, "-m", "solo_clamp.cli", "pretrain", *tiny(images, checkpoint_dir)]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                   env={**os.environ, **ONE_THREAD})  # as in-process
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env={**os.environ, **ONE_THREAD},
+        )  # as in-process
         try:
             deadline = time.monotonic() + 150
             while time.monotonic() < deadline and process.poll() is None:
                 text = log.read_bytes().decode(errors="replace")
-                if list(checkpoint_dir.glob("clamp/*/*-ep=0.ckpt")) and "Epoch 1:" in text and (
-                    f"1/{STEPS_PER_EPOCH}" in text.split("Epoch 1:", 1)[1]
+                if (
+                    list(checkpoint_dir.glob("clamp/*/*-ep=0.ckpt"))
+                    and "Epoch 1:" in text
+                    and (f"1/{STEPS_PER_EPOCH}" in text.split("Epoch 1:", 1)[1])
                 ):
                     process.send_signal(signum)
                     break
@@ -158,13 +169,17 @@ def test_sigterm_mid_epoch_saves_the_step_and_resume_continues_from_it(
     step = int(mid.name.split("-step=")[1].removesuffix(".ckpt"))
     assert STEPS_PER_EPOCH < step < 2 * STEPS_PER_EPOCH
     done = step - STEPS_PER_EPOCH
-    line = (f"solo-clamp pretrain: stopped by SIGTERM at epoch 1, batch {done}/{STEPS_PER_EPOCH}"
-            f" (global step {step}); saved '{mid}'. Resume: the same command with "
-            f"auto_resume.enabled=True (or resume_from_checkpoint={stopped}). "
-            f"Exit status {EXIT_PREEMPTED}.")
+    line = (
+        f"solo-clamp pretrain: stopped by SIGTERM at epoch 1, batch {done}/{STEPS_PER_EPOCH}"
+        f" (global step {step}); saved '{mid}'. Resume: the same command with "
+        f"auto_resume.enabled=True (or resume_from_checkpoint={stopped}). "
+        f"Exit status {EXIT_PREEMPTED}."
+    )
     assert line in log.read_text(errors="replace")
     assert sorted(p.name.split("-ep=")[1] for p in stopped.glob("*.ckpt")) == [
-        "0.ckpt", f"1-step={step}.ckpt"]  # checkpoint.keep_last: 2
+        "0.ckpt",
+        f"1-step={step}.ckpt",
+    ]  # checkpoint.keep_last: 2
     assert not list(stopped.glob("*.partial"))
     state = load_checkpoint(mid)
     assert (state["epoch"], state["global_step"]) == (1, step)
@@ -195,12 +210,28 @@ def test_time_based_checkpoints_change_nothing_and_resume_mid_epoch(
     gave -0.3709. With one loader worker (the MNIST config) the replay is exact as well."""
     images = image_folder_writer(tmp_path / "images", classes=3, per_class=8)
     checkpoint_dir = tmp_path / "ckpt"
-    assert main(["pretrain", *tiny(images, checkpoint_dir, "+checkpoint.every_minutes=1e-9",
-                                   "+checkpoint.keep_last=20")]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                *tiny(
+                    images,
+                    checkpoint_dir,
+                    "+checkpoint.every_minutes=1e-9",
+                    "+checkpoint.keep_last=20",
+                ),
+            ]
+        )
+        == 0
+    )
     (run,) = run_dirs(checkpoint_dir)
     names = {p.name.split("-ep=")[1] for p in run.glob("*.ckpt")}
-    assert names == {"0.ckpt", "1.ckpt", *(f"0-step={s}.ckpt" for s in range(1, 6)),
-                     *(f"1-step={s}.ckpt" for s in range(7, 12))}
+    assert names == {
+        "0.ckpt",
+        "1.ckpt",
+        *(f"0-step={s}.ckpt" for s in range(1, 6)),
+        *(f"1-step={s}.ckpt" for s in range(7, 12)),
+    }
     expected = step_losses(reference_run)
     assert_losses_match(step_losses(run), expected)
 
@@ -271,8 +302,17 @@ def test_kill_during_save_keeps_the_previous_checkpoint_and_resume_ignores_the_p
     assert found == copied
 
     capsys.readouterr()
-    code = main(["pretrain", *tiny(killed_while_saving["images"], checkpoint_dir,
-                                   "+limit_train_batches=1", "auto_resume.enabled=True")])
+    code = main(
+        [
+            "pretrain",
+            *tiny(
+                killed_while_saving["images"],
+                checkpoint_dir,
+                "+limit_train_batches=1",
+                "auto_resume.enabled=True",
+            ),
+        ]
+    )
     assert code == 0
     assert f"{RESUMING} that matches the run: '{copied}'" in capsys.readouterr().out
     resumed = next(r for r in run_dirs(checkpoint_dir) if r.name != run.name)
@@ -280,21 +320,35 @@ def test_kill_during_save_keeps_the_previous_checkpoint_and_resume_ignores_the_p
     assert epochs_logged(resumed) == {1}
 
 
-def test_auto_resume_skips_a_checkpoint_of_another_run_shape(killed_while_saving, tmp_path,
-                                                             capsys):
+def test_auto_resume_skips_a_checkpoint_of_another_run_shape(killed_while_saving, tmp_path, capsys):
     """The epoch-0 checkpoint has 4 views; a 2-view run with auto-resume starts fresh, and
     says which field differs."""
     checkpoint_dir = copy_of(killed_while_saving["checkpoint_dir"], tmp_path / "ckpt")
     capsys.readouterr()
-    with pytest.warns(ResumeWarning, match=r"\(same name, other settings\): "
-                                           r"data.num_large_crops is 4 there, 2 in this run\."):
-        code = main(["pretrain", *tiny(killed_while_saving["images"], checkpoint_dir,
-                                       "+limit_train_batches=1", "auto_resume.enabled=True",
-                                       "augmentations.0.num_crops=2")])
+    with pytest.warns(
+        ResumeWarning,
+        match=r"\(same name, other settings\): "
+        r"data.num_large_crops is 4 there, 2 in this run\.",
+    ):
+        code = main(
+            [
+                "pretrain",
+                *tiny(
+                    killed_while_saving["images"],
+                    checkpoint_dir,
+                    "+limit_train_batches=1",
+                    "auto_resume.enabled=True",
+                    "augmentations.0.num_crops=2",
+                ),
+            ]
+        )
     assert code == 0
     assert RESUMING not in capsys.readouterr().out
-    fresh = next(r for r in run_dirs(checkpoint_dir)
-                 if r.name != killed_while_saving["checkpoint"].parent.name)
+    fresh = next(
+        r
+        for r in run_dirs(checkpoint_dir)
+        if r.name != killed_while_saving["checkpoint"].parent.name
+    )
     assert json.loads((fresh / "args.json").read_text())["data"]["num_large_crops"] == 2
     assert epochs_logged(fresh) == {0, 1}  # trained from epoch 0
 
@@ -309,9 +363,17 @@ SHAPE = {
     "backbone": {"name": "resnet18", "kwargs": {}},
     "data": {"dataset": "custom", "num_large_crops": 4, "num_small_crops": 0},
     "optimizer": {"name": "lars", "batch_size": 64, "lr": 1.0, "weight_decay": 1e-6},
-    "method_kwargs": {"proj_hidden_dim": 512, "proj_output_dim": 128, "proj_hidden_layers": 1,
-                      "rs": 7.0, "pot_pow": 2.0, "lw0": 0.0, "lw1": 1.0, "min_margin": 1e-3,
-                      "max_range": 1.5},
+    "method_kwargs": {
+        "proj_hidden_dim": 512,
+        "proj_output_dim": 128,
+        "proj_hidden_layers": 1,
+        "rs": 7.0,
+        "pot_pow": 2.0,
+        "lw0": 0.0,
+        "lw1": 1.0,
+        "min_margin": 1e-3,
+        "max_range": 1.5,
+    },
     "wandb": {"project": None, "entity": None},
 }
 
@@ -349,8 +411,14 @@ def find(root: Path, cfg: dict, max_hours: int = 36):
 def test_run_shape_fields_cover_views_backbone_and_clamp_hyper_parameters():
     from solo_clamp.training.resume import RUN_SHAPE_FIELDS, RunShapeAutoResumer
 
-    for field in ("data.num_large_crops", "data.num_small_crops", "backbone.name",
-                  "method_kwargs.rs", "method_kwargs.max_range", "seed"):
+    for field in (
+        "data.num_large_crops",
+        "data.num_small_crops",
+        "backbone.name",
+        "method_kwargs.rs",
+        "method_kwargs.max_range",
+        "seed",
+    ):
         assert field in RUN_SHAPE_FIELDS
         assert field in RunShapeAutoResumer.SHOULD_MATCH
 
@@ -364,9 +432,16 @@ def test_resumer_finds_the_newest_checkpoint_of_the_same_shape(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("data.num_large_crops", 2), ("data.num_small_crops", 2), ("method_kwargs.rs", 5.0),
-     ("method_kwargs.proj_output_dim", 64), ("backbone.name", "resnet50"), ("seed", 6),
-     ("optimizer.batch_size", 32), ("max_epochs", 20)],
+    [
+        ("data.num_large_crops", 2),
+        ("data.num_small_crops", 2),
+        ("method_kwargs.rs", 5.0),
+        ("method_kwargs.proj_output_dim", 64),
+        ("backbone.name", "resnet50"),
+        ("seed", 6),
+        ("optimizer.batch_size", 32),
+        ("max_epochs", 20),
+    ],
 )
 def test_resumer_ignores_a_checkpoint_of_another_shape(tmp_path, field, value):
     fake_run(tmp_path, "other", changed(field, value))
@@ -379,9 +454,12 @@ def test_resumer_ignores_a_checkpoint_of_another_shape(tmp_path, field, value):
 
 def test_resumer_names_the_field_of_a_same_name_run_of_another_shape(tmp_path):
     fake_run(tmp_path, "other", changed("method_kwargs.rs", 5.0))
-    with pytest.warns(ResumeWarning, match=r"auto_resume: not resuming the run in '.*other' "
-                      r"\(same name, other settings\): method_kwargs.rs is 5.0 there, "
-                      r"7.0 in this run\."):
+    with pytest.warns(
+        ResumeWarning,
+        match=r"auto_resume: not resuming the run in '.*other' "
+        r"\(same name, other settings\): method_kwargs.rs is 5.0 there, "
+        r"7.0 in this run\.",
+    ):
         assert find(tmp_path, SHAPE) == (None, None)
     renamed = tmp_path / "renamed"
     fake_run(renamed, "another-name", changed("name", "other-experiment"))
@@ -395,15 +473,27 @@ MANIFOLDCLR_SHAPE = {
     "name": "manifoldclr-test",
     "method": "manifoldclr",
     "data": {"dataset": "custom", "num_large_crops": 2, "num_small_crops": 0},
-    "method_kwargs": {"proj_hidden_dim": 1024, "proj_output_dim": 128, "dictionary_size": 32,
-                      "block_dim": 16, "vi_hidden_dim": 512, "temperature": 0.5},
+    "method_kwargs": {
+        "proj_hidden_dim": 1024,
+        "proj_output_dim": 128,
+        "dictionary_size": 32,
+        "block_dim": 16,
+        "vi_hidden_dim": 512,
+        "temperature": 0.5,
+    },
 }
 
 
-@pytest.mark.parametrize("field, value", [
-    ("dictionary_size", 16), ("block_dim", 64), ("vi_hidden_dim", 256), ("proj_hidden_dim", 512),
-    ("proj_output_dim", 64),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("dictionary_size", 16),
+        ("block_dim", 64),
+        ("vi_hidden_dim", 256),
+        ("proj_hidden_dim", 512),
+        ("proj_output_dim", 64),
+    ],
+)
 def test_resumer_refuses_a_manifoldclr_checkpoint_of_another_shape(tmp_path, field, value):
     from solo_clamp.training.resume import RUN_SHAPE_FIELDS
 
@@ -412,8 +502,11 @@ def test_resumer_refuses_a_manifoldclr_checkpoint_of_another_shape(tmp_path, fie
     other["method_kwargs"][field] = value
     fake_run(tmp_path, "other", other)
     expected = MANIFOLDCLR_SHAPE["method_kwargs"][field]
-    with pytest.warns(ResumeWarning, match=rf"method_kwargs.{field} is {value} there, "
-                                           rf"{expected} in this run"):
+    with pytest.warns(
+        ResumeWarning,
+        match=rf"method_kwargs.{field} is {value} there, "
+        rf"{expected} in this run",
+    ):
         assert find(tmp_path, MANIFOLDCLR_SHAPE) == (None, None)
     fake_run(tmp_path, "same", MANIFOLDCLR_SHAPE, age_hours=1)
     with pytest.warns(ResumeWarning):

@@ -15,10 +15,28 @@ pytestmark = pytest.mark.slow
 def test_manifoldclr_vs_simclr_on_the_same_batch(repo_root, tmp_path):
     records = tmp_path / "steps.json"
     done = subprocess.run(
-        [sys.executable, str(repo_root / "bench" / "train_step_bench.py"), "--methods", "simclr",
-         "manifoldclr", "--views", "2", "--batch", "2", "--steps", "1", "--crop-size", "16",
-         "--threads", "1", "--json", str(records)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(repo_root / "bench" / "train_step_bench.py"),
+            "--methods",
+            "simclr",
+            "manifoldclr",
+            "--views",
+            "2",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--crop-size",
+            "16",
+            "--threads",
+            "1",
+            "--json",
+            str(records),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(repo_root)},
     )
     assert done.returncode == 0, done.stderr[-3000:]

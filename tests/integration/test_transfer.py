@@ -25,8 +25,11 @@ def write_cifar_run(folder: Path) -> Path:
     folder.mkdir(parents=True)
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     torch.save({"state_dict": state, "epoch": 0}, folder / "clamp-cifar-ep=0.ckpt")
-    args = {"method": "clamp", "backbone": {"name": "resnet18", "kwargs": {}},
-            "data": {"dataset": "cifar10"}}
+    args = {
+        "method": "clamp",
+        "backbone": {"name": "resnet18", "kwargs": {}},
+        "data": {"dataset": "cifar10"},
+    }
     (folder / "args.json").write_text(json.dumps(args))
     return folder
 
@@ -44,14 +47,25 @@ def target(tmp_path_factory, image_folder_writer):
 
 
 def probe(target, source: str, *overrides: str, out: Path | None = None) -> int:
-    return main([
-        "linear", "--config-path", "fashion_mnist", "--config-name", "transfer.yaml",
-        f"pretrained_feature_extractor={source}",
-        f"data.train_path={target['train']}", f"data.val_path={target['val']}",
-        "max_epochs=1", "check_val_every_n_epoch=1", "optimizer.batch_size=4",
-        "data.num_workers=0", "data.augmentations.crop_size=16",
-        f"checkpoint.dir={out or target['root'] / 'probes'}", *overrides,
-    ])
+    return main(
+        [
+            "linear",
+            "--config-path",
+            "fashion_mnist",
+            "--config-name",
+            "transfer.yaml",
+            f"pretrained_feature_extractor={source}",
+            f"data.train_path={target['train']}",
+            f"data.val_path={target['val']}",
+            "max_epochs=1",
+            "check_val_every_n_epoch=1",
+            "optimizer.batch_size=4",
+            "data.num_workers=0",
+            "data.augmentations.crop_size=16",
+            f"checkpoint.dir={out or target['root'] / 'probes'}",
+            *overrides,
+        ]
+    )
 
 
 def test_a_cifar_backbone_keeps_its_stem_when_probed_elsewhere(target, capsys):
@@ -60,13 +74,17 @@ def test_a_cifar_backbone_keeps_its_stem_when_probed_elsewhere(target, capsys):
     assert "(resnet18, pretrained on cifar10)" in out and "linear evaluation: val_acc1=" in out
 
 
-@pytest.mark.parametrize("source,overrides,described", [
-    ("clamp-mnist-resnet18", [], "zoo:clamp-mnist-resnet18 (resnet18, pretrained on mnist)"),
-    ("null", [], "untrained resnet18 (seed"),
-    ("null", ["raw_pixels=true"], "raw pixels"),
-])
-def test_the_zoo_model_and_the_floors_are_probed(target, source, overrides, described, capsys,
-                                                 tmp_path):
+@pytest.mark.parametrize(
+    "source,overrides,described",
+    [
+        ("clamp-mnist-resnet18", [], "zoo:clamp-mnist-resnet18 (resnet18, pretrained on mnist)"),
+        ("null", [], "untrained resnet18 (seed"),
+        ("null", ["raw_pixels=true"], "raw pixels"),
+    ],
+)
+def test_the_zoo_model_and_the_floors_are_probed(
+    target, source, overrides, described, capsys, tmp_path
+):
     assert probe(target, source, *overrides, out=tmp_path) == 0
     assert f"probed: {described}" in capsys.readouterr().out
     (written,) = tmp_path.glob("linear/*/linear.json")
@@ -85,7 +103,8 @@ def write_fake_dtd(root: Path, classes=("banded", "blotchy"), per_split: int = 2
             for i in range(per_split):
                 file = f"{name}_{split_index}{i}.jpg"
                 Image.new("RGB", (20, 20), (40 * i, 100, 30 * split_index)).save(
-                    base / "images" / name / file)
+                    base / "images" / name / file
+                )
                 lines.append(f"{name}/{file}")
         (base / "labels").mkdir(exist_ok=True)
         (base / "labels" / f"{split}1.txt").write_text("\n".join(lines) + "\n")
@@ -94,24 +113,46 @@ def write_fake_dtd(root: Path, classes=("banded", "blotchy"), per_split: int = 2
 
 def test_a_torchvision_transfer_set_on_disk_is_probed(target, tmp_path, capsys):
     root = write_fake_dtd(tmp_path / "datasets")
-    code = main([
-        "linear", "--config-path", "transfer", "--config-name", "dtd.yaml",
-        "pretrained_feature_extractor=clamp-mnist-resnet18", "backbone.name=resnet18",
-        f"data.train_path={root}", f"data.val_path={root}", "accelerator=cpu", "precision=32",
-        "max_epochs=1", "optimizer.batch_size=2", "data.num_workers=0",
-        "data.augmentations.crop_size=16", f"checkpoint.dir={tmp_path / 'out'}",
-    ])
+    code = main(
+        [
+            "linear",
+            "--config-path",
+            "transfer",
+            "--config-name",
+            "dtd.yaml",
+            "pretrained_feature_extractor=clamp-mnist-resnet18",
+            "backbone.name=resnet18",
+            f"data.train_path={root}",
+            f"data.val_path={root}",
+            "accelerator=cpu",
+            "precision=32",
+            "max_epochs=1",
+            "optimizer.batch_size=2",
+            "data.num_workers=0",
+            "data.augmentations.crop_size=16",
+            f"checkpoint.dir={tmp_path / 'out'}",
+        ]
+    )
     assert code == 0
     assert "linear evaluation: val_acc1=" in capsys.readouterr().out
 
 
 def test_a_missing_transfer_set_is_not_downloaded(tmp_path, capsys):
-    code = main([
-        "linear", "--config-path", "transfer", "--config-name", "food101.yaml",
-        "pretrained_feature_extractor=clamp-mnist-resnet18", "backbone.name=resnet18",
-        f"data.train_path={tmp_path}", f"data.val_path={tmp_path}", "accelerator=cpu",
-        f"checkpoint.dir={tmp_path / 'out'}",
-    ])
+    code = main(
+        [
+            "linear",
+            "--config-path",
+            "transfer",
+            "--config-name",
+            "food101.yaml",
+            "pretrained_feature_extractor=clamp-mnist-resnet18",
+            "backbone.name=resnet18",
+            f"data.train_path={tmp_path}",
+            f"data.val_path={tmp_path}",
+            "accelerator=cpu",
+            f"checkpoint.dir={tmp_path / 'out'}",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "no torchvision Food101 there" in err and "never downloads" in err

@@ -38,18 +38,29 @@ def test_solo_pipeline_crops_are_grouped_by_image(clamp_cfg_factory, clamp_metho
         dataset_with_index,
     )
 
-    pipelines = [NCropAugmentation(Tag(0, 32), 2), NCropAugmentation(Tag(1, 32), 2),
-                 NCropAugmentation(Tag(2, 16), 2)]
+    pipelines = [
+        NCropAugmentation(Tag(0, 32), 2),
+        NCropAugmentation(Tag(1, 32), 2),
+        NCropAugmentation(Tag(2, 16), 2),
+    ]
     dataset = dataset_with_index(TaggedImages)()
     dataset.transform = FullTransformPipeline(pipelines)
-    batch = next(iter(DataLoader(dataset, batch_size=6, shuffle=True,
-                                 generator=torch.Generator().manual_seed(0))))
+    batch = next(
+        iter(
+            DataLoader(
+                dataset, batch_size=6, shuffle=True, generator=torch.Generator().manual_seed(0)
+            )
+        )
+    )
     indexes = batch[0]
 
     cfg = clamp_cfg_factory(num_views=6, batch_size=6)
     cfg.data.num_large_crops, cfg.data.num_small_crops = 4, 2
-    cfg.augmentations = [{"crop_size": 32, "num_crops": 2}, {"crop_size": 32, "num_crops": 2},
-                         {"crop_size": 16, "num_crops": 2}]
+    cfg.augmentations = [
+        {"crop_size": 32, "num_crops": 2},
+        {"crop_size": 32, "num_crops": 2},
+        {"crop_size": 16, "num_crops": 2},
+    ]
     model = clamp_method(cfg)
     model.log = model.log_dict = lambda *a, **k: None
 

@@ -56,13 +56,31 @@ def installed(tmp_path_factory, repo_root) -> dict[str, Path]:
             shutil.copy2(path, source / name)
     dist, venv, empty = root / "dist", root / "venv", root / "empty"
     empty.mkdir()
-    _run(sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
-         "-q", "-w", str(dist), cwd=empty)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        str(source),
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(dist),
+        cwd=empty,
+    )
     wheel = next(dist.glob("solo_clamp-*.whl"))
     # The venv uses this interpreter's torch, hydra and pip; a pip of its own would bring an
     # older bundled setuptools that shadows them (and take seconds to install).
-    _run(sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv),
-         cwd=empty)
+    _run(
+        sys.executable,
+        "-m",
+        "venv",
+        "--system-site-packages",
+        "--without-pip",
+        str(venv),
+        cwd=empty,
+    )
     bin_dir = venv / "bin"
     python = bin_dir / "python"
     _run(str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel), cwd=empty)
@@ -79,8 +97,13 @@ def test_wheel_ships_the_configs_and_the_zoo_manifest_but_no_weights(installed, 
     assert shipped == expected
     assert "solo_clamp/configs/pretrain/mnist/clamp.yaml" in shipped
     assert not [n for n in names if n.endswith((".safetensors", ".ckpt", ".pt"))]
-    assert not [n for n in names if n.startswith("solo_clamp/configs/") and n.endswith(".py")
-                and n != "solo_clamp/configs/__init__.py"]
+    assert not [
+        n
+        for n in names
+        if n.startswith("solo_clamp/configs/")
+        and n.endswith(".py")
+        and n != "solo_clamp/configs/__init__.py"
+    ]
 
 
 def test_installed_wheel_resolves_the_main_config_from_an_empty_directory(installed):

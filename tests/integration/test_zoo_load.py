@@ -20,8 +20,9 @@ def trained(tmp_path, clamp_cfg_factory):
     """A tiny CLAMP model (CIFAR stem) saved as solo-learn does: ckpt + args.json."""
     from solo_clamp.methods.clamp import CLAMP
 
-    cfg = CLAMP.add_and_assert_specific_cfg(clamp_cfg_factory(dataset="cifar10",
-                                                              num_classes=10, crop_size=16))
+    cfg = CLAMP.add_and_assert_specific_cfg(
+        clamp_cfg_factory(dataset="cifar10", num_classes=10, crop_size=16)
+    )
     torch.manual_seed(0)
     model = CLAMP(cfg).eval()
     for module in model.backbone.modules():  # BatchNorm statistics away from their init
@@ -31,9 +32,17 @@ def trained(tmp_path, clamp_cfg_factory):
     folder = tmp_path / "trained_models" / "clamp" / "abc123"
     folder.mkdir(parents=True)
     ckpt = folder / "clamp-test-abc123-ep=4.ckpt"
-    torch.save({"state_dict": model.state_dict(), "epoch": 4, "global_step": 10,
-                "pytorch-lightning_version": "2.1.2", "optimizer_states": [],
-                "lr_schedulers": []}, ckpt)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "epoch": 4,
+            "global_step": 10,
+            "pytorch-lightning_version": "2.1.2",
+            "optimizer_states": [],
+            "lr_schedulers": [],
+        },
+        ckpt,
+    )
     args = OmegaConf.to_container(cfg)
     args["wandb_run_id"] = None
     (folder / "args.json").write_text(json.dumps(args))
@@ -44,9 +53,23 @@ def test_publish_then_load_matches_the_original_backbone(trained, tmp_path, monk
     model, ckpt = trained
     monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
     index = tmp_path / "zoo" / "index.yaml"
-    rc = cli_main(["zoo", "publish", str(ckpt), "--name", NAME, "--dtype", "fp16",
-                   "--index", str(index), "--knn-top1", "42.5",
-                   "--knn-command", "solo-clamp knn --ckpt x"])
+    rc = cli_main(
+        [
+            "zoo",
+            "publish",
+            str(ckpt),
+            "--name",
+            NAME,
+            "--dtype",
+            "fp16",
+            "--index",
+            str(index),
+            "--knn-top1",
+            "42.5",
+            "--knn-command",
+            "solo-clamp knn --ckpt x",
+        ]
+    )
     assert rc == 0
 
     entry = zoo.load_index(index).get(NAME)
@@ -75,8 +98,22 @@ def test_publish_then_load_matches_the_original_backbone(trained, tmp_path, monk
 
     # publishing again needs --overwrite; metrics need their command
     assert cli_main(["zoo", "publish", str(ckpt), "--name", NAME, "--index", str(index)]) == 2
-    assert cli_main(["zoo", "publish", str(ckpt), "--name", "other", "--index", str(index),
-                     "--knn-top1", "40"]) == 2
+    assert (
+        cli_main(
+            [
+                "zoo",
+                "publish",
+                str(ckpt),
+                "--name",
+                "other",
+                "--index",
+                str(index),
+                "--knn-top1",
+                "40",
+            ]
+        )
+        == 2
+    )
 
 
 def test_cli_list_info_verify_load_on_a_published_zoo(trained, tmp_path, capsys):
@@ -135,8 +172,13 @@ def test_publish_and_load_a_manifoldclr_checkpoint(tmp_path, clamp_cfg_factory, 
     solo_clamp.register()
     cfg = clamp_cfg_factory(num_views=2, dataset="cifar10", num_classes=10, crop_size=16)
     cfg.method = "manifoldclr"
-    cfg.method_kwargs = {"proj_hidden_dim": 32, "proj_output_dim": 16, "dictionary_size": 4,
-                         "block_dim": 16, "vi_hidden_dim": 8}
+    cfg.method_kwargs = {
+        "proj_hidden_dim": 32,
+        "proj_output_dim": 16,
+        "dictionary_size": 4,
+        "block_dim": 16,
+        "vi_hidden_dim": 8,
+    }
     torch.manual_seed(0)
     model = METHODS["manifoldclr"](cfg).eval()
     folder = tmp_path / "trained_models" / "manifoldclr" / "run1"
@@ -146,8 +188,10 @@ def test_publish_and_load_a_manifoldclr_checkpoint(tmp_path, clamp_cfg_factory, 
     (folder / "args.json").write_text(json.dumps(OmegaConf.to_container(model.cfg)))
 
     index = tmp_path / "zoo" / "index.yaml"
-    assert cli_main(["zoo", "publish", str(ckpt), "--name", "tiny-manifoldclr",
-                     "--index", str(index)]) == 0
+    assert (
+        cli_main(["zoo", "publish", str(ckpt), "--name", "tiny-manifoldclr", "--index", str(index)])
+        == 0
+    )
     entry = zoo.load_index(index).get("tiny-manifoldclr")
     assert (entry.method, entry.views, entry.epochs) == ("manifoldclr", 2, 2)
     assert entry.backbone == zoo.BackboneSpec("resnet18", {}, cifar_stem=True)

@@ -12,8 +12,9 @@ from solo_clamp.cli import COMMANDS, main
 
 
 def _run_python(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=True,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, check=True, cwd=cwd
+    )
 
 
 def test_help_lists_every_subcommand():
@@ -25,21 +26,25 @@ def test_help_lists_every_subcommand():
 
 def test_python_dash_m_is_the_console_command():
     for argv in (["--help"], ["zoo", "--help"]):
-        assert (_run_python("-m", "solo_clamp", *argv).stdout
-                == _run_python("-m", "solo_clamp.cli", *argv).stdout)
+        assert (
+            _run_python("-m", "solo_clamp", *argv).stdout
+            == _run_python("-m", "solo_clamp.cli", *argv).stdout
+        )
 
 
 def test_import_and_help_do_not_import_solo_learn():
     """``import solo_clamp`` (and the loss's torch) stay cheap: CLAMP registers on demand."""
-    probe = ("import sys\n"
-             "import solo_clamp\n"
-             "after_import = sorted(m for m in ('solo', 'torch') if m in sys.modules)\n"
-             "from solo_clamp.cli import main\n"
-             "try:\n"
-             "    main(['--help'])\n"
-             "except SystemExit:\n"
-             "    pass\n"
-             "print(after_import, 'solo' in sys.modules)\n")
+    probe = (
+        "import sys\n"
+        "import solo_clamp\n"
+        "after_import = sorted(m for m in ('solo', 'torch') if m in sys.modules)\n"
+        "from solo_clamp.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(after_import, 'solo' in sys.modules)\n"
+    )
     out = _run_python("-c", probe).stdout.splitlines()[-1]
     assert out == "[] False"
 
@@ -53,23 +58,32 @@ def test_loss_functions_load_on_first_access():
         solo_clamp.nope  # noqa: B018
 
 
-@pytest.mark.parametrize("script, command", [
-    ("scripts/pretrain/main_pretrain.py", "pretrain"),
-    ("scripts/linear/main_linear.py", "linear"),
-    ("scripts/linear/main_knn.py", "knn"),
-    ("scripts/compare/compare.py", "compare"),
-])
+@pytest.mark.parametrize(
+    "script, command",
+    [
+        ("scripts/pretrain/main_pretrain.py", "pretrain"),
+        ("scripts/linear/main_linear.py", "linear"),
+        ("scripts/linear/main_knn.py", "knn"),
+        ("scripts/compare/compare.py", "compare"),
+    ],
+)
 def test_scripts_are_the_cli_commands(repo_root, tmp_path, script, command):
     out = _run_python(str(repo_root / script), "--help", cwd=tmp_path).stdout
     assert out.startswith(f"usage: solo-clamp {command}")
 
 
-@pytest.mark.parametrize("argv, field, value", [
-    (["pretrain"], "name", "clamp-mnist"),
-    (["pretrain", "--config-path", "cifar", "--config-name", "clamp_cifar100.yaml"],
-     "data.dataset", "cifar100"),
-    (["knn", "pretrained_checkpoint=run"], "pretrained_checkpoint", "run"),
-])
+@pytest.mark.parametrize(
+    "argv, field, value",
+    [
+        (["pretrain"], "name", "clamp-mnist"),
+        (
+            ["pretrain", "--config-path", "cifar", "--config-name", "clamp_cifar100.yaml"],
+            "data.dataset",
+            "cifar100",
+        ),
+        (["knn", "pretrained_checkpoint=run"], "pretrained_checkpoint", "run"),
+    ],
+)
 def test_relative_config_paths_are_the_shipped_folders(monkeypatch, tmp_path, argv, field, value):
     """``solo-clamp pretrain`` composes scripts/pretrain/mnist/clamp.yaml from any directory."""
     from omegaconf import OmegaConf
@@ -93,15 +107,32 @@ def test_no_command_prints_help_and_fails(capsys):
 
 
 def test_prepare_data_bad_source_is_a_one_line_error(tmp_path, capsys):
-    assert main(["prepare-data", "mnist", "--source", str(tmp_path), "--root",
-                 str(tmp_path / "out")]) == 2
+    assert (
+        main(["prepare-data", "mnist", "--source", str(tmp_path), "--root", str(tmp_path / "out")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "solo-clamp prepare-data: error:" in err and "idx files" in err
 
 
 def test_prepare_data_writes_the_tree(mnist_source, tmp_path, capsys):
-    assert main(["prepare-data", "mnist", "--source", str(mnist_source), "--root",
-                 str(tmp_path), "--train-per-class", "1", "--val-per-class", "1"]) == 0
+    assert (
+        main(
+            [
+                "prepare-data",
+                "mnist",
+                "--source",
+                str(mnist_source),
+                "--root",
+                str(tmp_path),
+                "--train-per-class",
+                "1",
+                "--val-per-class",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "(10 images)" in capsys.readouterr().out
 
 
@@ -137,9 +168,16 @@ def _compare_args(*argv: str):
 
 def test_compare_set_overrides_existing_fields_after_the_flags():
     command, args = _compare_args(
-        "--views", "8", "--set", "recipes.clamp.method_kwargs.rs=5.5",
-        "recipes.clamp.optimizer.lr=0.25", "recipes.clamp.views=6", "seeds=[3,4]",
-        "augmentations.0.rrc.crop_min_scale=0.6", "recipes.byol.momentum={base_tau: 0.9}")
+        "--views",
+        "8",
+        "--set",
+        "recipes.clamp.method_kwargs.rs=5.5",
+        "recipes.clamp.optimizer.lr=0.25",
+        "recipes.clamp.views=6",
+        "seeds=[3,4]",
+        "augmentations.0.rrc.crop_min_scale=0.6",
+        "recipes.byol.momentum={base_tau: 0.9}",
+    )
     cfg = command.build_config(args)
     assert cfg.augmentations[0].rrc.crop_min_scale == 0.6  # a list index in the key
     assert cfg.augmentations[0].rrc.crop_max_scale == 1.0
@@ -151,11 +189,14 @@ def test_compare_set_overrides_existing_fields_after_the_flags():
     assert cfg.recipes.simclr.optimizer.lr == 0.4  # untouched
 
 
-@pytest.mark.parametrize("item, message", [
-    ("recipes.clamp.method_kwargs.rz=5", "no field 'recipes.clamp.method_kwargs.rz'"),
-    ("rs", "KEY=VALUE"),
-    ("recipes.clamp.views=1", "recipes.clamp.views must be an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("recipes.clamp.method_kwargs.rz=5", "no field 'recipes.clamp.method_kwargs.rz'"),
+        ("rs", "KEY=VALUE"),
+        ("recipes.clamp.views=1", "recipes.clamp.views must be an integer >= 2"),
+    ],
+)
 def test_compare_set_rejects_unknown_fields_and_bad_values(item, message):
     from solo_clamp.commands import CommandError
 

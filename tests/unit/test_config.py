@@ -56,8 +56,11 @@ def pretrain_cfg(tmp_path, **overrides):
             "method": "clamp",
             "backbone": {"name": "resnet18"},
             "method_kwargs": dict(BASE),
-            "data": {"dataset": "custom", "train_path": str(tmp_path / "data"),
-                     "format": "image_folder"},
+            "data": {
+                "dataset": "custom",
+                "train_path": str(tmp_path / "data"),
+                "format": "image_folder",
+            },
             "augmentations": [{"crop_size": 32, "num_crops": 4}],
             "optimizer": {"batch_size": 8},
             "devices": 1,

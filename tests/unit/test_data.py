@@ -46,8 +46,9 @@ def test_real_mnist_files_have_the_documented_shapes(mnist_source):
 
 
 def test_prepared_image_folder_matches_the_idx_data(mnist_source, tmp_path):
-    prepared = prepare_image_folder("mnist", tmp_path, source=mnist_source, train_per_class=3,
-                                    val_per_class=2)
+    prepared = prepare_image_folder(
+        "mnist", tmp_path, source=mnist_source, train_per_class=3, val_per_class=2
+    )
     assert prepared.train_images == 30 and prepared.val_images == 20
     assert sorted(p.name for p in prepared.train.iterdir()) == [str(d) for d in range(10)]
     images = read_idx(mnist_source / "train-images-idx3-ubyte.gz")
@@ -58,8 +59,9 @@ def test_prepared_image_folder_matches_the_idx_data(mnist_source, tmp_path):
         np.testing.assert_array_equal(np.asarray(Image.open(png)), images[index])
     # no staging directory left behind; a second call reuses the tree
     assert [p.name for p in tmp_path.iterdir()] == [prepared.root.name]
-    again = prepare_image_folder("mnist", tmp_path, source=mnist_source, train_per_class=3,
-                                 val_per_class=2)
+    again = prepare_image_folder(
+        "mnist", tmp_path, source=mnist_source, train_per_class=3, val_per_class=2
+    )
     assert again == prepared
 
 
@@ -85,8 +87,9 @@ def test_bad_arguments(tmp_path):
 
 
 def test_validation_split_from_training_images_is_disjoint(mnist_source, tmp_path):
-    prepared = prepare_image_folder("mnist", tmp_path, source=mnist_source, train_per_class=5,
-                                    val_per_class=4, val_from="train")
+    prepared = prepare_image_folder(
+        "mnist", tmp_path, source=mnist_source, train_per_class=5, val_per_class=4, val_from="train"
+    )
     assert prepared.train_images == 50 and prepared.val_images == 40
     train_images = read_idx(mnist_source / "train-images-idx3-ubyte.gz")
     train_labels = read_idx(mnist_source / "train-labels-idx1-ubyte.gz")
@@ -104,8 +107,9 @@ def test_validation_split_from_training_images_is_disjoint(mnist_source, tmp_pat
     test_pixels = {image.tobytes() for image in test_images}
     assert not any(train_images[i].tobytes() in test_pixels for i in indices["val"])
     # the training subset does not depend on where the validation images come from
-    default = prepare_image_folder("mnist", tmp_path, source=mnist_source, train_per_class=5,
-                                   val_per_class=1)
+    default = prepare_image_folder(
+        "mnist", tmp_path, source=mnist_source, train_per_class=5, val_per_class=1
+    )
     assert {int(p.stem) for p in default.train.glob("*/*.png")} == indices["train"]
     assert default.root != prepared.root
 

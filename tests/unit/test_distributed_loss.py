@@ -73,8 +73,9 @@ def global_batch() -> tuple[torch.Tensor, torch.nn.Module]:
     linear map the bias gradient would be zero and untested.
     """
     generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(VIEWS, WORLD * LOCAL_IMAGES, IN_DIM, generator=generator,
-                         dtype=torch.float64)
+    inputs = torch.randn(
+        VIEWS, WORLD * LOCAL_IMAGES, IN_DIM, generator=generator, dtype=torch.float64
+    )
     linear = torch.nn.Linear(IN_DIM, DIM).double()
     with torch.no_grad():
         linear.weight.copy_(0.5 * torch.randn(DIM, IN_DIM, generator=generator))
@@ -102,7 +103,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)  # 2 ranks on a small shared CPU
     try:
         dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=WORLD,
             timeout=TIMEOUT,
         )
         inputs, projector = global_batch()
@@ -116,9 +120,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         ddp_detached = torch.nn.parallel.DistributedDataParallel(global_batch()[1])
         detached = detached_gather_loss(ddp_detached(x))
         detached.backward()
-        detached_grads = {
-            n: p.grad.clone() for n, p in ddp_detached.module.named_parameters()
-        }
+        detached_grads = {n: p.grad.clone() for n, p in ddp_detached.module.named_parameters()}
         ddp_local = torch.nn.parallel.DistributedDataParallel(global_batch()[1])
         local = clamp_loss_func(ddp_local(x), gather=True, ddp_gradient="local", **LOSS_KWARGS)
         local.backward()
@@ -129,10 +131,15 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             z = projector(x).detach().requires_grad_(True)
             clamp_loss_func(z, gather=True, ddp_gradient=mode, **LOSS_KWARGS).backward()
             embedding_grads[mode] = z.grad.clone()
-        result = {"loss": loss.detach(), "detached_loss": detached.detach(),
-                  "grads": gathered, "detached_grads": detached_grads,
-                  "local_loss": local.detach(), "local_grads": local_grads,
-                  "embedding_grads": embedding_grads}
+        result = {
+            "loss": loss.detach(),
+            "detached_loss": detached.detach(),
+            "grads": gathered,
+            "detached_grads": detached_grads,
+            "local_loss": local.detach(),
+            "local_grads": local_grads,
+            "embedding_grads": embedding_grads,
+        }
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()
     except BaseException:
@@ -223,7 +230,9 @@ def test_local_ddp_gradient_is_the_official_convention(rank_results, single_proc
         torch.testing.assert_close(result["local_loss"], expected_loss, rtol=1e-10, atol=1e-12)
         for name, grad in expected.items():
             torch.testing.assert_close(
-                result["local_grads"][name], result["detached_grads"][name], rtol=1e-10,
+                result["local_grads"][name],
+                result["detached_grads"][name],
+                rtol=1e-10,
                 atol=1e-14,
             )
             torch.testing.assert_close(

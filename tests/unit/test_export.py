@@ -42,17 +42,21 @@ def random_backbone_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def write_run(folder: Path, name: str, state: dict, dataset: str = "custom",
-              kwargs: dict | None = None) -> Path:
+def write_run(
+    folder: Path, name: str, state: dict, dataset: str = "custom", kwargs: dict | None = None
+) -> Path:
     """A solo-learn run: a Lightning-style checkpoint with a projector, and args.json."""
     folder.mkdir(parents=True, exist_ok=True)
     full = {f"backbone.{k}": v for k, v in state.items()}
     full["projector.0.weight"] = torch.randn(4, 4)
     ckpt = folder / "clamp-test-ep=0.ckpt"
     torch.save({"state_dict": full, "epoch": 0}, ckpt)
-    args = {"method": "clamp", "backbone": {"name": name, "kwargs": kwargs or {}},
-            "data": {"dataset": dataset},
-            "augmentations": [{"crop_size": 32, "mean": MNIST_MEAN, "std": MNIST_STD}]}
+    args = {
+        "method": "clamp",
+        "backbone": {"name": name, "kwargs": kwargs or {}},
+        "data": {"dataset": dataset},
+        "augmentations": [{"crop_size": 32, "mean": MNIST_MEAN, "std": MNIST_STD}],
+    }
     (folder / "args.json").write_text(json.dumps(args))
     return ckpt
 
@@ -85,8 +89,12 @@ def test_a_checkpoint_its_run_directory_and_a_zoo_name_resolve(resnet18_run):
     assert by_file.spec.name == "resnet18" and not by_file.spec.cifar_stem
     assert by_file.normalisation == {"crop_size": 32, "mean": MNIST_MEAN, "std": MNIST_STD}
     assert set(by_file.state) == set(state)  # backbone only: no projector
-    assert all(torch.equal(by_file.state[k], state[k].float() if state[k].is_floating_point()
-                           else state[k]) for k in state)
+    assert all(
+        torch.equal(
+            by_file.state[k], state[k].float() if state[k].is_floating_point() else state[k]
+        )
+        for k in state
+    )
     zoo = resolve_backbone(ZOO_MODEL)
     assert zoo.origin == f"zoo:{ZOO_MODEL}" and zoo.dataset == "mnist"
     assert {v.dtype for v in zoo.state.values() if v.is_floating_point()} == {torch.float32}
@@ -135,8 +143,9 @@ def test_timm_loads_the_export_through_its_pretrained_file_and_load_state_dict(
     expected = reference_backbone("resnet18", state)(images())
 
     # timm >= 1.0: a local file as the pretrained weights; num_classes=0 drops the classifier
-    pretrained = timm.create_model("resnet18", pretrained=True, num_classes=0,
-                                   pretrained_cfg_overlay={"file": str(out)}).eval()
+    pretrained = timm.create_model(
+        "resnet18", pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(out)}
+    ).eval()
     plain = timm.create_model("resnet18", num_classes=0)
     plain.load_state_dict(load_file(str(out)), strict=True)
     with torch.no_grad():
@@ -157,8 +166,9 @@ def test_the_fp16_zoo_model_exports_its_values_exactly_in_fp32(tmp_path):
     model.load_state_dict(exported, strict=False)
     model.fc = torch.nn.Identity()
     # ours: the zoo backbone as solo_clamp.zoo.load builds it (fp16 values cast to fp32)
-    ours = reference_backbone("resnet18", {k: v.float() if v.is_floating_point() else v
-                                           for k, v in stored.items()})
+    ours = reference_backbone(
+        "resnet18", {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
+    )
     x = images(32)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), ours(x))
@@ -203,15 +213,18 @@ def detectron2_table(depth: int) -> dict[str, tuple[int, ...]]:
 def test_the_detectron2_table_holds_the_names_detectron2_documents():
     table = detectron2_table(50)
     assert len([k for k in table if k.endswith(".weight") and ".norm." not in k]) == 53
-    for key in ("stem.conv1.norm.running_var", "res2.0.shortcut.norm.bias",
-                "res4.5.conv2.weight", "res5.2.conv3.norm.weight"):
+    for key in (
+        "stem.conv1.norm.running_var",
+        "res2.0.shortcut.norm.bias",
+        "res4.5.conv2.weight",
+        "res5.2.conv3.norm.weight",
+    ):
         assert key in table
     assert table["res5.0.shortcut.weight"] == (2048, 1024, 1, 1)
 
 
 @pytest.mark.parametrize("run,depth", [("resnet18_run", 18), ("resnet50_run", 50)])
-def test_detectron2_export_has_detectron2s_names_and_shapes(run, depth, request, tmp_path,
-                                                             capsys):
+def test_detectron2_export_has_detectron2s_names_and_shapes(run, depth, request, tmp_path, capsys):
     ckpt, state = request.getfixturevalue(run)
     out = tmp_path / "r.pkl"
     assert main(["export", str(ckpt), "--to", "detectron2", "--out", str(out)]) == 0
@@ -258,8 +271,9 @@ def test_other_refusals_name_the_reason(resnet18_run, tmp_path):
     with pytest.raises(ExportError, match="ending in '.pkl'"):
         write_export(state, "resnet18", False, "detectron2", tmp_path / "r.pth")
     with pytest.raises(ExportError, match="width_per_group"):
-        write_export(state, "resnet18", False, "torchvision", tmp_path / "r.pth",
-                     {"width_per_group": 128})
+        write_export(
+            state, "resnet18", False, "torchvision", tmp_path / "r.pth", {"width_per_group": 128}
+        )
     with pytest.raises(ExportError, match="do not fit torchvision's resnet50"):
         write_export(state, "resnet50", False, "timm", tmp_path / "r.safetensors")
     with pytest.raises(ExportError, match="--to must be one of"):

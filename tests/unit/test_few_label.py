@@ -26,12 +26,18 @@ def seeded():
     torch.manual_seed(0)
 
 
-def prior_with(dictionary_size: int, feature_dim: int, shift: float, logscale_bias: float,
-               warmup_steps: int = 10000) -> CoefficientPrior:
+def prior_with(
+    dictionary_size: int,
+    feature_dim: int,
+    shift: float,
+    logscale_bias: float,
+    warmup_steps: int = 10000,
+) -> CoefficientPrior:
     """A prior whose network outputs the constant ``Laplace(shift, exp(logscale_bias) ·
     scale_prior)`` (heads with zero weights), warmed up over ``warmup_steps``."""
-    prior = CoefficientPrior(feature_dim, dictionary_size, hidden_dim=4, scale_prior=0.01,
-                             warmup_steps=warmup_steps)
+    prior = CoefficientPrior(
+        feature_dim, dictionary_size, hidden_dim=4, scale_prior=0.01, warmup_steps=warmup_steps
+    )
     with torch.no_grad():
         for head, bias in ((prior.shift_head, shift), (prior.logscale_head, logscale_bias)):
             head.weight.zero_()
@@ -80,8 +86,13 @@ def test_the_soft_threshold_zeroes_draws_below_it():
     # Scale 0.01: |ε| > 10 has probability e^-1000, so every coefficient is exactly 0.
     transport = TransportOperators(feature_dim=16, dictionary_size=3, block_dim=4)
     features = torch.randn(6, 16)
-    out = prior_augment(features, transport, prior_with(3, 16, shift=0.3, logscale_bias=0.0),
-                        samples=2, threshold=10.0)
+    out = prior_augment(
+        features,
+        transport,
+        prior_with(3, 16, shift=0.3, logscale_bias=0.0),
+        samples=2,
+        threshold=10.0,
+    )
     torch.testing.assert_close(out, features.repeat_interleave(2, dim=0))
 
 
@@ -141,16 +152,19 @@ def test_the_seeds_start_at_labels_seed(repo_root):
     assert settings.seeds == (3, 4)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("labels.per_class", 0),
-    ("labels.per_class", 2.5),
-    ("draws", 0),
-    ("draws", "3"),
-    ("feature_augment.samples", -1),
-    ("feature_augment.samples", 1.5),
-    ("feature_augment.samples", True),
-    ("probe.epochs", 0),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("labels.per_class", 0),
+        ("labels.per_class", 2.5),
+        ("draws", 0),
+        ("draws", "3"),
+        ("feature_augment.samples", -1),
+        ("feature_augment.samples", 1.5),
+        ("feature_augment.samples", True),
+        ("probe.epochs", 0),
+    ],
+)
 def test_bad_counts_name_their_field(repo_root, field, value):
     cfg = shipped_cfg(repo_root)
     OmegaConf.update(cfg, field, value)
@@ -158,11 +172,14 @@ def test_bad_counts_name_their_field(repo_root, field, value):
         check_few_label_cfg(cfg)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("floors", ["pixels"], "floors must be a list of"),
-    ("probe.lr", 0, "probe.lr must be a number > 0"),
-    ("probe.weight_decay", -1.0, "probe.weight_decay must be a number >= 0"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("floors", ["pixels"], "floors must be a list of"),
+        ("probe.lr", 0, "probe.lr must be a number > 0"),
+        ("probe.weight_decay", -1.0, "probe.weight_decay must be a number >= 0"),
+    ],
+)
 def test_bad_probe_and_floor_fields_are_refused(repo_root, field, value, message):
     cfg = shipped_cfg(repo_root)
     OmegaConf.update(cfg, field, value)
@@ -175,14 +192,20 @@ def test_feature_augmentation_of_a_clamp_checkpoint_is_refused():
         check_feature_augment(20, "clamp", "runs/clamp/last.ckpt")
     message = str(err.value)
     assert message.startswith("feature_augment.samples=20")
-    assert "runs/clamp/last.ckpt was pretrained with method 'clamp', which has no transport " \
-           "operators" in message and "set feature_augment.samples=0" in message
+    assert (
+        "runs/clamp/last.ckpt was pretrained with method 'clamp', which has no transport operators"
+        in message
+        and "set feature_augment.samples=0" in message
+    )
 
 
-@pytest.mark.parametrize("method, origin, reason", [
-    (None, "null", "the untrained backbone has no transport operators"),
-    ("manifoldclr", "zoo:manifoldclr-mnist-resnet18", "holds the backbone's weights only"),
-])
+@pytest.mark.parametrize(
+    "method, origin, reason",
+    [
+        (None, "null", "the untrained backbone has no transport operators"),
+        ("manifoldclr", "zoo:manifoldclr-mnist-resnet18", "holds the backbone's weights only"),
+    ],
+)
 def test_feature_augmentation_without_operators_is_refused(method, origin, reason):
     with pytest.raises(ValueError, match=f"feature_augment.samples=1 .*{reason}"):
         check_feature_augment(1, method, origin)
@@ -205,7 +228,8 @@ def test_each_draw_is_probed_with_and_without_its_prior_samples(repo_root):
     train_z = centres[train_y] + 0.1 * torch.randn(2, 4, 16)
     augmenter = SimpleNamespace(
         transport=TransportOperators(feature_dim=16, dictionary_size=3, block_dim=4),
-        prior=prior_with(3, 16, shift=0.0, logscale_bias=-100.0), threshold=0.01,
+        prior=prior_with(3, 16, shift=0.0, logscale_bias=-100.0),
+        threshold=0.01,
     )
     plain, augmented = probe_draws(train_z, train_y, test_z, test_y, settings, augmenter)
     assert plain == [100.0, 100.0] and augmented == [100.0, 100.0]

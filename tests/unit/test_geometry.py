@@ -156,8 +156,9 @@ def test_centroid_distances_are_the_euclidean_matrix():
     assert torch.equal(dist, dist.T)
     assert torch.all(dist.diagonal() == 0)
     assert upper_pairs(dist).shape == (21,)
-    torch.testing.assert_close(centroid_distances(z), torch.cdist(*[submanifold_centroids(z)] * 2),
-                               atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        centroid_distances(z), torch.cdist(*[submanifold_centroids(z)] * 2), atol=1e-6, rtol=1e-6
+    )
 
 
 def test_upper_pairs_order_and_errors():
@@ -249,8 +250,17 @@ def test_class_statistics_of_known_classes():
     c7 = torch.tensor([3.0, 0.0, 0.0])
     c2 = torch.tensor([0.0, 0.0, 4.0])
     e = torch.eye(3)
-    feats = torch.stack([c7 + 0.5 * e[1], c2 + e[0], c2 - e[0], c7 - 0.5 * e[1], c2 + e[1],
-                         c2 - e[1], torch.tensor([0.0, 0.0, -4.0])])
+    feats = torch.stack(
+        [
+            c7 + 0.5 * e[1],
+            c2 + e[0],
+            c2 - e[0],
+            c7 - 0.5 * e[1],
+            c2 + e[1],
+            c2 - e[1],
+            torch.tensor([0.0, 0.0, -4.0]),
+        ]
+    )
     labels = torch.tensor([7, 2, 2, 7, 2, 2, 9])
     classes, centroids = class_centroids(feats, labels)
     assert classes.tolist() == [2, 7, 9]
@@ -279,13 +289,19 @@ def test_class_statistics_of_known_classes():
         (lambda: submanifold_traces(torch.full((2, 2, 2), math.nan)), "non-finite"),
         (lambda: participation_ratio(torch.zeros(5)), "feats must be a 2-D tensor"),
         (lambda: participation_ratio(torch.zeros(1, 5)), "at least 2 rows"),
-        (lambda: class_radii(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long)),
-         "one entry per row"),
+        (
+            lambda: class_radii(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long)),
+            "one entry per row",
+        ),
         (lambda: class_centroids(torch.zeros(4, 2), torch.zeros(4)), "integer class ids"),
-        (lambda: class_radii(torch.zeros(4, 2), torch.zeros(4, 1, dtype=torch.long)),
-         "labels must be a 1-D tensor"),
-        (lambda: mean_class_separation(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)),
-         "at least 2 distinct classes"),
+        (
+            lambda: class_radii(torch.zeros(4, 2), torch.zeros(4, 1, dtype=torch.long)),
+            "labels must be a 1-D tensor",
+        ),
+        (
+            lambda: mean_class_separation(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)),
+            "at least 2 distinct classes",
+        ),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_argument(call, message):
@@ -306,7 +322,8 @@ def test_geometry_works_without_solo_learn():
         print("ok")
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

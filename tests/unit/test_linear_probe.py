@@ -14,8 +14,9 @@ def test_a_feature_constant_in_training_does_not_blow_up_test_images():
     generator = torch.Generator().manual_seed(0)
     train_labels = torch.arange(10) % 2
     signal = train_labels.float() * 2 - 1
-    train = torch.stack([signal + 0.1 * torch.randn(10, generator=generator),
-                         torch.zeros(10)], dim=1)
+    train = torch.stack(
+        [signal + 0.1 * torch.randn(10, generator=generator), torch.zeros(10)], dim=1
+    )
     test_labels = torch.arange(200) % 2
     test = torch.stack([test_labels.float() * 2 - 1, torch.rand(200, generator=generator)], 1)
     assert linear_probe_accuracy(train, train_labels, test, test_labels) == 100.0

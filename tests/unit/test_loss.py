@@ -22,13 +22,13 @@ CASES = [
 
 
 @pytest.mark.parametrize("num_views,batch,dim,rs,pot_pow,lw0,max_range", CASES)
-def test_value_and_gradient_match_the_reference(num_views, batch, dim, rs, pot_pow, lw0,
-                                                max_range):
+def test_value_and_gradient_match_the_reference(num_views, batch, dim, rs, pot_pow, lw0, max_range):
     torch.manual_seed(batch * dim + num_views)
     z = torch.randn(num_views * batch, dim, dtype=torch.float64, requires_grad=True)
     loss, stats = clamp_loss_and_stats(z, num_views, rs, pot_pow, lw0=lw0, max_range=max_range)
-    expected, pairs, mean_radius = reference_clamp_loss(z, num_views, rs, pot_pow, lw0=lw0,
-                                                        max_range=max_range)
+    expected, pairs, mean_radius = reference_clamp_loss(
+        z, num_views, rs, pot_pow, lw0=lw0, max_range=max_range
+    )
     assert loss.dtype == torch.float64  # float64 input is kept; half precision goes to float32
     assert loss.item() == pytest.approx(expected.item(), rel=1e-9, abs=1e-9)
     assert stats["neighbours"].item() == pytest.approx(pairs / batch)

@@ -16,8 +16,9 @@ MAX_RANGE = 1.4
 about half of the pairs lie beyond their range (checked in `test_inputs_cover_every_regime`)."""
 
 
-def make_z(num_images: int, num_views: int, dim: int, dtype=torch.float64,
-           seed: int = 0) -> torch.Tensor:
+def make_z(
+    num_images: int, num_views: int, dim: int, dtype=torch.float64, seed: int = 0
+) -> torch.Tensor:
     """View-major embeddings with per-image spreads over a decade; images 0 and 1 share their
     views, so their centroids coincide (distance below min_margin)."""
     gen = torch.Generator().manual_seed(seed)
@@ -115,8 +116,7 @@ def test_tiled_gradcheck_float64():
     z = make_z(6, 2, 3, seed=3).requires_grad_(True)
 
     def loss(x):
-        return clamp_loss_func(x, 2, rs=RS, pot_pow=2.5, lw0=0.2, max_range=MAX_RANGE,
-                               tile_size=4)
+        return clamp_loss_func(x, 2, rs=RS, pot_pow=2.5, lw0=0.2, max_range=MAX_RANGE, tile_size=4)
 
     assert torch.autograd.gradcheck(loss, (z,), eps=1e-6, atol=1e-6, rtol=1e-4)
 
@@ -185,8 +185,9 @@ def test_autocast_half_input_gives_float32_loss(half, tile):
     z32 = make_z(24, 4, 16, dtype=torch.float32, seed=7)
     reference = clamp_loss_func(z32, 4, rs=RS, max_range=MAX_RANGE, tile_size=tile)
     z_half = z32.to(half).requires_grad_(True)
-    upcast_reference = clamp_loss_func(z_half.detach().float(), 4, rs=RS, max_range=MAX_RANGE,
-                                       tile_size=tile)
+    upcast_reference = clamp_loss_func(
+        z_half.detach().float(), 4, rs=RS, max_range=MAX_RANGE, tile_size=tile
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = clamp_loss_func(z_half, 4, rs=RS, max_range=MAX_RANGE, tile_size=tile)
     assert loss.dtype == torch.float32

@@ -96,7 +96,7 @@ def test_many_close_pairs_are_processed_in_chunks(monkeypatch):
     monkeypatch.setattr(pair_distances, "_CHUNK_ELEMENTS", 7 * DIM)  # 7 pairs per chunk
     gen = torch.Generator().manual_seed(3)
     centre = torch.randn(1, 1, DIM, generator=gen, dtype=torch.float64)
-    z = (centre + 1e-3 * torch.randn(VIEWS, 10, DIM, generator=gen, dtype=torch.float64))
+    z = centre + 1e-3 * torch.randn(VIEWS, 10, DIM, generator=gen, dtype=torch.float64)
     z = z.reshape(VIEWS * 10, DIM).float()
     for tile_size in (None, 3):
         loss32, grad32 = loss_and_grad(z, tile_size=tile_size)

@@ -65,8 +65,9 @@ def test_official_initialisation_is_2x2_rotation_blocks():
         for s in range(3):
             block = psi[m, s]
             r, omega = block[0, 0], block[1, 0]
-            expected = torch.block_diag(*[torch.stack([torch.stack([r, -omega]),
-                                                       torch.stack([omega, r])])] * 3)
+            expected = torch.block_diag(
+                *[torch.stack([torch.stack([r, -omega]), torch.stack([omega, r])])] * 3
+            )
             torch.testing.assert_close(block, expected)
             assert abs(r) <= 0.5e-4 and abs(omega) <= 3.0
     omegas = psi[:, :, 1, 0].flatten()
@@ -179,9 +180,15 @@ def test_closed_form_kl_agrees_with_monte_carlo():
     log_q = torch.distributions.Laplace(q.shift, q.logscale.exp()).log_prob(samples)
     log_p = torch.distributions.Laplace(p.shift, p.logscale.exp()).log_prob(samples)
     monte_carlo = (log_q - log_p).mean(dim=0)
-    closed = torch.stack([laplace_kl(Laplace(q.shift[m : m + 1], q.logscale[m : m + 1]),
-                                     Laplace(p.shift[m : m + 1], p.logscale[m : m + 1]))
-                          for m in range(3)])
+    closed = torch.stack(
+        [
+            laplace_kl(
+                Laplace(q.shift[m : m + 1], q.logscale[m : m + 1]),
+                Laplace(p.shift[m : m + 1], p.logscale[m : m + 1]),
+            )
+            for m in range(3)
+        ]
+    )
     torch.testing.assert_close(closed, monte_carlo, rtol=0.02, atol=0.01)
     torch.testing.assert_close(laplace_kl(q, p), closed.sum())
 
@@ -190,8 +197,9 @@ def test_closed_form_kl_agrees_with_monte_carlo():
 
 
 def test_the_prior_warms_up_from_the_fixed_laplace():
-    prior = CoefficientPrior(8, 4, hidden_dim=4, scale_prior=0.01, shift_prior=0.05,
-                             warmup_steps=100)
+    prior = CoefficientPrior(
+        8, 4, hidden_dim=4, scale_prior=0.01, shift_prior=0.05, warmup_steps=100
+    )
     z0 = torch.randn(3, 8)
     learned = prior(z0, step=100)
     assert prior.warmup_weight(0) == 0 and prior.warmup_weight(25) == 0.25
@@ -200,9 +208,7 @@ def test_the_prior_warms_up_from_the_fixed_laplace():
     torch.testing.assert_close(start.logscale, torch.full((3, 4), math.log(0.01)))
     torch.testing.assert_close(start.shift, torch.zeros(3, 4))  # sign(0 * shift) = 0
     quarter = prior(z0, step=25)
-    torch.testing.assert_close(
-        quarter.logscale, 0.25 * learned.logscale + 0.75 * math.log(0.01)
-    )
+    torch.testing.assert_close(quarter.logscale, 0.25 * learned.logscale + 0.75 * math.log(0.01))
     torch.testing.assert_close(
         quarter.shift, 0.25 * learned.shift + 0.75 * 0.05 * torch.sign(learned.shift)
     )

@@ -49,8 +49,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
     torch.set_num_threads(1)
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=WORLD, timeout=timedelta(seconds=120))
+        dist.init_process_group(
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=WORLD,
+            timeout=timedelta(seconds=120),
+        )
         x0, x1, projector = global_batch()
         own = slice(rank * LOCAL_IMAGES, (rank + 1) * LOCAL_IMAGES)
         ddp = torch.nn.parallel.DistributedDataParallel(projector)

@@ -13,22 +13,51 @@ from omegaconf import OmegaConf
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 _CIFAR = {
-    "views": 16, "transform_sets": 1, "crop_size": 32, "crop_scale": (0.08, 1.0),
-    "blur": [(0.5, 3)], "grayscale": [0.2], "solarize": [0.0], "flip": [0.5],
+    "views": 16,
+    "transform_sets": 1,
+    "crop_size": 32,
+    "crop_scale": (0.08, 1.0),
+    "blur": [(0.5, 3)],
+    "grayscale": [0.2],
+    "solarize": [0.0],
+    "flip": [0.5],
     "jitter": [(0.8, 0.8, 0.8, 0.8, 0.2)],
-    "rs": 7.0, "pot_pow": 2.0, "lw0": 0.0, "lw1": 1.0, "projector": (1, 2048, 256),
-    "global_batch": 128, "lr": 0.1, "lars_eta": 1e-3, "momentum": 0.9, "weight_decay": 1e-6,
-    "exclude_bias_n_norm": True, "warmup_epochs": 10, "epochs": 1000,
+    "rs": 7.0,
+    "pot_pow": 2.0,
+    "lw0": 0.0,
+    "lw1": 1.0,
+    "projector": (1, 2048, 256),
+    "global_batch": 128,
+    "lr": 0.1,
+    "lars_eta": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 1e-6,
+    "exclude_bias_n_norm": True,
+    "warmup_epochs": 10,
+    "epochs": 1000,
 }
 _IMAGENET_AUG = {
-    "transform_sets": 2, "crop_size": 224, "crop_scale": (0.08, 1.0),
+    "transform_sets": 2,
+    "crop_size": 224,
+    "crop_scale": (0.08, 1.0),
     # solo-learn's blur has no kernel limit; the official 23 x 23 kernel at sigma <= 2 is
     # wider than the Gaussian's support (3 sigma = 6 px), so no kernel_size is set.
-    "blur": [(1.0, None), (0.1, None)], "grayscale": [0.2, 0.2], "solarize": [0.0, 0.2],
-    "flip": [0.5, 0.5], "jitter": [(0.8, 0.4, 0.4, 0.2, 0.1)] * 2,
-    "rs": 8.5, "pot_pow": 2.0, "lw0": 0.0, "lw1": 1.0, "projector": (2, 8192, 512),
-    "global_batch": 512, "lars_eta": 1e-3, "momentum": 0.9, "weight_decay": 1e-6,
-    "exclude_bias_n_norm": True, "warmup_epochs": 10,
+    "blur": [(1.0, None), (0.1, None)],
+    "grayscale": [0.2, 0.2],
+    "solarize": [0.0, 0.2],
+    "flip": [0.5, 0.5],
+    "jitter": [(0.8, 0.4, 0.4, 0.2, 0.1)] * 2,
+    "rs": 8.5,
+    "pot_pow": 2.0,
+    "lw0": 0.0,
+    "lw1": 1.0,
+    "projector": (2, 8192, 512),
+    "global_batch": 512,
+    "lars_eta": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 1e-6,
+    "exclude_bias_n_norm": True,
+    "warmup_epochs": 10,
 }
 OFFICIAL = {
     "cifar/clamp.yaml": _CIFAR,  # examples/cifar10
@@ -38,12 +67,27 @@ OFFICIAL = {
     "imagenet/clamp_8views.yaml": {**_IMAGENET_AUG, "views": 8, "lr": 1.1, "epochs": 100},
 }
 OFFICIAL_LINEAR = {
-    "cifar/clamp.yaml": {"optimizer": "adam", "lrs": [0.3, 0.1, 0.05], "global_batch": 1024,
-                         "epochs": 100, "weight_decay": 0.0},
-    "imagenet-100/clamp.yaml": {"optimizer": "sgd", "lrs": [0.05, 0.1, 0.2, 0.4],
-                                "global_batch": 2048, "epochs": 100, "weight_decay": 1e-6},
-    "imagenet/clamp.yaml": {"optimizer": "sgd", "lrs": [0.8, 1.2, 1.6], "global_batch": 2048,
-                            "epochs": 100, "weight_decay": 1e-6},
+    "cifar/clamp.yaml": {
+        "optimizer": "adam",
+        "lrs": [0.3, 0.1, 0.05],
+        "global_batch": 1024,
+        "epochs": 100,
+        "weight_decay": 0.0,
+    },
+    "imagenet-100/clamp.yaml": {
+        "optimizer": "sgd",
+        "lrs": [0.05, 0.1, 0.2, 0.4],
+        "global_batch": 2048,
+        "epochs": 100,
+        "weight_decay": 1e-6,
+    },
+    "imagenet/clamp.yaml": {
+        "optimizer": "sgd",
+        "lrs": [0.8, 1.2, 1.6],
+        "global_batch": 2048,
+        "epochs": 100,
+        "weight_decay": 1e-6,
+    },
 }
 
 
@@ -76,8 +120,13 @@ def test_pretrain_recipe_matches_the_official_config(name):
         assert aug.solarization.prob == official["solarize"][index]
         assert aug.horizontal_flip.prob == official["flip"][index]
         jitter = aug.color_jitter
-        assert (jitter.prob, jitter.brightness, jitter.contrast, jitter.saturation,
-                jitter.hue) == official["jitter"][index]
+        assert (
+            jitter.prob,
+            jitter.brightness,
+            jitter.contrast,
+            jitter.saturation,
+            jitter.hue,
+        ) == official["jitter"][index]
     kwargs = cfg.method_kwargs
     for key in ("rs", "pot_pow", "lw0", "lw1"):
         assert kwargs[key] == official[key], key

@@ -88,7 +88,7 @@ def _handler(state: FileServer) -> type:
                 self.close_connection = True
                 return
             for i in range(0, len(body), 32_768):
-                self.wfile.write(body[i:i + 32_768])
+                self.wfile.write(body[i : i + 32_768])
                 if state.chunk_delay:
                     time.sleep(state.chunk_delay)
 
@@ -101,8 +101,9 @@ def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     httpd.daemon_threads = True
     state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     watchdog = threading.Timer(60.0, httpd.shutdown)  # stops by itself if the test hangs
     watchdog.daemon = True
@@ -152,8 +153,9 @@ def write_index(path: Path, *entries: dict[str, Any]) -> Path:
 def hosted(server, tmp_path) -> Path:
     """A manifest whose entry ``tiny`` is served by the loopback server."""
     server.files["/tiny.bin"] = PAYLOAD
-    return write_index(tmp_path / "zoo" / "index.yaml",
-                       raw_entry(sources=[server.url("/tiny.bin")]))
+    return write_index(
+        tmp_path / "zoo" / "index.yaml", raw_entry(sources=[server.url("/tiny.bin")])
+    )
 
 
 def leftovers(cache: Path) -> list[str]:
@@ -253,14 +255,19 @@ def test_every_source_failing_lists_each_source(server, tmp_path, cache):
 
 
 def test_later_source_is_used_when_the_first_fails(hosted, server, tmp_path, cache):
-    index = write_index(tmp_path / "other.yaml", raw_entry(
-        sources=[server.url("/missing.bin"), server.url("/tiny.bin")]))
+    index = write_index(
+        tmp_path / "other.yaml",
+        raw_entry(sources=[server.url("/missing.bin"), server.url("/tiny.bin")]),
+    )
     assert zoo.download("tiny", index, progress=False).read_bytes() == PAYLOAD
 
 
 def test_unknown_name_lists_the_available_names(hosted, tmp_path):
-    index = write_index(tmp_path / "two.yaml", raw_entry(sources=["https://x.org/a"]),
-                        raw_entry(name="other", sources=["https://x.org/b"]))
+    index = write_index(
+        tmp_path / "two.yaml",
+        raw_entry(sources=["https://x.org/a"]),
+        raw_entry(name="other", sources=["https://x.org/b"]),
+    )
     with pytest.raises(zoo.UnknownModelError, match="available: tiny, other"):
         zoo.download("nope", index)
     assert cli_main(["zoo", "--index", str(index), "info", "nope"]) == 2
@@ -292,8 +299,9 @@ def test_shipped_file_resolves_locally_without_network(tmp_path, cache):
     (root / "weights").mkdir(parents=True)
     (root / "weights" / "tiny.safetensors").write_bytes(PAYLOAD)
     unreachable = f"http://127.0.0.1:{_closed_port()}/tiny.bin"
-    index = write_index(root / "index.yaml", raw_entry(file="weights/tiny.safetensors",
-                                                       sources=[unreachable]))
+    index = write_index(
+        root / "index.yaml", raw_entry(file="weights/tiny.safetensors", sources=[unreachable])
+    )
     assert zoo.download("tiny", index) == root / "weights" / "tiny.safetensors"
     assert leftovers(cache) == []
 
@@ -312,10 +320,13 @@ def test_hugging_face_source(tmp_path, cache, monkeypatch):
         calls.append((repo_id, filename, revision))
         return str(hub_file)
 
-    monkeypatch.setitem(sys.modules, "huggingface_hub",
-                        types.SimpleNamespace(hf_hub_download=hf_hub_download))
-    index = write_index(tmp_path / "index.yaml", raw_entry(
-        sources=[{"hf_repo": "org/models", "hf_filename": "tiny.safetensors"}]))
+    monkeypatch.setitem(
+        sys.modules, "huggingface_hub", types.SimpleNamespace(hf_hub_download=hf_hub_download)
+    )
+    index = write_index(
+        tmp_path / "index.yaml",
+        raw_entry(sources=[{"hf_repo": "org/models", "hf_filename": "tiny.safetensors"}]),
+    )
     assert zoo.download("tiny", index).read_bytes() == PAYLOAD
     assert calls == [("org/models", "tiny.safetensors", None)]
     assert leftovers(cache) == [zoo.load_index(index).get("tiny").cache_name]
@@ -328,8 +339,10 @@ BAD_ENTRIES = [
     ({"epochs": 0}, "epochs: expected an integer >= 1"),
     ({"views": "four"}, "views: expected an integer >= 1"),
     ({"name": "Bad Name"}, "not a valid model name"),
-    ({"sources": ["http://example.org/x"]}, "sources[0]: 'http://example.org/x' is not an "
-                                            "https:// URL"),
+    (
+        {"sources": ["http://example.org/x"]},
+        "sources[0]: 'http://example.org/x' is not an https:// URL",
+    ),
     ({"sources": [{"hf_repo": "a/b"}]}, "sources[0]: missing required field(s) hf_filename"),
     ({"sources": []}, "needs a shipped 'file' or at least one of 'sources'"),
     ({"file": "../outside.safetensors"}, "file: '../outside.safetensors' must be a relative"),
@@ -337,16 +350,19 @@ BAD_ENTRIES = [
     ({"backbone": {"name": "vit_tiny", "cifar_stem": True}}, "resnet backbones only"),
     ({"backbone": {"kwargs": {}}}, "backbone: missing required field(s) name"),
     ({"evaluation": {"knn": {"top1": 120, "command": "x"}}}, "knn.top1: expected a percentage"),
-    ({"evaluation": {"svm": {"top1": 1, "command": "x"}}}, "unknown field(s) svm; allowed "
-                                                           "fields: knn, linear"),
+    (
+        {"evaluation": {"svm": {"top1": 1, "command": "x"}}},
+        "unknown field(s) svm; allowed fields: knn, linear",
+    ),
     ({"evaluation": {"knn": {"top1": 50}}}, "knn: missing required field(s) command"),
 ]
 
 
 @pytest.mark.parametrize(("change", "message"), BAD_ENTRIES)
 def test_manifest_validation_names_the_field(tmp_path, change, message):
-    index = write_index(tmp_path / "index.yaml", raw_entry(**{"sources": ["https://x.org/a"],
-                                                              **change}))
+    index = write_index(
+        tmp_path / "index.yaml", raw_entry(**{"sources": ["https://x.org/a"], **change})
+    )
     with pytest.raises(zoo.ManifestError) as err:
         zoo.load_index(index)
     assert message in str(err.value)
@@ -377,9 +393,18 @@ def test_repository_manifest_is_valid(repo_root):
 
 
 def test_manifest_round_trip(tmp_path):
-    index = zoo.load_index(write_index(tmp_path / "index.yaml", raw_entry(
-        sources=["https://x.org/a", {"hf_repo": "o/r", "hf_filename": "f", "hf_revision": "v1"}],
-        file="tiny.safetensors")))
+    index = zoo.load_index(
+        write_index(
+            tmp_path / "index.yaml",
+            raw_entry(
+                sources=[
+                    "https://x.org/a",
+                    {"hf_repo": "o/r", "hf_filename": "f", "hf_revision": "v1"},
+                ],
+                file="tiny.safetensors",
+            ),
+        )
+    )
     out = zoo.ZooIndex(tmp_path / "copy.yaml", index.entries)
     zoo.write_index(out)
     assert zoo.load_index(out.path).entries == index.entries
@@ -392,8 +417,9 @@ def test_checkpoints_load_without_arbitrary_pickles(tmp_path):
 
     state = {"backbone.w": torch.ones(2), "projector.w": torch.zeros(1)}
     good = tmp_path / "good.ckpt"
-    torch.save({"state_dict": state, "hyper_parameters": OmegaConf.create({"a": [1, 2]}),
-                "epoch": 3}, good)
+    torch.save(
+        {"state_dict": state, "hyper_parameters": OmegaConf.create({"a": [1, 2]}), "epoch": 3}, good
+    )
     assert set(load_checkpoint(good)["state_dict"]) == set(state)
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": state, "x": types.SimpleNamespace(a=1)}, evil)
@@ -433,14 +459,20 @@ def test_publish_records_the_yaml_learning_rates_and_no_local_paths(tmp_path):
     torch.save({"state_dict": {"backbone.w": torch.ones(3), "projector.w": torch.ones(1)}}, ckpt)
     data = tmp_path / "datasets" / "mnist-500xall-s0"
     args = {  # solo-learn's args.json: the cfg after parse_cfg, lr scaled by 128 * 2 / 256
-        "method": "clamp", "backbone": {"name": "resnet18", "kwargs": {}},
+        "method": "clamp",
+        "backbone": {"name": "resnet18", "kwargs": {}},
         "prepare_data": {"name": "mnist", "root": str(tmp_path / "datasets"), "seed": 0},
-        "data": {"dataset": "custom", "train_path": str(data / "train"),
-                 "val_path": str(data / "val")},
+        "data": {
+            "dataset": "custom",
+            "train_path": str(data / "train"),
+            "val_path": str(data / "val"),
+        },
         "evaluate": {"knn": {"train_path": str(data / "train"), "k": 20}},
         "checkpoint": {"dir": "trained_models"},
         "optimizer": {"batch_size": 128, "lr": 0.3, "classifier_lr": 0.15},
-        "devices": [0, 1], "num_nodes": 1, "max_epochs": 2,
+        "devices": [0, 1],
+        "num_nodes": 1,
+        "max_epochs": 2,
     }
     (run / "args.json").write_text(json.dumps(args))
     entry = zoo.publish(ckpt, "tiny", tmp_path / "zoo" / "index.yaml", check=False)
@@ -455,8 +487,11 @@ def test_publish_records_the_yaml_learning_rates_and_no_local_paths(tmp_path):
 def test_portable_config_undoes_solo_learns_scaling():
     from solo_clamp.zoo.portable import portable_config
 
-    args = {"optimizer": {"batch_size": 64, "lr": 0.25, "classifier_lr": 0.1},
-            "data": {"val_path": None}, "devices": 1}
+    args = {
+        "optimizer": {"batch_size": 64, "lr": 0.25, "classifier_lr": 0.1},
+        "data": {"val_path": None},
+        "devices": 1,
+    }
     assert portable_config(args)["optimizer"]["lr"] == 1.0
     assert portable_config(args)["optimizer"]["classifier_lr"] == 0.1  # unscaled without val
     assert args["optimizer"]["lr"] == 0.25  # the input is left alone
