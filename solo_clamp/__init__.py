@@ -38,10 +38,9 @@ def register() -> type:
     """
     if not solo_available():
         raise ModuleNotFoundError(SOLO_MISSING_MESSAGE, name="solo")
-    from solo_clamp import methods  # imports solo-learn without its import-time warnings
+    from solo_clamp import methods  # the lazy boundary: solo-learn loads here
 
-    methods.METHODS["clamp"] = methods.CLAMP  # the import registers once; this call always
-    methods.METHODS["manifoldclr"] = methods.ManifoldCLR
+    methods.register()
     return methods.CLAMP
 
 

@@ -231,7 +231,8 @@ def build_backbone(
             :class:`~solo_clamp.zoo.manifest.BackboneSpec` (``name``, ``kwargs``,
             ``cifar_stem``).
         method: passed to solo-learn's backbone builder; default the cfg's ``method`` (or
-            ``pretrain_method``), else ``"clamp"``.
+            ``pretrain_method``); it picks a method's custom backbone (solo-learn's MAE ViTs),
+            and none matches when it is unknown.
 
     Raises:
         ModuleNotFoundError: solo-learn is not installed.
@@ -253,7 +254,7 @@ def build_backbone(
     builders = BaseMethod._BACKBONES
     if name not in builders:
         raise ValueError(f"backbone.name must be one of {sorted(builders)}, got {name!r}.")
-    backbone = builders[name](method or "clamp", **kwargs)
+    backbone = builders[name](method or "unknown", **kwargs)
     if name.startswith("resnet"):
         backbone.fc = torch.nn.Identity()
         if cifar_stem:

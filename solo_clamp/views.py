@@ -25,13 +25,29 @@ import torch
 
 
 def count_views(cfg: Mapping[str, Any]) -> int:
-    """V, the views of each sub-manifold: ``sum(augmentations[*].num_crops)`` of a pretraining
-    cfg (solo-learn's ``num_large_crops + num_small_crops`` after ``parse_cfg``).
+    """V, the views of each sub-manifold, counted as solo-learn counts the crops.
 
-    The one place the views are counted; the entries themselves are validated by the config
-    checks (``solo_clamp.training.checks``).
+    ``data.num_large_crops + data.num_small_crops`` where they are set (solo-learn's
+    ``parse_cfg`` sets them, and its own method tests build cfgs with them alone); before
+    ``parse_cfg``, the sum of ``augmentations[*].num_crops``.
+
+    Raises:
+        ValueError: both are given and disagree (the message names both).
     """
-    return sum(int(aug.get("num_crops", 0)) for aug in (cfg.get("augmentations") or []))
+    data = cfg.get("data") or {}
+    large, small = data.get("num_large_crops"), data.get("num_small_crops")
+    augmentations = cfg.get("augmentations") or []
+    from_augmentations = sum(int(aug.get("num_crops", 0)) for aug in augmentations)
+    if large is None and small is None:
+        return from_augmentations
+    from_data = int(large or 0) + int(small or 0)
+    if augmentations and from_data != from_augmentations:
+        raise ValueError(
+            f"data.num_large_crops + data.num_small_crops = {from_data} but the sum of "
+            f"augmentations[*].num_crops is {from_augmentations}: the two counts of views per "
+            "image must agree (solo-learn's parse_cfg sets the first from the second)."
+        )
+    return from_data
 
 
 def group_by_resolution(crops: Sequence[torch.Tensor]) -> list[list[int]]:

@@ -13,26 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.compare.tuning import validate_tuning
 from solo_clamp.configs import config_dir
+from solo_clamp.methods import facts_of, known
 
 CONFIG_DIR = config_dir("compare")
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet100", "image_folder")
 BUDGETS = ("equal_epochs", "equal_compute")
 FLOORS = ("raw_pixels", "untrained")
-# The self-supervised loss each method logs (its training_step adds the online classifier's).
-LOSS_KEYS = {
-    "clamp": "train_clamp_loss",
-    "simclr": "train_nce_loss",
-    "byol": "train_neg_cos_sim",
-    "vicreg": "train_vicreg_loss",
-    "manifoldclr": "train_manifoldclr_loss",
-}
-# Methods that take exactly one pair of views, and why.
-TWO_VIEW_METHODS = {
-    "simclr": "solo-learn's recipe",
-    "byol": "solo-learn's recipe",
-    "vicreg": "solo-learn's recipe",
-    "manifoldclr": "the method's pair z0, z1",
-}
 _IDX_DATASETS = ("fashion_mnist", "mnist")
 _TORCHVISION_DATASETS = ("cifar10", "cifar100")
 # Every field a comparison config may leave out (a config must give methods, recipes,
@@ -186,8 +172,8 @@ def validate_config(cfg: DictConfig) -> None:
             raise ValueError(
                 f"methods: {method!r} has no recipe in this config; allowed: {sorted(recipes)}."
             )
-        if method not in LOSS_KEYS:
-            raise ValueError(f"methods: {method!r} is not supported; allowed: {sorted(LOSS_KEYS)}.")
+        if method not in known():
+            raise ValueError(f"methods: {method!r} is not supported; allowed: {known()}.")
     budgets = list(cfg.get("budgets") or [])
     if not budgets or any(b not in BUDGETS for b in budgets):
         raise ValueError(f"budgets must be a non-empty subset of {list(BUDGETS)}, got {budgets}.")
@@ -230,9 +216,10 @@ def validate_config(cfg: DictConfig) -> None:
                 f"recipes.{method}.views ({views}) must be a multiple of the number of "
                 f"augmentation sets ({len(augmentations)}): each set gives views/sets crops."
             )
-        if method in TWO_VIEW_METHODS and views != 2:
+        rule = facts_of(method).views
+        if not rule.allows(views):
             raise ValueError(
-                f"recipes.{method}.views must be 2 ({TWO_VIEW_METHODS[method]}), got {views}."
+                f"recipes.{method}.views must be {rule.wanted} ({rule.why}), got {views}."
             )
     if cfg.evaluation.get("distance", "cosine") not in ("cosine", "euclidean"):
         raise ValueError(

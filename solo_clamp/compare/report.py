@@ -10,10 +10,11 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from solo_clamp.compare.config import FLOORS, LOSS_KEYS, RESULT_COLUMNS
+from solo_clamp.compare.config import FLOORS, RESULT_COLUMNS
 from solo_clamp.compare.plan import expected_run_ids, run_budget
 from solo_clamp.compare.tuning import Setting
 from solo_clamp.io import atomic_path, atomic_write_text
+from solo_clamp.methods import facts_of
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -234,7 +235,7 @@ def plot_curves(cfg: DictConfig, results: dict[str, dict[str, Any]], out: Path) 
                         alpha=0.8,
                         label=name if i == 0 else None,
                     )
-        ax.set(title=f"{method}: {LOSS_KEYS.get(method, 'loss')}", xlabel="epoch", ylabel="loss")
+        ax.set(title=f"{method}: {facts_of(method).loss_key}", xlabel="epoch", ylabel="loss")
         ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "curves_loss.png")

@@ -10,9 +10,9 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from solo_clamp.compare.config import LOSS_KEYS
 from solo_clamp.compare.data import ComparisonData, KnnProbe, augmentation_sets
 from solo_clamp.compare.plan import RunSpec
+from solo_clamp.methods import facts_of
 
 # ``projector_scale`` applies to the projector's (and BYOL's predictor's) widths only: e.g.
 # ManifoldCLR's block_dim (operator blocks on the backbone's features) and vi_hidden_dim (its
@@ -227,7 +227,7 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     loader = train_loader(solo_cfg, spec.seed, data.held_out)
     recorder = _curve_callback(
-        probe, LOSS_KEYS[spec.method], cfg.curves.every_n_epochs, fail_on_divergence
+        probe, facts_of(spec.method).loss_key, cfg.curves.every_n_epochs, fail_on_divergence
     )
     trainer = build_trainer(solo_cfg, [], [recorder])
     start = time.perf_counter()

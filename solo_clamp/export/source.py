@@ -85,7 +85,7 @@ def _from_checkpoint(path: Path, fallback_cfg: Optional[Mapping[str, Any]]) -> P
     else:
         # solo-learn's own linear evaluation needs no args.json: the caller's cfg stands in.
         cfg, checkpoint = fallback_cfg, load_checkpoint(checkpoint_path)
-    method = str(cfg.get("method") or cfg.get("pretrain_method") or "clamp")
+    method = str(cfg.get("method") or cfg.get("pretrain_method") or "unknown")
     return PretrainedBackbone(
         spec=spec_from_cfg(cfg),
         method=method,

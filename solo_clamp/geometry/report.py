@@ -59,7 +59,7 @@ def _build_model(cfg: dict[str, Any], where: Path) -> nn.Module:
         from solo.methods import METHODS
     except ModuleNotFoundError as err:
         raise GeometryError(solo_clamp.SOLO_MISSING_MESSAGE) from err
-    method = str(cfg.get("method", "clamp"))
+    method = str(cfg.get("method"))
     if method not in METHODS:
         raise GeometryError(
             f"{where}: method={method!r} is not a solo-learn method; known: {sorted(METHODS)}."
@@ -84,13 +84,19 @@ def _build_model(cfg: dict[str, Any], where: Path) -> nn.Module:
 
 
 def _radius_scale(model: nn.Module, method: str, notes: list[str]) -> tuple[float, float]:
-    """``(rs, max_range)`` of the sub-manifold radii and neighbour counts: CLAMP's, else the
-    unscaled radius and no range cap (with a note)."""
-    kwargs = model.cfg.method_kwargs
-    if "rs" in kwargs and "max_range" in kwargs:
-        return float(kwargs.rs), float(kwargs.max_range)
+    """``(rs, max_range)`` of the sub-manifold radii and neighbour counts: the method's
+    ``facts.radius_scale`` (CLAMP's ``rs`` and ``max_range``), else the unscaled radius and no
+    range cap (with a note)."""
+    from solo_clamp.methods import facts_of
+
+    try:
+        scale = facts_of(method).radius_scale
+    except ValueError:  # a solo-learn method solo-clamp has no facts for
+        scale = None
+    if scale is not None:
+        return scale(model.cfg.method_kwargs)
     notes.append(
-        f"method {method!r} has no rs: sub-manifold radii are unscaled (rs = 1) and "
+        f"method {method!r} has no radius scale: sub-manifold radii are unscaled (rs = 1) and "
         "neighbours are counted without a range cap (max_range null)."
     )
     return 1.0, math.inf
@@ -221,7 +227,7 @@ def write_report(
     torch.manual_seed(seed)
     untrained = _build_model(cfg, run.cfg_path)
     models = [model.to(torch_device), untrained.to(torch_device)]
-    method = str(cfg.get("method", "clamp"))
+    method = str(cfg["method"])
     rs, max_range = _radius_scale(model, method, notes)
 
     aug = cfg["augmentations"][0]

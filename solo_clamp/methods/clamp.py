@@ -2,18 +2,89 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List, Optional, Sequence
 
 import omegaconf
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from omegaconf import MISSING
 from solo.methods.base import BaseMethod
 from solo.utils.metrics import accuracy_at_k
 
-from solo_clamp.config import check_clamp_kwargs
 from solo_clamp.losses.clamp import STAT_NAMES, NonFiniteEmbeddingsError, clamp_loss_and_stats
-from solo_clamp.views import count_views, forward_by_resolution, large_crop_indices, view_major
+from solo_clamp.losses.gather import DDP_GRADIENTS
+from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require
+from solo_clamp.views import forward_by_resolution, large_crop_indices, view_major
+
+
+@dataclass
+class ClampKwargs:
+    """CLAMP's ``method_kwargs``: defaults, types, and the checks of ``__post_init__``.
+
+    Attributes:
+        proj_hidden_dim: width of the projector's hidden layers.
+        proj_output_dim: embedding dimension D.
+        rs: radius scale of the sub-manifolds.
+        proj_hidden_layers: number of Linear-ReLU hidden layers.
+        pot_pow: exponent of the repulsive potential.
+        lw0: weight of the sub-manifold size term.
+        lw1: weight of the repulsion term.
+        min_margin: pairs of centroids closer than this are ignored.
+        max_range: cap on the interaction range.
+        joint_forward: forward all crops of one resolution as one batch (BatchNorm over all
+            views, as the paper).
+        tile_size: rows per block of the tiled loss; None = automatic.
+        ddp_gradient: "full" (gradients of all ranks summed: results do not depend on the GPU
+            count) or "local" (other ranks' embeddings detached, as the official code).
+    """
+
+    proj_hidden_dim: int = MISSING
+    proj_output_dim: int = MISSING
+    rs: float = MISSING
+    proj_hidden_layers: int = 1
+    pot_pow: float = 2.0
+    lw0: float = 0.0
+    lw1: float = 1.0
+    min_margin: float = 1e-3
+    max_range: float = 1.5
+    joint_forward: bool = True
+    tile_size: Optional[int] = None
+    ddp_gradient: str = "full"
+
+    def __post_init__(self) -> None:
+        for name in ("proj_hidden_dim", "proj_output_dim"):
+            value = getattr(self, name)
+            require(value >= 1, name, "an integer >= 1", value)
+        require(
+            self.proj_hidden_layers >= 0,
+            "proj_hidden_layers",
+            "an integer >= 0",
+            self.proj_hidden_layers,
+        )
+        for name in ("rs", "pot_pow", "max_range"):
+            value = getattr(self, name)
+            require(value > 0, name, "> 0", value)
+        for name in ("lw0", "lw1", "min_margin"):
+            value = getattr(self, name)
+            require(value >= 0, name, ">= 0", value)
+        if self.lw0 == 0 and self.lw1 == 0:
+            raise field_error("lw0", "and method_kwargs.lw1 cannot both be 0.")
+        if not self.max_range > self.min_margin:
+            raise field_error(
+                "max_range",
+                f"must be > method_kwargs.min_margin, got max_range={self.max_range!r}, "
+                f"min_margin={self.min_margin!r}.",
+            )
+        if self.tile_size is not None:
+            require(self.tile_size >= 1, "tile_size", "an integer >= 1", self.tile_size)
+        require(
+            self.ddp_gradient in DDP_GRADIENTS,
+            "ddp_gradient",
+            f"one of {list(DDP_GRADIENTS)}",
+            self.ddp_gradient,
+        )
 
 
 def build_projector(in_dim: int, hidden_dim: int, output_dim: int, hidden_layers: int) -> nn.Module:
@@ -28,33 +99,35 @@ def build_projector(in_dim: int, hidden_dim: int, output_dim: int, hidden_layers
 
 
 class CLAMP(BaseMethod):
+    facts: ClassVar[MethodFacts] = MethodFacts(
+        loss_key="train_clamp_loss",
+        views=ViewRule(minimum=2, why="each image is a sub-manifold of its views"),
+        kwargs_schema=ClampKwargs,
+        shape_fields=(
+            "proj_hidden_dim",
+            "proj_output_dim",
+            "proj_hidden_layers",
+            "rs",
+            "pot_pow",
+            "lw0",
+            "lw1",
+            "min_margin",
+            "max_range",
+        ),
+        radius_scale=lambda kwargs: (float(kwargs.rs), float(kwargs.max_range)),
+    )
+
     def __init__(self, cfg: omegaconf.DictConfig):
         """Implements CLAMP, Contrastive Learning As Manifold Packing (Zhang, Heeger,
         Martiniani, NeurIPS 2025).
 
         Every crop of an image is one view of its sub-manifold (see ``solo_clamp.views``).
 
-        Extra cfg settings:
-            method_kwargs:
-                proj_hidden_dim (int): width of the projector's hidden layers.
-                proj_output_dim (int): embedding dimension D.
-                proj_hidden_layers (int): number of Linear-ReLU hidden layers. Defaults to 1.
-                rs (float): radius scale of the sub-manifolds.
-                pot_pow (float): exponent of the repulsive potential. Defaults to 2.0.
-                lw0 (float): weight of the sub-manifold size term. Defaults to 0.0.
-                lw1 (float): weight of the repulsion term. Defaults to 1.0.
-                min_margin (float): ignore pairs of centroids closer than this. Defaults to 1e-3.
-                max_range (float): cap on the interaction range. Defaults to 1.5.
-                joint_forward (bool): forward all crops of one resolution as one batch
-                    (BatchNorm over all views, as the paper). Defaults to True.
-                tile_size (int | None): rows per block of the tiled loss; None = automatic.
-                ddp_gradient (str): "full" (gradients of all ranks summed: results do not
-                    depend on the GPU count) or "local" (other ranks' embeddings detached, as
-                    the official code). Defaults to "full".
+        ``method_kwargs``: :class:`ClampKwargs`.
         """
         super().__init__(cfg)
         kwargs = cfg.method_kwargs
-        self.num_views: int = count_views(cfg)
+        self.num_views: int = self.num_crops
         self.rs: float = kwargs.rs
         self.pot_pow: float = kwargs.pot_pow
         self.lw0: float = kwargs.lw0
@@ -75,8 +148,7 @@ class CLAMP(BaseMethod):
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
         """Adds CLAMP's defaults and checks its settings, with errors that name the field."""
         cfg = super(CLAMP, CLAMP).add_and_assert_specific_cfg(cfg)
-        cfg.method_kwargs = check_clamp_kwargs(cfg.method_kwargs, count_views(cfg))
-        return cfg
+        return CLAMP.facts.check(cfg, "clamp")
 
     @property
     def learnable_params(self) -> List[Dict[str, Any]]:
@@ -109,7 +181,7 @@ class CLAMP(BaseMethod):
         if len(X) != self.num_crops:
             raise ValueError(
                 f"the batch has {len(X)} crops per image but the config asks for "
-                f"{self.num_crops} (augmentations[*].num_crops)."
+                f"{self.num_crops} (data.num_large_crops + data.num_small_crops)."
             )
         outs = forward_by_resolution(self._views_forward, X)
         large = large_crop_indices(X)

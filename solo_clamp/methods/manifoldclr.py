@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Union
 
 import omegaconf
 import torch
@@ -11,12 +13,142 @@ import torch.nn.functional as F
 from solo.methods.base import BaseMethod
 from solo.utils.metrics import accuracy_at_k
 
-from solo_clamp.config_manifoldclr import check_manifoldclr_kwargs
+from solo_clamp.checkpoints import backbone_state
 from solo_clamp.losses.manifoldclr import STAT_NAMES, ManifoldCLRLoss
-from solo_clamp.views import count_views
+from solo_clamp.losses.variational import prior_augment
+from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require
+
+
+@dataclass
+class ManifoldCLRKwargs:
+    """ManifoldCLR's ``method_kwargs``. The defaults are the official CIFAR-10 soft-threshold
+    config (``transop_vi-thresh_proj_cifar10.yaml`` of github.com/kfallah/manifold-contrastive).
+
+    Attributes:
+        proj_hidden_dim, proj_output_dim: projector Linear-BN-ReLU-Linear.
+        dictionary_size, block_dim: ``M`` generators with blocks of size ``k``.
+        vi_hidden_dim: width parameter of the posterior and prior MLPs.
+        init_real_range, init_imag_range: initialisation of the generators.
+        scale_prior, shift_prior: the fixed Laplace of the coefficient networks.
+        threshold: soft threshold of the coefficient samples.
+        prior_warmup_steps: steps from the fixed prior to the learned one.
+        max_elbo_samples, max_elbo_start_step, max_elbo_l1_penalty: best-of-J posterior
+            sampling from a given step.
+        temperature, mse_weight, kl_weight, shift_l2_weight: the loss.
+        transop_lr, transop_weight_decay, transop_grad_clip: the operators' group.
+        vi_lr, vi_weight_decay, vi_grad_clip: the posterior and prior networks' group.
+        backbone_grad_clip: gradient-norm clip of backbone + projector (null = none).
+    """
+
+    proj_hidden_dim: int = 1024
+    proj_output_dim: int = 128
+    dictionary_size: int = 32
+    block_dim: int = 64
+    vi_hidden_dim: int = 512
+    init_real_range: float = 1e-4
+    init_imag_range: float = 6.0
+    scale_prior: float = 0.01
+    shift_prior: float = 0.05
+    threshold: float = 0.01
+    prior_warmup_steps: int = 10000
+    max_elbo_samples: int = 20
+    max_elbo_start_step: int = 5000
+    max_elbo_l1_penalty: float = 0.0
+    temperature: float = 0.5
+    mse_weight: float = 10.0
+    kl_weight: float = 1e-3
+    shift_l2_weight: float = 1e-2
+    transop_lr: float = 1e-3
+    transop_weight_decay: float = 1e-3
+    transop_grad_clip: Optional[float] = 0.1
+    vi_lr: float = 1e-4
+    vi_weight_decay: float = 1e-5
+    vi_grad_clip: Optional[float] = 1.0
+    backbone_grad_clip: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "proj_hidden_dim",
+            "proj_output_dim",
+            "dictionary_size",
+            "vi_hidden_dim",
+            "max_elbo_samples",
+        ):
+            value = getattr(self, name)
+            require(value >= 1, name, "an integer >= 1", value)
+        require(self.block_dim >= 2, "block_dim", "an integer >= 2", self.block_dim)
+        if self.block_dim % 2:
+            raise field_error(
+                "block_dim",
+                f"must be even (the operators start as 2x2 rotations), got {self.block_dim!r}.",
+            )
+        for name in ("prior_warmup_steps", "max_elbo_start_step"):
+            value = getattr(self, name)
+            require(value >= 0, name, "an integer >= 0", value)
+        for name in ("scale_prior", "temperature", "transop_lr", "vi_lr"):
+            value = getattr(self, name)
+            require(value > 0, name, "> 0", value)
+        for name in (
+            "init_real_range",
+            "init_imag_range",
+            "threshold",
+            "max_elbo_l1_penalty",
+            "mse_weight",
+            "kl_weight",
+            "shift_l2_weight",
+            "transop_weight_decay",
+            "vi_weight_decay",
+        ):
+            value = getattr(self, name)
+            require(value >= 0, name, ">= 0", value)
+        require(math.isfinite(self.shift_prior), "shift_prior", "a finite number", self.shift_prior)
+        for name in ("transop_grad_clip", "vi_grad_clip", "backbone_grad_clip"):
+            value = getattr(self, name)
+            require(value is None or value > 0, name, "> 0 or null", value)
+
+
+class PriorAugmenter:
+    """Few-label feature augmentation: samples ``T(c) z``, ``c ~ p(c | z)``, of a trained
+    ManifoldCLR's prior (its ``manifold`` module, in eval mode)."""
+
+    def __init__(self, manifold: ManifoldCLRLoss):
+        self.manifold = manifold.eval()
+        self.threshold = manifold.threshold
+
+    def augment(self, z: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
+        """``[B * samples, d]``: ``samples`` prior samples of each row of ``z``, row-major."""
+        return prior_augment(
+            z,
+            self.manifold.transport,
+            self.manifold.prior,
+            samples,
+            threshold=self.threshold,
+            generator=generator,
+        )
+
+
+def _prior_augmenter(cfg: omegaconf.DictConfig, checkpoint: Mapping[str, Any]) -> PriorAugmenter:
+    """The augmenter of a ManifoldCLR run: its cfg and its checkpoint (or ``state_dict``)."""
+    manifold = ManifoldCLR(cfg).manifold
+    manifold.load_state_dict(backbone_state(checkpoint, prefix="manifold"))
+    return PriorAugmenter(manifold)
 
 
 class ManifoldCLR(BaseMethod):
+    facts: ClassVar[MethodFacts] = MethodFacts(
+        loss_key="train_manifoldclr_loss",
+        views=ViewRule(minimum=2, maximum=2, why="the method's pair z0, z1"),
+        kwargs_schema=ManifoldCLRKwargs,
+        shape_fields=(
+            "proj_hidden_dim",
+            "proj_output_dim",
+            "dictionary_size",
+            "block_dim",
+            "vi_hidden_dim",
+        ),
+        feature_augmenter=_prior_augmenter,
+    )
+
     def __init__(self, cfg: omegaconf.DictConfig):
         """Implements ManifoldCLR, Manifold Contrastive Learning with Variational Lie Group
         Operators (Fallah, Helbling, Johnsen, Rozell, TMLR 2024).
@@ -25,20 +157,7 @@ class ManifoldCLR(BaseMethod):
         backbone's feature space; samples from a learned prior over their coefficients
         augment ``z0`` for the contrastive loss (see ``solo_clamp.losses.manifoldclr``).
 
-        Extra cfg settings (``method_kwargs``; every field has a default, see the README):
-            proj_hidden_dim, proj_output_dim (int): projector Linear-BN-ReLU-Linear.
-            dictionary_size, block_dim (int): ``M`` generators with blocks of size ``k``.
-            vi_hidden_dim (int): width parameter of the posterior and prior MLPs.
-            init_real_range, init_imag_range (float): initialisation of the generators.
-            scale_prior, shift_prior (float): the fixed Laplace of the coefficient networks.
-            threshold (float): soft threshold of the coefficient samples.
-            prior_warmup_steps (int): steps from the fixed prior to the learned one.
-            max_elbo_samples, max_elbo_start_step (int), max_elbo_l1_penalty (float):
-                best-of-J posterior sampling from a given step.
-            temperature, mse_weight, kl_weight, shift_l2_weight (float): the loss.
-            transop_lr, transop_weight_decay, transop_grad_clip: the operators' group.
-            vi_lr, vi_weight_decay, vi_grad_clip: the posterior and prior networks' group.
-            backbone_grad_clip: gradient-norm clip of backbone + projector (null = none).
+        ``method_kwargs``: :class:`ManifoldCLRKwargs`.
         """
         super().__init__(cfg)
         kwargs = cfg.method_kwargs
@@ -84,8 +203,7 @@ class ManifoldCLR(BaseMethod):
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
         """Adds ManifoldCLR's defaults and checks its settings, with errors naming the field."""
         cfg = super(ManifoldCLR, ManifoldCLR).add_and_assert_specific_cfg(cfg)
-        cfg.method_kwargs = check_manifoldclr_kwargs(cfg.method_kwargs, count_views(cfg))
-        return cfg
+        return ManifoldCLR.facts.check(cfg, "manifoldclr")
 
     @property
     def learnable_params(self) -> List[Dict[str, Any]]:

@@ -10,55 +10,18 @@ import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from solo.methods.base import BaseMethod
 
-from solo_clamp.config import check_clamp_kwargs
-from solo_clamp.config_manifoldclr import check_manifoldclr_kwargs
+from solo_clamp.methods import facts_of, known
 from solo_clamp.training.transforms import check_blur_kernel_size
-from solo_clamp.views import count_views
 
 SUPPORTED_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
 DATA_FORMATS = ("image_folder", "h5", "dali")
 _FOLDER_DATASETS = ("imagenet", "imagenet100", "custom")
 
 
-def check_simclr_kwargs(kwargs: DictConfig | dict | None, num_views: int) -> DictConfig:
-    """solo-learn's SimCLR ``method_kwargs`` (projector widths, temperature), checked with
-    errors that name the field; a baseline beside CLAMP with the same data and report."""
-    kwargs = OmegaConf.create({} if kwargs is None else kwargs)
-    for name in ("proj_hidden_dim", "proj_output_dim"):
-        value = kwargs.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"method_kwargs.{name} must be a positive integer, got {value!r}.")
-    temperature = kwargs.get("temperature")
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not temperature > 0
-    ):
-        raise ValueError(f"method_kwargs.temperature must be a number > 0, got {temperature!r}.")
-    if num_views < 2:
-        raise ValueError(
-            "SimCLR contrasts views of an image: the sum of "
-            f"augmentations[*].num_crops must be >= 2, got {num_views!r}."
-        )
-    return kwargs
-
-
-METHOD_KWARGS_CHECKS = {
-    "clamp": check_clamp_kwargs,
-    "manifoldclr": check_manifoldclr_kwargs,
-    "simclr": check_simclr_kwargs,
-}
-"""The methods this program trains, each with the check of its ``method_kwargs``: ours, and
-solo-learn's SimCLR as the baseline trained the same way."""
-
-
 def known_backbones() -> list[str]:
-    """Backbone names solo-learn can build (empty when solo-learn is absent)."""
-    try:
-        from solo.methods.base import BaseMethod
-    except ImportError:
-        return []
+    """Backbone names solo-learn can build."""
     return sorted(BaseMethod._BACKBONES)
 
 
@@ -143,13 +106,11 @@ def _check_checkpoint_fields(cfg: DictConfig) -> None:
 
 
 def preflight(cfg: DictConfig) -> None:
-    """Validates a pretraining config (CLAMP, ManifoldCLR or SimCLR); raises ValueError naming the
-    field."""
+    """Validates a pretraining config (any method with facts: CLAMP, ManifoldCLR, solo-learn's
+    SimCLR, BYOL, VICReg, ...); raises ValueError naming the field."""
     method = _get(cfg, "method")
-    if method not in METHOD_KWARGS_CHECKS:
-        *others, last = (repr(name) for name in METHOD_KWARGS_CHECKS)
-        allowed = f"{', '.join(others)} or {last}"
-        raise ValueError(f"method must be {allowed} for this program, got {method!r}.")
+    if method not in known():
+        raise ValueError(f"method must be one of {known()} for this program, got {method!r}.")
     dataset = _get(cfg, "data.dataset")
     if dataset not in SUPPORTED_DATASETS:
         raise ValueError(
@@ -165,11 +126,11 @@ def preflight(cfg: DictConfig) -> None:
 
     backbone = _get(cfg, "backbone.name")
     names = known_backbones()
-    if names and backbone not in names:
+    if backbone not in names:
         raise ValueError(f"backbone.name must be one of {names}, got {backbone!r}.")
 
     _check_augmentations(cfg, data_format)
-    METHOD_KWARGS_CHECKS[method](_get(cfg, "method_kwargs"), count_views(cfg))
+    facts_of(method).check(cfg.copy(), method)
 
     batch_size = _get(cfg, "optimizer.batch_size")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

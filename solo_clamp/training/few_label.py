@@ -90,13 +90,16 @@ def check_few_label_cfg(cfg: DictConfig) -> FewLabelSettings:
 
 
 def check_feature_augment(samples: int, method: Optional[str], origin: str) -> None:
-    """Refuses feature augmentation for a backbone without ManifoldCLR's operators and prior.
+    """Refuses feature augmentation for a backbone whose method has no feature augmenter
+    (``facts.feature_augmenter``: ManifoldCLR's operators and prior).
 
     Args:
         samples: ``feature_augment.samples``.
         method: the pretraining method of the backbone (None: the untrained backbone).
         origin: where the backbone comes from (a checkpoint path, ``zoo:<name>``).
     """
+    from solo_clamp.methods import facts_of, known
+
     if samples == 0:
         return
     why = None
@@ -105,7 +108,7 @@ def check_feature_augment(samples: int, method: Optional[str], origin: str) -> N
             "pretrained_feature_extractor is null: the untrained backbone has no transport "
             "operators"
         )
-    elif method != "manifoldclr":
+    elif method not in known() or facts_of(method).feature_augmenter is None:
         why = (
             f"{origin} was pretrained with method {method!r}, which has no transport "
             "operators (nor a coefficient prior)"
@@ -117,8 +120,8 @@ def check_feature_augment(samples: int, method: Optional[str], origin: str) -> N
         )
     if why:
         raise ValueError(
-            f"feature_augment.samples={samples} draws features from ManifoldCLR's "
-            f"learned prior, but {why}; set feature_augment.samples=0."
+            f"feature_augment.samples={samples} draws features from the method's learned "
+            f"prior, but {why}; set feature_augment.samples=0."
         )
 
 
@@ -164,30 +167,26 @@ def _apply_prepare_data(cfg: DictConfig) -> None:
 
 
 def load_feature_augmenter(source):
-    """ManifoldCLR's operators, prior and threshold (its ``manifold`` module, eval mode) from
-    the run of a checked ManifoldCLR ``source`` (a :class:`PretrainedBackbone`)."""
-    from solo.methods import METHODS
-
+    """The feature augmenter (``facts.feature_augmenter``) of the run of a checked ``source``
+    (a :class:`PretrainedBackbone` whose method has one): for ManifoldCLR, its operators,
+    prior and threshold in eval mode."""
     import solo_clamp
-    from solo_clamp.checkpoints import backbone_state, load_run
+    from solo_clamp.checkpoints import load_run
+    from solo_clamp.methods import facts_of
 
     solo_clamp.register()
     run = load_run(source.origin)
     run_cfg = OmegaConf.create(run.cfg)
     OmegaConf.set_struct(run_cfg, False)
-    try:
-        state = backbone_state(run.checkpoint, prefix="manifold", where=str(run.checkpoint_path))
-    except ValueError as err:
-        raise ValueError(f"feature_augment.samples: {err}") from err
     root_logger = logging.getLogger()
     level = root_logger.level
     root_logger.setLevel(logging.ERROR)  # solo-learn's warnings about training-only settings
     try:
-        manifold = METHODS["manifoldclr"](run_cfg).manifold
+        return facts_of(run_cfg.method).feature_augmenter(run_cfg, run.checkpoint)
+    except ValueError as err:
+        raise ValueError(f"feature_augment.samples: {err}") from err
     finally:
         root_logger.setLevel(level)
-    manifold.load_state_dict(state)
-    return manifold.eval()
 
 
 def _features(backbone, dataset, indices: Sequence[int], desc: str, cfg: DictConfig):
@@ -210,8 +209,9 @@ def probe_draws(
     settings: FewLabelSettings,
     augmenter=None,
 ) -> tuple[list[float], list[float]]:
-    """Top-1 % of the probe of each draw, and with ``augmenter`` (ManifoldCLR's ``manifold``
-    module) of the probe on the draw's features plus ``settings.samples`` prior samples each.
+    """Top-1 % of the probe of each draw, and with ``augmenter`` (a method's feature
+    augmenter, e.g. ManifoldCLR's prior) of the probe on the draw's features plus
+    ``settings.samples`` prior samples each.
 
     Args:
         train_z, train_y: ``[draws, n, d]`` labelled features and ``[draws, n]`` labels.
@@ -220,8 +220,6 @@ def probe_draws(
     Returns:
         ``(plain, augmented)``, one value per draw (``augmented`` empty without augmenter).
     """
-    from solo_clamp.losses.variational import prior_augment
-
     plain, augmented = [], []
     for seed, z, y in zip(settings.seeds, train_z, train_y):
         probe = dict(
@@ -230,14 +228,7 @@ def probe_draws(
         plain.append(linear_probe_accuracy(z, y, test_z, test_y, **probe))
         if augmenter is None:
             continue
-        extra = prior_augment(
-            z,
-            augmenter.transport,
-            augmenter.prior,
-            settings.samples,
-            threshold=augmenter.threshold,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        extra = augmenter.augment(z, settings.samples, torch.Generator().manual_seed(seed))
         labels = torch.cat([y, y.repeat_interleave(settings.samples)])
         augmented.append(
             linear_probe_accuracy(torch.cat([z, extra]), labels, test_z, test_y, **probe)

@@ -225,6 +225,7 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
         "temperature": node.get("T", 0.07),
         "distance": node.get("distance", "cosine"),
         "split": node.get("split", "held-out"),
+        "seed": cfg.seed,
         "crop_size": aug.crop_size,
         "train_images": len(train_loader.dataset),
         "test_images": len(val_loader.dataset),
@@ -255,7 +256,7 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
     return results
 
 
-def format_knn_report(report: dict[str, Any], method: str = "clamp", name: str = "CLAMP") -> str:
+def format_knn_report(report: dict[str, Any], method: str, name: str) -> str:
     """The report's printed lines: the three kNN top-1 numbers, then the verdict on each floor
     (``name`` is the method as printed, ``method`` its key prefix in the report)."""
     clamp = report[f"{method}_knn_top1"]
@@ -264,7 +265,8 @@ def format_knn_report(report: dict[str, Any], method: str = "clamp", name: str =
     )
     lines = [
         f"kNN top-1 (k={report['k']}, {report['distance']}, T={report['temperature']}; bank "
-        f"{report['train_images']} training images) on {report['test_images']} "
+        f"{report['train_images']} training images; training seed {report.get('seed')}) on "
+        f"{report['test_images']} "
         f"{report['split']} images: {name} {clamp:.2f}% vs {numbers}"
     ]
     below = [floor for floor in KNN_FLOORS if floor not in report["floors_beaten"]]

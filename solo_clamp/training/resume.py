@@ -27,31 +27,22 @@ from solo.utils.checkpointer import Checkpointer
 from solo.utils.misc import omegaconf_select
 
 from solo_clamp.checkpoints import CheckpointError, load_checkpoint
+from solo_clamp.methods import facts_of, known
 from solo_clamp.training.faults import CheckpointWriteError, ResumeWarning
 from solo_clamp.training.rng import collect_rng_states, replay_epoch_position, set_rng_states
 
 DEFAULT_KEEP_LAST = 2
 
-RUN_SHAPE_FIELDS = (
-    "method",
-    "backbone.name",
-    "data.num_large_crops",
-    "data.num_small_crops",
-    "method_kwargs.proj_hidden_dim",
-    "method_kwargs.proj_output_dim",
-    "method_kwargs.proj_hidden_layers",
-    "method_kwargs.rs",
-    "method_kwargs.pot_pow",
-    "method_kwargs.lw0",
-    "method_kwargs.lw1",
-    "method_kwargs.min_margin",
-    "method_kwargs.max_range",
-    # ManifoldCLR: the shapes of its transport operators and coefficient networks
-    "method_kwargs.dictionary_size",
-    "method_kwargs.block_dim",
-    "method_kwargs.vi_hidden_dim",
-    "seed",
-)
+RUN_SHAPE_FIELDS = ("method", "backbone.name", "data.num_large_crops", "data.num_small_crops")
+"""Fields every method's run shape includes; the method adds its ``facts.shape_fields``."""
+
+
+def run_shape_fields(cfg: DictConfig) -> list[str]:
+    """The fields a checkpoint's run must share with ``cfg`` to be resumed: views, backbone,
+    the method's shape fields (``MethodFacts.shape_fields``, under ``method_kwargs``), seed."""
+    method = cfg.get("method")
+    own = facts_of(method).shape_fields if method in known() else ()
+    return [*RUN_SHAPE_FIELDS, *(f"method_kwargs.{name}" for name in own), "seed"]
 
 
 def write_error_message(path: Path, err: OSError, previous: Optional[Path]) -> str:
@@ -254,13 +245,15 @@ def first_mismatch(previous: DictConfig, cfg: DictConfig, fields: list[str]) -> 
 
 
 class RunShapeAutoResumer(AutoResumer):
-    """AutoResumer that also requires the run shape (views, backbone, CLAMP's
-    hyper-parameters, ManifoldCLR's operator and network shapes, seed) to match before
-    resuming a checkpoint. A run of the same ``name`` that differs is refused with a
-    :class:`ResumeWarning` naming the first differing field."""
+    """AutoResumer that also requires the run shape (:func:`run_shape_fields`: views,
+    backbone, the method's shape fields, seed) to match before resuming a checkpoint. A run of
+    the same ``name`` that differs is refused with a :class:`ResumeWarning` naming the first
+    differing field."""
 
-    # ours first: a mismatch is named by its most specific field (backbone.name, not backbone)
-    SHOULD_MATCH = [*RUN_SHAPE_FIELDS, *AutoResumer.SHOULD_MATCH]
+    def should_match(self, cfg: DictConfig) -> list[str]:
+        """Ours first: a mismatch is named by its most specific field (``backbone.name``, not
+        ``backbone``), then solo-learn's ``SHOULD_MATCH``."""
+        return [*run_shape_fields(cfg), *AutoResumer.SHOULD_MATCH]
 
     def matching_checkpoints(self, cfg: DictConfig) -> list[tuple[Path, Optional[Any]]]:
         """``(checkpoint, wandb run id)`` for every ``.ckpt`` younger than ``max_hours`` of
@@ -277,7 +270,7 @@ class RunShapeAutoResumer(AutoResumer):
                 previous = DictConfig(json.loads(args_file.read_text()))
             except (OSError, ValueError):
                 continue
-            mismatch = first_mismatch(previous, cfg, self.SHOULD_MATCH)
+            mismatch = first_mismatch(previous, cfg, self.should_match(cfg))
             if mismatch is not None:
                 if omegaconf_select(previous, "name", None) == cfg.get("name"):
                     warnings.warn(

@@ -80,8 +80,9 @@ def assert_rejected_early(result, message: str, checkpoint_dir: Path) -> None:
 EARLY = [
     pytest.param(
         ["augmentations.0.num_crops=1"],
-        "CLAMP needs at least 2 views per image: the sum of augmentations[*].num_crops must "
-        "be >= 2, got 1.",
+        "method=clamp takes at least 2 views per image (each image is a sub-manifold of its "
+        "views): the crops per image (data.num_large_crops + data.num_small_crops, or the sum "
+        "of augmentations[*].num_crops) must be at least 2, got 1.",
         id="one_view",
     ),
     pytest.param(
@@ -111,7 +112,7 @@ EARLY = [
         "'imagenet100', 'custom'], got 'imagenet2'.",
         id="unknown_dataset",
     ),
-    pytest.param(["method_kwargs.rs=0"], "method_kwargs.rs must be > 0, got 0.", id="rs_zero"),
+    pytest.param(["method_kwargs.rs=0"], "method_kwargs.rs must be > 0, got 0.0.", id="rs_zero"),
     pytest.param(
         ["method_kwargs.rs=-7.0"], "method_kwargs.rs must be > 0, got -7.0.", id="rs_negative"
     ),

@@ -221,7 +221,7 @@ def test_plan_budgets_and_seed_major_order():
         ({"epochs": 0}, "epochs must be a positive integer"),
         ({"projector_scale": 2.0}, "projector_scale must be in (0, 1]"),
         ({"recipes.clamp.views": 1}, "recipes.clamp.views must be an integer >= 2"),
-        ({"recipes.vicreg.views": 4}, "recipes.vicreg.views must be 2"),
+        ({"recipes.vicreg.views": 4}, "recipes.vicreg.views must be exactly 2"),
         (
             {"dataset": "imagenet100", "data.train_per_class": None, "data.val_per_class": None},
             "data.train_path is required",

@@ -157,5 +157,7 @@ def test_manifoldclr_views_must_be_two():
     cfg = compare.load_config(None)
     cfg.methods = ["manifoldclr"]
     cfg.recipes.manifoldclr.views = 4
-    with pytest.raises(ValueError, match=r"recipes.manifoldclr.views must be 2 \(the method's"):
+    with pytest.raises(
+        ValueError, match=r"recipes.manifoldclr.views must be exactly 2 \(the method's"
+    ):
         compare.validate_config(cfg)

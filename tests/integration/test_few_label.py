@@ -110,11 +110,12 @@ def test_the_augmenter_is_the_checkpoints_operators_and_prior(manifoldclr_run):
     augmenter = load_feature_augmenter(resolve_backbone(manifoldclr_run))
     (checkpoint,) = manifoldclr_run.glob("*.ckpt")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    torch.testing.assert_close(augmenter.transport.psi, state["manifold.transport.psi"])
+    manifold = augmenter.manifold
+    torch.testing.assert_close(manifold.transport.psi, state["manifold.transport.psi"])
     torch.testing.assert_close(
-        augmenter.prior.shift_head.weight, state["manifold.prior.shift_head.weight"]
+        manifold.prior.shift_head.weight, state["manifold.prior.shift_head.weight"]
     )
-    assert not augmenter.training
+    assert not manifold.training
 
 
 def test_feature_augmentation_of_a_clamp_checkpoint_is_refused(data, capsys):
@@ -123,3 +124,42 @@ def test_feature_augmentation_of_a_clamp_checkpoint_is_refused(data, capsys):
     err = capsys.readouterr().err
     assert "solo-clamp few-label: error: feature_augment.samples=3" in err
     assert "pretrained with method 'clamp', which has no transport operators" in err
+
+
+# -- which methods may augment: read from their facts ------------------------------------------
+
+
+def test_feature_augmentation_of_a_clamp_checkpoint_is_refused_by_its_facts():
+    from solo_clamp.training.few_label import check_feature_augment
+
+    with pytest.raises(ValueError) as err:
+        check_feature_augment(20, "clamp", "runs/clamp/last.ckpt")
+    message = str(err.value)
+    assert message.startswith("feature_augment.samples=20")
+    assert (
+        "runs/clamp/last.ckpt was pretrained with method 'clamp', which has no transport operators"
+        in message
+        and "set feature_augment.samples=0" in message
+    )
+
+
+@pytest.mark.parametrize(
+    "method, origin, reason",
+    [
+        (None, "null", "the untrained backbone has no transport operators"),
+        ("manifoldclr", "zoo:manifoldclr-mnist-resnet18", "holds the backbone's weights only"),
+    ],
+)
+def test_feature_augmentation_without_operators_is_refused(method, origin, reason):
+    from solo_clamp.training.few_label import check_feature_augment
+
+    with pytest.raises(ValueError, match=f"feature_augment.samples=1 .*{reason}"):
+        check_feature_augment(1, method, origin)
+
+
+def test_feature_augmentation_is_allowed_for_manifoldclr_runs_or_when_off():
+    from solo_clamp.training.few_label import check_feature_augment
+
+    check_feature_augment(5, "manifoldclr", "runs/manifoldclr/last.ckpt")
+    check_feature_augment(0, "clamp", "runs/clamp/last.ckpt")
+    check_feature_augment(0, None, "null")

@@ -213,7 +213,7 @@ def test_geometry_of_a_manifoldclr_checkpoint(tmp_path, manifoldclr_checkpoint, 
     result = json.loads((out / "geometry.json").read_text())
     assert result["method"] == "manifoldclr"
     assert result["rs"] == 1.0 and result["max_range"] is None  # no rs: unscaled, no cap
-    assert any("has no rs" in note for note in result["notes"])
+    assert any("has no radius scale" in note for note in result["notes"])
     assert result["training_curves"] is None  # no metrics.csv beside the checkpoint
     for name in ("trained", "untrained"):
         stats = result["submanifolds"][name]["projector"]

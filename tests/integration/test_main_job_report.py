@@ -65,7 +65,7 @@ def test_report_gives_clamp_untrained_and_raw_pixels(mnist_source, tmp_path, cap
         for floor in ("untrained", "raw_pixels")
         if report["clamp_knn_top1"] > report[f"{floor}_knn_top1"]
     ]
-    assert format_knn_report(report) in out
+    assert format_knn_report(report, "clamp", "CLAMP") in out
     assert "CLAMP" in out and "untrained backbone" in out and "raw pixels" in out
 
     # raw pixels measured the same way: the normalised 16-px evaluation image, flattened
@@ -92,15 +92,16 @@ def test_printed_verdict_names_each_floor_clamp_is_below():
         "untrained_knn_top1": 89.86,
         "raw_pixels_knn_top1": 94.69,
         "floors_beaten": ["untrained"],
+        "seed": 5,
     }
-    text = format_knn_report(report)
+    text = format_knn_report(report, "clamp", "CLAMP")
     assert "CLAMP 93.79% vs untrained backbone 89.86%, raw pixels 94.69%" in text
-    assert "bank 5000 training images) on 10000 test images" in text
+    assert "bank 5000 training images; training seed 5) on 10000 test images" in text
     assert "CLAMP is BELOW the raw pixels floor (-0.90 points)." in text
     assert "untrained backbone floor" not in text and "beats both" not in text
 
     report.update(clamp_knn_top1=95.0, floors_beaten=["untrained", "raw_pixels"])
-    text = format_knn_report(report)
+    text = format_knn_report(report, "clamp", "CLAMP")
     assert "BELOW" not in text
     assert "CLAMP beats both floors (+5.14 points over untrained backbone, " in text
     assert "+0.31 points over raw pixels)." in text
@@ -152,12 +153,16 @@ def test_simclr_baseline_trains_and_reports_beside_the_same_floors(mnist_source,
 def test_simclr_kwargs_errors_name_the_field(override, field):
     from omegaconf import OmegaConf
 
-    from solo_clamp.training.checks import check_simclr_kwargs
+    from solo_clamp.methods import facts_of
 
-    kwargs = OmegaConf.create({"proj_hidden_dim": 8, "proj_output_dim": 4, "temperature": 0.2})
+    def cfg(kwargs, crops):
+        return OmegaConf.create(
+            {"method_kwargs": kwargs, "augmentations": [{"crop_size": 32, "num_crops": crops}]}
+        )
+
+    kwargs = {"proj_hidden_dim": 8, "proj_output_dim": 4, "temperature": 0.2}
     key, value = override.split("=")
-    kwargs[key.split(".")[1]] = int(value)
     with pytest.raises(ValueError, match=field):
-        check_simclr_kwargs(kwargs, 2)
+        facts_of("simclr").check(cfg({**kwargs, key.split(".")[1]: int(value)}, 2), "simclr")
     with pytest.raises(ValueError, match="num_crops"):
-        check_simclr_kwargs({"proj_hidden_dim": 8, "proj_output_dim": 4, "temperature": 0.2}, 1)
+        facts_of("simclr").check(cfg(kwargs, 1), "simclr")

@@ -409,8 +409,9 @@ def find(root: Path, cfg: dict, max_hours: int = 36):
 
 
 def test_run_shape_fields_cover_views_backbone_and_clamp_hyper_parameters():
-    from solo_clamp.training.resume import RUN_SHAPE_FIELDS, RunShapeAutoResumer
+    from solo_clamp.training.resume import RunShapeAutoResumer, run_shape_fields
 
+    cfg = OmegaConf.create(SHAPE)
     for field in (
         "data.num_large_crops",
         "data.num_small_crops",
@@ -419,8 +420,8 @@ def test_run_shape_fields_cover_views_backbone_and_clamp_hyper_parameters():
         "method_kwargs.max_range",
         "seed",
     ):
-        assert field in RUN_SHAPE_FIELDS
-        assert field in RunShapeAutoResumer.SHOULD_MATCH
+        assert field in run_shape_fields(cfg)
+        assert field in RunShapeAutoResumer(".").should_match(cfg)
 
 
 def test_resumer_finds_the_newest_checkpoint_of_the_same_shape(tmp_path):
@@ -495,9 +496,9 @@ MANIFOLDCLR_SHAPE = {
     ],
 )
 def test_resumer_refuses_a_manifoldclr_checkpoint_of_another_shape(tmp_path, field, value):
-    from solo_clamp.training.resume import RUN_SHAPE_FIELDS
+    from solo_clamp.training.resume import run_shape_fields
 
-    assert f"method_kwargs.{field}" in RUN_SHAPE_FIELDS
+    assert f"method_kwargs.{field}" in run_shape_fields(OmegaConf.create(MANIFOLDCLR_SHAPE))
     other = json.loads(json.dumps(MANIFOLDCLR_SHAPE))
     other["method_kwargs"][field] = value
     fake_run(tmp_path, "other", other)

@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 from solo_clamp.losses.transport import TransportOperators
 from solo_clamp.losses.variational import CoefficientPrior, prior_augment
 from solo_clamp.training.few_label import (
-    check_feature_augment,
     check_few_label_cfg,
     format_table,
     probe_draws,
@@ -187,36 +186,6 @@ def test_bad_probe_and_floor_fields_are_refused(repo_root, field, value, message
         check_few_label_cfg(cfg)
 
 
-def test_feature_augmentation_of_a_clamp_checkpoint_is_refused():
-    with pytest.raises(ValueError) as err:
-        check_feature_augment(20, "clamp", "runs/clamp/last.ckpt")
-    message = str(err.value)
-    assert message.startswith("feature_augment.samples=20")
-    assert (
-        "runs/clamp/last.ckpt was pretrained with method 'clamp', which has no transport operators"
-        in message
-        and "set feature_augment.samples=0" in message
-    )
-
-
-@pytest.mark.parametrize(
-    "method, origin, reason",
-    [
-        (None, "null", "the untrained backbone has no transport operators"),
-        ("manifoldclr", "zoo:manifoldclr-mnist-resnet18", "holds the backbone's weights only"),
-    ],
-)
-def test_feature_augmentation_without_operators_is_refused(method, origin, reason):
-    with pytest.raises(ValueError, match=f"feature_augment.samples=1 .*{reason}"):
-        check_feature_augment(1, method, origin)
-
-
-def test_feature_augmentation_is_allowed_for_manifoldclr_runs_or_when_off():
-    check_feature_augment(5, "manifoldclr", "runs/manifoldclr/last.ckpt")
-    check_feature_augment(0, "clamp", "runs/clamp/last.ckpt")
-    check_feature_augment(0, None, "null")
-
-
 def test_each_draw_is_probed_with_and_without_its_prior_samples(repo_root):
     # Two well-separated classes in 16-d: every probe scores 100 %; with 3 samples the
     # augmented probe of each draw trains on 4x the labelled features.
@@ -226,10 +195,12 @@ def test_each_draw_is_probed_with_and_without_its_prior_samples(repo_root):
     test_z = centres[test_y] + 0.1 * torch.randn(20, 16)
     train_y = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1]])
     train_z = centres[train_y] + 0.1 * torch.randn(2, 4, 16)
+    transport = TransportOperators(feature_dim=16, dictionary_size=3, block_dim=4)
+    prior = prior_with(3, 16, shift=0.0, logscale_bias=-100.0)
     augmenter = SimpleNamespace(
-        transport=TransportOperators(feature_dim=16, dictionary_size=3, block_dim=4),
-        prior=prior_with(3, 16, shift=0.0, logscale_bias=-100.0),
-        threshold=0.01,
+        augment=lambda z, samples, generator: prior_augment(
+            z, transport, prior, samples, threshold=0.01, generator=generator
+        )
     )
     plain, augmented = probe_draws(train_z, train_y, test_z, test_y, settings, augmenter)
     assert plain == [100.0, 100.0] and augmented == [100.0, 100.0]

@@ -1,0 +1,152 @@
+"""What solo-clamp's programs know about a method, kept with the method's class.
+
+Every method module (``solo_clamp/methods/<name>.py``) gives its class a ``facts``
+(:class:`MethodFacts`): the ``method_kwargs`` schema (a dataclass: defaults, types, unknown keys
+refused, range checks in ``__post_init__``), the views it takes, the loss it logs, the fields
+that fix a run's shape, and the hooks geometry and few-label probes use. Preflight, auto-resume,
+compare, geometry and few-label read these through :func:`solo_clamp.methods.facts_of`; none
+keeps a table of its own or branches on a method's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from solo_clamp.views import count_views
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+@dataclass(frozen=True)
+class ViewRule:
+    """How many views per image (large + small crops) a method takes, and why."""
+
+    minimum: int = 2
+    maximum: Optional[int] = None
+    why: str = ""
+
+    def allows(self, views: int) -> bool:
+        return self.minimum <= views and (self.maximum is None or views <= self.maximum)
+
+    @property
+    def wanted(self) -> str:
+        """The rule in words, e.g. ``exactly 2`` or ``at least 2``."""
+        if self.maximum == self.minimum:
+            return f"exactly {self.minimum}"
+        if self.maximum is None:
+            return f"at least {self.minimum}"
+        return f"{self.minimum} to {self.maximum}"
+
+    def check(self, views: int, method: str) -> None:
+        """Raises ValueError unless ``views`` (the crops per image of a cfg) fits the rule."""
+        if self.allows(views):
+            return
+        why = f" ({self.why})" if self.why else ""
+        raise ValueError(
+            f"method={method} takes {self.wanted} views per image{why}: the crops per image "
+            "(data.num_large_crops + data.num_small_crops, or the sum of "
+            f"augmentations[*].num_crops) must be {self.wanted}, got {views!r}."
+        )
+
+    @property
+    def fixed(self) -> Optional[int]:
+        """The one number of views the method takes, or None when it takes several."""
+        return self.minimum if self.maximum == self.minimum else None
+
+
+@dataclass(frozen=True)
+class MethodFacts:
+    """What the programs need from a method (see the module docstring)."""
+
+    loss_key: str
+    """The self-supervised loss the method logs (without the online classifier's)."""
+    views: ViewRule = ViewRule()
+    kwargs_schema: Optional[type] = None
+    """A dataclass of the ``method_kwargs``; None: the method checks them itself."""
+    shape_fields: tuple[str, ...] = ()
+    """``method_kwargs`` fields that change the model's shape or objective: a run of another
+    value is not resumed from this one's checkpoints."""
+    radius_scale: Optional[Callable[[DictConfig], tuple[float, float]]] = None
+    """``method_kwargs -> (rs, max_range)`` for the geometry's sub-manifold radii; None: the
+    unscaled radius with no range cap."""
+    feature_augmenter: Optional[Callable[[DictConfig, Mapping[str, Any]], Any]] = None
+    """``(run cfg, checkpoint) -> augmenter`` with ``augment(z, samples, generator)``
+    (few-label feature augmentation); None: the method has none."""
+
+    def check(self, cfg: DictConfig, method: str) -> DictConfig:
+        """Checks a cfg's views against :attr:`views` and completes and checks its
+        ``method_kwargs`` with :attr:`kwargs_schema` (in place); returns ``cfg``."""
+        self.views.check(count_views(cfg), method)
+        if self.kwargs_schema is not None:
+            cfg.method_kwargs = check_kwargs(self.kwargs_schema, cfg.get("method_kwargs"), method)
+        return cfg
+
+
+def field_error(name: str, message: str) -> ValueError:
+    """The ValueError every kwargs check raises: ``method_kwargs.<name> <message>``."""
+    return ValueError(f"method_kwargs.{name} {message}")
+
+
+def require(ok: bool, name: str, rule: str, value: Any) -> None:
+    """Raises ``method_kwargs.<name> must be <rule>, got <value>`` unless ``ok``."""
+    if not ok:
+        raise field_error(name, f"must be {rule}, got {value!r}.")
+
+
+def _type_word(schema: type, name: str) -> str:
+    hints = {f.name: f.type for f in dataclasses.fields(schema)}
+    text = str(hints.get(name, ""))
+    for kind, word in _TYPE_WORDS.items():
+        if kind.__name__ in text:
+            return word + (" or null" if "Optional" in text or "None" in text else "")
+    return "of the field's type"
+
+
+def check_kwargs(schema: type, kwargs: Any, method: str) -> DictConfig:
+    """``kwargs`` merged over ``schema``'s defaults, typed and range-checked.
+
+    Args:
+        schema: a dataclass whose ``__post_init__`` checks ranges and cross-field rules with
+            :func:`require` / :func:`field_error`.
+        kwargs: the cfg's ``method_kwargs`` (a mapping, a DictConfig or None).
+        method: the method's name, for messages.
+
+    Returns:
+        The completed ``method_kwargs`` as a plain (non-struct) DictConfig.
+
+    Raises:
+        ValueError: an unknown, missing or ill-typed field, or a value out of range, named as
+            ``method_kwargs.<field>``.
+    """
+    if kwargs is None:
+        kwargs = {}
+    if OmegaConf.is_config(kwargs):
+        kwargs = OmegaConf.to_container(kwargs, resolve=True)
+    fields = sorted(f.name for f in dataclasses.fields(schema))
+    unknown = sorted(set(kwargs) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown method_kwargs for method={method}: {unknown}; the fields are {fields}."
+        )
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), kwargs)
+    except ValidationError as err:
+        name = str(err.full_key)
+        raise field_error(
+            name, f"must be {_type_word(schema, name)}, got {kwargs.get(name)!r}."
+        ) from None
+    except ConfigKeyError as err:  # pragma: no cover - unknown keys are caught above
+        raise ValueError(f"method_kwargs: {err.msg}") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise field_error(missing[0], f"is required for method={method}.")
+    try:
+        OmegaConf.to_object(merged)  # runs the schema's __post_init__ checks
+    except OmegaConfBaseException as err:
+        raise ValueError(f"method_kwargs: {err.msg}") from None
+    return OmegaConf.create(OmegaConf.to_container(merged))
