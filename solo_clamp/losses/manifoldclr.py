@@ -35,7 +35,33 @@ from solo_clamp.losses.variational import (
     max_elbo_noise,
 )
 
-STAT_NAMES = ("ntxent", "transport_mse", "kl", "shift_l2", "active_coefficients")
+STAT_NAMES = (
+    "ntxent",
+    "transport_mse",
+    "transport_ratio",
+    "kl",
+    "shift_l2",
+    "active_coefficients",
+)
+
+
+def transport_ratio(
+    moved: torch.Tensor, source: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """``MSE(T(c) z0, z1) / MSE(z0, z1)``: the transport error with the posterior's coefficients
+    over the error of the identity (``c = 0``). Below 1 the operators explain part of the
+    difference between the two views; 1 means they explain none of it.
+
+    Args:
+        moved: ``[B, d]`` transported features ``T(c) z0``.
+        source, target: ``[B, d]`` features ``z0`` and ``z1`` (as the MSE compares them).
+
+    Returns:
+        A detached scalar (``inf`` when the two views are identical and ``moved`` is not).
+    """
+    identity = F.mse_loss(source.detach().float(), target.detach().float())
+    moved_error = F.mse_loss(moved.detach().float(), target.detach().float())
+    return moved_error / identity
 
 
 def nt_xent_loss(p0: torch.Tensor, p1: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -88,6 +114,13 @@ class ManifoldCLRLoss(nn.Module):
         max_elbo_l1_penalty: ``‖c‖₁`` weight in the choice of the best draw.
         temperature: ``τ`` of NT-Xent.
         mse_weight, kl_weight, shift_l2_weight: weights of the transport, KL and shift terms.
+        normalize_transport: compare L2-normalised features in the transport MSE (and the
+            max-ELBO choice): ``MSE(T(c) ẑ0, ẑ1)`` with ``ẑ = z / ‖z‖``; the official code uses
+            the raw features (False).
+        transport_grad_start_step: first step at which the transport MSE's gradient reaches
+            the backbone through ``z0`` (official: 0, from the start); None: never (``z0``
+            detached in that term). The operators and the networks train from step 0 either way.
+        operator_init: ``"rotation"`` (official paper configs) or ``"random"``.
 
     Examples:
         >>> criterion = ManifoldCLRLoss(feature_dim=512, dictionary_size=32)
@@ -115,6 +148,9 @@ class ManifoldCLRLoss(nn.Module):
         mse_weight: float = 10.0,
         kl_weight: float = 1e-3,
         shift_l2_weight: float = 1e-2,
+        normalize_transport: bool = False,
+        transport_grad_start_step: int | None = 0,
+        operator_init: str = "rotation",
     ) -> None:
         super().__init__()
         if threshold < 0:
@@ -136,7 +172,7 @@ class ManifoldCLRLoss(nn.Module):
             if weight < 0:
                 raise ValueError(f"{name} must be >= 0, got {weight!r}.")
         self.transport = TransportOperators(
-            feature_dim, dictionary_size, block_dim, real_range, imag_range
+            feature_dim, dictionary_size, block_dim, real_range, imag_range, operator_init
         )
         self.posterior = CoefficientPosterior(
             feature_dim, dictionary_size, hidden_dim, scale_prior, shift_prior
@@ -152,6 +188,8 @@ class ManifoldCLRLoss(nn.Module):
         self.mse_weight = mse_weight
         self.kl_weight = kl_weight
         self.shift_l2_weight = shift_l2_weight
+        self.normalize_transport = normalize_transport
+        self.transport_grad_start_step = transport_grad_start_step
 
     def forward(
         self,
@@ -179,18 +217,25 @@ class ManifoldCLRLoss(nn.Module):
         posterior = self.posterior(*pair)
         prior = self.prior(pair[0], step)
 
+        start = self.transport_grad_start_step
+        source = z0 if start is not None and step >= start else pair[0]
+        target = pair[1].float()
+        if self.normalize_transport:
+            source, target = F.normalize(source.float(), dim=-1), F.normalize(target, dim=-1)
         noise = None
         if self.max_elbo_samples > 1 and step >= self.max_elbo_start_step:
             noise = max_elbo_noise(
                 posterior,
                 self.transport,
-                *pair,
+                source.detach(),
+                target,
                 self.max_elbo_samples,
                 self.threshold,
                 self.max_elbo_l1_penalty,
             )
         c = laplace_sample(posterior, noise, self.threshold)
-        transport_mse = F.mse_loss(self.transport(z0, c), pair[1].float())
+        moved = self.transport(source, c)
+        transport_mse = F.mse_loss(moved, target)
 
         c0 = laplace_sample(prior, threshold=self.threshold)
         augmented = self.transport(z0, c0)
@@ -210,6 +255,7 @@ class ManifoldCLRLoss(nn.Module):
         stats = {
             "ntxent": ntxent.detach(),
             "transport_mse": transport_mse.detach(),
+            "transport_ratio": transport_ratio(moved, source, target),
             "kl": kl.detach(),
             "shift_l2": shift_l2.detach(),
             "active_coefficients": (c.detach() != 0).float().mean(),

@@ -35,6 +35,8 @@ class TransportOperators(nn.Module):
         block_dim: ``k``, the size of one diagonal block; must divide ``d`` and be even.
         real_range: width of the uniform initialisation of the real parts.
         imag_range: width of the uniform initialisation of the rotation frequencies.
+        init: ``"rotation"`` (the official "stable" init above, its paper configs' choice) or
+            ``"random"`` (the official code's other init: Gaussian entries of std ``1/k``).
 
     Raises:
         ValueError: for sizes that do not fit together.
@@ -53,8 +55,11 @@ class TransportOperators(nn.Module):
         block_dim: int,
         real_range: float = 1e-4,
         imag_range: float = 6.0,
+        init: str = "rotation",
     ) -> None:
         super().__init__()
+        if init not in OPERATOR_INITS:
+            raise ValueError(f"init must be one of {list(OPERATOR_INITS)}, got {init!r}.")
         for name, value in (
             ("feature_dim", feature_dim),
             ("dictionary_size", dictionary_size),
@@ -78,9 +83,13 @@ class TransportOperators(nn.Module):
         self.dictionary_size = dictionary_size
         self.block_dim = block_dim
         self.num_blocks = feature_dim // block_dim
-        self.psi = nn.Parameter(
-            rotation_generators(dictionary_size, self.num_blocks, block_dim, real_range, imag_range)
-        )
+        if init == "rotation":
+            psi = rotation_generators(
+                dictionary_size, self.num_blocks, block_dim, real_range, imag_range
+            )
+        else:
+            psi = random_generators(dictionary_size, self.num_blocks, block_dim)
+        self.psi = nn.Parameter(psi)
 
     def matrices(self, c: torch.Tensor, detach_operators: bool = False) -> torch.Tensor:
         """The blocks ``T_s(c)`` for a batch of coefficients.
@@ -126,6 +135,18 @@ class TransportOperators(nn.Module):
             blocks = z.float().reshape(*z.shape[:-1], self.num_blocks, self.block_dim, 1)
             moved = transport @ blocks
         return moved.reshape(*moved.shape[:-3], self.feature_dim)
+
+
+OPERATOR_INITS = ("rotation", "random")
+
+
+def random_generators(
+    dictionary_size: int, num_blocks: int, block_dim: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The official code's non-"stable" initialisation: ``[M, S, k, k]`` Gaussian entries of
+    standard deviation ``1/k`` (``torch.randn(...) * var / N`` with ``var = 1``)."""
+    shape = (dictionary_size, num_blocks, block_dim, block_dim)
+    return torch.randn(shape, generator=generator) / block_dim
 
 
 def rotation_generators(

@@ -77,6 +77,10 @@ class MethodFacts:
     feature_augmenter: Optional[Callable[[DictConfig, Mapping[str, Any]], Any]] = None
     """``(run cfg, checkpoint) -> augmenter`` with ``augment(z, samples, generator)``
     (few-label feature augmentation); None: the method has none."""
+    diagnose: Optional[Callable[[Mapping[str, float], DictConfig], list[str]]] = None
+    """``(final epoch metrics, method_kwargs) -> problems``: one sentence per problem (what
+    diverged, its value and the stated bound), printed at the end of the run's report; None:
+    nothing to check."""
 
     def check(self, cfg: DictConfig, method: str) -> DictConfig:
         """Checks a cfg's views against :attr:`views` and completes and checks its

@@ -15,6 +15,7 @@ from solo.utils.metrics import accuracy_at_k
 
 from solo_clamp.checkpoints import backbone_state
 from solo_clamp.losses.manifoldclr import STAT_NAMES, ManifoldCLRLoss
+from solo_clamp.losses.transport import OPERATOR_INITS
 from solo_clamp.losses.variational import prior_augment
 from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require
 
@@ -35,9 +36,17 @@ class ManifoldCLRKwargs:
         max_elbo_samples, max_elbo_start_step, max_elbo_l1_penalty: best-of-J posterior
             sampling from a given step.
         temperature, mse_weight, kl_weight, shift_l2_weight: the loss.
-        transop_lr, transop_weight_decay, transop_grad_clip: the operators' group.
-        vi_lr, vi_weight_decay, vi_grad_clip: the posterior and prior networks' group.
+        transop_lr, transop_weight_decay, transop_grad_clip: the operators' group; the lr is
+            per 256 images, scaled as solo-learn scales ``optimizer.lr`` (x batch size x
+            processes / 256), so that its rate per sample is the configured one at any batch.
+        vi_lr, vi_weight_decay, vi_grad_clip: the posterior and prior networks' group (lr per
+            256 images, likewise).
         backbone_grad_clip: gradient-norm clip of backbone + projector (null = none).
+        normalize_transport: the transport MSE on L2-normalised features (official: false).
+        transport_grad_start_step: first step at which the transport MSE's gradient reaches the
+            backbone (official: 0); null: never.
+        operator_init: "rotation" (official paper configs) or "random" (the official code's
+            other initialisation).
     """
 
     proj_hidden_dim: int = 1024
@@ -58,13 +67,16 @@ class ManifoldCLRKwargs:
     mse_weight: float = 10.0
     kl_weight: float = 1e-3
     shift_l2_weight: float = 1e-2
-    transop_lr: float = 1e-3
+    transop_lr: float = 5e-4  # per 256 images: 1e-3 at the official batch of 512
     transop_weight_decay: float = 1e-3
     transop_grad_clip: Optional[float] = 0.1
-    vi_lr: float = 1e-4
+    vi_lr: float = 5e-5  # per 256 images: 1e-4 at batch 512
     vi_weight_decay: float = 1e-5
     vi_grad_clip: Optional[float] = 1.0
     backbone_grad_clip: Optional[float] = None
+    normalize_transport: bool = False
+    transport_grad_start_step: Optional[int] = 0
+    operator_init: str = "rotation"
 
     def __post_init__(self) -> None:
         for name in (
@@ -105,6 +117,19 @@ class ManifoldCLRKwargs:
         for name in ("transop_grad_clip", "vi_grad_clip", "backbone_grad_clip"):
             value = getattr(self, name)
             require(value is None or value > 0, name, "> 0 or null", value)
+        start = self.transport_grad_start_step
+        require(
+            start is None or start >= 0,
+            "transport_grad_start_step",
+            "an integer >= 0 or null",
+            start,
+        )
+        require(
+            self.operator_init in OPERATOR_INITS,
+            "operator_init",
+            f"one of {list(OPERATOR_INITS)}",
+            self.operator_init,
+        )
 
 
 class PriorAugmenter:
@@ -134,6 +159,34 @@ def _prior_augmenter(cfg: omegaconf.DictConfig, checkpoint: Mapping[str, Any]) -
     return PriorAugmenter(manifold)
 
 
+KL_BOUND = 100.0
+"""Posterior divergence: KL(q ‖ p) above this many nats per coefficient (epoch mean). With
+both scales near ``scale_prior`` (0.01), a location gap of 1 costs about 100 nats."""
+SHIFT_BOUND = 1.0
+"""Posterior divergence: mean squared location of q above this per coefficient (the shift
+prior is 0.05, and a shift of 1 turns the initial operators' blocks by radians)."""
+
+
+def _diagnose(metrics: Mapping[str, float], kwargs: omegaconf.DictConfig) -> list[str]:
+    """The posterior's divergence from the final epoch's KL and shift (see the bounds)."""
+    problems = []
+    for name, bound, what in (
+        ("kl", KL_BOUND, "KL(q || p)"),
+        ("shift_l2", SHIFT_BOUND, "squared posterior shift"),
+    ):
+        total = metrics.get(f"train_manifoldclr_{name}_epoch")
+        if total is None:  # no finished epoch logged
+            continue
+        value = total / kwargs.dictionary_size
+        if not value <= bound:  # NaN counts as past the bound
+            problems.append(
+                f"ManifoldCLR's posterior DIVERGED: {what} is {value:.3g} per coefficient in the "
+                f"last epoch (bound {bound:g}); its operators and prior are not usable for "
+                "feature augmentation. Lower method_kwargs.vi_lr or raise kl_weight."
+            )
+    return problems
+
+
 class ManifoldCLR(BaseMethod):
     facts: ClassVar[MethodFacts] = MethodFacts(
         loss_key="train_manifoldclr_loss",
@@ -147,6 +200,7 @@ class ManifoldCLR(BaseMethod):
             "vi_hidden_dim",
         ),
         feature_augmenter=_prior_augmenter,
+        diagnose=_diagnose,
     )
 
     def __init__(self, cfg: omegaconf.DictConfig):
@@ -190,6 +244,9 @@ class ManifoldCLR(BaseMethod):
             mse_weight=kwargs.mse_weight,
             kl_weight=kwargs.kl_weight,
             shift_l2_weight=kwargs.shift_l2_weight,
+            normalize_transport=kwargs.normalize_transport,
+            transport_grad_start_step=kwargs.transport_grad_start_step,
+            operator_init=kwargs.operator_init,
         )
         self.transop_grad_clip: Optional[float] = kwargs.transop_grad_clip
         self.vi_grad_clip: Optional[float] = kwargs.vi_grad_clip
@@ -208,19 +265,21 @@ class ManifoldCLR(BaseMethod):
     @property
     def learnable_params(self) -> List[Dict[str, Any]]:
         """Backbone, classifier and projector at ``optimizer.lr`` / ``weight_decay``; the
-        operators and the coefficient networks at their own (absolute) lr and weight decay."""
+        operators and the coefficient networks at their own lr (per 256 images, scaled here as
+        solo-learn's ``parse_cfg`` scales ``optimizer.lr``) and weight decay."""
+        scale = self.batch_size * self._processes() / 256
         return super().learnable_params + [
             {"name": "projector", "params": self.projector.parameters()},
             {
                 "name": "transport_operators",
                 "params": self.manifold.transport.parameters(),
-                "lr": self.transop_lr,
+                "lr": self.transop_lr * scale,
                 "weight_decay": self.transop_weight_decay,
             },
             {
                 "name": "coefficient_networks",
                 "params": self._coefficient_parameters(),
-                "lr": self.vi_lr,
+                "lr": self.vi_lr * scale,
                 "weight_decay": self.vi_weight_decay,
             },
         ]
@@ -236,6 +295,13 @@ class ManifoldCLR(BaseMethod):
             for group, base_lr in zip(optimizer.param_groups, scheduler["scheduler"].base_lrs):
                 group["lr"] = base_lr
         return result
+
+    def _processes(self) -> int:
+        """The training processes (devices x nodes) of the attached trainer; 1 without one."""
+        try:
+            return self.trainer.world_size
+        except RuntimeError:  # not attached to a Trainer (a model built on its own)
+            return 1
 
     def _coefficient_parameters(self) -> List[nn.Parameter]:
         return [*self.manifold.posterior.parameters(), *self.manifold.prior.parameters()]

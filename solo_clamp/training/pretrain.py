@@ -21,7 +21,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 from lightning.pytorch import seed_everything
@@ -279,7 +279,7 @@ def format_knn_report(report: dict[str, Any], method: str, name: str) -> str:
             for floor, label in KNN_FLOORS.items()
         )
         lines.append(f"{name} beats both floors ({gaps}).")
-    return "\n".join(lines)
+    return "\n".join([*lines, *report.get("problems", [])])
 
 
 def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
@@ -325,14 +325,29 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     _fit(cfg, trainer, model, train_data, val_loader, ckpt_path, preemption)
 
     torch.set_num_threads(default_threads)  # evaluation runs without loader workers
-    summary: dict[str, Any] = {"run_dir": run_dir}
+    problems = training_problems(cfg, trainer.callback_metrics)
+    summary: dict[str, Any] = {"run_dir": run_dir, "problems": problems}
     if checkpointer is not None and checkpointer.last_ckpt and trainer.is_global_zero:
         summary["run_dir"] = str(checkpointer.path)
         summary["checkpoint"] = str(checkpointer.last_ckpt)
     if cfg.get("evaluate") and cfg.evaluate.get("knn") and trainer.is_global_zero:
-        report = knn_report(cfg, model.backbone)
+        report = {**knn_report(cfg, model.backbone), "problems": problems}
         summary["knn"] = report
         Path(summary["run_dir"]).mkdir(parents=True, exist_ok=True)
         (Path(summary["run_dir"]) / "knn.json").write_text(json.dumps(report, indent=2))
         print(format_knn_report(report, cfg.method, type(model).__name__))
+    elif problems and trainer.is_global_zero:
+        print("\n".join(problems))
     return summary
+
+
+def training_problems(cfg: DictConfig, metrics: Mapping[str, Any]) -> list[str]:
+    """What the method's ``facts.diagnose`` finds in the final epoch's logged metrics (e.g.
+    ManifoldCLR's diverged posterior), one sentence each; empty when nothing is wrong."""
+    from solo_clamp.methods import facts_of
+
+    diagnose = facts_of(cfg.method).diagnose
+    if diagnose is None:
+        return []
+    values = {key: float(value) for key, value in metrics.items()}
+    return diagnose(values, cfg.method_kwargs)

@@ -99,7 +99,10 @@ def test_every_config_composes_and_builds_the_model(path: Path, tmp_path):
     assert model.projector[-1].out_features == kwargs.proj_output_dim
     groups = {group["name"]: group for group in model.learnable_params}
     assert list(groups) == GROUPS
-    assert groups["transport_operators"]["lr"] == kwargs.transop_lr
+    # per 256 images, scaled by the batch (x the processes of the trainer, 1 without one)
+    scale = cfg.optimizer.batch_size / 256
+    assert groups["transport_operators"]["lr"] == pytest.approx(kwargs.transop_lr * scale)
+    assert groups["coefficient_networks"]["lr"] == pytest.approx(kwargs.vi_lr * scale)
     assert groups["coefficient_networks"]["weight_decay"] == kwargs.vi_weight_decay
     if path.parent.name == "cifar":
         assert cfg.optimizer.lr == pytest.approx(3e-3)  # 1.5e-3 per 256 images, batch 512
@@ -210,7 +213,50 @@ def test_a_few_training_steps_with_lightning(clamp_cfg_factory):
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     groups = trainer.optimizers[0].param_groups
     bases = {group["name"]: base for group, base in zip(groups, scheduler.base_lrs)}
-    assert bases["transport_operators"] == 1e-2 and bases["coefficient_networks"] == 1e-4
+    assert bases["transport_operators"] == pytest.approx(1e-2 * 6 / 256)  # per 256, batch 6
+    assert bases["coefficient_networks"] == pytest.approx(5e-5 * 6 / 256)
+
+
+def test_every_group_warms_up_linearly_from_zero(clamp_cfg_factory):
+    """solo-learn's warmup_cosine with warmup_start_lr 0 starts every group (the operators and
+    the coefficient networks too) at 0 and reaches each group's own lr after the warm-up."""
+    from lightning.pytorch import Callback, Trainer
+    from torch.utils.data import DataLoader
+
+    seen: list[dict[str, float]] = []
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer, *_):
+            seen.append({g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups})
+
+    cfg = tiny_cfg(clamp_cfg_factory, transop_lr=1e-2, vi_lr=1e-3)
+    cfg.scheduler = {"name": "warmup_cosine", "warmup_epochs": 1, "warmup_start_lr": 0.0}
+    cfg.max_epochs = 2
+    model = methods()["manifoldclr"](cfg)
+    images = [(i, [torch.randn(3, 16, 16), torch.randn(3, 16, 16)], i % 3) for i in range(24)]
+    trainer = Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+    )
+    trainer.fit(model, DataLoader(images, batch_size=6))
+    assert len(seen) == 8  # 4 steps per epoch, the first epoch warms up
+    assert all(lr == 0.0 for lr in seen[0].values())
+    base = {
+        g["name"]: b
+        for g, b in zip(
+            trainer.optimizers[0].param_groups, trainer.lr_scheduler_configs[0].scheduler.base_lrs
+        )
+    }
+    assert base["transport_operators"] == pytest.approx(1e-2 * 6 / 256)
+    # linear over the warm-up's 4 steps (solo-learn's scheduler: step k of 4 at k/3 of the lr)
+    for step, fraction in ((1, 1 / 3), (2, 2 / 3), (3, 1.0)):
+        for name, lr in seen[step].items():
+            assert lr == pytest.approx(base[name] * fraction, rel=1e-6), (step, name)
 
 
 def test_block_dim_must_divide_the_backbone_width(clamp_cfg_factory):

@@ -71,6 +71,35 @@ def test_pretrain_writes_a_manifoldclr_run(pretrained):
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)  # 18 images, batch 4
     report = json.loads((run / "knn.json").read_text())
     assert 0 <= report["manifoldclr_knn_top1"] <= 100 and report["test_images"] == 12
+    assert report["problems"] == []  # a sane run: nothing diverged
+
+
+def test_a_diverging_posterior_is_said_in_the_final_report_line(
+    tmp_path, image_folder_writer, capsys
+):
+    train = image_folder_writer(tmp_path / "train", classes=3, per_class=4, size=16)
+    overrides = tiny_pretrain_overrides(
+        train,
+        tmp_path / "trained_models",
+        *TINY_MANIFOLDCLR,
+        "method_kwargs.vi_lr=300",  # a huge rate for the posterior and prior networks
+        "method_kwargs.vi_grad_clip=null",
+        f"+evaluate.knn.train_path={train}",
+        f"+evaluate.knn.val_path={train}",
+        "+evaluate.knn.batch_size=8",
+    )
+    capsys.readouterr()
+    code = main(
+        ["pretrain", "--config-path", "mnist", "--config-name", "manifoldclr.yaml", *overrides]
+    )
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("checkpoint: ")
+    last = lines[-2]  # the report's last line, before the checkpoint's path
+    assert last.startswith("ManifoldCLR's posterior DIVERGED: ")
+    assert "per coefficient in the last epoch (bound " in last
+    (run,) = (tmp_path / "trained_models" / "manifoldclr").iterdir()
+    assert json.loads((run / "knn.json").read_text())["problems"][-1] == last
 
 
 def test_linear_and_knn_programs_evaluate_the_checkpoint(pretrained, capsys):

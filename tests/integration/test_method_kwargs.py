@@ -168,10 +168,10 @@ def test_manifoldclr_defaults_are_the_official_cifar10_soft_threshold_config():
         "mse_weight": 10.0,
         "kl_weight": 1e-3,
         "shift_l2_weight": 1e-2,
-        "transop_lr": 1e-3,
+        "transop_lr": 5e-4,  # per 256 images: 1e-3 at the official batch of 512
         "transop_weight_decay": 1e-3,
         "transop_grad_clip": 0.1,
-        "vi_lr": 1e-4,
+        "vi_lr": 5e-5,  # per 256 images: 1e-4 at batch 512
         "vi_weight_decay": 1e-5,
         "vi_grad_clip": 1.0,
         "init_imag_range": 6.0,

@@ -10,8 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from solo_clamp.losses.manifoldclr import ManifoldCLRLoss, nt_xent_loss
-from solo_clamp.losses.transport import TransportOperators, rotation_generators
+from solo_clamp.losses.manifoldclr import ManifoldCLRLoss, nt_xent_loss, transport_ratio
+from solo_clamp.losses.transport import (
+    TransportOperators,
+    random_generators,
+    rotation_generators,
+)
 from solo_clamp.losses.variational import (
     CoefficientPrior,
     Laplace,
@@ -287,3 +291,65 @@ def test_bad_loss_input_is_named():
         small_loss(max_elbo_samples=0)
     with pytest.raises(ValueError, match="threshold must be >= 0"):
         small_loss(threshold=-0.1)
+
+
+# -- the transport ratio and the options that are not the official code's defaults -------------
+
+
+def test_transport_ratio_is_the_mse_with_c_over_the_mse_of_the_identity():
+    z0, z1 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    assert transport_ratio(z1.clone(), z0, z1) == 0  # the operators explain everything
+    assert transport_ratio(z0.clone(), z0, z1) == 1  # c = 0: the identity
+    # by hand: MSE([0.5, 0.5], [0, 1]) = (0.25 + 0.25) / 2 over MSE([1, 0], [0, 1]) = 1
+    assert transport_ratio(torch.tensor([[0.5, 0.5]]), z0, z1) == pytest.approx(0.25)
+
+
+def test_the_logged_ratio_is_one_for_identity_operators_and_follows_its_definition():
+    torch.manual_seed(0)
+    criterion = small_loss(max_elbo_samples=1)
+    projector = nn.Linear(16, 8)
+    z0, z1 = torch.randn(10, 16), torch.randn(10, 16)
+    with torch.no_grad():
+        criterion.transport.psi.zero_()  # T(c) = I for every c
+    _, stats = criterion(z0, z1, projector, step=0)
+    assert stats["transport_ratio"] == pytest.approx(1.0)
+    assert stats["transport_mse"] == pytest.approx(F.mse_loss(z0, z1).item())
+
+
+def test_normalized_transport_compares_unit_features():
+    criterion = small_loss(max_elbo_samples=1, normalize_transport=True)
+    with torch.no_grad():
+        criterion.transport.psi.zero_()
+    z0, z1 = 3 * torch.randn(6, 16), 5 * torch.randn(6, 16)
+    _, stats = criterion(z0, z1, nn.Linear(16, 8), step=0)
+    unit = F.mse_loss(F.normalize(z0, dim=-1), F.normalize(z1, dim=-1))
+    assert stats["transport_mse"] == pytest.approx(unit.item())
+
+
+@pytest.mark.parametrize(
+    "start, step, reaches", [(0, 0, True), (None, 5, False), (3, 2, False), (3, 3, True)]
+)
+def test_the_transport_gradient_reaches_the_backbone_from_its_start_step(start, step, reaches):
+    criterion = small_loss(max_elbo_samples=1, transport_grad_start_step=start, mse_weight=1.0)
+    z0 = torch.randn(6, 16, requires_grad=True)
+    z1 = torch.randn(6, 16)
+    # the transport term's gradient: the loss with it minus the loss without it, both with
+    # the same coefficient draws (the same seed)
+    torch.manual_seed(1)
+    loss, _ = criterion(z0, z1, nn.Identity(), step=step)
+    (with_mse,) = torch.autograd.grad(loss, z0)
+    criterion.mse_weight = 0.0
+    torch.manual_seed(1)
+    loss, _ = criterion(z0, z1, nn.Identity(), step=step)
+    (without,) = torch.autograd.grad(loss, z0)
+    assert (
+        (with_mse - without).abs().max().item() > 0 if reaches else torch.equal(with_mse, without)
+    )
+
+
+def test_random_operator_init_is_the_official_gaussian():
+    psi = random_generators(64, 8, 16, generator=torch.Generator().manual_seed(0))
+    assert psi.shape == (64, 8, 16, 16)
+    assert psi.std().item() == pytest.approx(1 / 16, rel=0.02) and abs(psi.mean().item()) < 2e-3
+    with pytest.raises(ValueError, match="init must be one of"):
+        TransportOperators(16, 4, 4, init="zeros")

@@ -160,3 +160,54 @@ def test_linear_recipe_matches_the_official_config(name):
     assert cfg.optimizer.batch_size * devices(cfg) == official["global_batch"]
     assert cfg.max_epochs == official["epochs"]
     assert float(cfg.optimizer.weight_decay) == official["weight_decay"]
+
+
+# The official ManifoldCLR run (github:kfallah/manifold-contrastive, 15294ef): config/base.yaml
+# (AdamW, initial_lr 3e-3, weight_decay 1e-5, LinearWarmupCosineAnnealingLR with warmup_epochs
+# 10 from 0, 1000 epochs), dataloader/cifar10.yaml (train_batch_size 512) and
+# transop_vi-thresh_proj_cifar10.yaml over transop_base.yaml (operators: transop_lr 1e-3,
+# transop_weight_decay 1e-3; posterior and prior: variational_encoder_lr 1e-4, weight decay
+# 1e-5). Every group's rate per sample is its lr over the batch of 512.
+MANIFOLDCLR_OFFICIAL = {
+    "batch": 512,
+    "lr": 3e-3,
+    "transop_lr": 1e-3,
+    "vi_lr": 1e-4,
+    "weight_decay": 1e-5,
+    "transop_weight_decay": 1e-3,
+    "vi_weight_decay": 1e-5,
+    "warmup_epochs": 10,
+}
+# (config, its official reference, warm-up epochs): ImageNet-100 follows the official
+# TinyImageNet config (transop_vi-thresh_proj_tin.yaml: initial_lr 2e-3, the same groups); CPU
+# configs shorten the warm-up with the run (their header says how, and what it does).
+MANIFOLDCLR_TINYIMAGENET = {**MANIFOLDCLR_OFFICIAL, "lr": 2e-3}
+MANIFOLDCLR_CONFIGS = {
+    "cifar/manifoldclr.yaml": (MANIFOLDCLR_OFFICIAL, 10),
+    "imagenet-100/manifoldclr.yaml": (MANIFOLDCLR_TINYIMAGENET, 10),
+    "mnist/manifoldclr.yaml": (MANIFOLDCLR_OFFICIAL, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MANIFOLDCLR_CONFIGS))
+def test_manifoldclr_rates_per_sample_are_the_official_ones(name):
+    (official, warmup_epochs), cfg = MANIFOLDCLR_CONFIGS[name], load("pretrain", name)
+    batch = cfg.optimizer.batch_size * devices(cfg)
+    kwargs = cfg.method_kwargs
+    # every lr is per 256 images: solo-learn (optimizer.lr) and ManifoldCLR (its two groups)
+    # scale it by the global batch / 256, so the rate per sample is lr / 256
+    for per_256, key in (
+        (cfg.optimizer.lr, "lr"),
+        (kwargs.transop_lr, "transop_lr"),
+        (kwargs.vi_lr, "vi_lr"),
+    ):
+        rate = per_256 * (batch / 256) / batch
+        assert rate == pytest.approx(official[key] / official["batch"], rel=1e-9), key
+    assert cfg.optimizer.name == "adamw"
+    assert cfg.optimizer.weight_decay == official["weight_decay"]
+    assert kwargs.transop_weight_decay == official["transop_weight_decay"]
+    assert kwargs.vi_weight_decay == official["vi_weight_decay"]
+    # a linear warm-up from 0 for every group (solo-learn warms each group to its own lr)
+    assert cfg.scheduler.name == "warmup_cosine"
+    assert cfg.scheduler.warmup_start_lr == 0.0
+    assert cfg.scheduler.warmup_epochs == warmup_epochs
