@@ -85,13 +85,13 @@ def test_every_linear_config_composes(path, tmp_path):
         from solo.args.linear import parse_cfg
         from solo.methods.linear import LinearModel
 
-        from solo_clamp.checkpoints import build_backbone
+        from solo_clamp.backbones import build_backbone, spec_from_cfg
         from solo_clamp.training.common import parse_solo_cfg
 
         (tmp_path / "class_a").mkdir()
         cfg.data.format = "image_folder"
         cfg = parse_solo_cfg(cfg, parse_cfg)
-        model = LinearModel(build_backbone(cfg), cfg=cfg)
+        model = LinearModel(build_backbone(spec_from_cfg(cfg)), cfg=cfg)
         assert model.classifier.out_features == cfg.data.num_classes
 
 
