@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 import torch
 
 import solo_clamp
-from solo_clamp.commands.hydra_config import compose_config
 from solo_clamp.configs import config_dir
+from solo_clamp.configs.compose import compose_config
 
 PRETRAIN_CONFIGS = sorted(  # CLAMP's: ManifoldCLR's are in test_manifoldclr_method.py and the
     # SimCLR baseline's report in test_main_job_report.py
@@ -22,10 +21,7 @@ LINEAR_CONFIGS = sorted(p for p in config_dir("linear").glob("*/*.yaml"))
 
 
 def compose(path: Path, kind: str, *overrides: str):
-    args = argparse.Namespace(
-        config_path=str(path.parent), config_name=path.name, overrides=list(overrides), _kind=kind
-    )
-    return compose_config(args)
+    return compose_config(kind, str(path.parent), path.name, overrides)
 
 
 def test_clamp_is_registered_idempotently():

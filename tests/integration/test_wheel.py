@@ -22,11 +22,10 @@ SOURCES = ("setup.py", "pyproject.toml", "README.md", "solo_clamp", "scripts", "
 PROBE = """
 import json
 import solo_clamp
-from solo_clamp.cli import build_parser
-from solo_clamp.commands.hydra_config import compose_config
+from solo_clamp.cli import COMMANDS, build_parser
 from solo_clamp.zoo import default_index_path
 
-cfg = compose_config(build_parser(["pretrain"]).parse_args(["pretrain"]))
+cfg = COMMANDS["pretrain"][0].compose(build_parser(["pretrain"]).parse_args(["pretrain"]))
 print(json.dumps({"package": solo_clamp.__file__, "name": cfg.name, "method": cfg.method,
                   "index": str(default_index_path())}))
 """
@@ -97,13 +96,12 @@ def test_wheel_ships_the_configs_and_the_zoo_manifest_but_no_weights(installed, 
     assert shipped == expected
     assert "solo_clamp/configs/pretrain/mnist/clamp.yaml" in shipped
     assert not [n for n in names if n.endswith((".safetensors", ".ckpt", ".pt"))]
-    assert not [
-        n
-        for n in names
-        if n.startswith("solo_clamp/configs/")
-        and n.endswith(".py")
-        and n != "solo_clamp/configs/__init__.py"
-    ]
+    modules = {
+        "solo_clamp/configs/" + p.name for p in (repo_root / "solo_clamp/configs").glob("*.py")
+    }
+    assert {n for n in names if n.startswith("solo_clamp/configs/") and n.endswith(".py")} == (
+        modules  # the package's own, none of the scripts of scripts/
+    )
 
 
 def test_installed_wheel_resolves_the_main_config_from_an_empty_directory(installed):
