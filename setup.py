@@ -26,7 +26,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
-        "lightning>=2.1.2,<2.2",
+        "lightning==2.1.2",  # solo_clamp.internals reads its private state
         "torchmetrics>=0.11,<1.0",
         "hydra-core>=1.3",
         "omegaconf>=2.3",

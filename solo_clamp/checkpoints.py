@@ -1,10 +1,10 @@
-"""From a solo-learn run to a model: the checkpoint (loaded safely), its ``args.json`` cfg, its
-backbone weights and the solo-learn backbone they fit.
+"""A solo-learn run's files: the checkpoint (loaded safely), its ``args.json`` cfg and the
+weights of one of its modules.
 
-Linear and kNN evaluation, the zoo (publish, load) and the geometry report all go through
-:func:`load_run` / :func:`load_checkpoint`, :func:`backbone_state` and :func:`build_backbone`.
-Checkpoints are read with ``torch.load(weights_only=True)`` and an allow-list of plain data
-types, never as arbitrary pickles. solo-learn is imported only inside :func:`build_backbone`.
+Everything that reads a checkpoint goes through :func:`load_run` / :func:`load_checkpoint` and
+:func:`backbone_state`; :mod:`solo_clamp.backbones` builds backbones from them. Checkpoints are
+read with ``torch.load(weights_only=True)`` and an allow-list of plain data types, never as
+arbitrary pickles.
 """
 
 from __future__ import annotations
@@ -13,15 +13,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import torch
-
-if TYPE_CHECKING:
-    from solo_clamp.zoo.manifest import BackboneSpec
-
-CIFAR_DATASETS = ("cifar10", "cifar100")
-"""Datasets whose ResNets solo-learn builds with the CIFAR stem (see :func:`uses_cifar_stem`)."""
 
 
 class CheckpointError(ValueError):
@@ -211,53 +205,3 @@ def backbone_state(
             f"has: {', '.join(prefixes) or 'nothing'}."
         )
     return out
-
-
-def uses_cifar_stem(backbone_name: str, dataset: str) -> bool:
-    """solo-learn's rule: ResNets for CIFAR datasets get a 3x3, stride-1 first convolution
-    (padding 2) and no max-pool."""
-    return backbone_name.startswith("resnet") and dataset in CIFAR_DATASETS
-
-
-def build_backbone(
-    source: Union[Mapping[str, Any], BackboneSpec], method: Optional[str] = None
-) -> torch.nn.Module:
-    """A solo-learn backbone built as ``BaseMethod`` builds it: ``fc`` replaced by Identity
-    for ResNets, and the CIFAR stem where :func:`uses_cifar_stem` (or the spec) says so.
-
-    Args:
-        source: a run cfg (``args.json`` or a parsed solo-learn cfg: ``backbone.name``,
-            ``backbone.kwargs``, ``data.dataset``) or a zoo
-            :class:`~solo_clamp.zoo.manifest.BackboneSpec` (``name``, ``kwargs``,
-            ``cifar_stem``).
-        method: passed to solo-learn's backbone builder; default the cfg's ``method`` (or
-            ``pretrain_method``); it picks a method's custom backbone (solo-learn's MAE ViTs),
-            and none matches when it is unknown.
-
-    Raises:
-        ModuleNotFoundError: solo-learn is not installed.
-        ValueError: the backbone name is unknown to solo-learn (lists the known ones).
-    """
-    from solo_clamp import SOLO_MISSING_MESSAGE, solo_available
-
-    if isinstance(source, Mapping):
-        name = str(source["backbone"]["name"])
-        kwargs = dict(source["backbone"].get("kwargs") or {})
-        cifar_stem = uses_cifar_stem(name, str(source["data"]["dataset"]))
-        method = method or source.get("method") or source.get("pretrain_method")
-    else:
-        name, kwargs, cifar_stem = source.name, dict(source.kwargs), source.cifar_stem
-    if not solo_available():
-        raise ModuleNotFoundError(SOLO_MISSING_MESSAGE, name="solo")
-    from solo.methods.base import BaseMethod
-
-    builders = BaseMethod._BACKBONES
-    if name not in builders:
-        raise ValueError(f"backbone.name must be one of {sorted(builders)}, got {name!r}.")
-    backbone = builders[name](method or "unknown", **kwargs)
-    if name.startswith("resnet"):
-        backbone.fc = torch.nn.Identity()
-        if cifar_stem:
-            backbone.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
-            backbone.maxpool = torch.nn.Identity()
-    return backbone

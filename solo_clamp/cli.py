@@ -1,9 +1,9 @@
 """The ``solo-clamp`` console command (also ``python -m solo_clamp``).
 
-A subcommand is either a :class:`~solo_clamp.commands.hydra_config.HydraCommand` (pretrain,
-linear, knn) or a module exposing ``add_arguments(parser)`` and ``run(args) -> int``; modules
-are imported only when their subcommand runs, so ``solo-clamp --help`` and the torch-only
-commands import neither solo-learn nor torch.
+A subcommand is either a :class:`HydraCommand` (pretrain, linear, finetune, few-label, knn)
+or a module exposing ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported
+only when their subcommand runs, so ``solo-clamp --help`` and the torch-only commands import
+neither solo-learn nor torch.
 """
 
 from __future__ import annotations
@@ -11,11 +11,64 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-from solo_clamp.commands import CommandError
-from solo_clamp.commands.hydra_config import HydraCommand
+from solo_clamp.commands import CommandError, require_solo
 from solo_clamp.version import __version__
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+
+@dataclass(frozen=True)
+class HydraCommand:
+    """A subcommand that composes a config (``--config-path``, ``--config-name``, overrides;
+    :func:`solo_clamp.configs.compose.compose_config`) and passes it to ``runner``
+    (``"module:function"``, imported when it runs)."""
+
+    kind: str
+    """Which shipped configs a relative ``--config-path`` names: ``pretrain`` or ``linear``."""
+    default_path: str
+    default_name: str
+    runner: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--config-path",
+            default=self.default_path,
+            help=f"config directory: absolute, relative to the current directory, or one of the "
+            f"shipped scripts/{self.kind}/ folders (default: {self.default_path})",
+        )
+        parser.add_argument(
+            "--config-name",
+            default=self.default_name,
+            help=f"YAML file in that directory (default: {self.default_name})",
+        )
+        parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. max_epochs=1")
+
+    def compose(self, args: argparse.Namespace) -> DictConfig:
+        """The config the parsed ``args`` name."""
+        from solo_clamp.configs.compose import ConfigError, compose_config
+
+        try:
+            return compose_config(self.kind, args.config_path, args.config_name, args.overrides)
+        except ConfigError as err:
+            raise CommandError(str(err)) from err
+
+    def run(self, args: argparse.Namespace) -> int:
+        require_solo()
+        cfg = self.compose(args)
+        module_name, function_name = self.runner.split(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        try:
+            summary = function(cfg)
+        except (ValueError, FileNotFoundError, FloatingPointError) as err:
+            raise CommandError(str(err)) from err
+        if isinstance(summary, dict) and "checkpoint" in summary:
+            print(f"checkpoint: {summary['checkpoint']}")
+        return 0
+
 
 COMMANDS: dict[str, tuple[Union[HydraCommand, str], str]] = {
     "pretrain": (

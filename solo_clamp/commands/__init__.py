@@ -7,3 +7,17 @@ solo-learn (or any heavy dependency) only inside ``run``.
 
 class CommandError(Exception):
     """A user-facing error: ``solo-clamp`` prints it as one line and exits with status 2."""
+
+
+def require_solo() -> None:
+    """Stops a command that needs solo-learn when it is missing; else registers CLAMP as
+    ``solo.methods.METHODS["clamp"]``, which every such command relies on."""
+    import solo_clamp
+
+    if not solo_clamp.solo_available():
+        raise CommandError(solo_clamp.SOLO_MISSING_MESSAGE)
+    try:
+        solo_clamp.register()
+    except ImportError as err:
+        message = f"solo-learn was found but CLAMP could not be registered: {err}"
+        raise CommandError(message) from err

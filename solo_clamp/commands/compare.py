@@ -203,7 +203,7 @@ def _quiet() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from solo_clamp.commands.hydra_config import require_solo
+    from solo_clamp.commands import require_solo
 
     require_solo()
     from solo_clamp import compare

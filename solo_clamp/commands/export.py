@@ -60,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from solo_clamp.backbones import resolve_backbone
     from solo_clamp.checkpoints import CheckpointError
-    from solo_clamp.export import ExportError, detectron2_settings, resolve_backbone, write_export
+    from solo_clamp.export import ExportError, detectron2_settings, write_export
     from solo_clamp.zoo import ZooError
 
     try:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except (CheckpointError, ExportError, ZooError) as err:
         raise CommandError(str(err)) from err
-    print(f"{source.origin} ({spec.name}, pretrained on {source.dataset}) -> {out} [{args.target}]")
+    print(f"{source.description} -> {out} [{args.target}]")
     print("load it with: " + LOADING[args.target].format(name=spec.name, out=out))
     if args.target == "detectron2":
         norm = source.normalisation

@@ -10,8 +10,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from solo_clamp.commands import CommandError
-from solo_clamp.commands.hydra_config import require_solo
+from solo_clamp.commands import CommandError, require_solo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

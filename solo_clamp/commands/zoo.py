@@ -338,9 +338,10 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def run(args: argparse.Namespace) -> int:
     """Runs one zoo action; zoo errors become ``CommandError`` (exit status 2)."""
+    from solo_clamp.backbones import BackboneError
     from solo_clamp.zoo import ZooError
 
     try:
         return HANDLERS[args.zoo_action](args)
-    except ZooError as err:
+    except (ZooError, BackboneError) as err:
         raise CommandError(str(err)) from err

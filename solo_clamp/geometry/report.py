@@ -21,6 +21,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from solo_clamp.backbones import BackboneError, load_state
 from solo_clamp.checkpoints import CheckpointNotFoundError, Run, backbone_state, load_run
 from solo_clamp.geometry.embedding import Embedder
 from solo_clamp.geometry.figures import plot_training_curves
@@ -107,14 +108,11 @@ def _load_weights(model: nn.Module, run: Run) -> None:
     path = run.checkpoint_path
     for part in ("backbone", "projector"):
         state = backbone_state(run.checkpoint, prefix=part, where=str(path))
+        failure = f"{path}: the {part} weights do not match the architecture of args.json"
         try:
-            getattr(model, part).load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            detail = " ".join(line.strip() for line in str(err).splitlines()[1:])
-            raise GeometryError(
-                f"{path}: the {part} weights do not match the architecture of args.json "
-                f"({detail[:300]})."
-            ) from None
+            load_state(getattr(model, part), state, failure)
+        except BackboneError as err:
+            raise GeometryError(str(err)) from None
 
 
 def _device(name: str) -> torch.device:

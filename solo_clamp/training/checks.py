@@ -10,19 +10,14 @@ import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from solo.methods.base import BaseMethod
 
+from solo_clamp.internals import backbone_builders
 from solo_clamp.methods import facts_of, known
 from solo_clamp.training.transforms import check_blur_kernel_size
 
 SUPPORTED_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
 DATA_FORMATS = ("image_folder", "h5", "dali")
 _FOLDER_DATASETS = ("imagenet", "imagenet100", "custom")
-
-
-def known_backbones() -> list[str]:
-    """Backbone names solo-learn can build."""
-    return sorted(BaseMethod._BACKBONES)
 
 
 def _get(cfg: DictConfig, key: str, default=None):
@@ -125,7 +120,7 @@ def preflight(cfg: DictConfig) -> None:
         _check_data_dir(_get(cfg, "data.train_path"), "data.train_path")
 
     backbone = _get(cfg, "backbone.name")
-    names = known_backbones()
+    names = sorted(backbone_builders())
     if backbone not in names:
         raise ValueError(f"backbone.name must be one of {names}, got {backbone!r}.")
 

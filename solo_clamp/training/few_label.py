@@ -243,19 +243,18 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     from solo.utils.checkpointer import Checkpointer
     from torchvision import datasets
 
-    from solo_clamp.checkpoints import build_backbone
+    from solo_clamp.backbones import build_backbone, pretrained_from_cfg
     from solo_clamp.data.label_subset import relative_names, stratified_draw
     from solo_clamp.training.finetune import check_disjoint
     from solo_clamp.training.linear import (
         RawPixels,
         build_probed_backbone,
         compute_threads,
-        resolve_pretrained,
     )
 
     OmegaConf.set_struct(cfg, False)
     settings = check_few_label_cfg(cfg)
-    source = resolve_pretrained(cfg)
+    source = pretrained_from_cfg(cfg)
     check_feature_augment(
         settings.samples, source and source.method, source.origin if source else "null"
     )
@@ -285,9 +284,8 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
         if floor == "raw_pixels":
             extractors[floor] = (RawPixels(int(aug.crop_size)), FLOORS[floor])
         else:
-            seed_everything(seed)
             extractors[floor] = (
-                build_backbone(source.spec, source.method),
+                build_backbone(source.spec, source.method, seed=seed),
                 f"untrained {source.spec.name} (seed {seed})",
             )
     results: dict[str, dict[str, Any]] = {}

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import CosineAnnealingLR
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from solo_clamp.backbones import pretrained_from_cfg
 from solo_clamp.data.label_subset import (
     indices_of,
     read_subset_file,
@@ -40,7 +41,6 @@ from solo_clamp.training.linear import (
     build_probed_backbone,
     classification_datasets,
     compute_threads,
-    resolve_pretrained,
     sample_paths,
     set_num_classes,
 )
@@ -166,7 +166,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
     from solo.args.linear import parse_cfg
 
     OmegaConf.set_struct(cfg, False)
-    source = resolve_pretrained(cfg)
+    source = pretrained_from_cfg(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)
     set_num_classes(cfg)
     scale = check_finetune_cfg(cfg)

@@ -4,7 +4,7 @@ dataset other than the one it was pretrained on (transfer).
 Like solo-learn's ``main_linear.py``, plus:
 
 * ``pretrained_feature_extractor`` is a ``.ckpt``, a run directory or a zoo name
-  (:func:`solo_clamp.export.resolve_backbone`, weights loaded with ``weights_only=True``),
+  (:func:`solo_clamp.backbones.pretrained_from_cfg`, weights loaded with ``weights_only=True``),
   and the backbone is rebuilt as it was pretrained (the CIFAR stem of a CIFAR checkpoint
   stays when it is probed elsewhere); ``null`` probes the untrained backbone, and
   ``raw_pixels: true`` the normalised pixels themselves (the floors of a transfer table);
@@ -31,9 +31,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from solo_clamp.checkpoints import build_backbone
+from solo_clamp.backbones import (
+    PretrainedBackbone,
+    build_backbone,
+    method_of,
+    pretrained_from_cfg,
+    spec_from_cfg,
+)
 from solo_clamp.evaluation import eval_transform
-from solo_clamp.export.source import PretrainedBackbone, resolve_backbone
+from solo_clamp.internals import torchvision_image_files
 from solo_clamp.io import atomic_write_text
 from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
 
@@ -119,48 +125,14 @@ def sample_paths(dataset: Dataset) -> tuple[list[Path], Path, list[int]]:
             Path(dataset.root),
             [int(label) for _, label in dataset.samples],
         )
-    if hasattr(dataset, "_image_files") and hasattr(dataset, "_images_folder"):
-        return (
-            [Path(p) for p in dataset._image_files],
-            Path(dataset._images_folder),
-            [int(label) for label in dataset._labels],
-        )
+    listed = torchvision_image_files(dataset)
+    if listed is not None:
+        files, folder, labels = listed
+        return [Path(p) for p in files], Path(folder), labels
     raise ValueError(
         f"data.dataset: {type(dataset).__name__} holds no image files to list; use an "
         "ImageFolder (data.dataset=custom) or data.torchvision."
     )
-
-
-def resolve_pretrained(cfg: DictConfig) -> Optional[PretrainedBackbone]:
-    """``pretrained_feature_extractor`` resolved (None when it is null), with
-    ``cfg.backbone`` set to the source's; call before solo-learn's ``parse_cfg``.
-
-    Raises:
-        ValueError: ``backbone.name`` names another backbone than the source holds.
-    """
-    if OmegaConf.is_missing(cfg, "pretrained_feature_extractor"):
-        raise ValueError(
-            "pretrained_feature_extractor: give a checkpoint, a run directory, a "
-            "zoo model name, or null for the untrained backbone."
-        )
-    location = cfg.get("pretrained_feature_extractor")
-    if location is None:
-        return None
-    from solo_clamp.zoo.errors import ZooError
-
-    fallback = OmegaConf.to_container(cfg, resolve=True)
-    try:
-        source = resolve_backbone(str(location), fallback_cfg=fallback)
-    except ZooError as err:  # a download or checksum failure: one line, like the others
-        raise ValueError(f"pretrained_feature_extractor={location}: {err}") from err
-    wanted = (cfg.get("backbone") or {}).get("name")
-    if wanted and wanted != source.spec.name:
-        raise ValueError(
-            f"backbone.name is {wanted!r} but {source.origin} holds a {source.spec.name!r} "
-            f"backbone: set backbone.name={source.spec.name}."
-        )
-    cfg.backbone = {"name": source.spec.name, "kwargs": dict(source.spec.kwargs)}
-    return source
 
 
 def build_probed_backbone(
@@ -176,8 +148,9 @@ def build_probed_backbone(
             )
         return RawPixels(int(cfg.data.augmentations.crop_size)), "raw pixels"
     if source is None:
-        return build_backbone(cfg), f"untrained {cfg.backbone.name} (seed {cfg.seed})"
-    return source.build(), f"{source.origin} ({source.spec.name}, pretrained on {source.dataset})"
+        backbone = build_backbone(spec_from_cfg(cfg), method_of(cfg), seed=int(cfg.seed))
+        return backbone, f"untrained {cfg.backbone.name} (seed {cfg.seed})"
+    return source.build(), source.description
 
 
 def set_num_classes(cfg: DictConfig) -> None:
@@ -222,7 +195,7 @@ def run_linear(cfg: DictConfig) -> dict[str, Any]:
     from solo.methods.linear import LinearModel
 
     OmegaConf.set_struct(cfg, False)
-    source = resolve_pretrained(cfg)
+    source = pretrained_from_cfg(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)
     set_num_classes(cfg)
     seed_everything(cfg.seed)

@@ -34,6 +34,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from solo_clamp import internals
 from solo_clamp.training.faults import EXIT_PREEMPTED, CheckpointWriteError, TrainingPreempted
 from solo_clamp.training.resume import AtomicCheckpointer
 from solo_clamp.training.rng import collect_rng_states
@@ -75,6 +76,7 @@ class PreemptionCheckpoints(Callback):
     def __init__(
         self, checkpointer: Optional[AtomicCheckpointer], every_minutes: Optional[float] = None
     ):
+        internals.require_tested_version("lightning")
         self.checkpointer = checkpointer
         self.every_seconds = every_minutes * 60 if every_minutes and checkpointer else None
         self.received: Optional[str] = None
@@ -119,7 +121,7 @@ class PreemptionCheckpoints(Callback):
             # Lightning's handler, run just before this one, has asked this rank alone to
             # stop after its current step; another rank may already be in the next one. The
             # ranks agree at the end of a step instead (Lightning 2.1's _SignalConnector).
-            trainer._signal_connector.received_sigterm = False
+            internals.set_stop_after_step(trainer, False)
 
     def on_train_batch_end(
         self,
@@ -144,7 +146,7 @@ class PreemptionCheckpoints(Callback):
         self._stopping = True
         # Lightning's loops stop after this step once trainer.received_sigterm is set.
         if trainer.world_size > 1:
-            trainer._signal_connector.received_sigterm = True  # on every rank, at this step
+            internals.set_stop_after_step(trainer, True)  # on every rank, at this step
         elif not trainer.received_sigterm:  # SIGUSR1: stop as on SIGTERM
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -162,8 +164,8 @@ class PreemptionCheckpoints(Callback):
             return
         self.stop = {
             "signal": self.received or "SIGTERM",
-            "epoch": max(trainer.fit_loop.epoch_progress.current.started - 1, 0),
-            "batch": trainer.fit_loop.epoch_loop.batch_progress.current.completed,
+            "epoch": max(internals.epochs_started(trainer) - 1, 0),
+            "batch": internals.batches_completed(trainer),
             "batches": trainer.num_training_batches,
             "step": trainer.global_step,
             "checkpoint": trainer.ckpt_path,  # the one resumed from, if nothing newer is saved

@@ -26,10 +26,11 @@ from solo.utils.auto_resumer import AutoResumer
 from solo.utils.checkpointer import Checkpointer
 from solo.utils.misc import omegaconf_select
 
+from solo_clamp import internals
 from solo_clamp.checkpoints import CheckpointError, load_checkpoint
 from solo_clamp.methods import facts_of, known
 from solo_clamp.training.faults import CheckpointWriteError, ResumeWarning
-from solo_clamp.training.rng import collect_rng_states, replay_epoch_position, set_rng_states
+from solo_clamp.training.rng import collect_rng_states, set_rng_states
 
 DEFAULT_KEEP_LAST = 2
 
@@ -80,6 +81,8 @@ class AtomicCheckpointer(Checkpointer):
         keep_last: int = DEFAULT_KEEP_LAST,
         replay_data: bool = True,
     ):
+        internals.require_tested_version("lightning")
+        internals.require_tested_version("solo-learn")  # Checkpointer's attributes are used
         super().__init__(cfg, logdir=logdir, frequency=frequency, keep_prev=keep_prev)
         self.keep_last = keep_last
         self.replay_data = replay_data  # False for DALI, whose iterators cannot be replayed
@@ -112,12 +115,12 @@ class AtomicCheckpointer(Checkpointer):
         if pending and "batches_done" in pending and self.replay_data:
             self._epoch_start_rng = pending["epoch_start_rng_states"]
             set_rng_states(self._epoch_start_rng)
-            replay_epoch_position(trainer, int(pending["batches_done"]))
+            internals.replay_epoch_batches(trainer, int(pending["batches_done"]))
             set_rng_states(pending["rng_states"])
             return
         if pending:
             set_rng_states(pending["rng_states"])
-        if trainer.fit_loop.epoch_loop.restarting:
+        if internals.resuming_mid_epoch(trainer):
             self._epoch_start_rng = None  # resumed mid-epoch without a stored position
         elif trainer.current_epoch == 0:
             self._epoch_start_rng = self._setup_rng
@@ -148,10 +151,9 @@ class AtomicCheckpointer(Checkpointer):
                 was loaded).
         """
         state: dict[str, Any] = {"rng_states": rng_states}
-        epoch = trainer.fit_loop.epoch_progress.current
-        if epoch.processed != epoch.started and self._epoch_start_rng is not None:
+        if internals.epoch_in_progress(trainer) and self._epoch_start_rng is not None:
             state["epoch_start_rng_states"] = self._epoch_start_rng
-            state["batches_done"] = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            state["batches_done"] = internals.batches_completed(trainer)
         name = self.ckpt_placeholder.format(trainer.current_epoch)
         final = self.path / name.replace(".ckpt", f"-step={trainer.global_step}.ckpt")
         self._write(trainer, final, state)

@@ -52,21 +52,3 @@ def set_rng_states(states: dict[str, Any]) -> None:
     if "python" in states:
         version, internal, gauss = states["python"]
         random.setstate((version, tuple(internal), gauss))
-
-
-def replay_epoch_position(trainer, batches_done: int) -> None:
-    """Recreates the current epoch's training-data iterator from the global RNG states as
-    they are now, and loads (and drops) its first ``batches_done`` batches, so that the next
-    batch, its augmentations and the data-loader workers' seeds are those an uninterrupted
-    run had at that position. Nothing is trained; only the data loading is repeated.
-
-    Lightning 2.1 (pinned in constraints.txt) would instead restart a mid-epoch resume at
-    the first batch of a fresh iterator. Its fit loop keeps that iterator in a data
-    fetcher (``fit_loop._data_fetcher``), which counts the batches it has handed out; the
-    epoch loop adds the restored batch count itself, so the replayed ones are not counted.
-    """
-    fetcher = trainer.fit_loop._data_fetcher
-    iter(fetcher)
-    for _ in range(batches_done):
-        next(fetcher)
-    fetcher.fetched -= batches_done

@@ -11,17 +11,20 @@ Modules, one concern each:
 * :mod:`~solo_clamp.zoo.files`: sha256 digests and verification.
 * :mod:`~solo_clamp.zoo.fetch`: one source into a ``.part`` file (HTTP Range, Hugging Face).
 * :mod:`~solo_clamp.zoo.download`: the cache, locking and verified downloads of an entry.
-* :mod:`~solo_clamp.zoo.weights`: safetensors files, solo-learn backbones, :func:`load`.
+* :mod:`~solo_clamp.zoo.weights`: safetensors files.
 * :mod:`~solo_clamp.zoo.publish`: a pretrain checkpoint into the zoo.
 * :mod:`~solo_clamp.zoo.portable`: the training cfg as the manifest records it.
 
-Checkpoints are read by :mod:`solo_clamp.checkpoints`, which also builds the backbones.
-Importing this package needs torch only: solo-learn is imported inside
-:func:`solo_clamp.checkpoints.build_backbone` (and so by :func:`load` and :func:`publish`).
+:func:`load` is the backbone loader, :func:`solo_clamp.backbones.load_backbone`, which also
+takes a checkpoint or a run directory. Importing this package needs torch only: solo-learn is
+imported inside :func:`solo_clamp.backbones.build_backbone` (and so by :func:`load` and
+:func:`publish`).
 """
 
 from __future__ import annotations
 
+from solo_clamp.backbones import BackboneSpec
+from solo_clamp.backbones import load_backbone as load
 from solo_clamp.zoo.download import CACHE_ENV, cache_dir, download
 from solo_clamp.zoo.errors import (
     DownloadError,
@@ -38,9 +41,9 @@ from solo_clamp.zoo.index import (
     load_index,
     write_index,
 )
-from solo_clamp.zoo.manifest import BackboneSpec, Evaluation, check_sha256
+from solo_clamp.zoo.manifest import Evaluation, check_sha256
 from solo_clamp.zoo.publish import publish
-from solo_clamp.zoo.weights import load, read_weights, weights_metadata
+from solo_clamp.zoo.weights import read_weights, weights_metadata
 
 __all__ = [
     "CACHE_ENV",

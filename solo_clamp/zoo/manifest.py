@@ -30,6 +30,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
+from solo_clamp.backbones import BackboneSpec
 from solo_clamp.zoo.errors import ManifestError
 
 FORMATS: dict[str, torch.dtype] = {
@@ -79,19 +80,6 @@ class Source:
         if self.hf_revision:
             out["hf_revision"] = self.hf_revision
         return out
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to rebuild the backbone: solo-learn's name and kwargs, and the CIFAR stem flag."""
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    cifar_stem: bool = False
-
-    def to_manifest(self) -> dict[str, Any]:
-        """The backbone as written in the manifest."""
-        return {"name": self.name, "kwargs": dict(self.kwargs), "cifar_stem": self.cifar_stem}
 
 
 @dataclass(frozen=True)

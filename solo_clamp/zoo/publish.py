@@ -9,7 +9,15 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 
-from solo_clamp.checkpoints import CheckpointError, backbone_state, load_run, uses_cifar_stem
+from solo_clamp.backbones import (
+    BackboneError,
+    BackboneSpec,
+    PretrainedBackbone,
+    method_of,
+    spec_from_cfg,
+    trained_on,
+)
+from solo_clamp.checkpoints import CheckpointError, backbone_state, load_run
 from solo_clamp.version import __version__
 from solo_clamp.views import count_views
 from solo_clamp.zoo.errors import ManifestError, ZooError
@@ -17,14 +25,13 @@ from solo_clamp.zoo.files import PathLike, sha256_file
 from solo_clamp.zoo.index import IndexLike, ZooIndex, index_path, load_index, write_index
 from solo_clamp.zoo.manifest import (
     FORMATS,
-    BackboneSpec,
     ZooEntry,
     check_name,
     parse_entry,
     parse_source,
 )
 from solo_clamp.zoo.portable import portable_config
-from solo_clamp.zoo.weights import build_loaded, write_weights
+from solo_clamp.zoo.weights import write_weights
 
 DTYPES: dict[str, str] = {"fp16": "safetensors-fp16", "fp32": "safetensors-fp32"}
 
@@ -56,7 +63,7 @@ def _is_inside(path: Path, folder: Path) -> bool:
     return True
 
 
-def _check_loads(spec: BackboneSpec, method: str, state: Mapping[str, torch.Tensor]) -> None:
+def _check_loads(spec: BackboneSpec, method: str, state: dict[str, torch.Tensor]) -> None:
     from solo_clamp import solo_available
 
     if not solo_available():
@@ -64,7 +71,10 @@ def _check_loads(spec: BackboneSpec, method: str, state: Mapping[str, torch.Tens
             "solo-learn is not installed: the published weights were not test-loaded.", stacklevel=3
         )
         return
-    build_loaded(spec, method, state, f"the checkpoint's backbone does not load into {spec.name}")
+    try:
+        PretrainedBackbone(spec, method, state, origin="the checkpoint's backbone").build()
+    except BackboneError as err:
+        raise ZooError(str(err)) from err
 
 
 def publish(
@@ -137,17 +147,9 @@ def publish(
     for i, source in enumerate(sources):
         parse_source(source, f"--source[{i}]")
 
-    dataset = str(_cfg_get(cfg, "data.dataset", args_file))
-    stem_dataset = dataset
-    if dataset == "custom" and (cfg.get("prepare_data") or {}).get("name"):
-        dataset = str(cfg["prepare_data"]["name"])  # e.g. mnist, prepared as an ImageFolder
-    backbone_name = str(_cfg_get(cfg, "backbone.name", args_file))
-    spec = BackboneSpec(
-        name=backbone_name,
-        kwargs=dict((cfg.get("backbone") or {}).get("kwargs") or {}),
-        cifar_stem=uses_cifar_stem(backbone_name, stem_dataset),
-    )
-    method = str(_cfg_get(cfg, "method", args_file))
+    for required in ("data.dataset", "backbone.name", "method"):
+        _cfg_get(cfg, required, args_file)
+    dataset, spec, method = trained_on(cfg), spec_from_cfg(cfg), method_of(cfg)
     if check:
         _check_loads(spec, method, state)
 
@@ -157,7 +159,7 @@ def publish(
         {
             "name": name,
             "method": method,
-            "backbone": backbone_name,
+            "backbone": spec.name,
             "format": fmt,
             "dataset": dataset,
             "solo_clamp_version": __version__,

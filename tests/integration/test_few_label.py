@@ -104,7 +104,7 @@ def test_few_label_with_and_without_feature_augmentation(data, manifoldclr_run, 
 
 
 def test_the_augmenter_is_the_checkpoints_operators_and_prior(manifoldclr_run):
-    from solo_clamp.export.source import resolve_backbone
+    from solo_clamp.backbones import resolve_backbone
     from solo_clamp.training.few_label import load_feature_augmenter
 
     augmenter = load_feature_augmenter(resolve_backbone(manifoldclr_run))

@@ -3,7 +3,6 @@ training steps."""
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import pytest
 import torch
 
 import solo_clamp
-from solo_clamp.commands.hydra_config import compose_config
 from solo_clamp.configs import config_dir
+from solo_clamp.configs.compose import compose_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -81,13 +80,8 @@ def test_every_config_composes_and_builds_the_model(path: Path, tmp_path):
 
     from solo_clamp.training.common import parse_solo_cfg
 
-    args = argparse.Namespace(
-        config_path=str(path.parent),
-        config_name=path.name,
-        _kind="pretrain",
-        overrides=[f"data.train_path={tmp_path}", "data.val_path=null", "data.format=image_folder"],
-    )
-    cfg = compose_config(args)
+    overrides = [f"data.train_path={tmp_path}", "data.val_path=null", "data.format=image_folder"]
+    cfg = compose_config("pretrain", str(path.parent), path.name, overrides)
     cfg.pop("prepare_data", None)
     cfg = parse_solo_cfg(cfg, parse_cfg)
     model = methods()["manifoldclr"](cfg)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 import torch
 
 import solo_clamp
-from solo_clamp.commands.hydra_config import compose_config
 from solo_clamp.configs import config_dir
+from solo_clamp.configs.compose import compose_config
 
 PRETRAIN_CONFIGS = sorted(  # CLAMP's: ManifoldCLR's are in test_manifoldclr_method.py and the
     # SimCLR baseline's report in test_main_job_report.py
@@ -22,10 +21,7 @@ LINEAR_CONFIGS = sorted(p for p in config_dir("linear").glob("*/*.yaml"))
 
 
 def compose(path: Path, kind: str, *overrides: str):
-    args = argparse.Namespace(
-        config_path=str(path.parent), config_name=path.name, overrides=list(overrides), _kind=kind
-    )
-    return compose_config(args)
+    return compose_config(kind, str(path.parent), path.name, overrides)
 
 
 def test_clamp_is_registered_idempotently():
@@ -85,13 +81,13 @@ def test_every_linear_config_composes(path, tmp_path):
         from solo.args.linear import parse_cfg
         from solo.methods.linear import LinearModel
 
-        from solo_clamp.checkpoints import build_backbone
+        from solo_clamp.backbones import build_backbone, spec_from_cfg
         from solo_clamp.training.common import parse_solo_cfg
 
         (tmp_path / "class_a").mkdir()
         cfg.data.format = "image_folder"
         cfg = parse_solo_cfg(cfg, parse_cfg)
-        model = LinearModel(build_backbone(cfg), cfg=cfg)
+        model = LinearModel(build_backbone(spec_from_cfg(cfg)), cfg=cfg)
         assert model.classifier.out_features == cfg.data.num_classes
 
 

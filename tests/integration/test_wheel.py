@@ -7,8 +7,10 @@ import importlib.util
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -22,11 +24,10 @@ SOURCES = ("setup.py", "pyproject.toml", "README.md", "solo_clamp", "scripts", "
 PROBE = """
 import json
 import solo_clamp
-from solo_clamp.cli import build_parser
-from solo_clamp.commands.hydra_config import compose_config
+from solo_clamp.cli import COMMANDS, build_parser
 from solo_clamp.zoo import default_index_path
 
-cfg = compose_config(build_parser(["pretrain"]).parse_args(["pretrain"]))
+cfg = COMMANDS["pretrain"][0].compose(build_parser(["pretrain"]).parse_args(["pretrain"]))
 print(json.dumps({"package": solo_clamp.__file__, "name": cfg.name, "method": cfg.method,
                   "index": str(default_index_path())}))
 """
@@ -38,6 +39,29 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
     return result
+
+
+def running_site_packages() -> list[str]:
+    """The site-packages folders of the interpreter running the tests (a venv's own, plus its
+    base's when it was made with ``--system-site-packages``, plus the user's)."""
+    paths = sysconfig.get_paths()
+    folders = [*site.getsitepackages(), paths["purelib"], paths["platlib"]]
+    if site.ENABLE_USER_SITE:
+        folders.append(site.getusersitepackages())
+    return list(dict.fromkeys(f for f in folders if Path(f).is_dir()))
+
+
+def see_site_packages(python: Path, folders: list[str]) -> None:
+    """Makes the venv of ``python`` see ``folders`` after its own site-packages, their ``.pth``
+    files (editable installs) included, with a ``.pth`` file of its own."""
+    own = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    lines = [f"import site; site.addsitedir({folder!r})" for folder in folders]
+    (Path(own) / "_tests_interpreter.pth").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +94,14 @@ def installed(tmp_path_factory, repo_root) -> dict[str, Path]:
         cwd=empty,
     )
     wheel = next(dist.glob("solo_clamp-*.whl"))
-    # The venv uses this interpreter's torch, hydra and pip; a pip of its own would bring an
-    # older bundled setuptools that shadows them (and take seconds to install).
-    _run(
-        sys.executable,
-        "-m",
-        "venv",
-        "--system-site-packages",
-        "--without-pip",
-        str(venv),
-        cwd=empty,
-    )
+    # The venv uses the packages of the interpreter running the tests (torch, hydra, pip),
+    # whether that is a base interpreter or itself a venv (``--system-site-packages`` would
+    # reach the base interpreter's only); a pip of its own would bring an older bundled
+    # setuptools that shadows them (and take seconds to install).
+    _run(sys.executable, "-m", "venv", "--without-pip", str(venv), cwd=empty)
     bin_dir = venv / "bin"
     python = bin_dir / "python"
+    see_site_packages(python, running_site_packages())
     _run(str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel), cwd=empty)
     return {"wheel": wheel, "venv": venv, "python": python, "bin": bin_dir, "empty": empty}
 
@@ -97,13 +116,12 @@ def test_wheel_ships_the_configs_and_the_zoo_manifest_but_no_weights(installed, 
     assert shipped == expected
     assert "solo_clamp/configs/pretrain/mnist/clamp.yaml" in shipped
     assert not [n for n in names if n.endswith((".safetensors", ".ckpt", ".pt"))]
-    assert not [
-        n
-        for n in names
-        if n.startswith("solo_clamp/configs/")
-        and n.endswith(".py")
-        and n != "solo_clamp/configs/__init__.py"
-    ]
+    modules = {
+        "solo_clamp/configs/" + p.name for p in (repo_root / "solo_clamp/configs").glob("*.py")
+    }
+    assert {n for n in names if n.startswith("solo_clamp/configs/") and n.endswith(".py")} == (
+        modules  # the package's own, none of the scripts of scripts/
+    )
 
 
 def test_installed_wheel_resolves_the_main_config_from_an_empty_directory(installed):

@@ -88,11 +88,11 @@ def test_relative_config_paths_are_the_shipped_folders(monkeypatch, tmp_path, ar
     """``solo-clamp pretrain`` composes scripts/pretrain/mnist/clamp.yaml from any directory."""
     from omegaconf import OmegaConf
 
-    from solo_clamp.cli import build_parser
-    from solo_clamp.commands.hydra_config import compose_config
+    from solo_clamp.cli import COMMANDS, build_parser
 
     monkeypatch.chdir(tmp_path)  # no config folder here: the shipped ones are used
-    cfg = compose_config(build_parser(argv[:1]).parse_args(argv))
+    command = COMMANDS[argv[0]][0]
+    cfg = command.compose(build_parser(argv[:1]).parse_args(argv))
     assert OmegaConf.select(cfg, field) == value
 
 

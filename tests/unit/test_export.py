@@ -12,8 +12,9 @@ import pytest
 import torch
 import torchvision
 
+from solo_clamp.backbones import resolve_backbone
 from solo_clamp.cli import main
-from solo_clamp.export import ExportError, resolve_backbone, write_export
+from solo_clamp.export import ExportError, write_export
 from solo_clamp.zoo.weights import read_weights
 
 ZOO_MODEL = "clamp-mnist-resnet18"
