@@ -11,16 +11,14 @@ from typing import Any, Iterator, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from solo_clamp.compare.data import DATASETS, IDX_DATASETS
+from solo_clamp.compare.plan import RUN_YAML
 from solo_clamp.compare.tuning import validate_tuning
 from solo_clamp.configs import config_dir
 from solo_clamp.methods import facts_of, known
 
 CONFIG_DIR = config_dir("compare")
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet100", "image_folder")
 BUDGETS = ("equal_epochs", "equal_compute")
-FLOORS = ("raw_pixels", "untrained")
-_IDX_DATASETS = ("fashion_mnist", "mnist")
-_TORCHVISION_DATASETS = ("cifar10", "cifar100")
 # Every field a comparison config may leave out (a config must give methods, recipes,
 # augmentations, epochs and batch_size; see scripts/compare/fashion_mnist.yaml).
 DEFAULTS: dict[str, Any] = {
@@ -59,13 +57,22 @@ DEFAULTS: dict[str, Any] = {
         "train_per_class": None,
         "val_per_class": None,
         "linear": {"epochs": 100, "lr": 0.01, "weight_decay": 1e-5},
+        # few-label probes (linear, evaluation.linear's settings) on draws from the kNN bank
+        "few_label": {
+            "enabled": False,
+            "per_class": 5,
+            "draws": 5,
+            "seed": 0,
+            "feature_augment": {"samples": 0},  # per labelled image, methods that have one
+        },
     },
     "floors": {"seed": 0, "raw_pixel_size": None},
-    # Fair tuning (solo_clamp.compare.tuning); lr_multipliers: a list, or method -> list.
+    # Fair tuning (solo_clamp.compare.tuning); lr_multipliers: a list, or method -> list;
+    # method_kwargs: {method: {kwarg: [values]}}.
     "tuning": {
         "enabled": False,
         "lr_multipliers": None,
-        "clamp_rs": None,
+        "method_kwargs": {},
         "val_per_class": 50,
         "epochs": 4,
         "seed": 0,
@@ -74,33 +81,13 @@ DEFAULTS: dict[str, Any] = {
     },
     "quick": False,
 }
-RESULT_COLUMNS = (
-    "run_id",
-    "method",
-    "budget",
-    "seed",
-    "views",
-    "epochs",
-    "steps",
-    "batch_size",
-    "images_seen",
-    "views_seen",
-    "train_s",
-    "curve_s",
-    "eval_s",
-    "knn_top1",
-    "knn_top5",
-    "linear_top1",
-    "lr",
-    "rs",
-)
 
 
 def default_config_path(dataset: str = "fashion_mnist") -> Path:
     """The shipped comparison config of ``dataset`` (``scripts/compare/<dataset>.yaml``)."""
     path = CONFIG_DIR / f"{dataset}.yaml"
-    if not path.exists():
-        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    if not path.exists() or path == RUN_YAML:
+        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p != RUN_YAML)
         raise ValueError(f"dataset {dataset!r} has no shipped config; shipped: {shipped}.")
     return path
 
@@ -135,7 +122,7 @@ def apply_quick(cfg: DictConfig) -> DictConfig:
     """The tiny smoke setting: a few images per class (MNIST / Fashion-MNIST; elsewhere only
     the evaluation sets shrink), 2 epochs, small batches, one seed; tuning (when enabled): 4
     validation images per class, 1 epoch per trial, the same grid."""
-    if cfg.dataset in _IDX_DATASETS:
+    if cfg.dataset in IDX_DATASETS:
         cfg.data.train_per_class, cfg.data.val_per_class = 16, 8
     else:
         cfg.evaluation.train_per_class, cfg.evaluation.val_per_class = 16, 8
@@ -225,11 +212,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(
             f"evaluation.distance must be 'cosine' or 'euclidean', got {cfg.evaluation.distance!r}."
         )
-    if cfg.dataset not in _IDX_DATASETS:
+    if cfg.dataset not in IDX_DATASETS:
         for key in ("data.train_per_class", "data.val_per_class"):
             if OmegaConf.select(cfg, key) is not None:
                 raise ValueError(
-                    f"{key} applies only to the datasets {list(_IDX_DATASETS)} (prepared "
+                    f"{key} applies only to the datasets {list(IDX_DATASETS)} (prepared "
                     f"subsets), not to {cfg.dataset!r}: use evaluation.train_per_class / "
                     "val_per_class to subsample the evaluation sets."
                 )
@@ -237,7 +224,27 @@ def validate_config(cfg: DictConfig) -> None:
         for key in ("data.train_path", "data.val_path"):
             if not OmegaConf.select(cfg, key):
                 raise ValueError(f"{key} is required for dataset {cfg.dataset!r} (an ImageFolder).")
+    _validate_few_label(cfg)
     validate_tuning(cfg)
+
+
+def _validate_few_label(cfg: DictConfig) -> None:
+    node = cfg.evaluation.get("few_label") or {}
+    if not isinstance(node.get("enabled", False), bool):
+        raise ValueError(
+            f"evaluation.few_label.enabled must be true or false, got {node.get('enabled')!r}."
+        )
+    for key in ("per_class", "draws"):
+        _positive_int(cfg, f"evaluation.few_label.{key}")
+    seed = node.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"evaluation.few_label.seed must be an integer, got {seed!r}.")
+    samples = OmegaConf.select(cfg, "evaluation.few_label.feature_augment.samples", default=0)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ValueError(
+            "evaluation.few_label.feature_augment.samples must be an integer >= 0 (0: no "
+            f"feature augmentation), got {samples!r}."
+        )
 
 
 @contextlib.contextmanager
