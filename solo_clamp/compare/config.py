@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.compare.data import DATASETS, IDX_DATASETS
 from solo_clamp.compare.plan import RUN_YAML
-from solo_clamp.compare.tuning import validate_tuning
+from solo_clamp.compare.tuning import validate_grid
 from solo_clamp.configs import config_dir
 from solo_clamp.methods import facts_of, known
 
@@ -137,13 +137,20 @@ def apply_quick(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _positive_int(cfg: DictConfig, key: str, allow_none: bool = False) -> None:
+def _integer(cfg: DictConfig, key: str, minimum: Optional[int] = 1, allow_none=False) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        none = " or null" if allow_none else ""
-        raise ValueError(f"{key} must be a positive integer{none}, got {value!r}.")
+    low = minimum is not None and isinstance(value, int) and value < minimum
+    if isinstance(value, bool) or not isinstance(value, int) or low:
+        kind = {None: "an integer", 0: "an integer >= 0", 1: "a positive integer"}[minimum]
+        raise ValueError(f"{key} must be {kind}{' or null' if allow_none else ''}, got {value!r}.")
+
+
+def _flag(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key, default=False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}.")
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -177,14 +184,14 @@ def validate_config(cfg: DictConfig) -> None:
         "evaluation.batch_size",
         "evaluation.linear.epochs",
     ):
-        _positive_int(cfg, key)
+        _integer(cfg, key)
     for key in (
         "data.train_per_class",
         "data.val_per_class",
         "curves.per_class",
         "trainer.threads",
     ):
-        _positive_int(cfg, key, allow_none=True)
+        _integer(cfg, key, allow_none=True)
     scale = cfg.get("projector_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
         raise ValueError(f"projector_scale must be in (0, 1], got {scale!r}.")
@@ -224,27 +231,44 @@ def validate_config(cfg: DictConfig) -> None:
         for key in ("data.train_path", "data.val_path"):
             if not OmegaConf.select(cfg, key):
                 raise ValueError(f"{key} is required for dataset {cfg.dataset!r} (an ImageFolder).")
-    _validate_few_label(cfg)
-    validate_tuning(cfg)
+    _validate_stages(cfg)
 
 
-def _validate_few_label(cfg: DictConfig) -> None:
-    node = cfg.evaluation.get("few_label") or {}
-    if not isinstance(node.get("enabled", False), bool):
+def _validate_stages(cfg: DictConfig) -> None:
+    """The fields of ``evaluation.few_label`` and ``tuning`` (its grid: ``validate_grid``)."""
+    _flag(cfg, "evaluation.few_label.enabled")
+    _integer(cfg, "evaluation.few_label.per_class")
+    _integer(cfg, "evaluation.few_label.draws")
+    _integer(cfg, "evaluation.few_label.seed", minimum=None)
+    _integer(cfg, "evaluation.few_label.feature_augment.samples", minimum=0)
+    tuning = cfg.tuning
+    if not isinstance(tuning.get("enabled"), bool):
+        raise ValueError(f"tuning.enabled must be true or false, got {tuning.get('enabled')!r}.")
+    _flag(cfg, "tuning.only")
+    _flag(cfg, "tuning.curves")
+    if tuning.get("clamp_rs") is not None:  # the field of earlier versions
         raise ValueError(
-            f"evaluation.few_label.enabled must be true or false, got {node.get('enabled')!r}."
+            "tuning.clamp_rs was replaced by tuning.method_kwargs: write "
+            f"`method_kwargs: {{clamp: {{rs: {list(tuning.clamp_rs)}}}}}`."
         )
-    for key in ("per_class", "draws"):
-        _positive_int(cfg, f"evaluation.few_label.{key}")
-    seed = node.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"evaluation.few_label.seed must be an integer, got {seed!r}.")
-    samples = OmegaConf.select(cfg, "evaluation.few_label.feature_augment.samples", default=0)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+    if not tuning.enabled:
+        if tuning.get("only", False):
+            raise ValueError(
+                "tuning.only=true (--tune-only) needs tuning.enabled=true: "
+                "there is no tuning to stop after."
+            )
+        return
+    _integer(cfg, "tuning.val_per_class")
+    _integer(cfg, "tuning.epochs")
+    _integer(cfg, "tuning.seed", minimum=None)
+    train_per_class = cfg.data.get("train_per_class")
+    if train_per_class is not None and tuning.val_per_class >= train_per_class:
         raise ValueError(
-            "evaluation.few_label.feature_augment.samples must be an integer >= 0 (0: no "
-            f"feature augmentation), got {samples!r}."
+            f"tuning.val_per_class ({tuning.val_per_class}) must be smaller than "
+            f"data.train_per_class ({train_per_class}): the validation images are taken from "
+            "the training images, and the rest train and form the kNN bank."
         )
+    validate_grid(cfg)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """The study's outputs: ``results.csv`` (one long table: runs, floors, tuning trials, validation
-floors and every curve point, told apart by ``kind``), ``results.md`` (from the templates in
-``templates/``) and the curve figures."""
+floors and every curve point, told apart by ``kind``), ``results.md`` (from the jinja2 templates
+in ``templates/``) and the curve figures (:func:`solo_clamp.compare.training.plot_curves`)."""
 
 from __future__ import annotations
 
@@ -14,46 +14,24 @@ from omegaconf import DictConfig
 
 from solo_clamp.compare.plan import FLOORS, Setting, expected_run_ids, run_budget
 from solo_clamp.compare.scores import few_label_settings
+from solo_clamp.compare.training import plot_curves
 from solo_clamp.compare.tuning import Tuning, at_grid_edge
 from solo_clamp.io import atomic_path, atomic_write_text
 from solo_clamp.methods import facts_of
 
-RESULT_COLUMNS = (
-    "kind",  # run, floor, trial, validation_floor or curve
-    "run_id",
-    "method",
-    "budget",
-    "seed",
-    "views",
-    "epochs",
-    "steps",
-    "batch_size",
-    "images_seen",
-    "views_seen",
-    "train_s",
-    "curve_s",
-    "eval_s",
-    "knn_top1",
-    "knn_top5",
-    "linear_top1",
-    "few_label_mean",
-    "few_label_std",
-    "few_label_per_draw",  # ;-separated, one value per draw
-    "few_label_augmented_mean",
-    "few_label_augmented_std",
-    "few_label_augmented_per_draw",
-    "lr",  # per 256 images
-    "lr_multiplier",  # of the recipe's lr (tuned runs and trials)
-    "tuned",  # the tuned method_kwargs, e.g. rs=7
-    "status",  # trials: ok or diverged
-    "selected",  # trials: the method's selected setting
-    "val_knn_top1",  # trials and validation floors: on the tuning validation split
-    "val_knn_top5",
-    "error",
-    "curve_epoch",  # curve points: of the run or trial named by run_id
-    "curve_step",
-    "curve_loss",
-    "curve_knn_top1",
+RESULT_COLUMNS = tuple(
+    # what a row is: kind = run, floor, trial (tuning), validation_floor or curve (a point of
+    # the curve of the run or trial named by run_id)
+    "kind run_id method budget seed views epochs steps batch_size images_seen views_seen "
+    "train_s curve_s eval_s "
+    # test-split scores of runs and floors (few-label: over the draws; per_draw ;-separated)
+    "knn_top1 knn_top5 linear_top1 few_label_mean few_label_std few_label_per_draw "
+    "few_label_augmented_mean few_label_augmented_std few_label_augmented_per_draw "
+    # the setting: lr per 256 images, its multiplier of the recipe's, tuned method_kwargs (rs=7)
+    "lr lr_multiplier tuned "
+    # trials (status ok or diverged, selected) and validation floors: the validation split
+    "status selected val_knn_top1 val_knn_top5 error "
+    "curve_epoch curve_step curve_loss curve_knn_top1".split()
 )
 FLOOR_NAMES = {"raw_pixels": "raw pixels", "untrained": "untrained {backbone} (seed {seed})"}
 
@@ -74,7 +52,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _setting(result: dict[str, Any]) -> Setting:
+def _setting(result: dict[str, Any]) -> Optional[Setting]:
     """The run's tuned setting (None: the recipe's); ``setting``: result.json of earlier
     versions, which stored it under that key."""
     old = result.get("setting") or {}
@@ -270,65 +248,6 @@ def write_results_md(
         )
     )
     atomic_write_text(path, text)
-
-
-def plot_curves(runs: list[dict[str, Any]], floors: dict[str, Any], out: Path) -> list[Path]:
-    """``curves_loss.png`` (SSL loss per epoch, one panel per method) and ``curves_knn.png``
-    (probe kNN top-1 vs epochs and vs views seen; floors as horizontal lines, on the probe set
-    where they were scored there)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault(f"{run['method']} ({run['budget']})", []).append(run)
-    colours = {name: f"C{i}" for i, name in enumerate(groups)}
-    methods = list(dict.fromkeys(r["method"] for r in runs)) or ["none"]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.2), squeeze=False)
-    for ax, method in zip(axes[0], methods):
-        for name, members in groups.items():
-            for i, run in enumerate(members if name.startswith(f"{method} ") else []):
-                points = [(p["epoch"], p["loss"]) for p in run["curve"] if p["loss"] is not None]
-                if points:
-                    label = name if i == 0 else None
-                    ax.plot(*zip(*points), marker="o", color=colours[name], alpha=0.8, label=label)
-        loss = facts_of(method).loss_key if method != "none" else "loss"
-        ax.set(title=f"{method}: {loss}", xlabel="epoch", ylabel="loss")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths = [out / "curves_loss.png", out / "curves_knn.png"]
-    fig.savefig(paths[0], dpi=120)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, members in groups.items():
-        for i, run in enumerate(members):
-            points = [p for p in run["curve"] if p["knn_top1"] is not None]
-            epochs = [p["step"] / run["steps_per_epoch"] for p in points]
-            views = [p["step"] * run["batch_size"] * run["views"] / 1e6 for p in points]
-            accs = [p["knn_top1"] for p in points]
-            label = name if i == 0 else None
-            axes[0].plot(epochs, accs, marker="o", color=colours[name], alpha=0.8, label=label)
-            axes[1].plot(views, accs, marker="o", color=colours[name], alpha=0.8, label=label)
-    for floor, style in (("raw_pixels", ":"), ("untrained", "--")):
-        result = floors.get(f"floor-{floor}")
-        if not result:
-            continue
-        # The curves are scored on the probe set: so is the floor where it was measured there.
-        value, where = result.get("probe_knn_top1"), "probe set"
-        if value is None:
-            value, where = result["knn_top1"], "eval set"
-        for ax in axes:
-            ax.axhline(value, color="grey", linestyle=style, label=f"{floor} ({where})")
-    axes[0].set(xlabel="epoch", ylabel="kNN top-1 (%) on the probe set", title="kNN vs epochs")
-    axes[1].set(xlabel="views seen (millions)", title="kNN top-1 vs views seen")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=120)
-    plt.close(fig)
-    return paths
 
 
 def write_reports(

@@ -27,7 +27,12 @@ from solo_clamp.compare.plan import (
     steps_per_epoch,
 )
 from solo_clamp.compare.report import write_reports
-from solo_clamp.compare.scores import few_label_settings, floor_extractor, test_split_scores
+from solo_clamp.compare.scores import (
+    check_few_label,
+    few_label_settings,
+    floor_extractor,
+    test_split_scores,
+)
 from solo_clamp.compare.training import train
 from solo_clamp.compare.tuning import Tuning, run_tuning, select, trial_specs
 from solo_clamp.io import atomic_torch_save, atomic_write_text
@@ -196,6 +201,7 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
     atomic_write_text(out / "compare_config.yaml", OmegaConf.to_yaml(cfg))
     data = prepare_data(cfg)
     spe = steps_per_epoch(cfg, data)
+    check_few_label(cfg, data)
     tuning = Tuning(trial_specs(cfg, spe)) if cfg.tuning.enabled else None
     settings = None  # the tuned setting per method; None: the recipes
     results: dict[str, dict[str, Any]] = {}

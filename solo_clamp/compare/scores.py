@@ -4,6 +4,7 @@ the two floors' extractors."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -80,6 +81,22 @@ def few_label_settings(cfg: DictConfig) -> Optional[FewLabelSettings]:
     )
 
 
+def check_few_label(cfg: DictConfig, data: ComparisonData) -> None:
+    """Refuses (before anything trains) a few-label draw larger than a class of the kNN bank."""
+    settings = few_label_settings(cfg)
+    if settings is None:
+        return
+    targets = data.dataset("train", None).targets
+    counts = Counter(int(targets[i]) for i in bank_indices(cfg, data, targets))
+    label, fewest = min(counts.items(), key=lambda item: item[1])
+    if fewest < settings.per_class:
+        raise ValueError(
+            f"evaluation.few_label.per_class ({settings.per_class}) must not exceed the images "
+            f"of any class in the kNN bank, where the draws come from: class {label} has "
+            f"{fewest}."
+        )
+
+
 def _few_label(settings: FewLabelSettings, bank, tests, augmenter=None) -> dict[str, Any]:
     """Few-label probes: draws of ``settings.per_class`` images per class from the kNN bank
     (the same for every extractor: they depend on the bank's labels only), probed on the
@@ -87,10 +104,7 @@ def _few_label(settings: FewLabelSettings, bank, tests, augmenter=None) -> dict[
     from solo_clamp.evaluation import label_draws, probe_draws, summarise
 
     bank_z, bank_y, bank_images = bank
-    try:
-        draws = label_draws(bank_y.tolist(), settings)
-    except ValueError as err:
-        raise ValueError(f"evaluation.few_label.per_class: {err}") from err
+    draws = label_draws(bank_y.tolist(), settings)
     rows = torch.tensor(draws)
     plain, augmented = probe_draws(
         bank_z[rows], bank_y[rows], tests[0], tests[1], settings, augmenter

@@ -1,11 +1,12 @@
-"""One run's training: solo-learn's method and data pipeline, the Lightning Trainer and the
-per-epoch curve callback."""
+"""One run's training: solo-learn's method and data pipeline, the Lightning Trainer, and its
+curves: recorded per epoch (loss, probe kNN) and drawn for the study."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -156,3 +157,58 @@ def train(
         elapsed - recorder.probe_s,
         recorder.probe_s,
     )
+
+
+def plot_curves(runs: list[dict[str, Any]], floors: dict[str, Any], out: Path) -> list[Path]:
+    """``curves_loss.png`` (SSL loss per epoch, one panel per method) and ``curves_knn.png``
+    (probe kNN top-1 vs epochs and vs views seen; floors as horizontal lines, on the probe set
+    where they were scored there)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(f"{run['method']} ({run['budget']})", []).append(run)
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    loss_fig, loss_axes = plt.subplots(
+        1, max(len(methods), 1), figsize=(4 * max(len(methods), 1), 3.2), squeeze=False
+    )
+    knn_fig, knn_axes = plt.subplots(1, 2, figsize=(11, 4))
+    for colour, (name, members) in enumerate(groups.items()):
+        style = {"marker": "o", "color": f"C{colour}", "alpha": 0.8}
+        ax = loss_axes[0][methods.index(members[0]["method"])]
+        for i, run in enumerate(members):
+            label = name if i == 0 else None
+            points = [(p["epoch"], p["loss"]) for p in run["curve"] if p["loss"] is not None]
+            if points:
+                ax.plot(*zip(*points), label=label, **style)
+            points = [p for p in run["curve"] if p["knn_top1"] is not None]
+            accs = [p["knn_top1"] for p in points]
+            epochs = [p["step"] / run["steps_per_epoch"] for p in points]
+            views = [p["step"] * run["batch_size"] * run["views"] / 1e6 for p in points]
+            knn_axes[0].plot(epochs, accs, label=label, **style)
+            knn_axes[1].plot(views, accs, label=label, **style)
+    for ax, method in zip(loss_axes[0], methods):
+        ax.set(title=f"{method}: {facts_of(method).loss_key}", xlabel="epoch", ylabel="loss")
+        ax.legend(fontsize=7)
+    for floor, style in (("raw_pixels", ":"), ("untrained", "--")):
+        result = floors.get(f"floor-{floor}")
+        if result:  # the curves are scored on the probe set: so is the floor, where it was
+            value, where = result.get("probe_knn_top1"), "probe set"
+            if value is None:
+                value, where = result["knn_top1"], "eval set"
+            for ax in knn_axes:
+                ax.axhline(value, color="grey", linestyle=style, label=f"{floor} ({where})")
+    knn_axes[0].set(
+        xlabel="epoch", ylabel="kNN top-1 (%) on the probe set", title="kNN top-1 vs epochs"
+    )
+    knn_axes[1].set(xlabel="views seen (millions)", title="kNN top-1 vs views seen")
+    knn_axes[0].legend(fontsize=7)
+    paths = [out / "curves_loss.png", out / "curves_knn.png"]
+    for fig, path in zip((loss_fig, knn_fig), paths):
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return paths

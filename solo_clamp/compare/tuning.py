@@ -7,7 +7,7 @@ Config (``tuning:``; see ``scripts/compare/fashion_mnist_tuned.yaml``):
   for every method, or a mapping ``method -> list`` (then every method needs its list).
 * ``method_kwargs``: ``{method: {kwarg: [values, ...]}}``, values a method's trials also try.
 * **Equal trials** (the rule): a method's trials are its lr multipliers × the product of its
-  ``method_kwargs`` grids, and all methods must get the same number (:func:`validate_tuning`).
+  ``method_kwargs`` grids, and all methods must get the same number (:func:`validate_grid`).
 * ``val_per_class``, ``seed``: the validation split, drawn from the training images and held
   out of everything else (``solo_clamp.compare.data.held_out_indices``).
 * ``epochs``: every trial trains this many epochs (equal_epochs budget) with seed ``seed``.
@@ -95,11 +95,6 @@ def method_grid(cfg: DictConfig, method: str) -> list[Setting]:
     ]
 
 
-def _positive_int(value: Any, key: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key} must be a positive integer, got {value!r}.")
-
-
 def _check_kwargs(cfg: DictConfig) -> None:
     from solo_clamp.methods import facts_of, known
 
@@ -117,40 +112,10 @@ def _check_kwargs(cfg: DictConfig) -> None:
                 )
 
 
-def validate_tuning(cfg: DictConfig) -> None:
-    """Checks ``tuning``; raises ValueError naming the field (nothing to check when disabled)."""
-    tuning = cfg.get("tuning")
-    if tuning is None:
-        return
-    if not isinstance(tuning.get("enabled"), bool):
-        raise ValueError(f"tuning.enabled must be true or false, got {tuning.get('enabled')!r}.")
-    for flag in ("only", "curves"):
-        if not isinstance(tuning.get(flag, False), bool):
-            raise ValueError(f"tuning.{flag} must be true or false, got {tuning.get(flag)!r}.")
-    if tuning.get("clamp_rs") is not None:
-        raise ValueError(
-            "tuning.clamp_rs was replaced by tuning.method_kwargs: write "
-            f"`method_kwargs: {{clamp: {{rs: {list(tuning.clamp_rs)}}}}}`."
-        )
-    if not tuning.enabled:
-        if tuning.get("only", False):
-            raise ValueError(
-                "tuning.only=true (--tune-only) needs tuning.enabled=true: "
-                "there is no tuning to stop after."
-            )
-        return
-    _positive_int(tuning.get("val_per_class"), "tuning.val_per_class")
-    _positive_int(tuning.get("epochs"), "tuning.epochs")
-    seed = tuning.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"tuning.seed must be an integer, got {seed!r}.")
-    train_per_class = cfg.data.get("train_per_class")
-    if train_per_class is not None and tuning.val_per_class >= train_per_class:
-        raise ValueError(
-            f"tuning.val_per_class ({tuning.val_per_class}) must be smaller than "
-            f"data.train_per_class ({train_per_class}): the validation images are taken from "
-            "the training images, and the rest train and form the kNN bank."
-        )
+def validate_grid(cfg: DictConfig) -> None:
+    """Checks the grid of an enabled ``tuning`` (its other fields: ``validate_config``):
+    every tuned kwarg is a field of its method, and every method gets the same number of
+    trials; raises ValueError naming the field."""
     _check_kwargs(cfg)
     counts = {}
     for method in cfg.methods:
@@ -173,7 +138,7 @@ def validate_tuning(cfg: DictConfig) -> None:
 def trial_specs(cfg: DictConfig, steps_per_epoch: int) -> list[RunSpec]:
     """Every trial, grid-point-major (an interrupted tuning leaves the methods level)."""
     grids = {method: method_grid(cfg, method) for method in cfg.methods}
-    size = min(len(grid) for grid in grids.values())  # equal, by validate_tuning
+    size = min(len(grid) for grid in grids.values())  # equal, by validate_grid
     return [
         RunSpec(
             method,

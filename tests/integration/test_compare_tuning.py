@@ -599,3 +599,22 @@ def test_interrupted_tuning_resumes_at_the_unfinished_trial(tuned_config, tmp_pa
     assert summary.tuning.skipped == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
     assert summary.tuning.selected == {"clamp": Setting(0.5, 0.5), "simclr": Setting(0.2, 0.5)}
     assert "- clamp: lr 0.5 (×0.5) (at the edge" in (tmp_path / "results.md").read_text()
+
+
+def test_a_few_label_draw_larger_than_a_bank_class_is_refused_before_training(
+    tuned_config, tmp_path, capsys, monkeypatch
+):
+    """The draws come from the kNN bank: 10 training images per class, 2 held out for
+    validation, leave 8; a draw of 9 per class is refused before any trial trains."""
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the few-label settings were checked")
+
+    monkeypatch.setattr(tuning_module, "train", no_training)
+    out = tmp_path / "out"
+    args = ["compare", "--config", str(tuned_config), "--out", str(out), "--set"]
+    assert main([*args, "evaluation.few_label.per_class=9"]) == 2
+    assert (
+        "evaluation.few_label.per_class (9) must not exceed the images of any class in the kNN "
+        "bank, where the draws come from: class 0 has 8." in capsys.readouterr().err
+    )
