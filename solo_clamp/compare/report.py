@@ -69,26 +69,27 @@ def csv_rows(results: dict[str, dict[str, Any]], tuning: Optional[Tuning]) -> li
     for row in rows:
         setting = _setting(row)
         row["tuned"] = setting.tuned if setting else {}
-    trials = []
     if tuning is not None:
         rows += [{**f, "kind": "validation_floor"} for f in tuning.floors.values()]
         methods = list(dict.fromkeys(s.method for s in tuning.specs))
         for spec in sorted(tuning.specs, key=lambda s: methods.index(s.method)):
-            result = tuning.results.get(spec.run_id)
-            if result is not None:
-                chosen = tuning.selected.get(spec.method) == spec.setting
-                trials.append({**result, "kind": "trial", "tuned": spec.setting.tuned})
-                trials[-1].update(lr_multiplier=spec.setting.lr_multiplier, selected=chosen)
-    for run in [*rows, *trials]:
-        for point in run.get("curve") or []:
-            trials.append(
-                {
-                    **{k: run.get(k) for k in ("run_id", "method", "budget", "seed")},
-                    "kind": "curve",
-                    **{f"curve_{k}": point[k] for k in ("epoch", "step", "loss", "knn_top1")},
-                }
-            )
-    return rows + trials
+            if spec.run_id in tuning.results:
+                rows.append({**tuning.results[spec.run_id], "kind": "trial"})
+                rows[-1].update(
+                    tuned=spec.setting.tuned,
+                    lr_multiplier=spec.setting.lr_multiplier,
+                    selected=tuning.selected.get(spec.method) == spec.setting,
+                )
+    curves = [
+        {
+            **{k: run.get(k) for k in ("run_id", "method", "budget", "seed")},
+            "kind": "curve",
+            **{f"curve_{k}": point[k] for k in ("epoch", "step", "loss", "knn_top1")},
+        }
+        for run in rows
+        for point in run.get("curve") or []
+    ]
+    return rows + curves
 
 
 def write_results_csv(rows: list[dict[str, Any]], path: Path) -> None:

@@ -12,7 +12,17 @@ from omegaconf import DictConfig
 
 from solo_clamp.compare.data import ComparisonData, bank_indices, eval_split, test_indices
 from solo_clamp.compare.plan import RunSpec, parse, solo_cfg
-from solo_clamp.evaluation import FewLabelSettings
+from solo_clamp.evaluation import (
+    FewLabelSettings,
+    RawPixels,
+    knn_accuracy,
+    label_draws,
+    linear_probe_accuracy,
+    probe_draws,
+    subset_features,
+    summarise,
+    untrained_backbone,
+)
 
 
 def evaluation_device(cfg: DictConfig) -> torch.device:
@@ -32,8 +42,6 @@ def _features(
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Features, labels and dataset indices of the ``indices(targets)`` images of ``split``
     (centre crop, no augmentation)."""
-    from solo_clamp.evaluation import subset_features
-
     dataset = eval_split(cfg, data, split, crop_size)
     chosen = indices(dataset.targets)
     device = evaluation_device(cfg)
@@ -50,8 +58,6 @@ def _features(
 
 
 def _knn(cfg: DictConfig, bank, queries) -> tuple[float, float]:
-    from solo_clamp.evaluation import knn_accuracy
-
     ev = cfg.evaluation
     return knn_accuracy(
         *bank[:2],
@@ -101,8 +107,6 @@ def _few_label(settings: FewLabelSettings, bank, tests, augmenter=None) -> dict[
     """Few-label probes: draws of ``settings.per_class`` images per class from the kNN bank
     (the same for every extractor: they depend on the bank's labels only), probed on the
     test images; ``few_label_images``: the drawn images' indices in the training split."""
-    from solo_clamp.evaluation import label_draws, probe_draws, summarise
-
     bank_z, bank_y, bank_images = bank
     draws = label_draws(bank_y.tolist(), settings)
     rows = torch.tensor(draws)
@@ -130,8 +134,6 @@ def test_split_scores(
     """kNN top-1/top-5, linear-probe top-1 and (``evaluation.few_label``) few-label probes
     of ``extractor``'s features on the test split; ``augmenter``: the method's feature
     augmenter for ``few_label_augmented``."""
-    from solo_clamp.evaluation import linear_probe_accuracy
-
     ev = cfg.evaluation
     bank = _features(cfg, data, extractor, "train", lambda t: bank_indices(cfg, data, t), crop_size)
     tests = _features(cfg, data, extractor, "val", lambda t: test_indices(cfg, t), crop_size)
@@ -185,8 +187,6 @@ def floor_extractor(
 ) -> tuple[torch.nn.Module, Optional[int]]:
     """A floor's feature extractor and its crop size (None: the views'): raw pixels at
     ``floors.raw_pixel_size``, or the backbone every run of ``seed`` starts from."""
-    from solo_clamp.evaluation import RawPixels, untrained_backbone
-
     crop = cfg.augmentations[0].crop_size
     if floor == "raw_pixels":
         size = cfg.floors.get("raw_pixel_size")
