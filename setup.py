@@ -20,6 +20,7 @@ setup(
     package_data={
         "solo_clamp": ["py.typed"],
         "solo_clamp.configs": ["pretrain/**/*.yaml", "linear/**/*.yaml", "compare/*.yaml"],
+        "solo_clamp.compare": ["templates/*.md.j2"],  # results.md (jinja2)
         "solo_clamp.zoo": ["index.yaml"],
     },
     python_requires=">=3.10",

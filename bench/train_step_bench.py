@@ -131,15 +131,16 @@ def make_cfg(
     its runs' cfgs (the same LARS optimizer for every method, no learning-rate schedule)."""
     from omegaconf import OmegaConf
 
+    from solo_clamp.compare.config import DEFAULTS
     from solo_clamp.compare.data import ComparisonData
-    from solo_clamp.compare.plan import RunSpec
-    from solo_clamp.compare.training import build_solo_cfg, parse
+    from solo_clamp.compare.plan import RunSpec, parse, solo_cfg
 
     solo_method = SOLO_METHOD.get(method, method)
     recipe: dict[str, Any] = {"method_kwargs": METHOD_KWARGS[method], "optimizer": OPTIMIZER}
     if solo_method in MOMENTUM_METHODS:
         recipe["momentum"] = {"base_tau": 0.99, "final_tau": 1.0}
-    comparison = OmegaConf.create(
+    comparison = OmegaConf.merge(
+        DEFAULTS,
         {
             "dataset": dataset,
             "data": {"num_workers": 0},
@@ -148,7 +149,7 @@ def make_cfg(
             "scheduler": {"name": "none"},
             "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
             "recipes": {solo_method: recipe},
-        }
+        },
     )
     spec = RunSpec(
         solo_method,
@@ -160,7 +161,7 @@ def make_cfg(
         batch_size=batch_size,
     )
     data = ComparisonData(name=dataset, solo_dataset=dataset, train_path="unused", val_path="")
-    return parse(build_solo_cfg(comparison, spec, data))
+    return parse(solo_cfg(comparison, spec, data))
 
 
 class LossRecorder:

@@ -1,19 +1,30 @@
-"""Frozen-feature evaluation: feature extraction, weighted kNN (solo-learn's) and a linear probe."""
+"""Frozen-feature evaluation, the one home of it: feature extraction, solo-learn's weighted kNN,
+a linear probe, few-label probes and the two floors (raw pixels, the untrained backbone).
+
+Used by the pretrain report (``solo_clamp.training.pretrain.knn_report``), ``solo-clamp
+compare``, ``solo-clamp knn`` and ``solo-clamp few-label``: every kNN, probe and floor number
+of the project is computed here, with the same transform and the same rules.
+"""
 
 from __future__ import annotations
 
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+FLOORS = {"raw_pixels": "raw pixels", "untrained": "untrained backbone"}
+"""The two floors every learned representation is measured against, and their names."""
 
 
 def eval_transform(
@@ -38,6 +49,28 @@ def image_folder_loader(
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
+class RawPixels(nn.Flatten):
+    """The raw-pixel floor: the normalised evaluation image, flattened, as features
+    (``inplanes`` is how solo-learn's ``LinearModel`` reads a backbone's width)."""
+
+    def __init__(self, crop_size: int):
+        super().__init__()
+        self.inplanes = 3 * crop_size * crop_size
+
+
+def untrained_backbone(solo_cfg: DictConfig, seed: int) -> nn.Module:
+    """The untrained floor: the backbone a pretraining run of the parsed ``solo_cfg`` with
+    ``seed`` starts from (solo-learn builds the backbone first, right after seeding)."""
+    from lightning.pytorch import seed_everything
+    from solo.methods import METHODS
+
+    import solo_clamp
+
+    solo_clamp.register()
+    seed_everything(seed)
+    return METHODS[solo_cfg.method](solo_cfg).backbone
+
+
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module,
@@ -47,7 +80,7 @@ def extract_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs ``backbone`` in eval mode over ``loader``; returns ``(features [N, F], labels [N])``.
 
-    A module without parameters (``nn.Flatten()``: the raw-pixel floor) runs on the CPU."""
+    A module without parameters (``RawPixels``: the raw-pixel floor) runs on the CPU."""
     if device is None:
         weights = next(backbone.parameters(), None)
         device = weights.device if weights is not None else torch.device("cpu")
@@ -59,6 +92,25 @@ def extract_features(
         labels.append(targets)
     backbone.train(was_training)
     return torch.cat(feats), torch.cat(labels)
+
+
+def subset_features(
+    backbone: nn.Module,
+    dataset: Dataset,
+    indices: Sequence[int],
+    batch_size: int = 256,
+    num_workers: int = 0,
+    desc: str = "features",
+    device: Optional[torch.device] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`extract_features` of the ``indices`` images of ``dataset``, in that order."""
+    loader = DataLoader(
+        Subset(dataset, list(indices)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )
+    return extract_features(backbone, loader, desc=desc, device=device)
 
 
 def knn_accuracy(
@@ -119,3 +171,77 @@ def linear_probe_accuracy(
         schedule.step()
     with torch.no_grad():
         return float((layer(x_test).argmax(1) == test_labels).float().mean() * 100)
+
+
+@dataclass(frozen=True)
+class FewLabelSettings:
+    """A few-label protocol: ``per_class`` labelled images per class, one draw per seed of
+    ``seeds`` (``draws`` of them), a linear probe per draw (``epochs``, ``lr``,
+    ``weight_decay``), and ``samples`` feature-augmentation samples per labelled image
+    (0: none). ``floors``: the floors a command probes beside the backbone."""
+
+    per_class: int
+    draws: int
+    seeds: tuple[int, ...]
+    samples: int
+    floors: tuple[str, ...]
+    epochs: int
+    lr: float
+    weight_decay: float
+
+
+def label_draws(targets: Sequence[int], settings: FewLabelSettings) -> list[list[int]]:
+    """The labelled images of every draw: sorted positions in ``targets``, class-stratified
+    (:func:`~solo_clamp.data.label_subset.stratified_draw`, one seed per draw)."""
+    from solo_clamp.data.label_subset import stratified_draw
+
+    return [
+        stratified_draw(targets, per_class=settings.per_class, seed=seed).tolist()
+        for seed in settings.seeds
+    ]
+
+
+def probe_draws(
+    train_z: torch.Tensor,
+    train_y: torch.Tensor,
+    test_z: torch.Tensor,
+    test_y: torch.Tensor,
+    settings: FewLabelSettings,
+    augmenter=None,
+) -> tuple[list[float], list[float]]:
+    """Top-1 % of the probe of each draw, and with ``augmenter`` (a method's feature
+    augmenter, e.g. ManifoldCLR's prior) of the probe on the draw's features plus
+    ``settings.samples`` prior samples each.
+
+    Args:
+        train_z, train_y: ``[draws, n, d]`` labelled features and ``[draws, n]`` labels.
+        test_z, test_y: ``[N, d]`` and ``[N]``, the evaluation split.
+
+    Returns:
+        ``(plain, augmented)``, one value per draw (``augmented`` empty without augmenter).
+    """
+    plain, augmented = [], []
+    for seed, z, y in zip(settings.seeds, train_z, train_y):
+        probe = dict(
+            epochs=settings.epochs, lr=settings.lr, weight_decay=settings.weight_decay, seed=seed
+        )
+        plain.append(linear_probe_accuracy(z, y, test_z, test_y, **probe))
+        if augmenter is None:
+            continue
+        extra = augmenter.augment(z, settings.samples, torch.Generator().manual_seed(seed))
+        labels = torch.cat([y, y.repeat_interleave(settings.samples)])
+        augmented.append(
+            linear_probe_accuracy(torch.cat([z, extra]), labels, test_z, test_y, **probe)
+        )
+    return plain, augmented
+
+
+def summarise(per_draw: Sequence[float]) -> dict[str, Any]:
+    """``{"per_draw", "mean", "std"}`` of per-draw accuracies (std: the sample standard
+    deviation, null for a single draw)."""
+    values = [float(v) for v in per_draw]
+    return {
+        "per_draw": values,
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+    }

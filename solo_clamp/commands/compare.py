@@ -4,7 +4,6 @@
     solo-clamp compare --quick --out runs/smoke         # tiny smoke run (a minute or two)
     solo-clamp compare --dataset mnist --methods clamp simclr --seeds 0 1 2
     solo-clamp compare --config scripts/compare/cifar10.yaml --out runs/cifar10   # GPU
-    solo-clamp compare --estimate 4                     # time 4 steps per method, extrapolate
     solo-clamp compare --configs-only --out runs/cfgs   # every run's solo-learn cfg, no training
     solo-clamp compare --methods clamp --set recipes.clamp.method_kwargs.rs=5 --out runs/rs5
     solo-clamp compare --config scripts/compare/fashion_mnist_tuned.yaml   # tune lr, then run
@@ -84,7 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training images per class (MNIST / Fashion-MNIST)",
     )
     parser.add_argument(
-        "--views", type=int, default=None, help="CLAMP's views per image (default: the config's)"
+        "--views",
+        type=int,
+        default=None,
+        help="views per image of every method that takes more than 2 (e.g. CLAMP; default: "
+        "the config's)",
     )
     parser.add_argument(
         "--out",
@@ -114,18 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop after the tuning trials (validation scores beside the "
         "validation floors, in tuning.md); no final runs, no test split",
     )
-    instead = parser.add_mutually_exclusive_group()
-    instead.add_argument(
-        "--estimate",
-        type=int,
-        nargs="?",
-        const=4,
-        default=None,
-        metavar="STEPS",
-        help="time STEPS training steps per method (default 4) and print the "
-        "plan's projected duration instead of running it",
-    )
-    instead.add_argument(
+    parser.add_argument(
         "--configs-only",
         action="store_true",
         help="write compare_config.yaml and every run's exact solo-learn cfg "
@@ -173,8 +165,13 @@ def build_config(args: argparse.Namespace):
         cfg.epochs = args.epochs
     if args.train_per_class is not None:
         cfg.data.train_per_class = args.train_per_class
-    if args.views is not None and "clamp" in cfg.recipes:
-        cfg.recipes.clamp.views = args.views
+    if args.views is not None:
+        from solo_clamp.methods import facts_of, known
+
+        for method in cfg.recipes:
+            rule = facts_of(method).views if method in known() else None
+            if rule is not None and (rule.maximum is None or rule.maximum > 2):
+                cfg.recipes[method].views = args.views
     if getattr(args, "tune_only", False):
         cfg.tuning.only = True
     if getattr(args, "overrides", None):
@@ -211,34 +208,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = build_config(args)
         _quiet()
-        if args.estimate is not None:
-            if args.estimate < 2:
-                raise ValueError(f"--estimate takes at least 2 steps, got {args.estimate}.")
-            report = compare.estimate(cfg, steps=args.estimate)
-            ref = report["reference_images_per_s"]
-            print(
-                f"reference: backbone forward+backward {ref[0]:.0f} -> {ref[-1]:.0f} images/s "
-                f"(before -> after); evaluation forward "
-                f"{report['forward_images_per_s']:.0f} images/s"
-            )
-            for method, cost in report["relative_cost"].items():
-                print(
-                    f"  {method}: {report['seconds_per_step'][method]:.2f} s/step, "
-                    f"{cost:.2f}x the reference time for its views"
-                )
-            if report["trials"]:
-                print(
-                    f"tuning: {len(report['trials'])} trial(s) of "
-                    f"{report['trials'][0]['steps']} steps, "
-                    f"~{report['tuning_s'] / 60:.1f} min in all"
-                )
-            for row in report["runs"]:
-                print(f"  {row['run_id']}: {row['steps']} steps, ~{row['seconds'] / 60:.1f} min")
-            print(
-                f"floors: ~{report['floors_s'] / 60:.1f} min; projected total at this speed: "
-                f"~{report['total_s'] / 60:.0f} min (scales inversely with the reference)"
-            )
-            return 0
         out = args.out or Path("runs") / f"compare-{cfg.dataset}{'-quick' if cfg.quick else ''}"
         if args.configs_only:
             for path in compare.write_run_configs(cfg, out):

@@ -19,31 +19,36 @@ Budgets (``B`` images per step for every method, ``E`` = ``epochs``, ``S`` = ste
   BYOL's momentum encoder adds forward passes that neither budget counts.
 
 Fair tuning (``tuning.enabled``, :mod:`solo_clamp.compare.tuning`): first every method's
-learning rate (CLAMP: also ``rs``) is chosen from a grid with the same number of trials per
-method, by kNN top-1 on a validation split held out of the training images (it never trains
-and is in no kNN bank, and no trial reads the test split); the final runs use each method's
-selected setting. A diverging trial is recorded as failed and never selected.
+learning rate (and any ``method_kwargs`` in ``tuning.method_kwargs``) is chosen from a grid
+with the same number of trials per method, by kNN top-1 on a validation split held out of the
+training images (it never trains, is in no kNN bank and no few-label draw, and no trial reads
+the test split); the final runs use each method's selected setting. A diverging trial is
+recorded as failed and never selected.
 
-Output directory: ``runs/<run>/{config.yaml, backbone.pt, result.json}``, ``results.csv``
-(one row per run), ``results.md`` (mean ± std and per-seed values, best and ties, each
-method's setting, floors, verdicts), ``curves_loss.png``, ``curves_knn.png`` and
-``compare_config.yaml``; with tuning also ``tuning/<trial>/{config.yaml, result.json}``,
-``tuning.csv`` and ``tuning.md``. ``result.json`` is written last and atomically: a run or
-trial that has one (with the same settings) is skipped on restart; any other starts over.
+Scores (``evaluation``, :mod:`solo_clamp.compare.scores`): kNN and a linear probe on the test
+split; with ``evaluation.few_label.enabled`` also few-label probes (``per_class`` labelled
+images per class, ``draws`` draws from the kNN bank, the same for every method, seed and
+floor), with the method's feature augmentation where it has one
+(``feature_augment.samples``, e.g. ManifoldCLR's learned prior).
+
+Each run's solo-learn cfg is ``scripts/compare/run.yaml`` <- the method's recipe <- the run's
+own values (:func:`solo_clamp.compare.plan.solo_cfg`).
+
+Output directory: ``results.csv`` (one long table, a ``kind`` column telling apart runs,
+floors, tuning trials, validation floors and curve points), ``results.md`` (mean ± std and
+per-seed values, best and ties, each method's setting, floors, verdicts, few-label probes,
+the tuning trials, every run), ``curves_loss.png``, ``curves_knn.png``,
+``compare_config.yaml``, and for resuming ``runs/<run>/{config.yaml, backbone.pt,
+result.json}`` and ``tuning/<trial>/{config.yaml, result.json}``. ``result.json`` is written
+last and atomically: a run or trial that has one (with the same settings) is skipped on
+restart; any other starts over.
 """
 
 from __future__ import annotations
 
-from solo_clamp.compare.config import (
-    BUDGETS,
-    CONFIG_DIR,
-    RESULT_COLUMNS,
-    apply_quick,
-    load_config,
-    validate_config,
-)
-from solo_clamp.compare.estimate import estimate
+from solo_clamp.compare.config import BUDGETS, CONFIG_DIR, apply_quick, load_config, validate_config
 from solo_clamp.compare.plan import plan_runs
+from solo_clamp.compare.report import RESULT_COLUMNS
 from solo_clamp.compare.runner import run_comparison, write_run_configs
 
 __all__ = [
@@ -51,7 +56,6 @@ __all__ = [
     "CONFIG_DIR",
     "RESULT_COLUMNS",
     "apply_quick",
-    "estimate",
     "load_config",
     "plan_runs",
     "run_comparison",

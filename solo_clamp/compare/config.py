@@ -11,16 +11,14 @@ from typing import Any, Iterator, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from solo_clamp.compare.tuning import validate_tuning
+from solo_clamp.compare.data import DATASETS, IDX_DATASETS
+from solo_clamp.compare.plan import RUN_YAML
+from solo_clamp.compare.tuning import validate_grid
 from solo_clamp.configs import config_dir
 from solo_clamp.methods import facts_of, known
 
 CONFIG_DIR = config_dir("compare")
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet100", "image_folder")
 BUDGETS = ("equal_epochs", "equal_compute")
-FLOORS = ("raw_pixels", "untrained")
-_IDX_DATASETS = ("fashion_mnist", "mnist")
-_TORCHVISION_DATASETS = ("cifar10", "cifar100")
 # Every field a comparison config may leave out (a config must give methods, recipes,
 # augmentations, epochs and batch_size; see scripts/compare/fashion_mnist.yaml).
 DEFAULTS: dict[str, Any] = {
@@ -59,13 +57,22 @@ DEFAULTS: dict[str, Any] = {
         "train_per_class": None,
         "val_per_class": None,
         "linear": {"epochs": 100, "lr": 0.01, "weight_decay": 1e-5},
+        # few-label probes (linear, evaluation.linear's settings) on draws from the kNN bank
+        "few_label": {
+            "enabled": False,
+            "per_class": 5,
+            "draws": 5,
+            "seed": 0,
+            "feature_augment": {"samples": 0},  # per labelled image, methods that have one
+        },
     },
     "floors": {"seed": 0, "raw_pixel_size": None},
-    # Fair tuning (solo_clamp.compare.tuning); lr_multipliers: a list, or method -> list.
+    # Fair tuning (solo_clamp.compare.tuning); lr_multipliers: a list, or method -> list;
+    # method_kwargs: {method: {kwarg: [values]}}.
     "tuning": {
         "enabled": False,
         "lr_multipliers": None,
-        "clamp_rs": None,
+        "method_kwargs": {},
         "val_per_class": 50,
         "epochs": 4,
         "seed": 0,
@@ -74,33 +81,13 @@ DEFAULTS: dict[str, Any] = {
     },
     "quick": False,
 }
-RESULT_COLUMNS = (
-    "run_id",
-    "method",
-    "budget",
-    "seed",
-    "views",
-    "epochs",
-    "steps",
-    "batch_size",
-    "images_seen",
-    "views_seen",
-    "train_s",
-    "curve_s",
-    "eval_s",
-    "knn_top1",
-    "knn_top5",
-    "linear_top1",
-    "lr",
-    "rs",
-)
 
 
 def default_config_path(dataset: str = "fashion_mnist") -> Path:
     """The shipped comparison config of ``dataset`` (``scripts/compare/<dataset>.yaml``)."""
     path = CONFIG_DIR / f"{dataset}.yaml"
-    if not path.exists():
-        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    if not path.exists() or path == RUN_YAML:
+        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p != RUN_YAML)
         raise ValueError(f"dataset {dataset!r} has no shipped config; shipped: {shipped}.")
     return path
 
@@ -135,7 +122,7 @@ def apply_quick(cfg: DictConfig) -> DictConfig:
     """The tiny smoke setting: a few images per class (MNIST / Fashion-MNIST; elsewhere only
     the evaluation sets shrink), 2 epochs, small batches, one seed; tuning (when enabled): 4
     validation images per class, 1 epoch per trial, the same grid."""
-    if cfg.dataset in _IDX_DATASETS:
+    if cfg.dataset in IDX_DATASETS:
         cfg.data.train_per_class, cfg.data.val_per_class = 16, 8
     else:
         cfg.evaluation.train_per_class, cfg.evaluation.val_per_class = 16, 8
@@ -150,13 +137,20 @@ def apply_quick(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _positive_int(cfg: DictConfig, key: str, allow_none: bool = False) -> None:
+def _integer(cfg: DictConfig, key: str, minimum: Optional[int] = 1, allow_none=False) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        none = " or null" if allow_none else ""
-        raise ValueError(f"{key} must be a positive integer{none}, got {value!r}.")
+    low = minimum is not None and isinstance(value, int) and value < minimum
+    if isinstance(value, bool) or not isinstance(value, int) or low:
+        kind = {None: "an integer", 0: "an integer >= 0", 1: "a positive integer"}[minimum]
+        raise ValueError(f"{key} must be {kind}{' or null' if allow_none else ''}, got {value!r}.")
+
+
+def _flag(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key, default=False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}.")
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -190,14 +184,14 @@ def validate_config(cfg: DictConfig) -> None:
         "evaluation.batch_size",
         "evaluation.linear.epochs",
     ):
-        _positive_int(cfg, key)
+        _integer(cfg, key)
     for key in (
         "data.train_per_class",
         "data.val_per_class",
         "curves.per_class",
         "trainer.threads",
     ):
-        _positive_int(cfg, key, allow_none=True)
+        _integer(cfg, key, allow_none=True)
     scale = cfg.get("projector_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
         raise ValueError(f"projector_scale must be in (0, 1], got {scale!r}.")
@@ -225,11 +219,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(
             f"evaluation.distance must be 'cosine' or 'euclidean', got {cfg.evaluation.distance!r}."
         )
-    if cfg.dataset not in _IDX_DATASETS:
+    if cfg.dataset not in IDX_DATASETS:
         for key in ("data.train_per_class", "data.val_per_class"):
             if OmegaConf.select(cfg, key) is not None:
                 raise ValueError(
-                    f"{key} applies only to the datasets {list(_IDX_DATASETS)} (prepared "
+                    f"{key} applies only to the datasets {list(IDX_DATASETS)} (prepared "
                     f"subsets), not to {cfg.dataset!r}: use evaluation.train_per_class / "
                     "val_per_class to subsample the evaluation sets."
                 )
@@ -237,7 +231,44 @@ def validate_config(cfg: DictConfig) -> None:
         for key in ("data.train_path", "data.val_path"):
             if not OmegaConf.select(cfg, key):
                 raise ValueError(f"{key} is required for dataset {cfg.dataset!r} (an ImageFolder).")
-    validate_tuning(cfg)
+    _validate_stages(cfg)
+
+
+def _validate_stages(cfg: DictConfig) -> None:
+    """The fields of ``evaluation.few_label`` and ``tuning`` (its grid: ``validate_grid``)."""
+    _flag(cfg, "evaluation.few_label.enabled")
+    _integer(cfg, "evaluation.few_label.per_class")
+    _integer(cfg, "evaluation.few_label.draws")
+    _integer(cfg, "evaluation.few_label.seed", minimum=None)
+    _integer(cfg, "evaluation.few_label.feature_augment.samples", minimum=0)
+    tuning = cfg.tuning
+    if not isinstance(tuning.get("enabled"), bool):
+        raise ValueError(f"tuning.enabled must be true or false, got {tuning.get('enabled')!r}.")
+    _flag(cfg, "tuning.only")
+    _flag(cfg, "tuning.curves")
+    if tuning.get("clamp_rs") is not None:  # the field of earlier versions
+        raise ValueError(
+            "tuning.clamp_rs was replaced by tuning.method_kwargs: write "
+            f"`method_kwargs: {{clamp: {{rs: {list(tuning.clamp_rs)}}}}}`."
+        )
+    if not tuning.enabled:
+        if tuning.get("only", False):
+            raise ValueError(
+                "tuning.only=true (--tune-only) needs tuning.enabled=true: "
+                "there is no tuning to stop after."
+            )
+        return
+    _integer(cfg, "tuning.val_per_class")
+    _integer(cfg, "tuning.epochs")
+    _integer(cfg, "tuning.seed", minimum=None)
+    train_per_class = cfg.data.get("train_per_class")
+    if train_per_class is not None and tuning.val_per_class >= train_per_class:
+        raise ValueError(
+            f"tuning.val_per_class ({tuning.val_per_class}) must be smaller than "
+            f"data.train_per_class ({train_per_class}): the validation images are taken from "
+            "the training images, and the rest train and form the kNN bank."
+        )
+    validate_grid(cfg)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""The comparison's data: where the images are, subsets, views and the kNN curve probe."""
+"""The comparison's data: where the images are, which images each stage reads (the tuning
+validation split, the kNN bank, the test images), the views, and the curves' kNN probe."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Callable, Collection, Optional, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from solo_clamp.compare.config import _IDX_DATASETS, _TORCHVISION_DATASETS
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet100", "image_folder")
+IDX_DATASETS = ("fashion_mnist", "mnist")  # prepared from idx files, subsets per class
+TORCHVISION_DATASETS = ("cifar10", "cifar100")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class ComparisonData:
 
     def dataset(self, split: str, transform: Callable):
         """The ``train`` or ``val`` split with ``transform`` (labels as ``.targets``)."""
-        if self.solo_dataset in _TORCHVISION_DATASETS:
+        if self.solo_dataset in TORCHVISION_DATASETS:
             import torchvision.datasets
 
             dataset_class = vars(torchvision.datasets)[self.solo_dataset.upper()]
@@ -84,7 +87,7 @@ def prepare_data(cfg: DictConfig) -> ComparisonData:
 
 def _locate_data(cfg: DictConfig) -> ComparisonData:
     data = cfg.data
-    if cfg.dataset in _IDX_DATASETS:
+    if cfg.dataset in IDX_DATASETS:
         from solo_clamp.data.prepare import prepare_image_folder
 
         prepared = prepare_image_folder(
@@ -96,7 +99,7 @@ def _locate_data(cfg: DictConfig) -> ComparisonData:
             seed=data.seed,
         )
         return ComparisonData(cfg.dataset, "custom", str(prepared.train), str(prepared.val))
-    if cfg.dataset in _TORCHVISION_DATASETS:
+    if cfg.dataset in TORCHVISION_DATASETS:
         root = str(data.get("root") or "datasets")
         return ComparisonData(cfg.dataset, cfg.dataset, root, root)
     for key in ("train_path", "val_path"):
@@ -148,6 +151,11 @@ def bank_indices(cfg: DictConfig, data: ComparisonData, targets: Sequence[int]) 
     return stratified_indices(targets, cfg.evaluation.train_per_class, data.held_out)
 
 
+def test_indices(cfg: DictConfig, targets: Sequence[int]) -> list[int]:
+    """The test images scored: ``evaluation.val_per_class`` per class of the test split."""
+    return stratified_indices(targets, cfg.evaluation.val_per_class)
+
+
 def normalisation(cfg: DictConfig, data: ComparisonData) -> tuple[list[float], list[float]]:
     """Mean and std of the training views (read from solo-learn's own pipeline)."""
     from solo.data.pretrain_dataloader import build_transform_pipeline
@@ -163,13 +171,24 @@ def augmentation_sets(cfg: DictConfig, views: int) -> list[DictConfig]:
     for aug in cfg.augmentations:
         aug = OmegaConf.create(OmegaConf.to_container(aug, resolve=True))
         aug.num_crops = views // len(cfg.augmentations)
-        if cfg.dataset in _IDX_DATASETS and "mean" not in aug:
+        if cfg.dataset in IDX_DATASETS and "mean" not in aug:
             from solo_clamp.data.prepare import DATASETS as IDX_SPECS
 
             spec = IDX_SPECS[cfg.dataset]
             aug.mean, aug.std = [spec.mean] * 3, [spec.std] * 3
         sets.append(aug)
     return sets
+
+
+def eval_split(cfg: DictConfig, data: ComparisonData, split: str, crop_size: Optional[int] = None):
+    """The ``train`` or ``val`` split with the evaluation transform: centre crop at
+    ``crop_size`` (default: the views' crop size), the training views' mean and std."""
+    from solo_clamp.evaluation import eval_transform
+
+    mean, std = normalisation(cfg, data)
+    return data.dataset(
+        split, eval_transform(crop_size or cfg.augmentations[0].crop_size, mean, std)
+    )
 
 
 def _load_tensors(
@@ -228,11 +247,7 @@ def build_probe(cfg: DictConfig, data: ComparisonData, validation: bool = False)
     and as many test images as queries; ``validation``: the tuning's validation score instead
     (bank = the training images left after the hold-out, queries = the held-out images), so a
     trial's curve never reads the test split."""
-    from solo_clamp.evaluation import eval_transform
-
-    mean, std = normalisation(cfg, data)
-    transform = eval_transform(cfg.augmentations[0].crop_size, mean, std)
-    train_set = data.dataset("train", transform)
+    train_set = eval_split(cfg, data, "train")
     batch_size = cfg.evaluation.batch_size
     if validation:
         bank = bank_indices(cfg, data, train_set.targets)
@@ -242,16 +257,11 @@ def build_probe(cfg: DictConfig, data: ComparisonData, validation: bool = False)
         ]
     else:
         per_class = cfg.curves.get("per_class")
-        test_set = data.dataset("val", transform)
+        test_set = eval_split(cfg, data, "val")
+        bank = stratified_indices(train_set.targets, per_class, data.held_out)
         tensors = [
-            *_load_tensors(
-                train_set,
-                stratified_indices(train_set.targets, per_class, data.held_out),
-                batch_size,
-            ),
-            *_load_tensors(
-                test_set, stratified_indices(test_set.targets, per_class, ()), batch_size
-            ),
+            *_load_tensors(train_set, bank, batch_size),
+            *_load_tensors(test_set, stratified_indices(test_set.targets, per_class), batch_size),
         ]
     ev = cfg.evaluation
     return KnnProbe(

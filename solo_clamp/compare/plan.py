@@ -1,16 +1,68 @@
-"""The run plan: one :class:`RunSpec` per distinct run and the budget arithmetic."""
+"""The run plan: one :class:`RunSpec` per run (final runs and tuning trials), the budget
+arithmetic, each run's solo-learn cfg composed from ``run.yaml``, and the settings fingerprint
+that lets a restart skip a finished run."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from solo_clamp.compare.config import FLOORS
-from solo_clamp.compare.data import ComparisonData
-from solo_clamp.compare.tuning import Setting
+from solo_clamp.compare.data import ComparisonData, augmentation_sets
+from solo_clamp.configs import config_dir
+
+FLOORS = ("raw_pixels", "untrained")
+RUN_YAML = config_dir("compare") / "run.yaml"
+"""The skeleton every run's solo-learn cfg starts from (``scripts/compare/run.yaml``)."""
+# ``projector_scale`` applies to the projector's (and BYOL's predictor's) widths only: e.g.
+# ManifoldCLR's block_dim (operator blocks on the backbone's features) and vi_hidden_dim (its
+# coefficient networks) are not projector widths.
+_SCALED_PREFIXES = ("proj_", "pred_")
+# Settings that change how a run is displayed or how fast it goes, not its result.
+_COSMETIC = (
+    "num_workers",
+    "enable_progress_bar",
+    "log_every_n_steps",
+    "enable_model_summary",
+    "device",
+)
+
+if not OmegaConf.has_resolver("compare.not"):  # run.yaml: disable_channel_last
+    OmegaConf.register_new_resolver("compare.not", lambda value: not value)
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One grid point of a method's tuning: its learning rate (per 256 images), the multiplier
+    of the recipe's that gave it, and the ``method_kwargs`` values it tries (name, value)."""
+
+    lr: float
+    lr_multiplier: float
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def tuned(self) -> dict[str, Any]:
+        return dict(self.kwargs)
+
+    @property
+    def label(self) -> str:
+        """Short id used in trial names, e.g. ``lr0.12-rs7``."""
+        return f"lr{self.lr:g}" + "".join(f"-{k}{_number(v)}" for k, v in self.kwargs)
+
+    def describe(self) -> str:
+        """For the tables, e.g. ``lr 0.12 (×0.3), rs 7``."""
+        return f"lr {self.lr:g} (×{self.lr_multiplier:g})" + "".join(
+            f", {k} {_number(v)}" for k, v in self.kwargs
+        )
 
 
 @dataclass(frozen=True)
@@ -24,7 +76,7 @@ class RunSpec:
     steps: int
     steps_per_epoch: int
     batch_size: int
-    setting: Optional[Setting] = None  # lr (and rs) replacing the recipe's; None: the recipe
+    setting: Optional[Setting] = None  # lr and method_kwargs replacing the recipe's
     trial: bool = False  # a tuning trial (scored on the validation split), not a final run
 
     @property
@@ -96,3 +148,123 @@ def expected_run_ids(
 ) -> list[str]:
     """Ids of every run the plan needs (floors first)."""
     return [f"floor-{f}" for f in FLOORS] + [s.run_id for s in plan_runs(cfg, spe, settings)]
+
+
+def _scaled_kwargs(kwargs: DictConfig, scale: float) -> dict[str, Any]:
+    out = OmegaConf.to_container(kwargs, resolve=True)
+    for key, value in out.items():
+        if key.startswith(_SCALED_PREFIXES) and key.endswith("_dim") and isinstance(value, int):
+            out[key] = max(1, round(value * scale))
+    return out
+
+
+def solo_cfg(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> DictConfig:
+    """The run's pretraining cfg in solo-learn's layout, before solo-learn's ``parse_cfg``:
+    ``run.yaml`` (its ``${study.*}`` fields read from the comparison config) <- the method's
+    recipe (``recipes.<method>`` without ``views``) <- the run's own values: name, method,
+    seed, data, views, batch size, steps, and ``spec.setting``'s lr and ``method_kwargs``."""
+    root = OmegaConf.create({"study": cfg, "run": OmegaConf.load(RUN_YAML)})
+    OmegaConf.resolve(root)
+    recipe = cfg.recipes[spec.method]
+    recipe = OmegaConf.masked_copy(recipe, [key for key in recipe if key != "views"])
+    setting = spec.setting
+    kwargs = OmegaConf.merge(recipe.method_kwargs, setting.tuned if setting else {})
+    own = {
+        "name": spec.run_id,
+        "method": spec.method,
+        "seed": spec.seed,
+        "data": {"dataset": data.solo_dataset, "train_path": data.train_path},
+        "augmentations": [OmegaConf.to_container(a) for a in augmentation_sets(cfg, spec.views)],
+        "method_kwargs": _scaled_kwargs(kwargs, cfg.get("projector_scale", 1.0)),
+        "optimizer": {"batch_size": spec.batch_size, **({"lr": setting.lr} if setting else {})},
+        "max_epochs": spec.max_epochs,
+        "max_steps": spec.steps,
+    }
+    composed = OmegaConf.merge(root.run, recipe, own)
+    OmegaConf.set_struct(composed, False)
+    return composed
+
+
+def parse(solo: DictConfig) -> DictConfig:
+    """solo-learn's ``parse_cfg`` (per-256 learning rates scaled, crops counted)."""
+    from solo.args.pretrain import parse_cfg
+
+    from solo_clamp.training.common import parse_solo_cfg
+
+    return parse_solo_cfg(solo, parse_cfg)
+
+
+def _plain(node: Any) -> Any:
+    """``node`` as plain data, without the :data:`_COSMETIC` keys (at any depth)."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items() if k not in _COSMETIC}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _fingerprint(*parts: Any) -> str:
+    """A short hash of the settings that determine a result."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _eval_settings(cfg: DictConfig, data: ComparisonData, validation: bool) -> dict[str, Any]:
+    """What a score depends on besides the backbone; ``validation``: a tuning score, which
+    has no linear probe, no few-label probe and no test images."""
+    evaluation = _plain(cfg.evaluation)
+    evaluation.pop("batch_size", None)
+    if validation or not (evaluation.get("few_label") or {}).get("enabled"):
+        evaluation.pop("few_label", None)
+    if validation:
+        evaluation.pop("linear", None)
+        evaluation.pop("val_per_class", None)
+    settings = {"dataset": cfg.dataset, "data": _plain(cfg.data), "evaluation": evaluation}
+    if data.held_out:  # tuning: which training images neither train nor sit in a bank
+        settings["held_out"] = list(data.held_out)
+    return settings
+
+
+def run_fingerprint(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> str:
+    solo = _plain(solo_cfg(cfg, spec, data))
+    if spec.trial:  # scored by validation kNN only: no curves probe, no linear probe
+        evaluation = _eval_settings(cfg, data, validation=True)
+        if cfg.tuning.get("curves"):  # a trial without its validation curve is not reused
+            return _fingerprint(solo, "validation", evaluation, cfg.curves.every_n_epochs)
+        return _fingerprint(solo, "validation", evaluation)
+    return _fingerprint(solo, _plain(cfg.curves), _eval_settings(cfg, data, validation=False))
+
+
+def floor_fingerprint(
+    cfg: DictConfig, floor: str, data: ComparisonData, validation: bool = False
+) -> str:
+    """A floor's settings: on the test split (with the curves' probe set, whose reference lines
+    it also scores), or, ``validation``, on the tuning's validation split like a trial, for the
+    backbone of ``tuning.seed``."""
+    crop_size = cfg.augmentations[0].crop_size
+    settings: list[Any] = [floor]
+    if validation:
+        settings += ["validation", _eval_settings(cfg, data, True), crop_size]
+        seed = cfg.tuning.seed
+    else:
+        settings += [_eval_settings(cfg, data, False), crop_size, "probe", cfg.curves.per_class]
+        seed = cfg.floors.seed
+    if floor == "untrained":
+        settings += [_plain(cfg.backbone), seed, cfg.methods[0]]
+    else:
+        settings.append(cfg.floors.get("raw_pixel_size"))
+    return _fingerprint(*settings)
+
+
+def finished_result(run_dir: Path, expected: str) -> Optional[dict[str, Any]]:
+    """The stored ``result.json`` of a finished run with the same settings, else None."""
+    path = run_dir / "result.json"
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return result if result.get("fingerprint") == expected else None

@@ -1,4 +1,6 @@
-"""results.csv, results.md and the curve figures."""
+"""The study's outputs: ``results.csv`` (one long table: runs, floors, tuning trials, validation
+floors and every curve point, told apart by ``kind``), ``results.md`` (from the jinja2 templates
+in ``templates/``) and the curve figures (:func:`solo_clamp.compare.training.plot_curves`)."""
 
 from __future__ import annotations
 
@@ -10,24 +12,92 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from solo_clamp.compare.config import FLOORS, RESULT_COLUMNS
-from solo_clamp.compare.plan import expected_run_ids, run_budget
-from solo_clamp.compare.tuning import Setting
+from solo_clamp.compare.plan import FLOORS, Setting, expected_run_ids, run_budget
+from solo_clamp.compare.scores import few_label_settings
+from solo_clamp.compare.training import plot_curves
+from solo_clamp.compare.tuning import Tuning, at_grid_edge
 from solo_clamp.io import atomic_path, atomic_write_text
 from solo_clamp.methods import facts_of
+
+RESULT_COLUMNS = tuple(
+    # what a row is: kind = run, floor, trial (tuning), validation_floor or curve (a point of
+    # the curve of the run or trial named by run_id)
+    "kind run_id method budget seed views epochs steps batch_size images_seen views_seen "
+    "train_s curve_s eval_s "
+    # test-split scores of runs and floors (few-label: over the draws; per_draw ;-separated)
+    "knn_top1 knn_top5 linear_top1 few_label_mean few_label_std few_label_per_draw "
+    "few_label_augmented_mean few_label_augmented_std few_label_augmented_per_draw "
+    # the setting: lr per 256 images, its multiplier of the recipe's, tuned method_kwargs (rs=7)
+    "lr lr_multiplier tuned "
+    # trials (status ok or diverged, selected) and validation floors: the validation split
+    "status selected val_knn_top1 val_knn_top5 error "
+    "curve_epoch curve_step curve_loss curve_knn_top1".split()
+)
+FLOOR_NAMES = {"raw_pixels": "raw pixels", "untrained": "untrained {backbone} (seed {seed})"}
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):  # tuned method_kwargs
+        return ";".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()
+        )
+    return value
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _fmt(values: list[float], digits: int = 2) -> str:
-    mean, std = _mean_std(values)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+def _setting(result: dict[str, Any]) -> Optional[Setting]:
+    """The run's tuned setting (None: the recipe's); ``setting``: result.json of earlier
+    versions, which stored it under that key."""
+    old = result.get("setting") or {}
+    multiplier = result.get("lr_multiplier", old.get("lr_multiplier"))
+    if multiplier is None:
+        return None
+    return Setting(result["lr"], multiplier, tuple((result.get("tuned") or {}).items()))
 
 
-def _per_seed(values: list[float]) -> str:
-    return " / ".join(f"{v:.2f}" for v in values)
+def csv_rows(results: dict[str, dict[str, Any]], tuning: Optional[Tuning]) -> list[dict]:
+    """The rows of ``results.csv``: floors and runs, then (tuning) the validation floors and
+    the trials method by method, then the curve points of every run and trial."""
+    rows = [{**r, "kind": "floor" if r.get("kind") == "floor" else "run"} for r in results.values()]
+    for row in rows:
+        setting = _setting(row)
+        row["tuned"] = setting.tuned if setting else {}
+    if tuning is not None:
+        rows += [{**f, "kind": "validation_floor"} for f in tuning.floors.values()]
+        methods = list(dict.fromkeys(s.method for s in tuning.specs))
+        for spec in sorted(tuning.specs, key=lambda s: methods.index(s.method)):
+            if spec.run_id in tuning.results:
+                rows.append({**tuning.results[spec.run_id], "kind": "trial"})
+                rows[-1].update(
+                    tuned=spec.setting.tuned,
+                    lr_multiplier=spec.setting.lr_multiplier,
+                    selected=tuning.selected.get(spec.method) == spec.setting,
+                )
+    curves = [
+        {
+            **{k: run.get(k) for k in ("run_id", "method", "budget", "seed")},
+            "kind": "curve",
+            **{f"curve_{k}": point[k] for k in ("epoch", "step", "loss", "knn_top1")},
+        }
+        for run in rows
+        for point in run.get("curve") or []
+    ]
+    return rows + curves
+
+
+def write_results_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in RESULT_COLUMNS})
 
 
 def _mark_ties(rows: list[dict[str, Any]], metric: str) -> None:
@@ -35,7 +105,9 @@ def _mark_ties(rows: list[dict[str, Any]], metric: str) -> None:
     within the two seed spreads of the best's (|mean - best mean| <= std + best std, sample std
     over seeds; with one seed only an exact tie)."""
     for budget in dict.fromkeys(r["budget"] for r in rows):
-        group = [r for r in rows if r["budget"] == budget]
+        group = [r for r in rows if r["budget"] == budget and r[metric]]
+        if not group:
+            continue
         best = max(group, key=lambda r: statistics.fmean(r[metric]))
         best_mean, best_std = _mean_std(best[metric])
         for row in group:
@@ -44,30 +116,9 @@ def _mark_ties(rows: list[dict[str, Any]], metric: str) -> None:
             row[f"{metric}_mark"] = "best" if row is best else "tie" if tie else ""
 
 
-def _setting(result: dict[str, Any]) -> str:
-    """The run's setting: the tuned one (``setting``), else the recipe's lr (and CLAMP's rs)."""
-    if result.get("setting"):
-        return Setting(**result["setting"]).describe()
-    if result.get("lr") is None:
-        return "recipe"
-    rs = f", rs {result['rs']:g}" if result.get("rs") is not None else ""
-    return f"lr {result['lr']:g}{rs} (recipe)"
-
-
-def write_results_csv(results: list[dict[str, Any]], path: Path) -> None:
-    """One row per run (floors included), in :data:`RESULT_COLUMNS` order."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.DictWriter(stream, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for result in results:
-            writer.writerow({k: result.get(k, "") for k in RESULT_COLUMNS})
-
-
 def summary_rows(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (budget, method), with floor verdicts."""
-    floors = {f: results[f"floor-{f}"] for f in FLOORS if f"floor-{f}" in results}
-    best_knn = max((r["knn_top1"] for r in floors.values()), default=-math.inf)
-    best_linear = max((r["linear_top1"] for r in floors.values()), default=-math.inf)
+    """Per (budget, method): each seed's scores, the setting, the floor verdict and the marks."""
+    floors = [results[f"floor-{f}"] for f in FLOORS if f"floor-{f}" in results]
     rows = []
     for budget in cfg.budgets:
         for method in cfg.methods:
@@ -76,221 +127,143 @@ def summary_rows(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> list[di
             done = [results[i] for i in ids if i in results]
             if not done:
                 continue
-            knn = [r["knn_top1"] for r in done]
-            linear = [r["linear_top1"] for r in done]
-            beats = [
+            row = {
+                "budget": budget,
+                "method": method,
+                "views": views,
+                "shared": run_budget(views, budget) != budget,
+                "setting": _setting(done[0]),
+                "seeds": len(done),
+                **{k: done[0][k] for k in ("epochs", "steps", "views_seen", "lr")},
+                "train_s": statistics.fmean(r["train_s"] for r in done),
+            }
+            for metric, key in (("knn", "knn_top1"), ("linear", "linear_top1")):
+                row[metric] = [r[key] for r in done]
+            for name in ("few_label", "few_label_augmented"):
+                row[name] = [r[f"{name}_mean"] for r in done if f"{name}_mean" in r]
+                spreads = [r[f"{name}_std"] for r in done if r.get(f"{name}_std") is not None]
+                row[f"{name}_spread"] = statistics.fmean(spreads) if spreads else None
+            row["beats"] = [
                 name
-                for name, ok in (
-                    ("kNN", statistics.fmean(knn) > best_knn),
-                    ("linear", statistics.fmean(linear) > best_linear),
-                )
-                if ok
+                for name, key in (("kNN", "knn"), ("linear", "linear"))
+                if floors and statistics.fmean(row[key]) > max(f[f"{key}_top1"] for f in floors)
             ]
-            rows.append(
-                {
-                    "budget": budget,
-                    "method": method,
-                    "views": views,
-                    "epochs": done[0]["epochs"],
-                    "steps": done[0]["steps"],
-                    "views_seen": done[0]["views_seen"],
-                    "seeds": len(done),
-                    "setting": _setting(done[0]),
-                    "shared": run_budget(views, budget) != budget,
-                    "train_s": [r["train_s"] for r in done],
-                    "knn": knn,
-                    "linear": linear,
-                    "beats": beats,
-                }
-            )
-    for metric in ("knn", "linear"):
+            rows.append(row)
+    for metric in ("knn", "linear", "few_label", "few_label_augmented"):
         _mark_ties(rows, metric)
     return rows
 
 
-def _score_cell(row: dict[str, Any], metric: str) -> str:
-    mark = row[f"{metric}_mark"]
-    return _fmt(row[metric]) + (f" **{mark}**" if mark else "")
+def _floor_name(cfg: DictConfig, floor: str, seed: int, size: Optional[int] = None) -> str:
+    name = FLOOR_NAMES[floor].format(backbone=cfg.backbone.name, seed=seed)
+    return f"{name} ({size} px)" if size else name
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("solo_clamp.compare", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+    def score(value: Any) -> str:
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        return f"{value:.2f}" if ok else "–"
+
+    def mean_std(values: list[float]) -> str:
+        mean, std = _mean_std(values)
+        return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+    env.filters.update(
+        score=score,
+        mean_std=mean_std,
+        per_seed=lambda values: " / ".join(f"{v:.2f}" for v in values),
+        g=lambda value: f"{value:g}",
+        thousands=lambda value: f"{value:,}",
+        mark=lambda mark: f" **{mark}**" if mark else "",
+    )
+    return env
+
+
+def _tuning_context(cfg: DictConfig, tuning: Tuning) -> dict[str, Any]:
+    trials = [r for r in csv_rows({}, tuning) if r["kind"] == "trial"]
+    floors = [
+        {**f, "name": _floor_name(cfg, f["method"], f["seed"])} for f in tuning.floors.values()
+    ]
+    best = max((r["val_knn_top1"] for r in trials if r.get("status") == "ok"), default=None)
+    banks = {r.get("bank_images") for r in trials if r.get("bank_images")}
+    choices = {
+        m: (s, at_grid_edge(cfg, m, s)) if (s := tuning.selected.get(m)) else (None, False)
+        for m in cfg.methods
+    }
+    return {
+        "trials": trials,
+        "floors": floors,
+        "best": best,
+        "top_floor": max((f["val_knn_top1"] for f in floors), default=None),
+        "bank": banks.pop() if len(banks) == 1 else None,
+        "per_method": len(tuning.specs) // max(len(cfg.methods), 1),
+        "val_images": next((f["val_images"] for f in floors), None),
+        "missing": [s.run_id for s in tuning.specs if s.run_id not in tuning.results],
+        "choices": choices,
+    }
 
 
 def write_results_md(
     cfg: DictConfig,
     results: dict[str, dict[str, Any]],
     path: Path,
-    settings: Optional[dict[str, Setting]] = None,
+    tuning: Optional[Tuning] = None,
 ) -> None:
     """The comparison table (mean ± std over seeds, per-seed values, best and ties per budget,
-    each method's setting), the floors and per-run rows. ``settings``: the tuned settings
-    (tuning), whose absent methods had no finite trial."""
+    each method's setting), the floors, the few-label probes, the tuning trials and the runs.
+    ``tuning``: the tuning stage, whose unselected methods had no finite trial."""
     rows = summary_rows(cfg, results)
     floors = [results[f"floor-{f}"] for f in FLOORS if f"floor-{f}" in results]
-    lines = [
-        f"# CLAMP vs solo-learn on {cfg.dataset}",
-        "",
-        f"Backbone {cfg.backbone.name}, {cfg.augmentations[0].crop_size} px, batch "
-        f"{cfg.batch_size} images, {cfg.epochs} epochs (equal_epochs), seeds "
-        f"{list(cfg.seeds)}. kNN: top-1, k={cfg.evaluation.k}, "
-        f"{cfg.evaluation.get('distance', 'cosine')}, T={cfg.evaluation.temperature}. "
-        f"Linear: probe on frozen, standardised features ({cfg.evaluation.linear.epochs} "
-        "full-batch Adam epochs). Wall-clock: training only, mean over seeds.",
-        "",
-        _setting_note(cfg) + " Scores: mean ± std over seeds (sample std), then each seed's "
-        "value in seed order. Per budget and metric, **best** is the highest mean and **tie** "
-        "a method whose mean is within the seed spreads of the best's: |mean − best mean| ≤ "
-        "std + best std (one seed: only an exact tie); a tie is not a win either way.",
-        "",
-        "| budget | method | views | epochs | views seen | seeds | setting | wall-clock (s) "
-        "| kNN top-1 | kNN per seed | linear top-1 | linear per seed | beats both floors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        beats = row["beats"]
-        verdict = "yes" if len(beats) == 2 else f"{beats[0]} only" if beats else "**no**"
-        shared = " (same run as equal_epochs)" if row["shared"] else ""
-        lines.append(
-            f"| {row['budget']} | {row['method']}{shared} | {row['views']} | "
-            f"{row['epochs']:g} | {row['views_seen']:,} | {row['seeds']} | {row['setting']} | "
-            f"{statistics.fmean(row['train_s']):.0f} | {_score_cell(row, 'knn')} | "
-            f"{_per_seed(row['knn'])} | {_score_cell(row, 'linear')} | "
-            f"{_per_seed(row['linear'])} | {verdict} |"
-        )
-    crop = cfg.augmentations[0].crop_size
-    labels = {
-        "raw_pixels": f"raw pixels ({cfg.floors.raw_pixel_size or crop} px)",
-        "untrained": f"untrained {cfg.backbone.name} (seed {cfg.floors.seed})",
-    }
     for floor in floors:
-        lines.append(
-            f"| floor | {labels[floor['method']]} | – | 0 | 0 | 1 | – | 0 | "
-            f"{floor['knn_top1']:.2f} | – | {floor['linear_top1']:.2f} | – | – |"
+        size = cfg.floors.raw_pixel_size or cfg.augmentations[0].crop_size
+        floor["name"] = _floor_name(
+            cfg, floor["method"], floor["seed"], size if floor["method"] == "raw_pixels" else None
         )
-    losers = sorted({f"{r['method']} ({r['budget']})" for r in rows if len(r["beats"]) < 2})
-    same_init = (
-        f" = the initial weights of the seed-{cfg.floors.seed} runs"
-        if cfg.floors.seed in cfg.seeds
-        else ""
-    )
-    lines += [
-        "",
-        f"Floors: raw pixels and the untrained backbone (seed {cfg.floors.seed}"
-        f"{same_init}), scored the same way.",
-    ]
-    if losers:
-        lines.append(
-            "Not above both floors on both metrics (mean over seeds): " + ", ".join(losers) + "."
+    settings = tuning.selected if tuning is not None else None
+    final = tuning is None or (tuning.finished and not cfg.tuning.get("only", False))
+    text = (
+        _environment()
+        .get_template("results.md.j2")
+        .render(
+            cfg=cfg,
+            final=final,
+            rows=rows,
+            floors=floors,
+            runs=[r for r in results.values()],
+            losers=sorted({f"{r['method']} ({r['budget']})" for r in rows if len(r["beats"]) < 2}),
+            untuned=[m for m in cfg.methods if settings is not None and m not in settings],
+            missing=[r for r in expected_run_ids(cfg, settings=settings) if r not in results],
+            few_label=few_label_settings(cfg),
+            augmenting=[m for m in cfg.methods if facts_of(m).feature_augmenter is not None],
+            tuning=_tuning_context(cfg, tuning) if tuning is not None else None,
         )
-    elif rows and floors:
-        lines.append("Every method beats both floors on both metrics (mean over seeds).")
-    untuned = [m for m in cfg.methods if settings is not None and m not in settings]
-    if untuned:
-        lines += ["", f"Not trained (every tuning trial diverged): {', '.join(untuned)}."]
-    missing = [r for r in expected_run_ids(cfg, settings=settings) if r not in results]
-    if missing:
-        lines += ["", f"Unfinished runs (not in the table): {', '.join(missing)}."]
-    lines += [
-        "",
-        "## Runs",
-        "",
-        "| run | epochs | steps | views seen | train (s) | kNN top-1 | kNN top-5 | linear top-1 |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for result in results.values():
-        lines.append(
-            f"| {result['run_id']} | {result['epochs']:g} | {result['steps']} | "
-            f"{result['views_seen']:,} | {result['train_s']:.0f} | {result['knn_top1']:.2f} | "
-            f"{result['knn_top5']:.2f} | {result['linear_top1']:.2f} |"
-        )
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def plot_curves(cfg: DictConfig, results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
-    """``curves_loss.png`` (SSL loss per epoch, one panel per method) and ``curves_knn.png``
-    (probe kNN top-1 vs epochs and vs views seen; floors as horizontal lines, on the probe set
-    where they were scored there)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in results.values() if r["kind"] == "ssl"]
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault(f"{run['method']} ({run['budget']})", []).append(run)
-    colours = {name: f"C{i}" for i, name in enumerate(groups)}
-    paths = []
-
-    methods = list(dict.fromkeys(r["method"] for r in runs)) or ["none"]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.2), squeeze=False)
-    for ax, method in zip(axes[0], methods):
-        for name, members in groups.items():
-            if not name.startswith(f"{method} "):
-                continue
-            for i, run in enumerate(members):
-                points = [(p["epoch"], p["loss"]) for p in run["curve"] if p["loss"] is not None]
-                if points:
-                    ax.plot(
-                        *zip(*points),
-                        marker="o",
-                        color=colours[name],
-                        alpha=0.8,
-                        label=name if i == 0 else None,
-                    )
-        ax.set(title=f"{method}: {facts_of(method).loss_key}", xlabel="epoch", ylabel="loss")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "curves_loss.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, members in groups.items():
-        for i, run in enumerate(members):
-            points = [p for p in run["curve"] if p["knn_top1"] is not None]
-            epochs = [p["step"] / run["steps_per_epoch"] for p in points]
-            views = [p["step"] * run["batch_size"] * run["views"] / 1e6 for p in points]
-            accs = [p["knn_top1"] for p in points]
-            label = name if i == 0 else None
-            axes[0].plot(epochs, accs, marker="o", color=colours[name], alpha=0.8, label=label)
-            axes[1].plot(views, accs, marker="o", color=colours[name], alpha=0.8, label=label)
-    for floor, style in (("raw_pixels", ":"), ("untrained", "--")):
-        result = results.get(f"floor-{floor}")
-        if not result:
-            continue
-        # The curves are scored on the probe set: so is the floor where it was measured there.
-        value, where = result.get("probe_knn_top1"), "probe set"
-        if value is None:
-            value, where = result["knn_top1"], "eval set"
-        for ax in axes:
-            ax.axhline(value, color="grey", linestyle=style, label=f"{floor} ({where})")
-    axes[0].set(
-        xlabel="epoch", ylabel="kNN top-1 (%) on the probe set", title="kNN top-1 vs epochs"
     )
-    axes[1].set(xlabel="views seen (millions)", title="kNN top-1 vs views seen")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "curves_knn.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
-
-
-def _setting_note(cfg: DictConfig) -> str:
-    if not cfg.tuning.enabled:
-        return "Setting: each method's recipe (no tuning)."
-    return (
-        "Setting: each method's learning rate (CLAMP: and rs) selected on a validation split "
-        f"held out of the training images ({cfg.tuning.val_per_class} per class; every trial's "
-        "validation score in tuning.md); the test scores below are at the selected setting."
-    )
+    atomic_write_text(path, text)
 
 
 def write_reports(
     cfg: DictConfig,
     results: dict[str, dict[str, Any]],
     out: Path,
-    settings: Optional[dict[str, Setting]] = None,
+    tuning: Optional[Tuning] = None,
 ) -> list[Path]:
-    """results.csv, results.md and the two curve figures."""
-    write_results_csv(list(results.values()), out / "results.csv")
-    write_results_md(cfg, results, out / "results.md", settings)
-    return [out / "results.csv", out / "results.md", *plot_curves(cfg, results, out)]
+    """results.csv, results.md and (with finished runs) the two curve figures; nothing
+    before any run or trial has finished."""
+    if not results and not (tuning and (tuning.results or tuning.floors)):
+        return []
+    write_results_csv(csv_rows(results, tuning), out / "results.csv")
+    write_results_md(cfg, results, out / "results.md", tuning)
+    runs = [r for r in results.values() if r.get("kind") != "floor"]
+    floors = {k: r for k, r in results.items() if r.get("kind") == "floor"}
+    figures = plot_curves(runs, floors, out) if results else []
+    return [out / "results.csv", out / "results.md", *figures]

@@ -6,23 +6,47 @@ import gc
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from solo_clamp.compare.config import FLOORS, torch_threads, validate_config
+from solo_clamp.compare.config import torch_threads, validate_config
 from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe, prepare_data
-from solo_clamp.compare.evaluation import evaluate_features, untrained_backbone
-from solo_clamp.compare.persistence import finished_result, floor_fingerprint, run_fingerprint
-from solo_clamp.compare.plan import RunSpec, expected_run_ids, plan_runs, steps_per_epoch
+from solo_clamp.compare.plan import (
+    FLOORS,
+    RunSpec,
+    expected_run_ids,
+    finished_result,
+    floor_fingerprint,
+    parse,
+    plan_runs,
+    run_fingerprint,
+    solo_cfg,
+    steps_per_epoch,
+)
 from solo_clamp.compare.report import write_reports
-from solo_clamp.compare.training import build_solo_cfg, lr_and_rs, parse, train
-from solo_clamp.compare.trials import TuningOutcome, run_tuning, trial_specs
-from solo_clamp.compare.tuning import select
+from solo_clamp.compare.scores import (
+    check_few_label,
+    few_label_settings,
+    floor_extractor,
+    test_split_scores,
+)
+from solo_clamp.compare.training import train
+from solo_clamp.compare.tuning import Tuning, run_tuning, select, trial_specs
 from solo_clamp.io import atomic_torch_save, atomic_write_text
+from solo_clamp.methods import facts_of
+
+
+def _augmenter(cfg: DictConfig, spec: RunSpec, trained):
+    """The method's feature augmenter (few-label ``feature_augment``), from the trained
+    model's whole state; None when the method has none or augmentation is off."""
+    settings = few_label_settings(cfg)
+    build = facts_of(spec.method).feature_augmenter
+    if settings is None or not settings.samples or build is None:
+        return None
+    return build(trained.solo_cfg, trained.state)
 
 
 def execute_run(
@@ -35,15 +59,20 @@ def execute_run(
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(trained.solo_cfg))
     atomic_torch_save(trained.backbone.state_dict(), run_dir / "backbone.pt")
     start = time.perf_counter()
-    scores = evaluate_features(cfg, data, trained.backbone, spec.seed)
+    augmenter = _augmenter(cfg, spec, trained)
+    scores = test_split_scores(cfg, data, trained.backbone, spec.seed, augmenter=augmenter)
+    setting = spec.setting
     result = {
         "run_id": spec.run_id,
-        "kind": "ssl",
-        **{k: v for k, v in asdict(spec).items()},
+        "kind": "run",
+        **{k: getattr(spec, k) for k in ("method", "budget", "seed", "views", "steps")},
+        **{k: getattr(spec, k) for k in ("steps_per_epoch", "batch_size")},
         "epochs": spec.epochs,
         "images_seen": spec.steps * spec.batch_size,
         "views_seen": spec.steps * spec.batch_size * spec.views,
-        **dict(zip(("lr", "rs"), lr_and_rs(cfg, spec))),
+        "lr": setting.lr if setting else float(cfg.recipes[spec.method].optimizer.lr),
+        "lr_multiplier": setting.lr_multiplier if setting else None,
+        "tuned": setting.tuned if setting else {},
         "train_s": trained.train_s,
         "curve_s": trained.curve_s,
         "eval_s": time.perf_counter() - start,
@@ -66,34 +95,24 @@ def execute_floor(
     run_dir = out / "runs" / f"floor-{floor}"
     seed = int(cfg.floors.seed)
     start = time.perf_counter()
-    if floor == "raw_pixels":
-        raw_size = cfg.floors.get("raw_pixel_size")
-        extractor = torch.nn.Flatten()
-        scores = evaluate_features(cfg, data, extractor, seed, crop_size=raw_size)
-        if raw_size not in (None, cfg.augmentations[0].crop_size):
-            probe = None
-    else:
-        extractor = untrained_backbone(cfg, data, seed)
+    extractor, crop_size = floor_extractor(cfg, data, floor, seed)
+    if floor == "untrained":
         atomic_torch_save(extractor.state_dict(), run_dir / "backbone.pt")
-        scores = evaluate_features(cfg, data, extractor, seed)
-    probe_top1 = probe(extractor) if probe is not None else None
+    scores = test_split_scores(cfg, data, extractor, seed, crop_size=crop_size)
+    on_probe = probe is not None and crop_size in (None, cfg.augmentations[0].crop_size)
     result = {
         "run_id": f"floor-{floor}",
         "kind": "floor",
         "method": floor,
         "budget": "",
         "seed": seed,
-        "views": 0,
-        "steps": 0,
-        "epochs": 0,
-        "batch_size": 0,
-        "images_seen": 0,
+        **dict.fromkeys(("views", "steps", "epochs", "batch_size", "images_seen"), 0),
         "views_seen": 0,
         "train_s": 0.0,
         "curve_s": 0.0,
         "eval_s": time.perf_counter() - start,
         **scores,
-        "probe_knn_top1": probe_top1,
+        "probe_knn_top1": probe(extractor) if on_probe else None,
         "curve": [],
         "fingerprint": floor_fingerprint(cfg, floor, data),
     }
@@ -107,7 +126,7 @@ class ComparisonSummary:
     trained: list[str]
     skipped: list[str]
     files: list[Path]
-    tuning: Optional[TuningOutcome] = None
+    tuning: Optional[Tuning] = None
 
 
 def run_comparison(
@@ -145,16 +164,14 @@ def write_run_configs(cfg: DictConfig, out: os.PathLike) -> list[Path]:
             finished_result(out / "tuning" / s.run_id, run_fingerprint(cfg, s, data))
             for s in trials
         ]
-        finished = all(done)  # else the selection is not made yet: no final runs
-        settings = (
-            select((s.method, s.setting, d) for s, d in zip(trials, done)) if finished else {}
-        )
+        # until every trial has finished, the selection is not made: no final runs
+        settings = select(zip((s.method for s in trials), (s.setting for s in trials), done))
+        settings = settings if all(done) else {}
     specs += [(out / "runs" / s.run_id, s) for s in plan_runs(cfg, spe, settings)]
     paths = []
     for run_dir, spec in specs:
-        solo_cfg = parse(build_solo_cfg(cfg, spec, data))
-        solo_cfg = METHODS[spec.method].add_and_assert_specific_cfg(solo_cfg)
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(solo_cfg))
+        solo = METHODS[spec.method].add_and_assert_specific_cfg(parse(solo_cfg(cfg, spec, data)))
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(solo))
         paths.append(run_dir / "config.yaml")
     return paths
 
@@ -165,22 +182,16 @@ def _pending(
     """Finished results (same settings), their ids, and the runs still to do (floors first)."""
     results: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, Any]] = []
-    skipped = []
-    for floor in FLOORS:
-        done = finished_result(out / "runs" / f"floor-{floor}", floor_fingerprint(cfg, floor, data))
+    candidates = [(f"floor-{f}", "floor", f, floor_fingerprint(cfg, f, data)) for f in FLOORS] + [
+        (s.run_id, "run", s, run_fingerprint(cfg, s, data)) for s in plan
+    ]
+    for run_id, kind, item, expected in candidates:
+        done = finished_result(out / "runs" / run_id, expected)
         if done:
-            results[done["run_id"]] = done
-            skipped.append(done["run_id"])
+            results[run_id] = done
         else:
-            todo.append(("floor", floor))
-    for spec in plan:
-        done = finished_result(out / "runs" / spec.run_id, run_fingerprint(cfg, spec, data))
-        if done:
-            results[spec.run_id] = done
-            skipped.append(spec.run_id)
-        else:
-            todo.append(("ssl", spec))
-    return results, skipped, todo
+            todo.append((kind, item))
+    return results, list(results), todo
 
 
 def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> ComparisonSummary:
@@ -190,17 +201,15 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
     atomic_write_text(out / "compare_config.yaml", OmegaConf.to_yaml(cfg))
     data = prepare_data(cfg)
     spe = steps_per_epoch(cfg, data)
-    tuning: Optional[TuningOutcome] = None
+    check_few_label(cfg, data)
+    tuning = Tuning(trial_specs(cfg, spe)) if cfg.tuning.enabled else None
     settings = None  # the tuned setting per method; None: the recipes
     results: dict[str, dict[str, Any]] = {}
-    trained: list[str] = []
-    skipped: list[str] = []
-    files: list[Path] = []
+    summary = ComparisonSummary(out, [], [], [], tuning)
     finished = False
     try:
-        if cfg.tuning.enabled:
-            tuning = run_tuning(cfg, data, spe, out, log)
-            files += [out / "tuning.csv", out / "tuning.md"]
+        if tuning is not None:
+            run_tuning(cfg, data, out, tuning, log)
             settings = tuning.selected
             for method in cfg.methods:
                 if method in settings:
@@ -210,52 +219,43 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
             if cfg.tuning.get("only", False):
                 log("tuning.only: stopping before the final runs (the test split is not read)")
                 finished = True
-                return ComparisonSummary(out, trained, skipped, files, tuning)
-        results, skipped, todo = _pending(cfg, out, data, plan_runs(cfg, spe, settings))
-        if skipped:
-            log(f"skipping {len(skipped)} finished run(s): {', '.join(skipped)}")
+                return summary
+        results, summary.skipped, todo = _pending(cfg, out, data, plan_runs(cfg, spe, settings))
+        if summary.skipped:
+            log(f"skipping {len(summary.skipped)} finished run(s): {', '.join(summary.skipped)}")
+        names = [f"floor-{item}" if kind == "floor" else item.run_id for kind, item in todo]
         if todo:
-            log(
-                f"{len(todo)} run(s) to do: "
-                + ", ".join(
-                    f"floor-{item}" if kind == "floor" else item.run_id for kind, item in todo
-                )
-            )
+            log(f"{len(todo)} run(s) to do: " + ", ".join(names))
         probe = build_probe(cfg, data) if todo else None
         with tqdm(
-            total=len(skipped) + len(todo),
-            initial=len(skipped),
+            total=len(summary.skipped) + len(todo),
+            initial=len(summary.skipped),
             desc="compare",
             unit="run",
             position=0,
             dynamic_ncols=True,
         ) as bar:
-            for kind, item in todo:
-                name = f"floor-{item}" if kind == "floor" else item.run_id
+            for name, (kind, item) in zip(names, todo):
                 bar.set_postfix_str(name)
-                if kind == "floor":
-                    results[name] = execute_floor(cfg, item, data, probe, out)
-                else:
-                    results[name] = execute_run(cfg, item, data, probe, out)
-                trained.append(name)
+                execute = execute_floor if kind == "floor" else execute_run
+                result = results[name] = execute(cfg, item, data, probe, out)
+                summary.trained.append(name)
                 bar.write(
-                    f"{name}: kNN top-1 {results[name]['knn_top1']:.2f}, linear top-1 "
-                    f"{results[name]['linear_top1']:.2f} "
-                    f"({results[name]['train_s']:.0f} s training)"
+                    f"{name}: kNN top-1 {result['knn_top1']:.2f}, linear top-1 "
+                    f"{result['linear_top1']:.2f} ({result['train_s']:.0f} s training)"
                 )
                 bar.update(1)
                 gc.collect()
         finished = True
     finally:  # reports of what is finished, also when interrupted
         ordered = {k: results[k] for k in expected_run_ids(cfg, spe, settings) if k in results}
-        files += write_reports(cfg, ordered, out, settings) if ordered else []
+        summary.files += write_reports(cfg, ordered, out, tuning)
         if not finished:
-            unfinished = cfg.tuning.enabled and tuning is None
-            trials = (
-                " (tuning unfinished: tuning.md lists its finished trials)" if unfinished else ""
-            )
+            unfinished = tuning is not None and not tuning.finished
+            trials = " (tuning unfinished: results.md lists its finished trials)"
+            trials = trials if unfinished else ""
             log(
                 f"stopped: {len(ordered)} finished run(s) are saved in {out}{trials}; the same "
                 "command resumes from there (the unfinished run starts over)."
             )
-    return ComparisonSummary(out, trained, skipped, files, tuning)
+    return summary

@@ -1,69 +1,68 @@
-"""Fair tuning: each method's learning rate (CLAMP: also ``rs``) chosen from a small grid by a
+"""Fair tuning: each method's learning rate (and any ``method_kwargs``) chosen from a grid by a
 validation score, with the same number of trials for every method.
 
 Config (``tuning:``; see ``scripts/compare/fashion_mnist_tuned.yaml``):
 
 * ``lr_multipliers``: multipliers of each recipe's ``optimizer.lr`` (per 256 images), one list
   for every method, or a mapping ``method -> list`` (then every method needs its list).
-* ``clamp_rs``: CLAMP's ``rs`` values (null: the recipe's ``rs`` only).
-* **Equal trials** (the rule): CLAMP's trials are its lr multipliers × ``clamp_rs`` values,
-  every other method's trials its lr multipliers, and all methods must get the same number:
-  when CLAMP also tunes ``rs`` over R values, its lr list is R times shorter than the others'
-  (or the others' R times longer). :func:`validate_tuning` enforces it.
+* ``method_kwargs``: ``{method: {kwarg: [values, ...]}}``, values a method's trials also try.
+* **Equal trials** (the rule): a method's trials are its lr multipliers × the product of its
+  ``method_kwargs`` grids, and all methods must get the same number (:func:`validate_grid`).
 * ``val_per_class``, ``seed``: the validation split, drawn from the training images and held
   out of everything else (``solo_clamp.compare.data.held_out_indices``).
 * ``epochs``: every trial trains this many epochs (equal_epochs budget) with seed ``seed``.
 
 Selection: the highest validation kNN top-1 among the finished trials with a finite score
 (a diverged trial is never selected); an exact tie goes to the earlier grid point. Test
-images and test labels are never read by a trial.
+images and test labels are never read by a trial. Trials live in
+``tuning/<method>-<setting>-s<seed>/`` and are skipped on restart like the runs.
 """
 
 from __future__ import annotations
 
+import gc
+import itertools
+import json
 import math
-from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-
-@dataclass(frozen=True)
-class Setting:
-    """One grid point of a method: its learning rate (per 256 images) and CLAMP's ``rs``."""
-
-    lr: float
-    lr_multiplier: float
-    rs: Optional[float] = None
-
-    @property
-    def label(self) -> str:
-        """Short id used in trial names, e.g. ``lr0.12-rs7``."""
-        return f"lr{self.lr:g}" + (f"-rs{self.rs:g}" if self.rs is not None else "")
-
-    def describe(self) -> str:
-        """For the tables, e.g. ``lr 0.12 (×0.3), rs 7``."""
-        rs = f", rs {self.rs:g}" if self.rs is not None else ""
-        return f"lr {self.lr:g} (×{self.lr_multiplier:g}){rs}"
+from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe
+from solo_clamp.compare.plan import (
+    FLOORS,
+    RunSpec,
+    Setting,
+    finished_result,
+    floor_fingerprint,
+    run_fingerprint,
+)
+from solo_clamp.compare.scores import floor_extractor, validation_scores
+from solo_clamp.compare.training import train
+from solo_clamp.io import atomic_write_text
 
 
-def _numbers(value: Any, key: str) -> list[float]:
-    """A non-empty list of distinct positive numbers, else ValueError naming ``key``."""
+def _values(value: Any, key: str, positive: bool = False) -> list[Any]:
+    """A non-empty list of distinct scalars (``positive``: positive numbers), else ValueError
+    naming ``key``."""
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
-    ok = (
-        isinstance(value, list)
-        and value
-        and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-            for v in value
-        )
-    )
-    if not ok:
-        raise ValueError(f"{key} must be a non-empty list of positive numbers, got {value!r}.")
+
+    def ok(v: Any) -> bool:
+        if not positive:
+            return isinstance(v, (int, float, str, bool))
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return number and math.isfinite(v) and v > 0
+
+    if not (isinstance(value, list) and value and all(ok(v) for v in value)):
+        kind = "positive numbers" if positive else "values"
+        raise ValueError(f"{key} must be a non-empty list of {kind}, got {value!r}.")
     if len(set(value)) != len(value):
         raise ValueError(f"{key} must not repeat a value, got {value!r}.")
-    return [float(v) for v in value]
+    return [float(v) for v in value] if positive else value
 
 
 def lr_multipliers(cfg: DictConfig, method: str) -> list[float]:
@@ -75,92 +74,221 @@ def lr_multipliers(cfg: DictConfig, method: str) -> list[float]:
                 f"tuning.lr_multipliers has no list for {method!r}: as a mapping it must give "
                 f"one for every method of `methods` ({list(cfg.methods)})."
             )
-        return _numbers(grid[method], f"tuning.lr_multipliers.{method}")
-    return _numbers(grid, "tuning.lr_multipliers")
+        return _values(grid[method], f"tuning.lr_multipliers.{method}", positive=True)
+    return _values(grid, "tuning.lr_multipliers", positive=True)
 
 
-def rs_values(cfg: DictConfig, method: str) -> list[Optional[float]]:
-    """CLAMP's ``rs`` grid (``[None]``: the recipe's ``rs``, untuned; other methods too)."""
-    values = cfg.tuning.get("clamp_rs")
-    if method != "clamp" or values is None:
-        return [None]
-    return _numbers(values, "tuning.clamp_rs")
+def kwarg_grids(cfg: DictConfig, method: str) -> dict[str, list[Any]]:
+    """``tuning.method_kwargs.<method>``: each tuned kwarg's values (empty: none tuned)."""
+    grids = (cfg.tuning.get("method_kwargs") or {}).get(method) or {}
+    return {str(k): _values(v, f"tuning.method_kwargs.{method}.{k}") for k, v in grids.items()}
 
 
 def method_grid(cfg: DictConfig, method: str) -> list[Setting]:
-    """The settings ``method`` tries, lr-major (lr values × rs values for CLAMP)."""
+    """The settings ``method`` tries, lr-major: lr values × the product of its kwarg grids."""
     recipe_lr = float(cfg.recipes[method].optimizer.lr)
+    grids = kwarg_grids(cfg, method)
     return [
-        Setting(float(f"{recipe_lr * multiplier:.6g}"), multiplier, rs)
+        Setting(float(f"{recipe_lr * multiplier:.6g}"), multiplier, tuple(zip(grids, values)))
         for multiplier in lr_multipliers(cfg, method)
-        for rs in rs_values(cfg, method)
+        for values in itertools.product(*grids.values())
     ]
 
 
-def _positive_int(value: Any, key: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key} must be a positive integer, got {value!r}.")
+def _check_kwargs(cfg: DictConfig) -> None:
+    from solo_clamp.methods import facts_of, known
+
+    for method, grids in (cfg.tuning.get("method_kwargs") or {}).items():
+        if method not in cfg.recipes:
+            raise ValueError(f"tuning.method_kwargs.{method}: {method!r} has no recipe.")
+        fields = set(cfg.recipes[method].get("method_kwargs") or {})
+        schema = facts_of(method).kwargs_schema if method in known() else None
+        fields |= set(schema.__dataclass_fields__) if schema else set()
+        for kwarg in grids or {}:
+            if kwarg not in fields:
+                raise ValueError(
+                    f"tuning.method_kwargs.{method}.{kwarg}: {method} has no method_kwargs "
+                    f"field {kwarg!r}; fields: {sorted(fields)}."
+                )
 
 
-def validate_tuning(cfg: DictConfig) -> None:
-    """Checks ``tuning``; raises ValueError naming the field (nothing to check when disabled)."""
-    tuning = cfg.get("tuning")
-    if tuning is None:
-        return
-    if not isinstance(tuning.get("enabled"), bool):
-        raise ValueError(f"tuning.enabled must be true or false, got {tuning.get('enabled')!r}.")
-    for flag in ("only", "curves"):
-        if not isinstance(tuning.get(flag, False), bool):
-            raise ValueError(f"tuning.{flag} must be true or false, got {tuning.get(flag)!r}.")
-    if not tuning.enabled:
-        if tuning.get("only", False):
-            raise ValueError(
-                "tuning.only=true (--tune-only) needs tuning.enabled=true: "
-                "there is no tuning to stop after."
-            )
-        return
-    _positive_int(tuning.get("val_per_class"), "tuning.val_per_class")
-    _positive_int(tuning.get("epochs"), "tuning.epochs")
-    seed = tuning.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"tuning.seed must be an integer, got {seed!r}.")
-    train_per_class = cfg.data.get("train_per_class")
-    if train_per_class is not None and tuning.val_per_class >= train_per_class:
-        raise ValueError(
-            f"tuning.val_per_class ({tuning.val_per_class}) must be smaller than "
-            f"data.train_per_class ({train_per_class}): the validation images are taken from "
-            "the training images, and the rest train and form the kNN bank."
-        )
+def validate_grid(cfg: DictConfig) -> None:
+    """Checks the grid of an enabled ``tuning`` (its other fields: ``validate_config``):
+    every tuned kwarg is a field of its method, and every method gets the same number of
+    trials; raises ValueError naming the field."""
+    _check_kwargs(cfg)
     counts = {}
     for method in cfg.methods:
-        lrs, rs = lr_multipliers(cfg, method), rs_values(cfg, method)
-        counts[method] = (len(lrs) * len(rs), len(lrs), len(rs) if rs != [None] else None)
-    if len({total for total, _, _ in counts.values()}) > 1:
+        sizes = [len(lr_multipliers(cfg, method))]
+        sizes += [f"{len(v)} {k}" for k, v in kwarg_grids(cfg, method).items()]
+        counts[method] = (len(method_grid(cfg, method)), sizes)
+    if len({total for total, _ in counts.values()}) > 1:
         found = ", ".join(
-            f"{m} {total}" + (f" (= {lrs} lr × {rs} rs)" if rs else "")
-            for m, (total, lrs, rs) in counts.items()
+            f"{m} {total}" + (f" (= {sizes[0]} lr × {' × '.join(sizes[1:])})" if sizes[1:] else "")
+            for m, (total, sizes) in counts.items()
         )
         raise ValueError(
-            "tuning: every method must get the same number of trials (CLAMP: its lr multipliers "
-            "× tuning.clamp_rs values; every other method: its lr multipliers), got "
-            f"{found}. Give tuning.lr_multipliers as a mapping method -> list (e.g. CLAMP's list "
-            "shorter by the number of rs values), or change tuning.clamp_rs."
+            "tuning: every method must get the same number of trials (its "
+            "tuning.lr_multipliers × the product of its tuning.method_kwargs grids), got "
+            f"{found}. Give tuning.lr_multipliers as a mapping method -> list (shorter lists "
+            "for the methods that tune method_kwargs too), or change tuning.method_kwargs."
         )
 
 
-def select(
-    grid: Iterable[tuple[str, Setting, Optional[dict[str, Any]]]],
-) -> dict[str, Setting]:
+def trial_specs(cfg: DictConfig, steps_per_epoch: int) -> list[RunSpec]:
+    """Every trial, grid-point-major (an interrupted tuning leaves the methods level)."""
+    grids = {method: method_grid(cfg, method) for method in cfg.methods}
+    size = min(len(grid) for grid in grids.values())  # equal, by validate_grid
+    return [
+        RunSpec(
+            method,
+            "equal_epochs",
+            int(cfg.tuning.seed),
+            int(cfg.recipes[method].get("views", 2)),
+            int(cfg.tuning.epochs) * steps_per_epoch,
+            steps_per_epoch,
+            int(cfg.batch_size),
+            grids[method][point],
+            trial=True,
+        )
+        for point in range(size)
+        for method in cfg.methods
+    ]
+
+
+def select(grid: Iterable[tuple[str, Setting, Optional[dict[str, Any]]]]) -> dict[str, Setting]:
     """Per method, the setting of its best finished trial (highest ``val_knn_top1``; the earlier
     grid point on an exact tie). ``grid``: (method, setting, result or None) in grid order.
     Methods whose trials all failed (or are unfinished) are absent."""
     best: dict[str, tuple[float, Setting]] = {}
     for method, setting, result in grid:
         score = (result or {}).get("val_knn_top1")
-        if result is None or result.get("status") != "ok" or score is None:
-            continue
-        if not math.isfinite(score):
-            continue
-        if method not in best or score > best[method][0]:
+        ok = (result or {}).get("status") == "ok" and score is not None and math.isfinite(score)
+        if ok and (method not in best or score > best[method][0]):
             best[method] = (score, setting)
     return {method: setting for method, (_, setting) in best.items()}
+
+
+def at_grid_edge(cfg: DictConfig, method: str, setting: Setting) -> bool:
+    """Whether ``setting``'s lr multiplier is the smallest or largest of ``method``'s grid."""
+    multipliers = lr_multipliers(cfg, method)
+    return len(multipliers) > 1 and setting.lr_multiplier in (min(multipliers), max(multipliers))
+
+
+@dataclass
+class Tuning:
+    """The tuning stage's state, filled as it goes (the reports read it when interrupted)."""
+
+    specs: list[RunSpec]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # finished, by run_id
+    floors: dict[str, dict[str, Any]] = field(default_factory=dict)  # on the validation split
+    selected: dict[str, Setting] = field(default_factory=dict)  # absent: no finite trial
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.results) == len(self.specs)
+
+
+def execute_trial(
+    cfg: DictConfig, spec: RunSpec, data: ComparisonData, out: Path, probe: Optional[KnnProbe]
+) -> dict[str, Any]:
+    """Trains one trial and scores it on the validation split; a diverged trial (non-finite
+    loss, weights or features) is recorded with ``status: diverged``. ``result.json`` last.
+    ``probe``: the validation probe of ``tuning.curves`` (the curve's kNN per epoch)."""
+    trial_dir = out / "tuning" / spec.run_id
+    (trial_dir / "result.json").unlink(missing_ok=True)
+    result: dict[str, Any] = {
+        "run_id": spec.run_id,
+        "kind": "trial",
+        "method": spec.method,
+        "seed": spec.seed,
+        "views": spec.views,
+        "epochs": spec.epochs,
+        "steps": spec.steps,
+        "lr": spec.setting.lr,
+        "lr_multiplier": spec.setting.lr_multiplier,
+        "tuned": spec.setting.tuned,
+    }
+    start = time.perf_counter()
+    try:
+        trained = train(cfg, spec, data, probe, fail_on_divergence=True)
+        atomic_write_text(trial_dir / "config.yaml", OmegaConf.to_yaml(trained.solo_cfg))
+        scores = validation_scores(cfg, data, trained.backbone)
+    except FloatingPointError as err:
+        result.update(status="diverged", error=str(err), val_knn_top1=None, curve=[])
+        result["train_s"] = time.perf_counter() - start
+    else:
+        result.update(status="ok", error="", train_s=trained.train_s, **scores)
+        result["curve"] = trained.curve
+    result["fingerprint"] = run_fingerprint(cfg, spec, data)
+    atomic_write_text(trial_dir / "result.json", json.dumps(result, indent=2))
+    return result
+
+
+def validation_floors(cfg: DictConfig, data: ComparisonData, out: Path) -> dict[str, Any]:
+    """Raw pixels and the untrained backbone every trial starts from (seed ``tuning.seed``),
+    scored on the validation split as the trials are, each kept in
+    ``tuning/floor-<name>/result.json`` and reused while its settings are unchanged."""
+    floors = {}
+    seed = int(cfg.tuning.seed)
+    for name in FLOORS:
+        floor_dir = out / "tuning" / f"floor-{name}"
+        expected = floor_fingerprint(cfg, name, data, validation=True)
+        floor = finished_result(floor_dir, expected)
+        if floor is None:
+            extractor, crop_size = floor_extractor(cfg, data, name, seed)
+            scores = validation_scores(cfg, data, extractor, crop_size)
+            floor = {"run_id": f"floor-{name}", "kind": "floor", "method": name, "seed": seed}
+            floor.update(scores, fingerprint=expected)
+            atomic_write_text(floor_dir / "result.json", json.dumps(floor, indent=2))
+        floors[name] = floor
+    return floors
+
+
+def run_tuning(
+    cfg: DictConfig,
+    data: ComparisonData,
+    out: Path,
+    tuning: Tuning,
+    log: Callable[[str], None] = print,
+) -> Tuning:
+    """Runs (or resumes) every trial of ``tuning`` and selects each method's setting once all
+    have finished; ``tuning`` holds what is finished also when interrupted."""
+    from tqdm.auto import tqdm
+
+    tuning.floors = validation_floors(cfg, data, out)
+    log(
+        "tuning: validation floors: "
+        + ", ".join(f"{name} {floor['val_knn_top1']:.2f}" for name, floor in tuning.floors.items())
+    )
+    todo = []
+    for spec in tuning.specs:
+        done = finished_result(out / "tuning" / spec.run_id, run_fingerprint(cfg, spec, data))
+        if done:
+            tuning.results[spec.run_id] = done
+            tuning.skipped.append(spec.run_id)
+        else:
+            todo.append(spec)
+    if tuning.skipped:
+        log(f"tuning: skipping {len(tuning.skipped)} finished trial(s)")
+    if todo:
+        log(f"tuning: {len(todo)} trial(s) to do: " + ", ".join(s.run_id for s in todo))
+    probe = build_probe(cfg, data, validation=True) if todo and cfg.tuning.get("curves") else None
+    total, initial = len(tuning.specs), len(tuning.skipped)
+    with tqdm(total=total, initial=initial, desc="tuning", unit="trial") as bar:
+        for spec in todo:
+            bar.set_postfix_str(spec.run_id)
+            result = execute_trial(cfg, spec, data, out, probe)
+            tuning.results[spec.run_id] = result
+            tuning.trained.append(spec.run_id)
+            bar.write(
+                f"{spec.run_id}: validation kNN top-1 {result['val_knn_top1']:.2f}"
+                if result["status"] == "ok"
+                else f"{spec.run_id}: diverged ({result['error']})"
+            )
+            bar.update(1)
+            gc.collect()
+    tuning.selected = select((s.method, s.setting, tuning.results[s.run_id]) for s in tuning.specs)
+    return tuning

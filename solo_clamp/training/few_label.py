@@ -18,33 +18,23 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from solo_clamp.evaluation import eval_transform, extract_features, linear_probe_accuracy
+from solo_clamp.evaluation import (
+    FLOORS,
+    FewLabelSettings,
+    RawPixels,
+    eval_transform,
+    label_draws,
+    probe_draws,
+    subset_features,
+    summarise,
+)
 from solo_clamp.io import atomic_write_text
-
-FLOORS = {"raw_pixels": "raw pixels", "untrained": "untrained backbone"}
-"""The floors a few-label run can report (``floors``), and how they are printed."""
-
-
-@dataclass(frozen=True)
-class FewLabelSettings:
-    """The checked few-label fields of a config."""
-
-    per_class: int
-    draws: int
-    seeds: tuple[int, ...]
-    samples: int
-    floors: tuple[str, ...]
-    epochs: int
-    lr: float
-    weight_decay: float
 
 
 def _integer(value: Any, field: str, minimum: int) -> int:
@@ -125,17 +115,6 @@ def check_feature_augment(samples: int, method: Optional[str], origin: str) -> N
         )
 
 
-def summarise(per_draw: Sequence[float]) -> dict[str, Any]:
-    """``{"per_draw", "mean", "std"}`` of per-draw accuracies (std: the sample standard
-    deviation, null for a single draw)."""
-    values = [float(v) for v in per_draw]
-    return {
-        "per_draw": values,
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else None,
-    }
-
-
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """One line per probed feature set: description, mean ± std and the per-draw values."""
     width = max(len(row["description"]) for row in results.values())
@@ -189,53 +168,6 @@ def load_feature_augmenter(source):
         root_logger.setLevel(level)
 
 
-def _features(backbone, dataset, indices: Sequence[int], desc: str, cfg: DictConfig):
-    from torch.utils.data import DataLoader, Subset
-
-    loader = DataLoader(
-        Subset(dataset, list(indices)),
-        batch_size=int(cfg.get("batch_size", 256)),
-        shuffle=False,
-        num_workers=int(cfg.data.get("num_workers", 0)),
-    )
-    return extract_features(backbone, loader, desc=desc)
-
-
-def probe_draws(
-    train_z: torch.Tensor,
-    train_y: torch.Tensor,
-    test_z: torch.Tensor,
-    test_y: torch.Tensor,
-    settings: FewLabelSettings,
-    augmenter=None,
-) -> tuple[list[float], list[float]]:
-    """Top-1 % of the probe of each draw, and with ``augmenter`` (a method's feature
-    augmenter, e.g. ManifoldCLR's prior) of the probe on the draw's features plus
-    ``settings.samples`` prior samples each.
-
-    Args:
-        train_z, train_y: ``[draws, n, d]`` labelled features and ``[draws, n]`` labels.
-        test_z, test_y: ``[N, d]`` and ``[N]``, the evaluation split.
-
-    Returns:
-        ``(plain, augmented)``, one value per draw (``augmented`` empty without augmenter).
-    """
-    plain, augmented = [], []
-    for seed, z, y in zip(settings.seeds, train_z, train_y):
-        probe = dict(
-            epochs=settings.epochs, lr=settings.lr, weight_decay=settings.weight_decay, seed=seed
-        )
-        plain.append(linear_probe_accuracy(z, y, test_z, test_y, **probe))
-        if augmenter is None:
-            continue
-        extra = augmenter.augment(z, settings.samples, torch.Generator().manual_seed(seed))
-        labels = torch.cat([y, y.repeat_interleave(settings.samples)])
-        augmented.append(
-            linear_probe_accuracy(torch.cat([z, extra]), labels, test_z, test_y, **probe)
-        )
-    return plain, augmented
-
-
 def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     """Few-label probes of ``pretrained_feature_extractor`` (checkpoint, run directory, zoo
     name, or null for the untrained backbone), with and without feature augmentation."""
@@ -244,10 +176,9 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     from torchvision import datasets
 
     from solo_clamp.backbones import build_backbone, pretrained_from_cfg
-    from solo_clamp.data.label_subset import relative_names, stratified_draw
+    from solo_clamp.data.label_subset import relative_names
     from solo_clamp.training.finetune import check_disjoint
     from solo_clamp.training.linear import (
-        RawPixels,
         build_probed_backbone,
         compute_threads,
     )
@@ -267,10 +198,7 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     transform = eval_transform(aug.crop_size, aug.mean, aug.std)
     train_set = datasets.ImageFolder(str(cfg.data.train_path), transform)
     test_set = datasets.ImageFolder(str(cfg.data.val_path), transform)
-    draws = [
-        stratified_draw(train_set.targets, per_class=settings.per_class, seed=s).tolist()
-        for s in settings.seeds
-    ]
+    draws = label_draws(train_set.targets, settings)
     labelled = sorted({i for draw in draws for i in draw})
     paths = [path for path, _ in train_set.samples]
     check_disjoint(paths, labelled, test_set)
@@ -291,9 +219,15 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     with compute_threads(cfg):
         for key, (extractor, text) in extractors.items():
-            train_z, train_y = _features(extractor, train_set, labelled, f"{key} labelled", cfg)
-            test_z, test_y = _features(
-                extractor, test_set, range(len(test_set)), f"{key} evaluation", cfg
+            loading = dict(
+                batch_size=int(cfg.get("batch_size", 256)),
+                num_workers=int(cfg.data.get("num_workers", 0)),
+            )
+            train_z, train_y = subset_features(
+                extractor, train_set, labelled, desc=f"{key} labelled", **loading
+            )
+            test_z, test_y = subset_features(
+                extractor, test_set, range(len(test_set)), desc=f"{key} evaluation", **loading
             )
             plain, augmented = probe_draws(
                 train_z[draw_rows],

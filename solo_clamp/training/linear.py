@@ -38,7 +38,7 @@ from solo_clamp.backbones import (
     pretrained_from_cfg,
     spec_from_cfg,
 )
-from solo_clamp.evaluation import eval_transform
+from solo_clamp.evaluation import RawPixels, eval_transform
 from solo_clamp.internals import torchvision_image_files
 from solo_clamp.io import atomic_write_text
 from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
@@ -49,15 +49,6 @@ TRANSFER_DATASETS: dict[str, tuple[str, int]] = {
     "food101": ("Food101", 101),
 }
 """``data.torchvision`` names: the torchvision class and its number of classes."""
-
-
-class RawPixels(torch.nn.Flatten):
-    """The floor of a probe: the normalised pixels as features (``inplanes`` is how
-    ``LinearModel`` reads a backbone's width)."""
-
-    def __init__(self, crop_size: int):
-        super().__init__()
-        self.inplanes = 3 * crop_size * crop_size
 
 
 def _custom_transforms(cfg: DictConfig):

@@ -196,18 +196,18 @@ KNN_FLOORS = {"untrained": "untrained backbone", "raw_pixels": "raw pixels"}
 
 def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, Any]:
     """kNN top-1/top-5 of the trained backbone (keys ``<method>_knn_top1/5``) and of its two
-    floors, measured the same way (same bank, same held-out images, same k, T and distance):
-    the same backbone at initialisation, and raw pixels (the normalised evaluation image,
-    flattened)."""
-    from solo.methods import METHODS
-
+    floors (:mod:`solo_clamp.evaluation`), measured the same way (same bank, same held-out
+    images, same k, T and distance): the same backbone at initialisation, and raw pixels (the
+    normalised evaluation image, flattened)."""
     from solo_clamp.evaluation import (
         IMAGENET_MEAN,
         IMAGENET_STD,
+        RawPixels,
         eval_transform,
         extract_features,
         image_folder_loader,
         knn_accuracy,
+        untrained_backbone,
     )
 
     node = cfg.evaluate.knn
@@ -218,8 +218,6 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
     batch_size = node.get("batch_size", 256)
     train_loader = image_folder_loader(Path(node.train_path), transform, batch_size)
     val_loader = image_folder_loader(Path(node.val_path), transform, batch_size)
-    seed_everything(cfg.seed)
-    untrained = METHODS[cfg.method](cfg).backbone
     results: dict[str, Any] = {
         "k": node.get("k", 20),
         "temperature": node.get("T", 0.07),
@@ -231,8 +229,8 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
         "test_images": len(val_loader.dataset),
     }
     extractors = {
-        "untrained": untrained,
-        "raw_pixels": torch.nn.Flatten(),
+        "untrained": untrained_backbone(cfg, cfg.seed),
+        "raw_pixels": RawPixels(aug.crop_size),
         cfg.method: trained_backbone,
     }
     for label, extractor in extractors.items():

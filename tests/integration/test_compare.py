@@ -17,9 +17,9 @@ from solo_clamp import compare
 from solo_clamp.cli import main
 from solo_clamp.compare import runner
 from solo_clamp.compare.data import ComparisonData
-from solo_clamp.compare.training import build_solo_cfg, parse
+from solo_clamp.compare.plan import RUN_YAML, parse, solo_cfg
 
-SHIPPED = sorted(compare.CONFIG_DIR.glob("*.yaml"))
+SHIPPED = sorted(p for p in compare.CONFIG_DIR.glob("*.yaml") if p != RUN_YAML)
 EXPECTED_RUNS = [
     "floor-raw_pixels",
     "floor-untrained",
@@ -101,9 +101,12 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
     # 3. The outputs: table, reports, configs, backbones, curves.
     with (out / "results.csv").open() as handle:
         reader = csv.DictReader(handle)
-        rows = {row["run_id"]: row for row in reader}
+        table = list(reader)
     assert tuple(reader.fieldnames) == compare.RESULT_COLUMNS
+    rows = {row["run_id"]: row for row in table if row["kind"] in ("floor", "run")}
     assert list(rows) == EXPECTED_RUNS
+    assert [row["kind"] for row in rows.values()] == ["floor", "floor", "run", "run", "run"]
+    assert {row["kind"] for row in table} == {"floor", "run", "curve"}  # no tuning here
     spe = 24 // 8
     assert int(rows["clamp-equal_epochs-s0"]["steps"]) == 2 * spe
     assert int(rows["simclr-equal_epochs-s0"]["steps"]) == 2 * spe
@@ -146,6 +149,14 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
     # every method of a seed starts from the same backbone: same probe score before training,
     # which is the untrained floor's score on the probe set (the curves' reference line)
     assert len({c[0]["knn_top1"] for c in curves.values()}) == 1
+    # results.csv holds every curve point, named by its run
+    for run, curve in curves.items():
+        points = [row for row in table if row["kind"] == "curve" and row["run_id"] == run]
+        assert [int(p["curve_epoch"]) for p in points] == [p["epoch"] for p in curve]
+        assert [float(p["curve_knn_top1"]) for p in points] == pytest.approx(
+            [p["knn_top1"] for p in curve]
+        )
+        assert points[0]["curve_loss"] == "" and float(points[-1]["curve_loss"]) > -1e9
     floors = {
         f: json.loads((runs / f"floor-{f}" / "result.json").read_text())
         for f in ("raw_pixels", "untrained")
@@ -227,6 +238,14 @@ def test_plan_budgets_and_seed_major_order():
             "data.train_path is required",
         ),
         ({"dataset": "cifar10"}, "data.train_per_class applies only to the datasets"),
+        ({"evaluation.few_label.enabled": "yes"}, "evaluation.few_label.enabled must be true"),
+        ({"evaluation.few_label.per_class": 0}, "evaluation.few_label.per_class must be a posi"),
+        ({"evaluation.few_label.draws": 2.5}, "evaluation.few_label.draws must be a positive"),
+        ({"evaluation.few_label.seed": None}, "evaluation.few_label.seed must be an integer"),
+        (
+            {"evaluation.few_label.feature_augment.samples": -1},
+            "evaluation.few_label.feature_augment.samples must be an integer >= 0",
+        ),
     ],
 )
 def test_config_errors_name_the_field(overrides, message):
@@ -260,7 +279,45 @@ def test_shipped_configs_build_solo_learn_cfgs(path, tmp_path):
     data = ComparisonData(cfg.dataset, solo_name, str(tmp_path), str(tmp_path))
     (tmp_path / "class_a").mkdir(exist_ok=True)
     for spec in compare.plan_runs(cfg, steps_per_epoch=10):
-        solo_cfg = parse(build_solo_cfg(cfg, spec, data))
-        solo_cfg = METHODS[spec.method].add_and_assert_specific_cfg(solo_cfg)
-        assert solo_cfg.data.num_large_crops == spec.views and solo_cfg.data.num_small_crops == 0
-        assert solo_cfg.max_steps == spec.steps
+        solo = parse(solo_cfg(cfg, spec, data))
+        solo = METHODS[spec.method].add_and_assert_specific_cfg(solo)
+        assert solo.data.num_large_crops == spec.views and solo.data.num_small_crops == 0
+        assert solo.max_steps == spec.steps
+
+
+def test_run_cfg_is_the_skeleton_then_the_recipe_then_the_run(tmp_path):
+    """A run's cfg: run.yaml's shared fields (from the comparison config), the method's recipe
+    (without views), then the run's own values (scaled projector, tuned lr and kwargs)."""
+    from solo_clamp.compare.plan import RunSpec, Setting
+
+    cfg = _cfg(**{"trainer.channels_last": True, "trainer.accelerator": "gpu"})
+    cfg.recipes.byol.scheduler = {"min_lr": 1.0e-5}  # a recipe may carry any solo-learn field
+    data = ComparisonData("fashion_mnist", "custom", str(tmp_path), str(tmp_path))
+    spec = RunSpec("clamp", "equal_epochs", 3, 4, 25, 10, 64, Setting(0.3, 0.3, (("rs", 5.0),)))
+    solo = solo_cfg(cfg, spec, data)
+    assert (solo.name, solo.method, solo.seed) == ("clamp-equal_epochs-s3", "clamp", 3)
+    assert (solo.max_steps, solo.max_epochs) == (25, 3)
+    assert solo.accelerator == "gpu" and solo.performance.disable_channel_last is False
+    assert solo.checkpoint.enabled is False and solo.knn_eval.enabled is False
+    assert solo.data.train_path == str(tmp_path) and solo.data.format == "image_folder"
+    assert "views" not in solo and [a.num_crops for a in solo.augmentations] == [4]
+    assert solo.optimizer.lr == 0.3 and solo.optimizer.batch_size == 64
+    assert solo.optimizer.weight_decay == cfg.recipes.clamp.optimizer.weight_decay
+    assert solo.method_kwargs.rs == 5.0 and solo.method_kwargs.proj_hidden_dim == 512
+    assert dict(solo.scheduler) == dict(cfg.scheduler)
+    byol = solo_cfg(cfg, RunSpec("byol", "equal_epochs", 0, 2, 10, 10, 64), data)
+    assert byol.optimizer.lr == cfg.recipes.byol.optimizer.lr  # the recipe's, untuned
+    assert byol.scheduler.min_lr == 1.0e-5 and byol.scheduler.name == cfg.scheduler.name
+    assert byol.momentum.base_tau == 0.99
+
+
+def test_views_flag_sets_every_method_that_takes_more_than_two_views(tmp_path):
+    import argparse
+
+    from solo_clamp.commands.compare import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = build_config(parser.parse_args(["--views", "8", "--methods", "clamp", "simclr"]))
+    views = {method: recipe.get("views", 2) for method, recipe in cfg.recipes.items()}
+    assert views == {"clamp": 8, "simclr": 2, "byol": 2, "vicreg": 2, "manifoldclr": 2}

@@ -1,7 +1,7 @@
 """ManifoldCLR in ``solo-clamp compare`` against the real solo-learn: its recipe in the shipped
 MNIST / Fashion-MNIST configs (not in their default ``methods``), a later ``--methods ...
-manifoldclr`` on an existing output that trains only ManifoldCLR, its row and its curve,
-``--configs-only``, and its tuning grid."""
+manifoldclr`` on an existing output that trains only ManifoldCLR, its row, its curve and its
+few-label probes with its feature augmentation, ``--configs-only``, and its tuning grid."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from solo_clamp import compare
 from solo_clamp.cli import main
 from solo_clamp.compare import runner
 from solo_clamp.compare.data import ComparisonData
-from solo_clamp.compare.training import build_solo_cfg, lr_and_rs, parse
-from solo_clamp.compare.trials import trial_specs
+from solo_clamp.compare.plan import parse, solo_cfg
+from solo_clamp.compare.tuning import trial_specs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,14 +36,16 @@ TINY_KWARGS = {
 def tiny_config(tmp_path, image_folder_factory) -> Path:
     """SimCLR alone by default, on 24 generated images (batch 8, 16-px views, 2 epochs); the
     shipped ManifoldCLR recipe with fewer operators and narrower coefficient networks, and its
-    prior warm-up and max-ELBO draws within the run's 6 steps."""
+    prior warm-up and max-ELBO draws within the run's 6 steps; few-label probes of 2 labelled
+    images per class, 5 draws, with 3 samples of a method's feature augmentation."""
+    few_label = {"enabled": True, "per_class": 2, "draws": 5, "feature_augment": {"samples": 3}}
     cfg = tiny_comparison_config(
         image_folder_factory,
         8,
         methods=["simclr"],
         seeds=[0],
         epochs=2,
-        evaluation={"linear": {"epochs": 5}},
+        evaluation={"linear": {"epochs": 5}, "few_label": few_label},
         recipes={"manifoldclr": {"method_kwargs": TINY_KWARGS}},
     )
     path = tmp_path / "tiny.yaml"
@@ -76,15 +78,36 @@ def test_adding_manifoldclr_later_trains_only_it(tiny_config, tmp_path, capsys, 
     assert {p: (out / "runs" / p / "result.json").stat().st_mtime_ns for p in finished} == finished
 
     with (out / "results.csv").open() as handle:
-        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
+        rows = {row["run_id"]: row for row in csv.DictReader(handle) if row["kind"] == "run"}
     row = rows[RUN]
     assert (row["method"], row["views"], row["steps"]) == ("manifoldclr", "2", "6")
     assert row["views_seen"] == rows["simclr-equal_epochs-s0"]["views_seen"]
-    assert float(row["lr"]) == 0.012 and row["rs"] == ""
+    assert float(row["lr"]) == 0.012 and row["lr_multiplier"] == row["tuned"] == ""
     assert 0.0 <= float(row["knn_top1"]) <= 100.0 and 0.0 <= float(row["linear_top1"]) <= 100.0
     md = (out / "results.md").read_text()
     assert "| equal_epochs | manifoldclr | 2 | 2 |" in md
     assert "manifoldclr (same run as equal_epochs)" in md
+
+    # few-label probes: ManifoldCLR also with its prior's samples (the same draws), SimCLR not
+    for name in ("few_label", "few_label_augmented"):
+        per_draw = [float(v) for v in row[f"{name}_per_draw"].split(";")]
+        assert len(per_draw) == 5 and all(0.0 <= v <= 100.0 for v in per_draw)
+        assert float(row[f"{name}_mean"]) == pytest.approx(sum(per_draw) / 5)
+    simclr = rows["simclr-equal_epochs-s0"]
+    assert simclr["few_label_mean"] != "" and simclr["few_label_augmented_mean"] == ""
+    stored = json.loads((out / "runs" / RUN / "result.json").read_text())
+    assert (
+        stored["few_label_images"]
+        == json.loads((out / "runs" / "simclr-equal_epochs-s0" / "result.json").read_text())[
+            "few_label_images"
+        ]
+    )
+    assert "| + 3 prior samples | per seed | spread over draws |" in md
+    few_label = md.split("## Few-label probes")[1]
+    assert f"| equal_epochs | manifoldclr | 1 | {float(row['few_label_mean']):.2f}" in few_label
+    # the only method with a feature augmenter: the best augmented row, SimCLR's is empty
+    assert f"| {float(row['few_label_augmented_mean']):.2f} **best** | " in few_label
+    assert "| equal_epochs | simclr | 1 |" in few_label and "| – | – | – |" in few_label
 
     curve = json.loads((out / "runs" / RUN / "result.json").read_text())["curve"]
     assert [p["epoch"] for p in curve] == [0, 1, 2]
@@ -128,12 +151,12 @@ def test_shipped_recipe_builds_a_valid_solo_learn_cfg(dataset, tmp_path):
         "manifoldclr-equal_epochs-s0",
         "manifoldclr-equal_epochs-s1",
     ]
-    solo_cfg = parse(build_solo_cfg(cfg, specs[0], data))
-    solo_cfg = METHODS["manifoldclr"].add_and_assert_specific_cfg(solo_cfg)
-    assert solo_cfg.data.num_large_crops == 2 and solo_cfg.max_steps == 80
-    assert solo_cfg.method_kwargs.dictionary_size == 32
-    assert solo_cfg.method_kwargs.block_dim == 16 and solo_cfg.method_kwargs.vi_hidden_dim == 512
-    assert solo_cfg.optimizer.lr == pytest.approx(0.012 * 64 / 256)
+    solo = parse(solo_cfg(cfg, specs[0], data))
+    solo = METHODS["manifoldclr"].add_and_assert_specific_cfg(solo)
+    assert solo.data.num_large_crops == 2 and solo.max_steps == 80
+    assert solo.method_kwargs.dictionary_size == 32
+    assert solo.method_kwargs.block_dim == 16 and solo.method_kwargs.vi_hidden_dim == 512
+    assert solo.optimizer.lr == pytest.approx(0.012 * 64 / 256)
 
 
 def test_tuning_grid_is_the_lr_multipliers_without_rs():
@@ -148,9 +171,9 @@ def test_tuning_grid_is_the_lr_multipliers_without_rs():
         "manifoldclr-lr0.0036-s0",
         "manifoldclr-lr0.012-s0",
     ]
-    assert lr_and_rs(cfg, trials[0]) == (0.00036, None)
+    assert (trials[0].setting.lr, trials[0].setting.tuned) == (0.00036, {})
     data = ComparisonData("fashion_mnist", "custom", "unused", "unused")
-    assert build_solo_cfg(cfg, trials[0], data).optimizer.lr == 0.00036
+    assert solo_cfg(cfg, trials[0], data).optimizer.lr == 0.00036
 
 
 def test_manifoldclr_views_must_be_two():

@@ -1,13 +1,16 @@
 """``solo-clamp compare`` with fair tuning against the real solo-learn: the validation split
-(held out of training, of every kNN bank, never the test split), selection by validation
-score, diverging trials, resume, the tables (selected settings, per-seed values, ties) and
-the tuned preset."""
+(held out of training, of every kNN bank and few-label draw, never the test split), selection
+by validation score, diverging trials, resume, the tables (selected settings, per-seed values,
+ties, few-label probes with their spread) and the tuned presets."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
+import statistics
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -17,10 +20,12 @@ from omegaconf import OmegaConf
 from solo_clamp import compare
 from solo_clamp.cli import main
 from solo_clamp.compare import data as data_module
-from solo_clamp.compare import runner, training, trials
+from solo_clamp.compare import runner, training
+from solo_clamp.compare import tuning as tuning_module
 from solo_clamp.compare.data import ComparisonData, held_out_indices, prepare_data
+from solo_clamp.compare.plan import RunSpec, Setting
 from solo_clamp.compare.report import summary_rows, write_results_md
-from solo_clamp.compare.tuning import Setting, method_grid
+from solo_clamp.compare.tuning import Tuning, method_grid, trial_specs
 
 TRIALS = ["clamp-lr0.5-s0", "clamp-lr1e+30-s0", "simclr-lr0.2-s0", "simclr-lr4e+29-s0"]
 
@@ -29,14 +34,18 @@ TRIALS = ["clamp-lr0.5-s0", "clamp-lr1e+30-s0", "simclr-lr0.2-s0", "simclr-lr4e+
 def tuned_config(tmp_path, image_folder_factory) -> Path:
     """CLAMP and SimCLR on a generated 3-class ImageFolder (10 training images per class, 2 of
     them held out for validation), 16-px views, batch 8; lr multipliers 0.5 and 1e30 (the
-    latter diverges: CLAMP raises FloatingPointError, SimCLR's loss turns NaN); two seeds."""
+    latter diverges: CLAMP raises FloatingPointError, SimCLR's loss turns NaN); two seeds;
+    few-label probes of 2 labelled images per class, 5 draws."""
     cfg = tiny_comparison_config(
         image_folder_factory,
         10,
         budgets=["equal_epochs"],
         seeds=[0, 1],
         epochs=1,
-        evaluation={"linear": {"epochs": 5}},
+        evaluation={
+            "linear": {"epochs": 5},
+            "few_label": {"enabled": True, "per_class": 2, "draws": 5, "seed": 3},
+        },
         tuning={
             "enabled": True,
             "lr_multipliers": [0.5, 1.0e30],
@@ -144,22 +153,31 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     assert all(len(s) == 24 and not s & validation for _, s in spy.training)
     assert spy.probe and all(not p & validation for p in spy.probe)
 
-    # 2. The trials: the 1e30 ones diverged (recorded, not selected), the others selected.
+    # 2. The trials: the 1e30 ones diverged (recorded, not selected), the others selected;
+    #    results.csv holds them (and the validation floors) beside the runs.
     assert "tuning: trained 4 trial(s), skipped 0 finished" in printed
-    with (out / "tuning.csv").open() as handle:
-        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
-    assert list(rows) == [*TRIALS, "floor-raw_pixels", "floor-untrained"]
-    assert {rows[f]["status"] for f in ("floor-raw_pixels", "floor-untrained")} == {"floor"}
+    with (out / "results.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    rows = {r["run_id"]: r for r in table if r["kind"] in ("trial", "validation_floor")}
+    assert list(rows) == ["floor-raw_pixels", "floor-untrained", *TRIALS]
+    assert {rows[f]["kind"] for f in ("floor-raw_pixels", "floor-untrained")} == {
+        "validation_floor"
+    }
     assert [rows[t]["status"] for t in TRIALS] == ["ok", "diverged", "ok", "diverged"]
     assert "non-finite embeddings" in rows["clamp-lr1e+30-s0"]["error"]  # CLAMP's own check
     assert "non-finite" in rows["simclr-lr4e+29-s0"]["error"]
     assert [rows[t]["selected"] for t in TRIALS] == ["True", "False", "True", "False"]
+    assert [rows[t]["lr_multiplier"] for t in TRIALS] == ["0.5", "1e+30", "0.5", "1e+30"]
     for trial in TRIALS[::2]:
         assert 0.0 <= float(rows[trial]["val_knn_top1"]) <= 100.0
-    tuning_md = (out / "tuning.md").read_text()
-    assert "| clamp | clamp-lr0.5-s0 | 0.5 (×0.5) | 7 | ok |" in tuning_md
-    assert "| simclr | simclr-lr4e+29-s0 | 4e+29 (×1e+30) | – | diverged | – |" in tuning_md
-    assert "- clamp: lr 0.5 (×0.5)" in tuning_md and "- simclr: lr 0.2 (×0.5)" in tuning_md
+    for floor in ("floor-raw_pixels", "floor-untrained"):
+        assert 0.0 <= float(rows[floor]["val_knn_top1"]) <= 100.0
+    md = (out / "results.md").read_text()
+    assert "## Tuning: validation kNN top-1 of every trial" in md
+    assert "| clamp | clamp-lr0.5-s0 | 0.5 (×0.5) | – | ok |" in md
+    assert "| simclr | simclr-lr4e+29-s0 | 4e+29 (×1e+30) | – | diverged | – |" in md
+    assert "- clamp: lr 0.5 (×0.5)" in md and "- simclr: lr 0.2 (×0.5)" in md
+    assert not (out / "tuning.csv").exists() and not (out / "tuning.md").exists()
 
     # 3. The final runs train at the selected settings; the table says so, with per-seed
     #    values and best / tie marks.
@@ -168,11 +186,11 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
         assert clamp_cfg.optimizer.lr == pytest.approx(0.5 * 8 / 256)  # solo-learn scales by B
         simclr_cfg = OmegaConf.load(out / "runs" / f"simclr-equal_epochs-s{seed}" / "config.yaml")
         assert simclr_cfg.optimizer.lr == pytest.approx(0.2 * 8 / 256)
-    with (out / "results.csv").open() as handle:
-        results = {row["run_id"]: row for row in csv.DictReader(handle)}
+    results = {r["run_id"]: r for r in table if r["kind"] == "run"}
+    assert list(results) == [f"{m}-equal_epochs-s{s}" for s in (0, 1) for m in ("clamp", "simclr")]
     assert results["clamp-equal_epochs-s1"]["lr"] == "0.5"
-    assert results["clamp-equal_epochs-s1"]["rs"] == "7.0"
-    md = (out / "results.md").read_text()
+    assert results["clamp-equal_epochs-s1"]["lr_multiplier"] == "0.5"
+    assert results["clamp-equal_epochs-s1"]["tuned"] == ""  # only the lr is tuned here
     assert "selected on a validation split" in md
     assert "| setting | wall-clock (s) | kNN top-1 | kNN per seed |" in md
     assert "| equal_epochs | clamp | 4 | 1 | 96 | 2 | lr 0.5 (×0.5) |" in md
@@ -184,20 +202,57 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     )
     assert clamp_seeds in md
 
-    # 4. Resume: every trial (diverged ones too) and run is finished; nothing trains again.
+    # 4. Few-label probes: the same 5 draws of 2 labelled images per class for every method,
+    #    seed and floor, from the kNN bank: never a validation or a test image.
+    stored = {**_results(out), **_results(out, "floor-*")}
+    assert len(stored) == 6
+    draws = {run: tuple(map(tuple, r["few_label_images"])) for run, r in stored.items()}
+    assert len(set(draws.values())) == 1
+    (images,) = set(draws.values())
+    assert len(images) == 5 and len(set(images)) == 5  # 5 different draws
+    for draw in images:
+        paths = _paths(train_folder, draw)
+        assert len(paths) == 6 and sorted(train_folder.samples[i][1] for i in draw) == [
+            0,
+            0,
+            1,
+            1,
+            2,
+            2,
+        ]
+        assert not paths & validation and not paths & test_paths
+        assert all(paths <= bank for bank in final_banks)
+    # ... with their spread in results.csv and results.md
+    for run in ("clamp-equal_epochs-s0", "simclr-equal_epochs-s1", "floor-untrained"):
+        row = results.get(run) or next(r for r in table if r["run_id"] == run)
+        per_draw = [float(v) for v in row["few_label_per_draw"].split(";")]
+        assert len(per_draw) == 5 and all(0.0 <= v <= 100.0 for v in per_draw)
+        assert float(row["few_label_mean"]) == pytest.approx(statistics.fmean(per_draw))
+        assert float(row["few_label_std"]) == pytest.approx(statistics.stdev(per_draw))
+        assert row["few_label_augmented_mean"] == ""  # neither method has an augmenter
+    assert "## Few-label probes" in md and "5 draws (seeds 3–7)" in md
+    means = [float(results[f"clamp-equal_epochs-s{s}"]["few_label_mean"]) for s in (0, 1)]
+    spread = statistics.fmean(
+        float(results[f"clamp-equal_epochs-s{s}"]["few_label_std"]) for s in (0, 1)
+    )
+    few = f"{statistics.fmean(means):.2f} ± {statistics.stdev(means):.2f}"
+    assert f"| equal_epochs | clamp | 2 | {few}" in md
+    assert f" | {means[0]:.2f} / {means[1]:.2f} | {spread:.2f} |" in md
+
+    # 5. Resume: every trial (diverged ones too) and run is finished; nothing trains again.
     def no_training(*args, **kwargs):
         raise AssertionError("a finished trial or run was trained again")
 
-    monkeypatch.setattr(trials, "train", no_training)
+    monkeypatch.setattr(tuning_module, "train", no_training)
     monkeypatch.setattr(runner, "train", no_training)
-    monkeypatch.setattr(trials, "validation_floor", no_training)  # kept in tuning/floor-*/
+    monkeypatch.setattr(tuning_module, "floor_extractor", no_training)  # in tuning/floor-*/
     assert main(["compare", "--config", str(tuned_config), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "tuning: trained 0 trial(s), skipped 4 finished" in printed
     assert "trained 0 run(s), skipped 6 finished" in printed
     monkeypatch.undo()
 
-    # 5. --configs-only: the trials' cfgs always; the final runs' once the trials finished.
+    # 6. --configs-only: the trials' cfgs always; the final runs' once the trials finished.
     fresh = tmp_path / "fresh"
     assert (
         main(["compare", "--config", str(tuned_config), "--out", str(fresh), "--configs-only"]) == 0
@@ -212,10 +267,31 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     assert len(before) == 4
 
 
-def _results(out: Path) -> dict:
-    import json
+def _results(out: Path, runs: str = "[!f]*") -> dict:
+    """The stored results of the final runs (or of the ``runs`` pattern, e.g. the floors)."""
+    return {p.parent.name: json.loads(p.read_text()) for p in out.glob(f"runs/{runs}/result.json")}
 
-    return {p.parent.name: json.loads(p.read_text()) for p in out.glob("runs/*/result.json")}
+
+def _fake_training(monkeypatch, scores: Callable[[RunSpec], float], interrupt_at=None) -> list:
+    """Trials without training: every trial 'trains' a Flatten and scores ``scores(spec)`` on
+    validation (the validation floors too, 10.0); ``interrupt_at``: Ctrl-C in that call."""
+    calls: list[str] = []
+
+    def fake_train(cfg, spec, data, probe, fail_on_divergence=False):
+        assert fail_on_divergence and probe is None  # trials never score the test probe
+        calls.append(spec.run_id)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        current[:] = [spec]
+        return training.TrainedRun(torch.nn.Flatten(), OmegaConf.create({}), {}, [], 0.0, 0.0)
+
+    def fake_scores(cfg, data, extractor, crop_size=None):
+        return {"val_knn_top1": scores(current[0]) if current else 10.0, "val_images": 6}
+
+    current: list = []
+    monkeypatch.setattr(tuning_module, "train", fake_train)
+    monkeypatch.setattr(tuning_module, "validation_scores", fake_scores)
+    return calls
 
 
 def test_tuning_picks_the_best_validation_score(tuned_config, tmp_path, monkeypatch):
@@ -232,65 +308,67 @@ def test_tuning_picks_the_best_validation_score(tuned_config, tmp_path, monkeypa
         ("simclr", 1.0): 30.0,
         ("simclr", 2.0): 31.0,
     }
-    backbone = torch.nn.Flatten()
-
-    def fake_train(cfg, spec, data, probe, fail_on_divergence=False):
-        assert fail_on_divergence and probe is None  # trials never score the test probe
-        return training.TrainedRun(backbone, OmegaConf.create({}), [], 0.0, 0.0)
-
-    def fake_scores(cfg, data, extractor):
-        return {"val_knn_top1": fake[(current[0].method, current[0].setting.lr_multiplier)]}
-
-    current = []
-    execute = trials.execute_trial
-
-    def tracking(cfg, spec, data, out, probe=None):
-        current[:] = [spec]
-        return execute(cfg, spec, data, out, probe)
-
-    monkeypatch.setattr(trials, "train", fake_train)
-    monkeypatch.setattr(trials, "validation_scores", fake_scores)
-    monkeypatch.setattr(trials, "execute_trial", tracking)
+    _fake_training(monkeypatch, lambda spec: fake[(spec.method, spec.setting.lr_multiplier)])
     data = prepare_data(cfg)
-    outcome = trials.run_tuning(cfg, data, 3, tmp_path, log=lambda _: None)
-    assert outcome.selected == {"clamp": Setting(1.0, 1.0), "simclr": Setting(0.8, 2.0)}
-    assert [s.run_id for s in outcome.specs][:2] == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
-    md = (tmp_path / "tuning.md").read_text()
+    tuning = tuning_module.run_tuning(
+        cfg, data, tmp_path, Tuning(trial_specs(cfg, 3)), log=lambda _: None
+    )
+    assert tuning.selected == {"clamp": Setting(1.0, 1.0), "simclr": Setting(0.8, 2.0)}
+    assert [s.run_id for s in tuning.specs][:2] == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
+    write_results_md(cfg, {}, tmp_path / "results.md", tuning)
+    md = (tmp_path / "results.md").read_text()
     assert "- clamp: lr 1 (×1)\n" in md  # inside the grid
     assert "- simclr: lr 0.8 (×2) (at the edge of the lr grid: a wider grid" in md
+    assert "| budget | method |" not in md  # no final run yet
+    assert "Unfinished runs (not in the table): floor-raw_pixels, floor-untrained, clamp-" in md
 
 
-def test_clamp_lr_times_rs_grid_and_equal_trials_rule():
+def test_tuning_grid_is_lr_times_any_method_kwargs_with_equal_trials():
     cfg = compare.load_config(None)
     cfg.tuning.enabled = True
     cfg.tuning.lr_multipliers = {
         "clamp": [0.3, 1.0],
         "simclr": [0.1, 0.3, 1.0, 3.0],
         "byol": [0.1, 0.3, 1.0, 3.0],
-        "vicreg": [0.1, 0.3, 1.0, 3.0],
+        "vicreg": [0.1, 3.0],
     }
-    cfg.tuning.clamp_rs = [5.0, 9.0]
+    cfg.tuning.method_kwargs = {
+        "clamp": {"rs": [5.0, 9.0]},
+        "vicreg": {"sim_loss_weight": [10, 25]},
+    }
     compare.validate_config(cfg)
-    assert [(s.lr, s.rs) for s in method_grid(cfg, "clamp")] == [
-        (0.3, 5.0),
-        (0.3, 9.0),
-        (1.0, 5.0),
-        (1.0, 9.0),
+    assert [(s.lr, s.tuned) for s in method_grid(cfg, "clamp")] == [
+        (0.3, {"rs": 5.0}),
+        (0.3, {"rs": 9.0}),
+        (1.0, {"rs": 5.0}),
+        (1.0, {"rs": 9.0}),
     ]
-    assert [s.lr for s in method_grid(cfg, "vicreg")] == [0.03, 0.09, 0.3, 0.9]
-    specs = trials.trial_specs(cfg, steps_per_epoch=10)
+    assert [s.lr for s in method_grid(cfg, "simclr")] == [0.04, 0.12, 0.4, 1.2]
+    assert [s.label for s in method_grid(cfg, "vicreg")] == [
+        "lr0.03-sim_loss_weight10",
+        "lr0.03-sim_loss_weight25",
+        "lr0.9-sim_loss_weight10",
+        "lr0.9-sim_loss_weight25",
+    ]
+    specs = trial_specs(cfg, steps_per_epoch=10)
     assert len(specs) == 16 and {s.steps for s in specs} == {40}
     assert [s.run_id for s in specs[:4]] == [
-        "clamp-lr0.3-rs5-s0",
+        "clamp-lr0.3-rs5-s0",  # the trial directories' names of earlier versions
         "simclr-lr0.04-s0",
         "byol-lr0.1-s0",
-        "vicreg-lr0.03-s0",
+        "vicreg-lr0.03-sim_loss_weight10-s0",
     ]
-    cfg.tuning.lr_multipliers = [0.3, 1.0]  # CLAMP: 2 x 2 = 4 trials, the others 2
+    data = ComparisonData("fashion_mnist", "custom", "unused", "unused")
+    from solo_clamp.compare.plan import solo_cfg
+
+    assert solo_cfg(cfg, specs[0], data).method_kwargs.rs == 5.0
+    assert solo_cfg(cfg, specs[3], data).method_kwargs.sim_loss_weight == 10
+    assert Setting(0.3, 1.0, (("rs", 7.0),)).describe() == "lr 0.3 (×1), rs 7"
+    cfg.tuning.lr_multipliers = [0.3, 1.0]  # CLAMP and VICReg: 2 x 2 = 4 trials, the others 2
     with pytest.raises(
         ValueError,
         match=r"same number of trials .* got clamp 4 \(= 2 lr × 2 "
-        r"rs\), simclr 2, byol 2, vicreg 2",
+        r"rs\), simclr 2, byol 2, vicreg 4 \(= 2 lr × 2 sim_loss_weight\)",
     ):
         compare.validate_config(cfg)
 
@@ -306,7 +384,16 @@ def test_clamp_lr_times_rs_grid_and_equal_trials_rule():
             {"tuning.lr_multipliers": {"clamp": [1.0]}},
             "tuning.lr_multipliers has no list for 'simclr'",
         ),
-        ({"tuning.clamp_rs": []}, "tuning.clamp_rs must be a non-empty list"),
+        (
+            {"tuning.method_kwargs": {"clamp": {"rs": []}}},
+            "tuning.method_kwargs.clamp.rs must be a non-empty list",
+        ),
+        (
+            {"tuning.method_kwargs": {"simclr": {"rs": [5.0]}}},
+            "tuning.method_kwargs.simclr.rs: simclr has no method_kwargs field 'rs'",
+        ),
+        ({"tuning.method_kwargs": {"dino": {"x": [1]}}}, "tuning.method_kwargs.dino: 'dino' has"),
+        ({"tuning.clamp_rs": [5.0]}, r"tuning.clamp_rs was replaced by tuning.method_kwargs"),
         ({"tuning.val_per_class": 0}, "tuning.val_per_class must be a positive integer"),
         (
             {"tuning.val_per_class": 350},
@@ -429,27 +516,31 @@ def test_tune_only_scores_validation_curves_and_floors_and_never_opens_the_test_
     printed = capsys.readouterr().out
     assert opened == {"train"}
     assert "tuning: trained 2 trial(s)" in printed and "trained 0 run(s)" in printed
-    assert not (out / "runs").exists() and not (out / "results.md").exists()
-    with (out / "tuning.csv").open() as handle:
-        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
+    assert not (out / "runs").exists()
+    with (out / "results.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert {row["kind"] for row in table} == {"validation_floor", "trial", "curve"}
+    rows = {row["run_id"]: row for row in table if row["kind"] != "curve"}
     untrained = float(rows["floor-untrained"]["val_knn_top1"])
     raw = float(rows["floor-raw_pixels"]["val_knn_top1"])
-    import json
-
     for trial in ("clamp-lr0.5-s0", "simclr-lr0.2-s0"):
         result = json.loads((out / "tuning" / trial / "result.json").read_text())
         curve = [point["knn_top1"] for point in result["curve"]]
         assert [point["epoch"] for point in result["curve"]] == [0, 1]
         assert curve[0] == pytest.approx(untrained)
         assert curve[-1] == pytest.approx(result["val_knn_top1"])
-    md = (out / "tuning.md").read_text()
+        points = [r for r in table if r["kind"] == "curve" and r["run_id"] == trial]
+        assert [float(p["curve_knn_top1"]) for p in points] == pytest.approx(curve)
+    md = (out / "results.md").read_text()
+    assert "| budget | method |" not in md and "## Runs" not in md  # no final run
     assert f"| floor | raw pixels | – | – | floor | {raw:.2f} |" in md
     assert f"| floor | untrained resnet18 (seed 0) | – | – | floor | {untrained:.2f} |" in md
     assert "scored on the same validation split" in md
 
 
-def test_tuned_preset_fits_and_is_fair():
-    cfg = compare.load_config(compare.CONFIG_DIR / "fashion_mnist_tuned.yaml")
+@pytest.mark.parametrize("name", ["fashion_mnist_tuned.yaml", "mnist_tuned.yaml"])
+def test_tuned_presets_fit_and_are_fair(name):
+    cfg = compare.load_config(compare.CONFIG_DIR / name)
     compare.validate_config(cfg)
     assert cfg.tuning.enabled and list(cfg.seeds) == [0, 1]
     grids = {m: method_grid(cfg, m) for m in cfg.methods}
@@ -459,53 +550,93 @@ def test_tuned_preset_fits_and_is_fair():
         for m, g in grids.items()
         for s in g
     )
-    # the final runs keep the default's 3,500 training images: 400 per class - 50 held out
-    assert cfg.data.train_per_class - cfg.tuning.val_per_class == 350
+    assert cfg.tuning.epochs < cfg.epochs and list(cfg.budgets) == list(compare.BUDGETS)
+    if name == "fashion_mnist_tuned.yaml":
+        # the final runs keep the default's 3,500 training images: 400 per class - 50 held out
+        assert cfg.data.train_per_class - cfg.tuning.val_per_class == 350
+        return
+    # the main job's budget (scripts/pretrain/mnist/clamp.yaml): 1,000 training images per
+    # class, 6 epochs, batch 64, 4 CLAMP views, ResNet-18 at 32 px, 2 compute threads
+    main_job_path = compare.CONFIG_DIR.parent / "pretrain" / "mnist" / "clamp.yaml"
+    main_job = OmegaConf.load(main_job_path)
+    assert cfg.data.train_per_class - cfg.tuning.val_per_class == 1000
+    assert (cfg.epochs, cfg.batch_size) == (main_job.max_epochs, main_job.optimizer.batch_size)
+    views = OmegaConf.load(main_job_path.parent / "augmentations" / "mnist.yaml")[0]
+    assert cfg.recipes.clamp.views == views.num_crops == 4
+    assert cfg.augmentations[0].rrc.crop_min_scale == views.rrc.crop_min_scale
+    assert cfg.trainer.threads == main_job.performance.num_threads == 2
+    # the recipes are the pretraining configs' (projector widths as given: scale 1)
+    manifoldclr = OmegaConf.load(main_job_path.parent / "manifoldclr.yaml")
+    assert cfg.projector_scale == 1.0
+    for recipe, job in ((cfg.recipes.clamp, main_job), (cfg.recipes.manifoldclr, manifoldclr)):
+        assert dict(recipe.method_kwargs) == dict(job.method_kwargs)
+        assert {k: recipe.optimizer[k] for k in ("name", "lr", "weight_decay")} == {
+            k: job.optimizer[k] for k in ("name", "lr", "weight_decay")
+        }
+    assert cfg.recipes.manifoldclr.scheduler.min_lr == manifoldclr.scheduler.min_lr
+    assert cfg.backbone.name == main_job.backbone.name and cfg.augmentations[0].crop_size == 32
+    assert set(cfg.methods) == {"clamp", "simclr", "byol", "vicreg", "manifoldclr"}
+    assert [len(g) for g in grids.values()] == [3] * 5
+    few = cfg.evaluation.few_label
+    assert few.enabled and few.per_class == 5 and few.draws >= 5
+    assert few.feature_augment.samples > 0
 
 
 def test_interrupted_tuning_resumes_at_the_unfinished_trial(tuned_config, tmp_path, monkeypatch):
-    """Ctrl-C during the third trial: two trials are kept (tuning.md lists them and selects
+    """Ctrl-C during the third trial: two trials are kept (results.md lists them and selects
     nothing yet); the rerun trains only the other two, then selects."""
     cfg = compare.load_config(tuned_config)
-    cfg.tuning.lr_multipliers = [0.5, 1.0]
-    calls: list[str] = []
-
-    def fake_train(cfg, spec, data, probe, fail_on_divergence=False):
-        calls.append(spec.run_id)
-        if len(calls) == 3 and interrupt:
-            raise KeyboardInterrupt
-        return training.TrainedRun(torch.nn.Flatten(), OmegaConf.create({}), [], 0.0, 0.0)
-
-    monkeypatch.setattr(trials, "train", fake_train)
-    monkeypatch.setattr(trials, "validation_scores", lambda *a: {"val_knn_top1": 50.0})
-    data = prepare_data(cfg)
-    interrupt = True
+    cfg.tuning.lr_multipliers, cfg.tuning.only = [0.5, 1.0], True
+    calls = _fake_training(monkeypatch, lambda spec: 50.0, interrupt_at=3)
     with pytest.raises(KeyboardInterrupt):
-        trials.run_tuning(cfg, data, 3, tmp_path, log=lambda _: None)
-    md = (tmp_path / "tuning.md").read_text()
+        compare.run_comparison(cfg, tmp_path, log=lambda _: None)
+    md = (tmp_path / "results.md").read_text()
     assert "Unfinished trials (nothing selected yet): clamp-lr1-s0, simclr-lr0.4-s0." in md
-    interrupt, calls[:] = False, []
-    outcome = trials.run_tuning(cfg, data, 3, tmp_path, log=lambda _: None)
+    assert "| clamp | clamp-lr0.5-s0 | 0.5 (×0.5) | – | ok | 50.00 |" in md
+    calls[:] = []
+    summary = compare.run_comparison(cfg, tmp_path, log=lambda _: None)
     assert calls == ["clamp-lr1-s0", "simclr-lr0.4-s0"]
-    assert outcome.skipped == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
-    assert outcome.selected == {"clamp": Setting(0.5, 0.5), "simclr": Setting(0.2, 0.5)}
+    assert summary.tuning.skipped == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
+    assert summary.tuning.selected == {"clamp": Setting(0.5, 0.5), "simclr": Setting(0.2, 0.5)}
+    assert "- clamp: lr 0.5 (×0.5) (at the edge" in (tmp_path / "results.md").read_text()
 
 
-def test_estimate_counts_the_trials(tuned_config):
-    cfg = compare.load_config(tuned_config)
-    report = compare.estimate(cfg, steps=2, log=lambda _: None)
-    assert [t["run_id"] for t in report["trials"]] == [
-        "clamp-lr0.5-s0",
-        "simclr-lr0.2-s0",
-        "clamp-lr1e+30-s0",
-        "simclr-lr4e+29-s0",
-    ]
-    assert {t["steps"] for t in report["trials"]} == {3}  # 1 epoch of 24 images / batch 8
-    assert report["tuning_s"] > 0
-    assert report["total_s"] == pytest.approx(
-        report["floors_s"] + report["tuning_s"] + sum(r["seconds"] for r in report["runs"])
+def test_a_few_label_draw_larger_than_a_bank_class_is_refused_before_training(
+    tuned_config, tmp_path, capsys, monkeypatch
+):
+    """The draws come from the kNN bank: 10 training images per class, 2 held out for
+    validation, leave 8; a draw of 9 per class is refused before any trial trains."""
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the few-label settings were checked")
+
+    monkeypatch.setattr(tuning_module, "train", no_training)
+    out = tmp_path / "out"
+    args = ["compare", "--config", str(tuned_config), "--out", str(out), "--set"]
+    assert main([*args, "evaluation.few_label.per_class=9"]) == 2
+    assert (
+        "evaluation.few_label.per_class (9) must not exceed the images of any class in the kNN "
+        "bank, where the draws come from: class 0 has 8." in capsys.readouterr().err
     )
-    cfg.tuning.only = True  # --tune-only: the trials and the validation floors, no final run
-    tune_only = compare.estimate(cfg, steps=2, log=lambda _: None)
-    assert tune_only["runs"] == [] and len(tune_only["trials"]) == 4
-    assert tune_only["total_s"] == pytest.approx(tune_only["floors_s"] + tune_only["tuning_s"])
+
+
+def test_mnist_tuned_quick_writes_every_trial_cfg(mnist_source, tmp_path):
+    """``--quick --configs-only`` of the MNIST preset: 15 trials (5 methods x 3 lr), each at
+    the quick size (16 images per class, 4 held out: 120 / batch 16 = 7 steps), with its
+    recipe (ManifoldCLR's own min_lr over the shared scheduler)."""
+    out = tmp_path / "out"
+    config = compare.CONFIG_DIR / "mnist_tuned.yaml"
+    sets = [f"data.source={mnist_source}", f"data.root={tmp_path / 'datasets'}"]
+    assert main(["compare", "--config", str(config), "--quick", "--configs-only", "--out", str(out),
+                 "--set", *sets]) == 0  # fmt: skip
+    written = sorted(p.parent.name for p in out.glob("tuning/*/config.yaml"))
+    assert len(written) == 15 and not list(out.glob("runs/*"))
+    assert {name.split("-")[0] for name in written} == {
+        "clamp", "simclr", "byol", "vicreg", "manifoldclr"
+    }  # fmt: skip
+    clamp = OmegaConf.load(out / "tuning" / "clamp-lr1-s0" / "config.yaml")
+    assert clamp.data.num_large_crops == 4 and clamp.max_steps == 7
+    assert (clamp.method_kwargs.proj_hidden_dim, clamp.method_kwargs.proj_output_dim) == (512, 128)
+    manifoldclr = OmegaConf.load(out / "tuning" / "manifoldclr-lr0.012-s0" / "config.yaml")
+    assert manifoldclr.scheduler.min_lr == 1.0e-5 and manifoldclr.scheduler.warmup_epochs == 0
+    assert manifoldclr.method_kwargs.proj_hidden_dim == 1024  # projector_scale 1
