@@ -205,6 +205,7 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
         RawPixels,
         eval_transform,
         extract_features,
+        feature_spread,
         image_folder_loader,
         knn_accuracy,
         untrained_backbone,
@@ -246,6 +247,10 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
         )
         results[f"{label}_knn_top1"] = top1
         results[f"{label}_knn_top5"] = top5
+        if label != "raw_pixels":
+            spread = feature_spread(train[0])
+            results[f"{label}_mean_cosine"] = spread["mean_cosine"]
+            results[f"{label}_effective_rank"] = spread["effective_rank"]
     results["floors_beaten"] = [
         floor
         for floor in KNN_FLOORS
@@ -329,7 +334,9 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
         summary["run_dir"] = str(checkpointer.path)
         summary["checkpoint"] = str(checkpointer.last_ckpt)
     if cfg.get("evaluate") and cfg.evaluate.get("knn") and trainer.is_global_zero:
-        report = {**knn_report(cfg, model.backbone), "problems": problems}
+        report = knn_report(cfg, model.backbone)
+        problems += collapse_problems(report, cfg.method, type(model).__name__)
+        report["problems"] = problems
         summary["knn"] = report
         Path(summary["run_dir"]).mkdir(parents=True, exist_ok=True)
         (Path(summary["run_dir"]) / "knn.json").write_text(json.dumps(report, indent=2))
@@ -337,6 +344,24 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     elif problems and trainer.is_global_zero:
         print("\n".join(problems))
     return summary
+
+
+def collapse_problems(report: dict[str, Any], method: str, name: str) -> list[str]:
+    """A sentence when the trained backbone's bank features have collapsed
+    (:func:`solo_clamp.evaluation.collapsed`), with the untrained backbone's values beside."""
+    from solo_clamp.evaluation import COLLAPSE_EFFECTIVE_RANK, collapsed
+
+    keys = ("mean_cosine", "effective_rank")
+    spread = {key: report[f"{method}_{key}"] for key in keys}
+    untrained = {key: report[f"untrained_{key}"] for key in keys}
+    if not collapsed(spread, untrained):
+        return []
+    return [
+        f"{name}'s features COLLAPSED: effective rank {spread['effective_rank']:.1f} over the "
+        f"bank images (bound {COLLAPSE_EFFECTIVE_RANK:g}, the untrained backbone "
+        f"{untrained['effective_rank']:.1f}), mean cosine {spread['mean_cosine']:.2f} "
+        f"(untrained {untrained['mean_cosine']:.2f})."
+    ]
 
 
 def training_problems(cfg: DictConfig, metrics: Mapping[str, Any]) -> list[str]:

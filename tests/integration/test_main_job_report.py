@@ -60,6 +60,10 @@ def test_report_gives_clamp_untrained_and_raw_pixels(mnist_source, tmp_path, cap
     assert (report["k"], report["temperature"], report["distance"]) == (5, 0.07, "cosine")
     for name in ("clamp", "untrained", "raw_pixels"):
         assert 0 <= report[f"{name}_knn_top1"] <= report[f"{name}_knn_top5"] <= 100
+    for name in ("clamp", "untrained"):  # the collapse check's measures, on the 20 bank images
+        assert -1 <= report[f"{name}_mean_cosine"] <= 1
+        assert 1 <= report[f"{name}_effective_rank"] <= 20
+    assert report["seed"] == 5
     assert report["floors_beaten"] == [
         floor
         for floor in ("untrained", "raw_pixels")
@@ -166,3 +170,38 @@ def test_simclr_kwargs_errors_name_the_field(override, field):
         facts_of("simclr").check(cfg({**kwargs, key.split(".")[1]: int(value)}, 2), "simclr")
     with pytest.raises(ValueError, match="num_crops"):
         facts_of("simclr").check(cfg(kwargs, 1), "simclr")
+
+
+def test_the_training_seed_is_a_config_field_that_changes_the_run_and_is_reported(
+    mnist_source, tmp_path
+):
+    """``seed`` (solo-learn's field; the main job's config states it) seeds the run: two seeds
+    give other weights and other untrained floors, and each report records its seed."""
+    from omegaconf import OmegaConf
+
+    from solo_clamp.configs import config_dir
+
+    assert OmegaConf.load(config_dir("pretrain") / "mnist" / "clamp.yaml").seed == 5
+    reports, weights = {}, {}
+    for seed in (3, 4):
+        root = tmp_path / f"seed{seed}"
+        args = [
+            "pretrain",
+            f"seed={seed}",
+            f"prepare_data.source={mnist_source}",
+            f"prepare_data.root={tmp_path / 'datasets'}",
+            "prepare_data.train_per_class=2",
+            "prepare_data.val_per_class=2",
+            "prepare_data.val_from=train",
+            f"checkpoint.dir={root}",
+            *TINY,
+        ]
+        assert main(args) == 0
+        (run,) = (root / "clamp").iterdir()
+        reports[seed] = json.loads((run / "knn.json").read_text())
+        (checkpoint,) = run.glob("*.ckpt")
+        weights[seed] = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert [reports[seed]["seed"] for seed in (3, 4)] == [3, 4]
+    first, second = (weights[seed]["state_dict"]["projector.0.weight"] for seed in (3, 4))
+    assert not torch.equal(first, second)
+    assert reports[3]["raw_pixels_knn_top1"] == reports[4]["raw_pixels_knn_top1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from solo_clamp.evaluation import linear_probe_accuracy
@@ -34,3 +35,42 @@ def test_standardisation_matches_a_float64_reference_on_ordinary_features():
     plain = linear_probe_accuracy(feats, labels, test, test_labels)
     moved = linear_probe_accuracy(feats * scale + shift, labels, test * scale + shift, test_labels)
     assert abs(plain - moved) < 1e-9 + 100 / 90 + 1e-6  # at most one test image may flip
+
+
+# -- how spread out features are: the collapse check of the pretrain report --------------------
+
+
+def test_feature_spread_matches_the_pairwise_definition():
+    from solo_clamp.evaluation import feature_spread
+
+    torch.manual_seed(0)
+    features = torch.randn(40, 6) + 2.0
+    spread = feature_spread(features)
+    unit = torch.nn.functional.normalize(features.double(), dim=-1)
+    cosines = unit @ unit.T
+    naive = (cosines.sum() - cosines.diagonal().sum()) / (40 * 39)
+    assert spread["mean_cosine"] == pytest.approx(naive.item(), rel=1e-12)
+    singular = torch.linalg.svdvals(features.double() - features.double().mean(0))
+    p = singular / singular.sum()
+    assert spread["effective_rank"] == pytest.approx(torch.exp(-(p * p.log()).sum()).item())
+    # by hand: two orthogonal directions of equal spread have effective rank 2
+    square = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    assert feature_spread(square)["effective_rank"] == pytest.approx(2.0)
+    assert feature_spread(square)["mean_cosine"] == pytest.approx(-2 / 6)
+
+
+def test_collapse_is_a_low_effective_rank_also_against_the_untrained_backbone():
+    from solo_clamp.evaluation import collapsed, feature_spread
+
+    torch.manual_seed(0)
+    untrained = feature_spread(torch.randn(200, 64))
+    assert not collapsed(feature_spread(torch.randn(200, 64)), untrained)
+    one_direction = torch.randn(200, 1) * torch.randn(1, 64) + 0.01 * torch.randn(200, 64)
+    assert feature_spread(one_direction)["effective_rank"] < 2
+    assert collapsed(feature_spread(one_direction), untrained)
+    # a backbone whose features were never spread (a tiny set of images) is not "collapsed"
+    assert not collapsed(feature_spread(one_direction), feature_spread(one_direction))
+    # all alike but spread in rank: not a collapse by this test (mean cosine is reported only)
+    alike = torch.ones(200, 64) + 0.05 * torch.randn(200, 64)
+    assert feature_spread(alike)["mean_cosine"] > 0.95
+    assert not collapsed(feature_spread(alike), untrained)
