@@ -8,7 +8,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection, Optional, Sequence
+from typing import Any, Callable, Collection, Optional, Sequence
 
 import torch
 import torchvision.datasets
@@ -252,11 +252,11 @@ def build_probe(cfg: DictConfig, data: ComparisonData, validation: bool = False)
             *_load_tensors(train_set, bank, batch_size),
             *_load_tensors(test_set, stratified_indices(test_set.targets, per_class), batch_size),
         ]
+    return KnnProbe(*tensors, **knn_settings(cfg), batch_size=batch_size)
+
+
+def knn_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The comparison's kNN protocol (``evaluation.k``, ``temperature``, ``distance``), as
+    :func:`~solo_clamp.evaluation.knn_accuracy` takes it."""
     ev = cfg.evaluation
-    return KnnProbe(
-        *tensors,
-        k=ev.k,
-        temperature=ev.temperature,
-        distance=ev.get("distance", "cosine"),
-        batch_size=batch_size,
-    )
+    return {"k": ev.k, "temperature": ev.temperature, "distance": ev.get("distance", "cosine")}

@@ -39,11 +39,11 @@ from solo_clamp.data.label_subset import (
     write_subset_file,
 )
 from solo_clamp.io import atomic_write_text
-from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
+from solo_clamp.training.common import loggers_and_callbacks, parse_solo_cfg
 from solo_clamp.training.linear import (
     build_probed_backbone,
     classification_datasets,
-    compute_threads,
+    fit_and_validate,
     sample_paths,
     set_num_classes,
 )
@@ -186,11 +186,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
         f"labels: {json.dumps(OmegaConf.to_container(cfg.labels))}",
     )
     train_loader, val_loader = _loaders(cfg, Subset(train_set, chosen), val_set)
-    trainer = build_trainer(cfg, loggers, callbacks)
-    with compute_threads(cfg):
-        trainer.fit(model, train_loader, val_loader)
-
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    metrics = fit_and_validate(cfg, model, train_loader, val_loader, loggers, callbacks)
     result = {
         "backbone": description,
         "backbone_lr_scale": scale,

@@ -182,6 +182,17 @@ def compute_threads(cfg: DictConfig) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def fit_and_validate(
+    cfg: DictConfig, model, train_loader, val_loader, loggers: list, callbacks: list
+) -> dict[str, float]:
+    """Fits ``model`` with Lightning's trainer of ``cfg`` (:func:`compute_threads` threads) and
+    returns its final ``val_*`` metrics (linear evaluation and fine-tuning)."""
+    trainer = build_trainer(cfg, loggers, callbacks)
+    with compute_threads(cfg):
+        trainer.fit(model, train_loader, val_loader)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+
+
 def run_linear(cfg: DictConfig) -> dict[str, Any]:
     """Trains a linear classifier on the frozen backbone of ``pretrained_feature_extractor``
     (a ``.ckpt`` file, a run directory, a zoo name, or null for the untrained backbone)."""
@@ -202,10 +213,7 @@ def run_linear(cfg: DictConfig) -> dict[str, Any]:
     )
     cfg.method = "linear"
     loggers, callbacks, run_dir = loggers_and_callbacks(cfg, model, None)
-    trainer = build_trainer(cfg, loggers, callbacks)
-    with compute_threads(cfg):
-        trainer.fit(model, train_loader, val_loader)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    metrics = fit_and_validate(cfg, model, train_loader, val_loader, loggers, callbacks)
     result = {
         "backbone": description,
         "train_images": len(train_set),
