@@ -52,19 +52,19 @@ def _interrupt_simclr(monkeypatch) -> None:
     and marks the trainer interrupted)."""
     from lightning.pytorch.callbacks import Callback
 
-    from solo_clamp.training import common
+    from solo_clamp.compare import training
 
     class CtrlC(Callback):
         def on_train_batch_end(self, trainer, pl_module, *args) -> None:
             if pl_module.cfg.method == "simclr" and trainer.global_step >= 2:
                 raise KeyboardInterrupt
 
-    original = common.build_trainer
+    original = training.build_trainer
 
     def build_trainer(cfg, loggers, callbacks):
         return original(cfg, loggers, [*callbacks, CtrlC()])
 
-    monkeypatch.setattr(common, "build_trainer", build_trainer)
+    monkeypatch.setattr(training, "build_trainer", build_trainer)
 
 
 @pytest.mark.filterwarnings("ignore:Detected KeyboardInterrupt")
