@@ -39,6 +39,7 @@ setup(
         "matplotlib>=3.7",
         "scikit-learn>=1.2",
         "pyyaml>=6.0",
+        "jinja2>=3",  # solo_clamp.compare's report templates
     ],
     extras_require={
         # solo-learn >= 1.0.6 is not on PyPI: its repository at the tested commit (1.0.6).

@@ -9,23 +9,12 @@ solo-learn do it themselves.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import Any
 
+from solo_clamp.internals import SOLO_MISSING_MESSAGE, solo_available
 from solo_clamp.version import __version__
 
-SOLO_MISSING_MESSAGE = (
-    "solo-learn is not installed. It is not on PyPI (>= 1.0.6): the `solo` extra installs it "
-    "from GitHub at the tested commit; from the solo-clamp repository, run "
-    '`PIP_CONSTRAINT=constraints.txt pip install -e ".[solo]"` (solo-learn\'s build needs '
-    "setuptools<81)."
-)
 _LOSS_FUNCTIONS = ("clamp_loss_func", "clamp_loss_and_stats")
-
-
-def solo_available() -> bool:
-    """True when the ``solo`` package (solo-learn) can be imported."""
-    return importlib.util.find_spec("solo") is not None
 
 
 def register() -> type:

@@ -8,8 +8,10 @@ seed), built as solo-learn's ``BaseMethod`` builds it.
 ``solo-clamp export``, ``linear``, ``finetune``, ``few-label``, ``zoo load`` and ``zoo
 publish`` all load through here, and ``geometry`` loads its weights with :func:`load_state`.
 :func:`resolve_backbone` returns the weights and the recipe (:class:`BackboneSpec`) without
-building anything, so exporting needs neither solo-learn nor a model in memory; solo-learn is
-imported only by :func:`build_backbone`. Checkpoints are read by :mod:`solo_clamp.checkpoints`.
+building anything, so exporting needs neither solo-learn nor a model in memory; solo-learn (an
+optional dependency) is imported only when :func:`build_backbone` runs
+(:func:`solo_clamp.internals.backbone_builders`). Checkpoints are read by
+:mod:`solo_clamp.checkpoints`, zoo models found and downloaded by :mod:`solo_clamp.zoo`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.checkpoints import (
     CheckpointNotFoundError,
@@ -28,33 +31,21 @@ from solo_clamp.checkpoints import (
     load_run,
     resolve_checkpoint,
 )
+from solo_clamp.internals import SOLO_MISSING_MESSAGE, backbone_builders, solo_available
 from solo_clamp.io import PathLike
+from solo_clamp.zoo.download import download
+from solo_clamp.zoo.errors import UnknownModelError, ZooError
+from solo_clamp.zoo.index import lookup
+from solo_clamp.zoo.manifest import BackboneSpec, ZooEntry
+from solo_clamp.zoo.weights import read_weights
 
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
-    from solo_clamp.zoo.manifest import ZooEntry
-
-SourceLike = Union[str, os.PathLike, "ZooEntry"]
+SourceLike = Union[str, os.PathLike, ZooEntry]
 CIFAR_DATASETS = ("cifar10", "cifar100")
 """Datasets whose ResNets solo-learn builds with the CIFAR stem (see :func:`uses_cifar_stem`)."""
 
 
 class BackboneError(ValueError):
     """A backbone solo-learn cannot build, or weights that do not fit it."""
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to rebuild a backbone: solo-learn's name and kwargs, and the CIFAR stem flag."""
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    cifar_stem: bool = False
-
-    def to_manifest(self) -> dict[str, Any]:
-        """The backbone as the zoo manifest writes it."""
-        return {"name": self.name, "kwargs": dict(self.kwargs), "cifar_stem": self.cifar_stem}
 
 
 def uses_cifar_stem(backbone_name: str, dataset: str) -> bool:
@@ -106,12 +97,8 @@ def build_backbone(
         ModuleNotFoundError: solo-learn is not installed.
         BackboneError: the name is unknown to solo-learn (lists the known ones).
     """
-    from solo_clamp import SOLO_MISSING_MESSAGE, solo_available
-
     if not solo_available():
         raise ModuleNotFoundError(SOLO_MISSING_MESSAGE, name="solo")
-    from solo_clamp.internals import backbone_builders
-
     builders = backbone_builders()
     if spec.name not in builders:
         raise BackboneError(f"backbone.name must be one of {sorted(builders)}, got {spec.name!r}.")
@@ -190,10 +177,6 @@ def _from_checkpoint(path: Path, fallback_cfg: Optional[Mapping[str, Any]]) -> P
 def _from_zoo(
     name: Union[str, ZooEntry], index: Optional[PathLike], cache: Optional[PathLike], progress: bool
 ) -> PretrainedBackbone:
-    from solo_clamp.zoo.download import download
-    from solo_clamp.zoo.index import lookup
-    from solo_clamp.zoo.weights import read_weights
-
     idx, entry = lookup(name, index)
     path = download(entry, idx, cache=cache, progress=progress)
     return PretrainedBackbone(
@@ -230,8 +213,6 @@ def resolve_backbone(
         CheckpointNotFoundError: ``source`` is neither an existing path nor a zoo model.
         ZooError: the zoo model's file fails its download or checksum.
     """
-    from solo_clamp.zoo.errors import UnknownModelError
-
     if not isinstance(source, (str, os.PathLike)):  # a manifest entry
         return _from_zoo(source, index, cache, progress)
     text = os.fspath(source)
@@ -258,7 +239,7 @@ def load_backbone(
     progress: bool = True,
 ) -> torch.nn.Module:
     """The backbone of ``source`` (as :func:`resolve_backbone` takes it) with its weights, in
-    eval mode on ``device`` in ``dtype``, ready for feature extraction (``solo_clamp.zoo.load``).
+    eval mode on ``device`` in ``dtype``, ready for feature extraction.
 
     Example::
 
@@ -279,10 +260,6 @@ def pretrained_from_cfg(cfg: DictConfig) -> Optional[PretrainedBackbone]:
         ValueError: the field is missing, the source cannot be loaded, or ``backbone.name``
             names another backbone than the source holds.
     """
-    from omegaconf import OmegaConf
-
-    from solo_clamp.zoo.errors import ZooError
-
     if OmegaConf.is_missing(cfg, "pretrained_feature_extractor"):
         raise ValueError(
             "pretrained_feature_extractor: give a checkpoint, a run directory, a "

@@ -9,13 +9,15 @@ arbitrary pickles.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PosixPath, PurePosixPath, PureWindowsPath, WindowsPath
 from typing import Any, Mapping, Optional
 
 import torch
+from omegaconf import base, dictconfig, listconfig, nodes
 
 
 class CheckpointError(ValueError):
@@ -46,12 +48,8 @@ def checkpoint_safe_globals() -> list[Any]:
     """Types a Lightning checkpoint may pickle besides tensors and plain containers: the
     OmegaConf nodes of ``hyper_parameters`` and the paths some callbacks store. These are data
     classes whose unpickling runs no user code; everything else is refused."""
-    import collections
-    import pathlib
-    import typing
-
-    allowed: list[Any] = [
-        typing.Any,
+    return [
+        Any,
         dict,
         list,
         tuple,
@@ -62,16 +60,10 @@ def checkpoint_safe_globals() -> list[Any]:
         bool,
         collections.defaultdict,
         collections.OrderedDict,
-        pathlib.PosixPath,
-        pathlib.PurePosixPath,
-        pathlib.WindowsPath,
-        pathlib.PureWindowsPath,
-    ]
-    try:
-        from omegaconf import base, dictconfig, listconfig, nodes
-    except ImportError:
-        return allowed
-    return allowed + [
+        PosixPath,
+        PurePosixPath,
+        WindowsPath,
+        PureWindowsPath,
         dictconfig.DictConfig,
         listconfig.ListConfig,
         base.ContainerMetadata,

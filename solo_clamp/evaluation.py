@@ -21,6 +21,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
+from solo_clamp.backbones import build_backbone, method_of, spec_from_cfg
+from solo_clamp.data.label_subset import stratified_draw
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FLOORS = {"raw_pixels": "raw pixels", "untrained": "untrained backbone"}
@@ -60,15 +63,9 @@ class RawPixels(nn.Flatten):
 
 def untrained_backbone(solo_cfg: DictConfig, seed: int) -> nn.Module:
     """The untrained floor: the backbone a pretraining run of the parsed ``solo_cfg`` with
-    ``seed`` starts from (solo-learn builds the backbone first, right after seeding)."""
-    from lightning.pytorch import seed_everything
-    from solo.methods import METHODS
-
-    import solo_clamp
-
-    solo_clamp.register()
-    seed_everything(seed)
-    return METHODS[solo_cfg.method](solo_cfg).backbone
+    ``seed`` starts from (solo-learn's ``BaseMethod`` builds the backbone first, right after
+    seeding, as :func:`~solo_clamp.backbones.build_backbone` does: the same weights)."""
+    return build_backbone(spec_from_cfg(solo_cfg), method_of(solo_cfg), seed=seed)
 
 
 @torch.no_grad()
@@ -123,6 +120,7 @@ def knn_accuracy(
     distance: str = "cosine",
 ) -> tuple[float, float]:
     """Top-1 and top-5 accuracy (%) of solo-learn's temperature-weighted kNN classifier."""
+    # solo-learn is optional (the `solo` extra) and this module serves torch-only users too
     from solo.utils.knn import WeightedKNNClassifier
 
     if distance not in ("cosine", "euclidean"):
@@ -221,11 +219,51 @@ class FewLabelSettings:
     weight_decay: float
 
 
+def _integer(value: Any, field: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}.")
+    return value
+
+
+def check_few_label_cfg(cfg: DictConfig) -> FewLabelSettings:
+    """The few-label fields of ``cfg``, checked; errors name the field."""
+    labels = cfg.get("labels") or {}
+    per_class = _integer(labels.get("per_class", 5), "labels.per_class", 1)
+    first_seed = _integer(labels.get("seed", 0), "labels.seed", 0)
+    draws = _integer(cfg.get("draws", 5), "draws", 1)
+    samples = _integer(
+        (cfg.get("feature_augment") or {}).get("samples", 0), "feature_augment.samples", 0
+    )
+    floors = tuple(cfg.get("floors", list(FLOORS)) or ())
+    unknown = [floor for floor in floors if floor not in FLOORS]
+    if unknown:
+        raise ValueError(f"floors must be a list of {sorted(FLOORS)}, got {unknown!r}.")
+    probe = cfg.get("probe") or {}
+    epochs = _integer(probe.get("epochs", 100), "probe.epochs", 1)
+    lr, weight_decay = probe.get("lr", 1e-2), probe.get("weight_decay", 1e-5)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"probe.lr must be a number > 0, got {lr!r}.")
+    if (
+        isinstance(weight_decay, bool)
+        or not isinstance(weight_decay, (int, float))
+        or (weight_decay < 0)
+    ):
+        raise ValueError(f"probe.weight_decay must be a number >= 0, got {weight_decay!r}.")
+    return FewLabelSettings(
+        per_class,
+        draws,
+        tuple(range(first_seed, first_seed + draws)),
+        samples,
+        floors,
+        epochs,
+        float(lr),
+        float(weight_decay),
+    )
+
+
 def label_draws(targets: Sequence[int], settings: FewLabelSettings) -> list[list[int]]:
     """The labelled images of every draw: sorted positions in ``targets``, class-stratified
     (:func:`~solo_clamp.data.label_subset.stratified_draw`, one seed per draw)."""
-    from solo_clamp.data.label_subset import stratified_draw
-
     return [
         stratified_draw(targets, per_class=settings.per_class, seed=seed).tolist()
         for seed in settings.seeds
@@ -276,3 +314,16 @@ def summarise(per_draw: Sequence[float]) -> dict[str, Any]:
         "mean": statistics.fmean(values),
         "std": statistics.stdev(values) if len(values) > 1 else None,
     }
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """One line per probed feature set: description, mean ± std and the per-draw values."""
+    width = max(len(row["description"]) for row in results.values())
+    lines = [f"{'features':<{width}}  {'mean ± std':>14}  per draw (top-1 %)"]
+    for row in results.values():
+        spread = "n/a" if row["std"] is None else f"{row['std']:.2f}"
+        per_draw = ", ".join(f"{v:.2f}" for v in row["per_draw"])
+        lines.append(
+            f"{row['description']:<{width}}  {row['mean']:>6.2f} ± {spread:>5}  {per_draw}"
+        )
+    return "\n".join(lines)

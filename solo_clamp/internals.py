@@ -26,12 +26,19 @@ What is read or written, and why:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import warnings
 from importlib import metadata
 from typing import Any, Callable, Optional
 
+SOLO_MISSING_MESSAGE = (
+    "solo-learn is not installed. It is not on PyPI (>= 1.0.6): the `solo` extra installs it "
+    "from GitHub at the tested commit; from the solo-clamp repository, run "
+    '`PIP_CONSTRAINT=constraints.txt pip install -e ".[solo]"` (solo-learn\'s build needs '
+    "setuptools<81)."
+)
 TESTED_VERSIONS = {"lightning": "2.1.2", "solo-learn": "1.0.6"}
 """The framework versions (distribution names) this module was tested with."""
 TESTED_SOLO_COMMIT = "9187ea39c2c3f43c455ab06664d2b019a9802954"
@@ -39,6 +46,11 @@ TESTED_SOLO_COMMIT = "9187ea39c2c3f43c455ab06664d2b019a9802954"
 ALLOW_ENV = "SOLO_CLAMP_ALLOW_UNTESTED_VERSIONS"
 
 _checked: set[str] = set()
+
+
+def solo_available() -> bool:
+    """True when the ``solo`` package (solo-learn, the ``solo`` extra) can be imported."""
+    return importlib.util.find_spec("solo") is not None
 
 
 class UntestedVersionError(RuntimeError):

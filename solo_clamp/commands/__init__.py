@@ -1,8 +1,11 @@
 """Subcommands of the ``solo-clamp`` console command.
 
 Each module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and imports
-solo-learn (or any heavy dependency) only inside ``run``.
+solo-learn, torch (or any heavy dependency) only inside ``run``: the lazy boundary that keeps
+``solo-clamp --help`` cheap (see docs/architecture.md).
 """
+
+import solo_clamp
 
 
 class CommandError(Exception):
@@ -12,8 +15,6 @@ class CommandError(Exception):
 def require_solo() -> None:
     """Stops a command that needs solo-learn when it is missing; else registers CLAMP as
     ``solo.methods.METHODS["clamp"]``, which every such command relies on."""
-    import solo_clamp
-
     if not solo_clamp.solo_available():
         raise CommandError(solo_clamp.SOLO_MISSING_MESSAGE)
     try:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
-from solo_clamp.commands import CommandError
+from solo_clamp.commands import CommandError, require_solo
 
 BUDGET_CHOICES = ("equal_epochs", "equal_compute", "both")
 
@@ -190,8 +191,6 @@ class _DropMessage(logging.Filter):
 
 def _quiet() -> None:
     """One line per run instead of Lightning's and solo-learn's per-run notices."""
-    import warnings
-
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger().addFilter(_DropMessage())
@@ -200,8 +199,6 @@ def _quiet() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from solo_clamp.commands import require_solo
-
     require_solo()
     from solo_clamp import compare
 

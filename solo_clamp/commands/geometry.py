@@ -26,8 +26,8 @@ the colour-jitter strengths are multiplied by ``s`` (probability unchanged). The
 augmentations (grayscale, blur, solarization, flip) are left out. Sub-manifold statistics use
 ``s = 1`` and the geometry of :mod:`solo_clamp.geometry` with the loss's normalisation.
 
-The work is done by :func:`solo_clamp.geometry.report.write_report`; torch, torchvision,
-matplotlib, scikit-learn and solo-learn are imported when it runs.
+The work is done by :func:`solo_clamp.geometry_report.write_report`; torch, torchvision,
+matplotlib, scikit-learn and solo-learn are imported when the command runs.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from solo_clamp.commands import CommandError
+from solo_clamp.commands import CommandError, require_solo
 
 
 def _positive_int(text: str) -> int:
@@ -125,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             f"--views must be at least 2 (a sub-manifold needs 2 views), got {args.views}."
         )
+    require_solo()
     from solo_clamp.checkpoints import CheckpointError
-    from solo_clamp.geometry.report import GeometryError, write_report
+    from solo_clamp.geometry_report import GeometryError, write_report
 
     try:
         out, result = write_report(

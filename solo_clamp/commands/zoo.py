@@ -234,11 +234,12 @@ def _load(args: argparse.Namespace) -> int:
     import torch
 
     from solo_clamp import zoo
+    from solo_clamp.backbones import load_backbone
 
     idx = zoo.load_index(args.index)
     entry = idx.get(args.name)
     try:
-        backbone = zoo.load(
+        backbone = load_backbone(
             entry, idx, cache=args.cache_dir, device=args.device, progress=not args.no_progress
         )
     except ModuleNotFoundError as err:
@@ -284,6 +285,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from solo_clamp import zoo
+    from solo_clamp.zoo.publish import publish
 
     evaluation = {}
     for kind in ("knn", "linear"):
@@ -303,7 +305,7 @@ def _publish(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise CommandError(f"--epochs must be >= 1, got {args.epochs}.")
     try:
-        entry = zoo.publish(
+        entry = publish(
             args.ckpt,
             args.name,
             args.index,

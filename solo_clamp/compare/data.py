@@ -8,10 +8,18 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection, Optional, Sequence
+from typing import Any, Callable, Collection, Optional, Sequence
 
 import torch
+import torchvision.datasets
 from omegaconf import DictConfig, OmegaConf
+from solo.data.pretrain_dataloader import build_transform_pipeline
+from torch.utils.data import DataLoader, Subset
+from torchvision.datasets import ImageFolder
+
+from solo_clamp.data.prepare import DATASETS as IDX_SPECS
+from solo_clamp.data.prepare import locate_source, prepare_image_folder
+from solo_clamp.evaluation import eval_transform, knn_accuracy
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet100", "image_folder")
 IDX_DATASETS = ("fashion_mnist", "mnist")  # prepared from idx files, subsets per class
@@ -33,22 +41,15 @@ class ComparisonData:
     def dataset(self, split: str, transform: Callable):
         """The ``train`` or ``val`` split with ``transform`` (labels as ``.targets``)."""
         if self.solo_dataset in TORCHVISION_DATASETS:
-            import torchvision.datasets
-
             dataset_class = vars(torchvision.datasets)[self.solo_dataset.upper()]
             return dataset_class(
                 self.train_path, train=split == "train", download=True, transform=transform
             )
-        from torchvision.datasets import ImageFolder
-
         return ImageFolder(self.train_path if split == "train" else self.val_path, transform)
 
 
 def _idx_source(name: str, source: Optional[str]) -> Path:
     """The directory with the idx files of MNIST / Fashion-MNIST, never downloading."""
-    from solo_clamp.data.prepare import DATASETS as IDX_SPECS
-    from solo_clamp.data.prepare import locate_source
-
     spec = IDX_SPECS[name]
     if source:
         candidates = [Path(source)]
@@ -88,8 +89,6 @@ def prepare_data(cfg: DictConfig) -> ComparisonData:
 def _locate_data(cfg: DictConfig) -> ComparisonData:
     data = cfg.data
     if cfg.dataset in IDX_DATASETS:
-        from solo_clamp.data.prepare import prepare_image_folder
-
         prepared = prepare_image_folder(
             cfg.dataset,
             root=data.root,
@@ -158,8 +157,6 @@ def test_indices(cfg: DictConfig, targets: Sequence[int]) -> list[int]:
 
 def normalisation(cfg: DictConfig, data: ComparisonData) -> tuple[list[float], list[float]]:
     """Mean and std of the training views (read from solo-learn's own pipeline)."""
-    from solo.data.pretrain_dataloader import build_transform_pipeline
-
     normalize = build_transform_pipeline(data.solo_dataset, augmentation_sets(cfg, 2)[0])
     last = normalize.transforms[-1]
     return [float(v) for v in last.mean], [float(v) for v in last.std]
@@ -172,8 +169,6 @@ def augmentation_sets(cfg: DictConfig, views: int) -> list[DictConfig]:
         aug = OmegaConf.create(OmegaConf.to_container(aug, resolve=True))
         aug.num_crops = views // len(cfg.augmentations)
         if cfg.dataset in IDX_DATASETS and "mean" not in aug:
-            from solo_clamp.data.prepare import DATASETS as IDX_SPECS
-
             spec = IDX_SPECS[cfg.dataset]
             aug.mean, aug.std = [spec.mean] * 3, [spec.std] * 3
         sets.append(aug)
@@ -183,8 +178,6 @@ def augmentation_sets(cfg: DictConfig, views: int) -> list[DictConfig]:
 def eval_split(cfg: DictConfig, data: ComparisonData, split: str, crop_size: Optional[int] = None):
     """The ``train`` or ``val`` split with the evaluation transform: centre crop at
     ``crop_size`` (default: the views' crop size), the training views' mean and std."""
-    from solo_clamp.evaluation import eval_transform
-
     mean, std = normalisation(cfg, data)
     return data.dataset(
         split, eval_transform(crop_size or cfg.augmentations[0].crop_size, mean, std)
@@ -194,8 +187,6 @@ def eval_split(cfg: DictConfig, data: ComparisonData, split: str, crop_size: Opt
 def _load_tensors(
     dataset, indices: list[int], batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    from torch.utils.data import DataLoader, Subset
-
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
     images, labels = zip(*loader)
     return torch.cat(images), torch.cat(labels)
@@ -228,8 +219,6 @@ class KnnProbe:
         return torch.cat(feats)
 
     def __call__(self, backbone: torch.nn.Module) -> float:
-        from solo_clamp.evaluation import knn_accuracy
-
         top1, _ = knn_accuracy(
             self.features(backbone, self.bank),
             self.bank_labels,
@@ -263,11 +252,11 @@ def build_probe(cfg: DictConfig, data: ComparisonData, validation: bool = False)
             *_load_tensors(train_set, bank, batch_size),
             *_load_tensors(test_set, stratified_indices(test_set.targets, per_class), batch_size),
         ]
+    return KnnProbe(*tensors, **knn_settings(cfg), batch_size=batch_size)
+
+
+def knn_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The comparison's kNN protocol (``evaluation.k``, ``temperature``, ``distance``), as
+    :func:`~solo_clamp.evaluation.knn_accuracy` takes it."""
     ev = cfg.evaluation
-    return KnnProbe(
-        *tensors,
-        k=ev.k,
-        temperature=ev.temperature,
-        distance=ev.get("distance", "cosine"),
-        batch_size=batch_size,
-    )
+    return {"k": ev.k, "temperature": ev.temperature, "distance": ev.get("distance", "cosine")}

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
+from solo.args.pretrain import parse_cfg
 
 from solo_clamp.compare.data import ComparisonData, augmentation_sets
 from solo_clamp.configs import config_dir
+from solo_clamp.training.common import parse_solo_cfg
 
 FLOORS = ("raw_pixels", "untrained")
 RUN_YAML = config_dir("compare") / "run.yaml"
@@ -187,10 +189,6 @@ def solo_cfg(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> DictConfig
 
 def parse(solo: DictConfig) -> DictConfig:
     """solo-learn's ``parse_cfg`` (per-256 learning rates scaled, crops counted)."""
-    from solo.args.pretrain import parse_cfg
-
-    from solo_clamp.training.common import parse_solo_cfg
-
     return parse_solo_cfg(solo, parse_cfg)
 
 

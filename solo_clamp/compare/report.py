@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
+import jinja2
 from omegaconf import DictConfig
 
 from solo_clamp.compare.plan import FLOORS, Setting, expected_run_ids, run_budget
@@ -160,8 +161,6 @@ def _floor_name(cfg: DictConfig, floor: str, seed: int, size: Optional[int] = No
 
 
 def _environment():
-    import jinja2
-
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("solo_clamp.compare", "templates"),
         undefined=jinja2.StrictUndefined,

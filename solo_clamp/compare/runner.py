@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
+from solo.methods import METHODS
+from tqdm.auto import tqdm
 
+import solo_clamp
 from solo_clamp.compare.config import torch_threads, validate_config
 from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe, prepare_data
 from solo_clamp.compare.plan import (
@@ -145,10 +148,6 @@ def write_run_configs(cfg: DictConfig, out: os.PathLike) -> list[Path]:
     the steps per epoch depend on it. With tuning: every trial's cfg
     (``tuning/<trial>/config.yaml``), and the final runs' once every trial has finished in
     ``out`` (their settings are the selection's)."""
-    from solo.methods import METHODS
-
-    import solo_clamp
-
     validate_config(cfg)
     solo_clamp.register()
     out = Path(out)
@@ -195,8 +194,6 @@ def _pending(
 
 
 def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> ComparisonSummary:
-    from tqdm.auto import tqdm
-
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "compare_config.yaml", OmegaConf.to_yaml(cfg))
     data = prepare_data(cfg)

@@ -10,7 +10,13 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
-from solo_clamp.compare.data import ComparisonData, bank_indices, eval_split, test_indices
+from solo_clamp.compare.data import (
+    ComparisonData,
+    bank_indices,
+    eval_split,
+    knn_settings,
+    test_indices,
+)
 from solo_clamp.compare.plan import RunSpec, parse, solo_cfg
 from solo_clamp.evaluation import (
     FewLabelSettings,
@@ -58,14 +64,7 @@ def _features(
 
 
 def _knn(cfg: DictConfig, bank, queries) -> tuple[float, float]:
-    ev = cfg.evaluation
-    return knn_accuracy(
-        *bank[:2],
-        *queries[:2],
-        k=ev.k,
-        temperature=ev.temperature,
-        distance=ev.get("distance", "cosine"),
-    )
+    return knn_accuracy(*bank[:2], *queries[:2], **knn_settings(cfg))
 
 
 def few_label_settings(cfg: DictConfig) -> Optional[FewLabelSettings]:

@@ -10,79 +10,85 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
+from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import Callback
+from matplotlib.figure import Figure
 from omegaconf import DictConfig
+from solo.methods import METHODS
+from solo.utils.misc import make_contiguous
+from torch.utils.data import DataLoader, Subset
 
+import solo_clamp
 from solo_clamp.compare.data import ComparisonData, KnnProbe
 from solo_clamp.compare.plan import RunSpec, parse, solo_cfg
 from solo_clamp.methods import facts_of
+from solo_clamp.training.common import build_trainer, solo_pretrain_dataset
 
 
-def _curve_callback(
-    probe: Optional[KnnProbe], loss_key: str, every_n_epochs: int, fail_on_divergence: bool
-):
-    from lightning.pytorch.callbacks import Callback
+class CurveRecorder(Callback):
+    """Per-epoch mean of the method's SSL loss (``loss_key``) and kNN top-1 on the probe set
+    (epoch 0: before the first step; then every ``every_n_epochs`` and at the end). Time spent
+    in the probe is kept apart. ``fail_on_divergence``: a non-finite training loss raises
+    FloatingPointError (as CLAMP does for non-finite embeddings; solo-learn's methods would
+    train on with NaN)."""
 
-    class CurveRecorder(Callback):
-        """Per-epoch mean of the method's SSL loss and kNN top-1 on the probe set
-        (epoch 0: before the first step). Time spent in the probe is kept apart.
-        ``fail_on_divergence``: a non-finite training loss raises FloatingPointError (as CLAMP
-        does for non-finite embeddings; solo-learn's methods would train on with NaN)."""
+    def __init__(
+        self,
+        probe: Optional[KnnProbe],
+        loss_key: str,
+        every_n_epochs: int,
+        fail_on_divergence: bool,
+    ) -> None:
+        self.probe, self.loss_key = probe, loss_key
+        self.every_n_epochs, self.fail_on_divergence = every_n_epochs, fail_on_divergence
+        self.curve: list[dict[str, Any]] = []
+        self.probe_s = 0.0
+        self._losses: list[float] = []
 
-        def __init__(self) -> None:
-            self.curve: list[dict[str, Any]] = []
-            self.probe_s = 0.0
-            self._losses: list[float] = []
+    def _knn(self, pl_module) -> Optional[float]:
+        if self.probe is None:
+            return None
+        start = time.perf_counter()
+        value = self.probe(pl_module.backbone)
+        self.probe_s += time.perf_counter() - start
+        return value
 
-        def _knn(self, pl_module) -> Optional[float]:
-            if probe is None:
-                return None
-            start = time.perf_counter()
-            value = probe(pl_module.backbone)
-            self.probe_s += time.perf_counter() - start
-            return value
+    def on_train_start(self, trainer, pl_module) -> None:
+        knn = self._knn(pl_module)
+        self.curve.append({"epoch": 0, "step": 0, "loss": None, "knn_top1": knn})
 
-        def on_train_start(self, trainer, pl_module) -> None:
-            knn = self._knn(pl_module)
-            self.curve.append({"epoch": 0, "step": 0, "loss": None, "knn_top1": knn})
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-            if fail_on_divergence and loss is not None and not torch.isfinite(loss).all():
-                raise FloatingPointError(
-                    f"non-finite training loss ({float(loss)}) at global step "
-                    f"{trainer.global_step}: training diverged."
-                )
-            value = trainer.callback_metrics.get(
-                f"{loss_key}_step", trainer.callback_metrics.get(loss_key)
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if self.fail_on_divergence and loss is not None and not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                f"non-finite training loss ({float(loss)}) at global step "
+                f"{trainer.global_step}: training diverged."
             )
-            if value is not None:
-                self._losses.append(float(value))
+        value = trainer.callback_metrics.get(
+            f"{self.loss_key}_step", trainer.callback_metrics.get(self.loss_key)
+        )
+        if value is not None:
+            self._losses.append(float(value))
 
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            epoch = trainer.current_epoch + 1
-            last = 0 < trainer.max_steps <= trainer.global_step or epoch >= trainer.max_epochs
-            want = epoch % every_n_epochs == 0 or last
-            loss = statistics.fmean(self._losses) if self._losses else None
-            self._losses = []
-            self.curve.append(
-                {
-                    "epoch": epoch,
-                    "step": int(trainer.global_step),
-                    "loss": loss,
-                    "knn_top1": self._knn(pl_module) if want else None,
-                }
-            )
-
-    return CurveRecorder()
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1
+        last = 0 < trainer.max_steps <= trainer.global_step or epoch >= trainer.max_epochs
+        want = epoch % self.every_n_epochs == 0 or last
+        loss = statistics.fmean(self._losses) if self._losses else None
+        self._losses = []
+        self.curve.append(
+            {
+                "epoch": epoch,
+                "step": int(trainer.global_step),
+                "loss": loss,
+                "knn_top1": self._knn(pl_module) if want else None,
+            }
+        )
 
 
 def train_loader(solo: DictConfig, seed: int, held_out: Sequence[int] = ()):
     """solo-learn's dataset and N-crop pipelines; a seeded shuffle shared by all methods;
     the ``held_out`` images (tuning's validation split) left out."""
-    from torch.utils.data import DataLoader, Subset
-
-    from solo_clamp.training.common import solo_pretrain_dataset
-
     dataset = solo_pretrain_dataset(solo)
     if held_out:
         excluded = set(held_out)
@@ -120,13 +126,6 @@ def train(
     """Builds the method from ``solo.methods.METHODS`` and fits it; returns its backbone and
     the whole model's state (on the CPU). ``fail_on_divergence``: a non-finite loss, or
     backbone weight or statistic at the end, raises FloatingPointError."""
-    from lightning.pytorch import seed_everything
-    from solo.methods import METHODS
-    from solo.utils.misc import make_contiguous
-
-    import solo_clamp
-    from solo_clamp.training.common import build_trainer
-
     solo_clamp.register()
     solo = parse(solo_cfg(cfg, spec, data))
     seed_everything(spec.seed, workers=True)
@@ -135,7 +134,7 @@ def train(
     if not solo.performance.disable_channel_last:
         model = model.to(memory_format=torch.channels_last)
     loader = train_loader(solo, spec.seed, data.held_out)
-    recorder = _curve_callback(
+    recorder = CurveRecorder(
         probe, facts_of(spec.method).loss_key, cfg.curves.every_n_epochs, fail_on_divergence
     )
     trainer = build_trainer(solo, [], [recorder])
@@ -163,19 +162,14 @@ def plot_curves(runs: list[dict[str, Any]], floors: dict[str, Any], out: Path) -
     """``curves_loss.png`` (SSL loss per epoch, one panel per method) and ``curves_knn.png``
     (probe kNN top-1 vs epochs and vs views seen; floors as horizontal lines, on the probe set
     where they were scored there)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(f"{run['method']} ({run['budget']})", []).append(run)
     methods = list(dict.fromkeys(r["method"] for r in runs))
-    loss_fig, loss_axes = plt.subplots(
-        1, max(len(methods), 1), figsize=(4 * max(len(methods), 1), 3.2), squeeze=False
-    )
-    knn_fig, knn_axes = plt.subplots(1, 2, figsize=(11, 4))
+    loss_fig = Figure(figsize=(4 * max(len(methods), 1), 3.2))
+    loss_axes = loss_fig.subplots(1, max(len(methods), 1), squeeze=False)
+    knn_fig = Figure(figsize=(11, 4))
+    knn_axes = knn_fig.subplots(1, 2)
     for colour, (name, members) in enumerate(groups.items()):
         style = {"marker": "o", "color": f"C{colour}", "alpha": 0.8}
         ax = loss_axes[0][methods.index(members[0]["method"])]
@@ -210,5 +204,4 @@ def plot_curves(runs: list[dict[str, Any]], floors: dict[str, Any], out: Path) -
     for fig, path in zip((loss_fig, knn_fig), paths):
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
     return paths

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe
 from solo_clamp.compare.plan import (
@@ -43,6 +44,7 @@ from solo_clamp.compare.plan import (
 from solo_clamp.compare.scores import floor_extractor, validation_scores
 from solo_clamp.compare.training import train
 from solo_clamp.io import atomic_write_text
+from solo_clamp.methods import facts_of, known
 
 
 def _values(value: Any, key: str, positive: bool = False) -> list[Any]:
@@ -96,8 +98,6 @@ def method_grid(cfg: DictConfig, method: str) -> list[Setting]:
 
 
 def _check_kwargs(cfg: DictConfig) -> None:
-    from solo_clamp.methods import facts_of, known
-
     for method, grids in (cfg.tuning.get("method_kwargs") or {}).items():
         if method not in cfg.recipes:
             raise ValueError(f"tuning.method_kwargs.{method}: {method!r} has no recipe.")
@@ -256,8 +256,6 @@ def run_tuning(
 ) -> Tuning:
     """Runs (or resumes) every trial of ``tuning`` and selects each method's setting once all
     have finished; ``tuning`` holds what is finished also when interrupted."""
-    from tqdm.auto import tqdm
-
     tuning.floors = validation_floors(cfg, data, out)
     log(
         "tuning: validation floors: "

@@ -5,12 +5,13 @@ and ``knn`` run on)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.configs import config_dir
-
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
 
 
 class ConfigError(ValueError):
@@ -30,10 +31,6 @@ def compose_config(
         ConfigError: no such folder or file (the message lists the files there), or an
             override Hydra refuses.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-
     shipped = config_dir(kind)
     directory = Path(config_path)
     if not directory.is_absolute():

@@ -81,6 +81,18 @@ class PreparedData:
     train_images: int
     val_images: int
 
+    @classmethod
+    def at(cls, root: Path, num_classes: int, counts: dict[str, int]) -> PreparedData:
+        """The tree at ``root`` with the image counts ``prepared.json`` records."""
+        return cls(
+            root,
+            root / "train",
+            root / "val",
+            num_classes,
+            counts["train_images"],
+            counts["val_images"],
+        )
+
 
 def _check_name(name: str) -> DatasetSpec:
     if name not in DATASETS:
@@ -204,15 +216,7 @@ def prepare_image_folder(
     final = Path(root) / f"{name}-{tag}"
     marker = final / "prepared.json"
     if marker.exists():
-        info = json.loads(marker.read_text())
-        return PreparedData(
-            final,
-            final / "train",
-            final / "val",
-            len(spec.classes),
-            info["train_images"],
-            info["val_images"],
-        )
+        return PreparedData.at(final, len(spec.classes), json.loads(marker.read_text()))
 
     directory = locate_source(name, source, download_root=root)
     verify_sha256sums(
@@ -251,11 +255,4 @@ def prepare_image_folder(
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return PreparedData(
-        final,
-        final / "train",
-        final / "val",
-        len(spec.classes),
-        counts["train_images"],
-        counts["val_images"],
-    )
+    return PreparedData.at(final, len(spec.classes), counts)

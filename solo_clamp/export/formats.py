@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+import torchvision
+from safetensors.torch import save_file
 
 from solo_clamp.io import atomic_path
 
@@ -70,8 +72,6 @@ def float32_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def check_torchvision_fit(name: str, state: Mapping[str, torch.Tensor]) -> None:
     """Loads ``state`` into ``torchvision.models.<name>()``: only ``fc.*`` may be missing,
     nothing may be unexpected, every shape must match (else :class:`ExportError`)."""
-    import torchvision
-
     model = getattr(torchvision.models, name)()
     try:
         result = model.load_state_dict(state, strict=False)
@@ -153,8 +153,6 @@ def write_export(
         if target == "torchvision":
             torch.save(state, tmp)
         elif target == "timm":
-            from safetensors.torch import save_file
-
             save_file(state, str(tmp), metadata={"format": "pt", "timm_model": name})
         else:
             with open(tmp, "wb") as stream:

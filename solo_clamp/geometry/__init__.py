@@ -10,11 +10,12 @@ The measures are pure torch (no solo-learn import) and are exported here:
   participation ratio, class centroids, radii and separation;
 * :mod:`~solo_clamp.geometry.pairs`: pair distances from Gram matrices, in row blocks.
 
-The report is imported on its own (it needs torchvision, matplotlib, scikit-learn and
-solo-learn when it runs): :mod:`~solo_clamp.geometry.views` (augmented views at a strength
-``s`` and their embeddings), :mod:`~solo_clamp.geometry.figures` (matplotlib, t-SNE) and
-:mod:`~solo_clamp.geometry.report` (loads the run, computes, writes ``geometry.json`` and
-the figures).
+The report's pieces are imported on their own (torchvision, matplotlib, scikit-learn):
+:mod:`~solo_clamp.geometry.views` (augmented views at a strength ``s`` and their embeddings),
+:mod:`~solo_clamp.geometry.figures` (matplotlib, t-SNE), :mod:`~solo_clamp.geometry.embedding`
+(the two passes over an ImageFolder) and :mod:`~solo_clamp.geometry.stats`. The report itself,
+which loads a run and builds its method through solo-learn, is a tool above this package:
+:mod:`solo_clamp.geometry_report`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,16 @@
-"""Figures of the geometry report (matplotlib, imported when used) and its t-SNE
-(scikit-learn)."""
+"""Figures of the geometry report (matplotlib's object-oriented API: no pyplot state, no
+display backend) and its t-SNE (scikit-learn)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from sklearn.manifold import TSNE
 
 from solo_clamp.geometry.measures import (
     centroid_distances,
@@ -13,16 +19,11 @@ from solo_clamp.geometry.measures import (
 )
 from solo_clamp.geometry.pairs import upper_pairs
 
-if TYPE_CHECKING:
-    import torch
-
 CURVE_LABELS = {"neighbours": "neighbours per sub-manifold", "mean_radius": "mean radius"}
 
 
 def tsne_embedding(feats: torch.Tensor, seed: int):
     """2-D t-SNE embedding ``[N, 2]`` of ``feats [N, F]``."""
-    from sklearn.manifold import TSNE
-
     n = feats.shape[0]
     perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
@@ -30,12 +31,9 @@ def tsne_embedding(feats: torch.Tensor, seed: int):
     )
 
 
-def save_figure(fig, out: Path, name: str, figures: list[str]) -> None:
-    import matplotlib.pyplot as plt
-
+def save_figure(fig: Figure, out: Path, name: str, figures: list[str]) -> None:
     fig.tight_layout()
     fig.savefig(out / name, dpi=120)
-    plt.close(fig)
     figures.append(name)
 
 
@@ -43,10 +41,8 @@ def histograms(
     out: Path, name: str, panels: list[tuple[str, dict[str, Any]]], figures: list[str]
 ) -> None:
     """One panel per ``(title, {legend: values})``, overlaid histograms."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    fig = Figure(figsize=(5 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, series) in zip(axes[0], panels):
         arrays = {label: values.double().numpy() for label, values in series.items()}
         bins = np.histogram_bin_edges(np.concatenate(list(arrays.values())), bins=30)
@@ -94,9 +90,8 @@ def plot_submanifolds(
 
 
 def plot_training_curves(curves: dict[str, list], out: Path, figures: list[str]) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for ax, (key, label) in zip(axes, CURVE_LABELS.items()):
         points = [(e, v) for e, v in zip(curves["epoch"], curves[key]) if v is not None]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
@@ -108,10 +103,9 @@ def plot_training_curves(curves: dict[str, list], out: Path, figures: list[str])
 def plot_tsne(
     points, labels: torch.Tensor, names: Sequence[str], out: Path, figures: list[str]
 ) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 6))
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    fig = Figure(figsize=(6, 6))
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     for k, name in enumerate(names):
         mask = (labels == k).numpy()
         if mask.any():
@@ -125,9 +119,8 @@ def plot_tsne(
 
 
 def plot_invariance(invariance: dict[str, list], out: Path, figures: list[str]) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.8))
+    fig = Figure(figsize=(5, 3.8))
+    ax = fig.subplots()
     for key, label in (("backbone", "backbone (encoder)"), ("projector", "projector")):
         ax.plot(invariance["strengths"], invariance[key], marker="o", label=label)
     ax.set_xlabel("augmentation strength s")

@@ -5,16 +5,18 @@ scaled to a strength ``s`` in [0, 1], and a dataset/loader of ``V`` views per im
 ``(1 - s * (1 - crop_min_scale), 1)`` and its log aspect-ratio range
 ``s * log(3/4) .. s * log(4/3)`` (``s = 0`` is the plain resize); the colour-jitter strengths
 are multiplied by ``s`` (probability unchanged). Grayscale, blur, solarization and flip are left
-out. torch and torchvision are imported when used.
+out.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-if TYPE_CHECKING:
-    from torch import nn
+import torch
+from torch import nn
+from torchvision import transforms as T
+from tqdm import tqdm
 
 # solo-learn's usual values, used where augmentations[0] leaves a field out.
 JITTER_DEFAULTS = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1, "prob": 0.8}
@@ -45,8 +47,6 @@ def augmentation_settings(aug: dict[str, Any]) -> tuple[dict[str, float], list[s
 
 def base_transform(crop: int, mean: Sequence[float], std: Sequence[float]):
     """Resize, centre crop and normalise: the unaugmented view."""
-    from torchvision import transforms as T
-
     return T.Compose(
         [
             T.Resize(crop, interpolation=T.InterpolationMode.BICUBIC),
@@ -65,8 +65,6 @@ def scaled_transform(
     std: Sequence[float],
 ):
     """The training pipeline scaled to ``strength`` in [0, 1] (see the module docstring)."""
-    from torchvision import transforms as T
-
     low = 1.0 - strength * (1.0 - settings["crop_min_scale"])
     ratio = (math.exp(strength * math.log(3 / 4)), math.exp(strength * math.log(4 / 3)))
     steps = [
@@ -90,8 +88,6 @@ class AugmentedViews:
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        import torch
-
         image, label = self.dataset[self.indices[i]]
         return torch.stack([self.transform(image) for _ in range(self.views)]), label
 
@@ -102,9 +98,6 @@ def embed_views(models: Sequence[nn.Module], loader, device, desc: str, progress
     Returns:
         For each model ``(feats [V, N, F], z [V, N, D])`` and the labels ``[N]``.
     """
-    import torch
-    from tqdm import tqdm
-
     feats: list[list[torch.Tensor]] = [[] for _ in models]
     zs: list[list[torch.Tensor]] = [[] for _ in models]
     labels = []

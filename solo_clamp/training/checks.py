@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.internals import backbone_builders
@@ -67,8 +68,6 @@ def num_processes(cfg: DictConfig) -> int:
 
 
 def _check_sync_batchnorm(cfg: DictConfig, world: int) -> None:
-    import torch
-
     accelerator = _get(cfg, "accelerator", "auto")
     on_cpu = accelerator == "cpu" or (
         accelerator in (None, "auto", "gpu", "cuda") and not torch.cuda.is_available()
@@ -142,14 +141,12 @@ def preflight(cfg: DictConfig) -> None:
 
 def check_dali_usable() -> None:
     """Raises a clear error when ``data.format=dali`` cannot run here."""
-    import torch
-
     if not torch.cuda.is_available():
         raise ValueError(
             "data.format=dali needs an NVIDIA GPU with CUDA, and none is available here: "
             "use data.format=image_folder (or h5) on this machine."
         )
-    try:
+    try:  # DALI is optional (the `dali` extra)
         import nvidia.dali  # noqa: F401
     except ImportError as err:
         raise ValueError("data.format=dali needs NVIDIA DALI: pip install -e '.[dali]'.") from err

@@ -7,22 +7,26 @@ import os
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.strategies.ddp import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
+from solo.data.pretrain_dataloader import (
+    FullTransformPipeline,
+    NCropAugmentation,
+    prepare_datasets,
+)
+from solo.utils.checkpointer import Checkpointer
+
+from solo_clamp.training.resume import DEFAULT_KEEP_LAST, AtomicCheckpointer
+from solo_clamp.training.transforms import build_transform_pipeline
 
 
 def loggers_and_callbacks(cfg: DictConfig, model, wandb_run_id) -> tuple[list, list, str]:
-    from solo.utils.checkpointer import Checkpointer
-
-    from solo_clamp.training.resume import DEFAULT_KEEP_LAST, AtomicCheckpointer
-
     run_root = os.path.join(cfg.checkpoint.dir, cfg.method)
     version = Checkpointer.random_string()
     loggers: list = []
     callbacks: list = []
     if cfg.wandb.enabled:
-        from lightning.pytorch.loggers import WandbLogger
-
         wandb_logger = WandbLogger(
             name=cfg.name,
             project=cfg.wandb.project,
@@ -54,8 +58,6 @@ def loggers_and_callbacks(cfg: DictConfig, model, wandb_run_id) -> tuple[list, l
 
 
 def build_trainer(cfg: DictConfig, loggers: list, callbacks: list) -> Trainer:
-    from lightning.pytorch.strategies.ddp import DDPStrategy
-
     kwargs = OmegaConf.to_container(cfg)
     valid = inspect.signature(Trainer.__init__).parameters
     kwargs = {name: kwargs[name] for name in valid if name in kwargs}
@@ -87,14 +89,6 @@ def parse_solo_cfg(cfg: DictConfig, parse_cfg) -> DictConfig:
 def solo_pretrain_dataset(cfg: DictConfig):
     """solo-learn's pretraining dataset for a parsed cfg: one ``NCropAugmentation`` per
     ``augmentations`` entry, chained by ``FullTransformPipeline``, then ``prepare_datasets``."""
-    from solo.data.pretrain_dataloader import (
-        FullTransformPipeline,
-        NCropAugmentation,
-        prepare_datasets,
-    )
-
-    from solo_clamp.training.transforms import build_transform_pipeline
-
     pipelines = [
         NCropAugmentation(build_transform_pipeline(cfg.data.dataset, aug), aug.num_crops)
         for aug in cfg.augmentations

@@ -22,61 +22,30 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
+from solo.utils.checkpointer import Checkpointer
+from torchvision import datasets
 
+from solo_clamp.backbones import build_backbone, pretrained_from_cfg
+from solo_clamp.checkpoints import load_run
+from solo_clamp.data import prepare_image_folder
+from solo_clamp.data.label_subset import relative_names
 from solo_clamp.evaluation import (
     FLOORS,
-    FewLabelSettings,
     RawPixels,
+    check_few_label_cfg,
     eval_transform,
+    format_table,
     label_draws,
     probe_draws,
     subset_features,
     summarise,
 )
 from solo_clamp.io import atomic_write_text
-
-
-def _integer(value: Any, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}.")
-    return value
-
-
-def check_few_label_cfg(cfg: DictConfig) -> FewLabelSettings:
-    """The few-label fields of ``cfg``, checked; errors name the field."""
-    labels = cfg.get("labels") or {}
-    per_class = _integer(labels.get("per_class", 5), "labels.per_class", 1)
-    first_seed = _integer(labels.get("seed", 0), "labels.seed", 0)
-    draws = _integer(cfg.get("draws", 5), "draws", 1)
-    samples = _integer(
-        (cfg.get("feature_augment") or {}).get("samples", 0), "feature_augment.samples", 0
-    )
-    floors = tuple(cfg.get("floors", list(FLOORS)) or ())
-    unknown = [floor for floor in floors if floor not in FLOORS]
-    if unknown:
-        raise ValueError(f"floors must be a list of {sorted(FLOORS)}, got {unknown!r}.")
-    probe = cfg.get("probe") or {}
-    epochs = _integer(probe.get("epochs", 100), "probe.epochs", 1)
-    lr, weight_decay = probe.get("lr", 1e-2), probe.get("weight_decay", 1e-5)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"probe.lr must be a number > 0, got {lr!r}.")
-    if (
-        isinstance(weight_decay, bool)
-        or not isinstance(weight_decay, (int, float))
-        or (weight_decay < 0)
-    ):
-        raise ValueError(f"probe.weight_decay must be a number >= 0, got {weight_decay!r}.")
-    return FewLabelSettings(
-        per_class,
-        draws,
-        tuple(range(first_seed, first_seed + draws)),
-        samples,
-        floors,
-        epochs,
-        float(lr),
-        float(weight_decay),
-    )
+from solo_clamp.methods import facts_of, known
+from solo_clamp.training.finetune import check_disjoint
+from solo_clamp.training.linear import build_probed_backbone, compute_threads
 
 
 def check_feature_augment(samples: int, method: Optional[str], origin: str) -> None:
@@ -88,8 +57,6 @@ def check_feature_augment(samples: int, method: Optional[str], origin: str) -> N
         method: the pretraining method of the backbone (None: the untrained backbone).
         origin: where the backbone comes from (a checkpoint path, ``zoo:<name>``).
     """
-    from solo_clamp.methods import facts_of, known
-
     if samples == 0:
         return
     why = None
@@ -115,25 +82,10 @@ def check_feature_augment(samples: int, method: Optional[str], origin: str) -> N
         )
 
 
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """One line per probed feature set: description, mean ± std and the per-draw values."""
-    width = max(len(row["description"]) for row in results.values())
-    lines = [f"{'features':<{width}}  {'mean ± std':>14}  per draw (top-1 %)"]
-    for row in results.values():
-        spread = "n/a" if row["std"] is None else f"{row['std']:.2f}"
-        per_draw = ", ".join(f"{v:.2f}" for v in row["per_draw"])
-        lines.append(
-            f"{row['description']:<{width}}  {row['mean']:>6.2f} ± {spread:>5}  {per_draw}"
-        )
-    return "\n".join(lines)
-
-
 def _apply_prepare_data(cfg: DictConfig) -> None:
     node = cfg.get("prepare_data")
     if not node:
         return
-    from solo_clamp.data import prepare_image_folder
-
     prepared = prepare_image_folder(
         name=node.name,
         root=node.get("root", "datasets"),
@@ -149,11 +101,6 @@ def load_feature_augmenter(source):
     """The feature augmenter (``facts.feature_augmenter``) of the run of a checked ``source``
     (a :class:`PretrainedBackbone` whose method has one): for ManifoldCLR, its operators,
     prior and threshold in eval mode."""
-    import solo_clamp
-    from solo_clamp.checkpoints import load_run
-    from solo_clamp.methods import facts_of
-
-    solo_clamp.register()
     run = load_run(source.origin)
     run_cfg = OmegaConf.create(run.cfg)
     OmegaConf.set_struct(run_cfg, False)
@@ -171,18 +118,6 @@ def load_feature_augmenter(source):
 def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     """Few-label probes of ``pretrained_feature_extractor`` (checkpoint, run directory, zoo
     name, or null for the untrained backbone), with and without feature augmentation."""
-    from lightning.pytorch import seed_everything
-    from solo.utils.checkpointer import Checkpointer
-    from torchvision import datasets
-
-    from solo_clamp.backbones import build_backbone, pretrained_from_cfg
-    from solo_clamp.data.label_subset import relative_names
-    from solo_clamp.training.finetune import check_disjoint
-    from solo_clamp.training.linear import (
-        build_probed_backbone,
-        compute_threads,
-    )
-
     OmegaConf.set_struct(cfg, False)
     settings = check_few_label_cfg(cfg)
     source = pretrained_from_cfg(cfg)

@@ -24,6 +24,9 @@ from typing import Any
 import torch
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
+from solo.args.linear import parse_cfg
+from solo.methods.linear import LinearModel
+from solo.utils.misc import remove_bias_and_norm_from_weight_decay
 from torch.optim.lr_scheduler import CosineAnnealingLR
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -36,11 +39,11 @@ from solo_clamp.data.label_subset import (
     write_subset_file,
 )
 from solo_clamp.io import atomic_write_text
-from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
+from solo_clamp.training.common import loggers_and_callbacks, parse_solo_cfg
 from solo_clamp.training.linear import (
     build_probed_backbone,
     classification_datasets,
-    compute_threads,
+    fit_and_validate,
     sample_paths,
     set_num_classes,
 )
@@ -48,43 +51,37 @@ from solo_clamp.training.linear import (
 SUBSET_FILE = "label_subset.txt"
 
 
-def _fine_tune_model_class():
-    from solo.methods.linear import LinearModel
-    from solo.utils.misc import remove_bias_and_norm_from_weight_decay
+class FineTuneModel(LinearModel):
+    """solo-learn's ``LinearModel`` with the backbone trained at ``lr ×
+    backbone_lr_scale`` (frozen at 0), and ``scheduler.name: cosine`` stepped per epoch
+    as the official ``FineTune``; ``none`` keeps the learning rates constant."""
 
-    class FineTuneModel(LinearModel):
-        """solo-learn's ``LinearModel`` with the backbone trained at ``lr ×
-        backbone_lr_scale`` (frozen at 0), and ``scheduler.name: cosine`` stepped per epoch
-        as the official ``FineTune``; ``none`` keeps the learning rates constant."""
+    def __init__(self, backbone: torch.nn.Module, cfg: DictConfig, backbone_lr_scale: float):
+        cfg.finetune = backbone_lr_scale > 0
+        super().__init__(backbone, cfg=cfg, loss_func=torch.nn.CrossEntropyLoss())
+        self.backbone_lr_scale = backbone_lr_scale
 
-        def __init__(self, backbone: torch.nn.Module, cfg: DictConfig, backbone_lr_scale: float):
-            cfg.finetune = backbone_lr_scale > 0
-            super().__init__(backbone, cfg=cfg, loss_func=torch.nn.CrossEntropyLoss())
-            self.backbone_lr_scale = backbone_lr_scale
-
-        def configure_optimizers(self):
-            groups = [
-                {"name": "classifier", "params": list(self.classifier.parameters()), "lr": self.lr}
-            ]
-            if self.finetune:
-                groups.insert(
-                    0,
-                    {
-                        "name": "backbone",
-                        "params": list(self.backbone.parameters()),
-                        "lr": self.lr * self.backbone_lr_scale,
-                    },
-                )
-            if self.exclude_bias_n_norm_wd:
-                groups = remove_bias_and_norm_from_weight_decay(groups)
-            optimizer = self._OPTIMIZERS[self.optimizer](
-                groups, lr=self.lr, weight_decay=self.weight_decay, **self.extra_optimizer_args
+    def configure_optimizers(self):
+        groups = [
+            {"name": "classifier", "params": list(self.classifier.parameters()), "lr": self.lr}
+        ]
+        if self.finetune:
+            groups.insert(
+                0,
+                {
+                    "name": "backbone",
+                    "params": list(self.backbone.parameters()),
+                    "lr": self.lr * self.backbone_lr_scale,
+                },
             )
-            if self.scheduler == "none":
-                return optimizer
-            return [optimizer], [CosineAnnealingLR(optimizer, T_max=self.max_epochs)]
-
-    return FineTuneModel
+        if self.exclude_bias_n_norm_wd:
+            groups = remove_bias_and_norm_from_weight_decay(groups)
+        optimizer = self._OPTIMIZERS[self.optimizer](
+            groups, lr=self.lr, weight_decay=self.weight_decay, **self.extra_optimizer_args
+        )
+        if self.scheduler == "none":
+            return optimizer
+        return [optimizer], [CosineAnnealingLR(optimizer, T_max=self.max_epochs)]
 
 
 def check_finetune_cfg(cfg: DictConfig) -> float:
@@ -163,8 +160,6 @@ def _loaders(cfg: DictConfig, train_set: Dataset, val_set: Dataset) -> tuple[Dat
 def run_finetune(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tunes ``pretrained_feature_extractor`` (checkpoint, run directory, zoo name, or
     null for the untrained backbone) on the labelled subset; returns the scores."""
-    from solo.args.linear import parse_cfg
-
     OmegaConf.set_struct(cfg, False)
     source = pretrained_from_cfg(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)
@@ -181,7 +176,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
     chosen = choose_labelled(cfg, names, labels, str(root))
     check_disjoint(paths, chosen, val_set)
 
-    model = _fine_tune_model_class()(backbone, cfg, scale)
+    model = FineTuneModel(backbone, cfg, scale)
     cfg.method = "finetune"
     loggers, callbacks, run_dir = loggers_and_callbacks(cfg, model, None)
     subset_file = write_subset_file(
@@ -191,11 +186,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
         f"labels: {json.dumps(OmegaConf.to_container(cfg.labels))}",
     )
     train_loader, val_loader = _loaders(cfg, Subset(train_set, chosen), val_set)
-    trainer = build_trainer(cfg, loggers, callbacks)
-    with compute_threads(cfg):
-        trainer.fit(model, train_loader, val_loader)
-
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    metrics = fit_and_validate(cfg, model, train_loader, val_loader, loggers, callbacks)
     result = {
         "backbone": description,
         "backbone_lr_scale": scale,

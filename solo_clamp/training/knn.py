@@ -11,12 +11,15 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from solo.methods import METHODS
 
+import solo_clamp
 from solo_clamp.checkpoints import load_run
 from solo_clamp.evaluation import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     eval_transform,
+    extract_features,
     image_folder_loader,
     knn_accuracy,
 )
@@ -38,11 +41,6 @@ class _Features(torch.nn.Module):
 
 def run_knn(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluates ``pretrained_checkpoint`` with kNN on ``data.train_path``/``data.val_path``."""
-    from solo.methods import METHODS
-
-    import solo_clamp
-    from solo_clamp.evaluation import extract_features
-
     solo_clamp.register()
     run = load_run(cfg.pretrained_checkpoint)
     run_cfg = OmegaConf.create(run.cfg)

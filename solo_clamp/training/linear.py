@@ -26,8 +26,16 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
+import torchvision.datasets
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
+from solo.args.linear import parse_cfg
+from solo.data.classification_dataloader import (
+    prepare_dataloaders,
+    prepare_datasets,
+    prepare_transforms,
+)
+from solo.methods.linear import LinearModel
 from torch.utils.data import Dataset
 from torchvision import transforms
 
@@ -64,8 +72,6 @@ def _custom_transforms(cfg: DictConfig):
 
 
 def _torchvision_datasets(cfg: DictConfig, name: str) -> tuple[Dataset, Dataset]:
-    import torchvision.datasets
-
     class_name = TRANSFER_DATASETS[name][0]
     dataset_class = getattr(torchvision.datasets, class_name)
     t_train, t_val = _custom_transforms(cfg)
@@ -84,8 +90,6 @@ def _torchvision_datasets(cfg: DictConfig, name: str) -> tuple[Dataset, Dataset]
 
 def classification_datasets(cfg: DictConfig) -> tuple[Dataset, Dataset]:
     """The training and evaluation datasets of a parsed linear / fine-tuning cfg."""
-    from solo.data.classification_dataloader import prepare_datasets, prepare_transforms
-
     if cfg.data.get("torchvision"):
         return _torchvision_datasets(cfg, str(cfg.data.torchvision))
     if cfg.data.dataset == "custom":
@@ -178,13 +182,20 @@ def compute_threads(cfg: DictConfig) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def fit_and_validate(
+    cfg: DictConfig, model, train_loader, val_loader, loggers: list, callbacks: list
+) -> dict[str, float]:
+    """Fits ``model`` with Lightning's trainer of ``cfg`` (:func:`compute_threads` threads) and
+    returns its final ``val_*`` metrics (linear evaluation and fine-tuning)."""
+    trainer = build_trainer(cfg, loggers, callbacks)
+    with compute_threads(cfg):
+        trainer.fit(model, train_loader, val_loader)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+
+
 def run_linear(cfg: DictConfig) -> dict[str, Any]:
     """Trains a linear classifier on the frozen backbone of ``pretrained_feature_extractor``
     (a ``.ckpt`` file, a run directory, a zoo name, or null for the untrained backbone)."""
-    from solo.args.linear import parse_cfg
-    from solo.data.classification_dataloader import prepare_dataloaders
-    from solo.methods.linear import LinearModel
-
     OmegaConf.set_struct(cfg, False)
     source = pretrained_from_cfg(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)
@@ -202,10 +213,7 @@ def run_linear(cfg: DictConfig) -> dict[str, Any]:
     )
     cfg.method = "linear"
     loggers, callbacks, run_dir = loggers_and_callbacks(cfg, model, None)
-    trainer = build_trainer(cfg, loggers, callbacks)
-    with compute_threads(cfg):
-        trainer.fit(model, train_loader, val_loader)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    metrics = fit_and_validate(cfg, model, train_loader, val_loader, loggers, callbacks)
     result = {
         "backbone": description,
         "train_images": len(train_set),

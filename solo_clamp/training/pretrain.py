@@ -25,12 +25,55 @@ from typing import Any, Mapping, Optional
 
 import torch
 from lightning.pytorch import seed_everything
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from solo.args.pretrain import parse_cfg
+from solo.data.classification_dataloader import prepare_data
+from solo.data.pretrain_dataloader import (
+    FullTransformPipeline,
+    NCropAugmentation,
+    prepare_dataloader,
+)
+from solo.methods import METHODS
+from solo.utils.misc import make_contiguous
 
 import solo_clamp
+from solo_clamp.checkpoints import CheckpointError
+from solo_clamp.data import prepare_image_folder
 from solo_clamp.data.robust import check_enough_images, guard_train_dataset
+from solo_clamp.evaluation import (
+    COLLAPSE_EFFECTIVE_RANK,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RawPixels,
+    collapsed,
+    eval_transform,
+    extract_features,
+    feature_spread,
+    image_folder_loader,
+    knn_accuracy,
+    untrained_backbone,
+)
+from solo_clamp.methods import facts_of
 from solo_clamp.training.checks import num_processes, preflight
-from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
+from solo_clamp.training.common import (
+    build_trainer,
+    loggers_and_callbacks,
+    parse_solo_cfg,
+    solo_pretrain_dataset,
+)
+from solo_clamp.training.preemption import (
+    PreemptionCheckpoints,
+    keep_workers_through_stop_signals,
+)
+from solo_clamp.training.resume import (
+    AtomicCheckpointer,
+    ResumeWarning,
+    RunShapeAutoResumer,
+    first_usable,
+    newest_first,
+    verify_checkpoint,
+)
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -39,8 +82,6 @@ def _apply_prepare_data(cfg: DictConfig) -> None:
     node = cfg.get("prepare_data")
     if not node:
         return
-    from solo_clamp.data import prepare_image_folder
-
     prepared = prepare_image_folder(
         name=node.name,
         root=node.get("root", "datasets"),
@@ -61,14 +102,6 @@ def _apply_prepare_data(cfg: DictConfig) -> None:
 
 
 def _train_dataloader(cfg: DictConfig):
-    from solo.data.pretrain_dataloader import (
-        FullTransformPipeline,
-        NCropAugmentation,
-        prepare_dataloader,
-    )
-
-    from solo_clamp.training.common import solo_pretrain_dataset
-
     if cfg.data.format == "dali":
         from solo.data.dali_dataloader import PretrainDALIDataModule, build_transform_pipeline_dali
 
@@ -92,8 +125,6 @@ def _train_dataloader(cfg: DictConfig):
             dali_device=cfg.dali.device,
             encode_indexes_into_labels=cfg.dali.encode_indexes_into_labels,
         )
-    from solo_clamp.training.preemption import keep_workers_through_stop_signals
-
     dataset = solo_pretrain_dataset(cfg)
     dataset = guard_train_dataset(dataset, cfg.data.get("on_bad_image"))
     check_enough_images(dataset, cfg.optimizer.batch_size, num_processes(cfg))
@@ -107,8 +138,6 @@ def _train_dataloader(cfg: DictConfig):
 def _val_dataloader(cfg: DictConfig):
     if cfg.data.val_path is None:
         return None
-    from solo.data.classification_dataloader import prepare_data
-
     _, val_loader = prepare_data(
         cfg.data.dataset,
         train_data_path=cfg.data.train_path,
@@ -125,15 +154,6 @@ def _resume_path(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
     (a file, or a run directory: its newest usable checkpoint), else with ``auto_resume`` the
     newest usable checkpoint of a run of the same shape. Unusable ones are skipped with a
     ``ResumeWarning`` naming the file and the reason."""
-    from solo_clamp.checkpoints import CheckpointError
-    from solo_clamp.training.resume import (
-        ResumeWarning,
-        RunShapeAutoResumer,
-        first_usable,
-        newest_first,
-        verify_checkpoint,
-    )
-
     if cfg.resume_from_checkpoint is not None:
         path = Path(cfg.resume_from_checkpoint)
         del cfg.resume_from_checkpoint
@@ -176,8 +196,6 @@ def _resume_path(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
 def _fit(cfg: DictConfig, trainer, model, train_data, val_loader, ckpt_path, preemption) -> None:
     """``trainer.fit`` with the stop-signal handlers installed; a stop signal ends it with
     ``TrainingPreempted`` (exit status 143) once the mid-epoch checkpoint is written."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
     with warnings.catch_warnings(), preemption.signal_handlers():
         if cfg.data.format != "dali":  # the checkpointer replays the data position itself
             warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before")
@@ -199,18 +217,6 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
     floors (:mod:`solo_clamp.evaluation`), measured the same way (same bank, same held-out
     images, same k, T and distance): the same backbone at initialisation, and raw pixels (the
     normalised evaluation image, flattened)."""
-    from solo_clamp.evaluation import (
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        RawPixels,
-        eval_transform,
-        extract_features,
-        feature_spread,
-        image_folder_loader,
-        knn_accuracy,
-        untrained_backbone,
-    )
-
     node = cfg.evaluate.knn
     aug = cfg.augmentations[0]
     transform = eval_transform(
@@ -292,13 +298,6 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         A summary: run directory, last checkpoint, and the kNN report when enabled.
     """
-    from solo.args.pretrain import parse_cfg
-    from solo.methods import METHODS
-    from solo.utils.misc import make_contiguous
-
-    from solo_clamp.training.preemption import PreemptionCheckpoints
-    from solo_clamp.training.resume import AtomicCheckpointer
-
     solo_clamp.register()
     OmegaConf.set_struct(cfg, False)
     _apply_prepare_data(cfg)
@@ -349,8 +348,6 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
 def collapse_problems(report: dict[str, Any], method: str, name: str) -> list[str]:
     """A sentence when the trained backbone's bank features have collapsed
     (:func:`solo_clamp.evaluation.collapsed`), with the untrained backbone's values beside."""
-    from solo_clamp.evaluation import COLLAPSE_EFFECTIVE_RANK, collapsed
-
     keys = ("mean_cosine", "effective_rank")
     spread = {key: report[f"{method}_{key}"] for key in keys}
     untrained = {key: report[f"untrained_{key}"] for key in keys}
@@ -367,8 +364,6 @@ def collapse_problems(report: dict[str, Any], method: str, name: str) -> list[st
 def training_problems(cfg: DictConfig, metrics: Mapping[str, Any]) -> list[str]:
     """What the method's ``facts.diagnose`` finds in the final epoch's logged metrics (e.g.
     ManifoldCLR's diverged posterior), one sentence each; empty when nothing is wrong."""
-    from solo_clamp.methods import facts_of
-
     diagnose = facts_of(cfg.method).diagnose
     if diagnose is None:
         return []

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from solo.data import pretrain_dataloader as solo_pipeline
+from torchvision import transforms
 
 
 def blur_kernel_size(aug: DictConfig) -> Any:
@@ -38,9 +40,6 @@ def build_transform_pipeline(dataset: str, aug: DictConfig):
     """solo-learn's ``build_transform_pipeline(dataset, aug)``, with its blur replaced by a
     ``kernel_size`` x ``kernel_size`` Gaussian (sigma uniform in ``[sigma_min, sigma_max]``,
     default ``[0.1, 2.0]``, probability ``gaussian_blur.prob``) when ``kernel_size`` is set."""
-    from solo.data import pretrain_dataloader as solo_pipeline
-    from torchvision import transforms
-
     pipeline = solo_pipeline.build_transform_pipeline(dataset, aug)
     size = blur_kernel_size(aug)
     if size is None:

@@ -1,7 +1,7 @@
-"""Model zoo: a manifest of pretrained backbones, verified downloads, loading and publishing.
+"""Model zoo: a manifest of pretrained backbones and verified downloads.
 
-    from solo_clamp import zoo
-    backbone = zoo.load("clamp-mnist-resnet18")   # verified download, eval mode
+    from solo_clamp.backbones import load_backbone
+    backbone = load_backbone("clamp-mnist-resnet18")   # verified download, eval mode
 
 Modules, one concern each:
 
@@ -12,19 +12,16 @@ Modules, one concern each:
 * :mod:`~solo_clamp.zoo.fetch`: one source into a ``.part`` file (HTTP Range, Hugging Face).
 * :mod:`~solo_clamp.zoo.download`: the cache, locking and verified downloads of an entry.
 * :mod:`~solo_clamp.zoo.weights`: safetensors files.
-* :mod:`~solo_clamp.zoo.publish`: a pretrain checkpoint into the zoo.
 * :mod:`~solo_clamp.zoo.portable`: the training cfg as the manifest records it.
+* :mod:`~solo_clamp.zoo.publish`: a pretrain checkpoint into the zoo (a tool built on the
+  backbone loader; not imported by this package).
 
-:func:`load` is the backbone loader, :func:`solo_clamp.backbones.load_backbone`, which also
-takes a checkpoint or a run directory. Importing this package needs torch only: solo-learn is
-imported inside :func:`solo_clamp.backbones.build_backbone` (and so by :func:`load` and
-:func:`publish`).
+The backbone loader, :func:`solo_clamp.backbones.load_backbone`, takes a zoo name as well as a
+checkpoint or a run directory. Importing this package needs torch only.
 """
 
 from __future__ import annotations
 
-from solo_clamp.backbones import BackboneSpec
-from solo_clamp.backbones import load_backbone as load
 from solo_clamp.zoo.download import CACHE_ENV, cache_dir, download
 from solo_clamp.zoo.errors import (
     DownloadError,
@@ -41,8 +38,7 @@ from solo_clamp.zoo.index import (
     load_index,
     write_index,
 )
-from solo_clamp.zoo.manifest import Evaluation, check_sha256
-from solo_clamp.zoo.publish import publish
+from solo_clamp.zoo.manifest import BackboneSpec, Evaluation, check_sha256
 from solo_clamp.zoo.weights import read_weights, weights_metadata
 
 __all__ = [
@@ -60,9 +56,7 @@ __all__ = [
     "default_index_path",
     "download",
     "find_by_sha256",
-    "load",
     "load_index",
-    "publish",
     "read_weights",
     "sha256_file",
     "verify_file",

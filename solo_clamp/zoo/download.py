@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 import pooch
+from filelock import FileLock, Timeout  # a dependency of torch
 
 from solo_clamp.io import PathLike
 from solo_clamp.zoo.errors import DownloadError, HashMismatchError
@@ -146,8 +147,6 @@ def download(
     final = folder / entry.cache_name
     if _verified(final, entry):
         return final
-    from filelock import FileLock, Timeout  # a dependency of torch
-
     lock = FileLock(str(final) + ".lock", timeout=lock_timeout)
     try:
         with lock:

@@ -30,7 +30,6 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
-from solo_clamp.backbones import BackboneSpec
 from solo_clamp.zoo.errors import ManifestError
 
 FORMATS: dict[str, torch.dtype] = {
@@ -54,6 +53,20 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to rebuild a backbone: solo-learn's name and kwargs, and the CIFAR stem flag
+    (:func:`solo_clamp.backbones.build_backbone` builds it)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    cifar_stem: bool = False
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The backbone as the zoo manifest writes it."""
+        return {"name": self.name, "kwargs": dict(self.kwargs), "cifar_stem": self.cifar_stem}
 
 
 @dataclass(frozen=True)

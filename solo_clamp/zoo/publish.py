@@ -11,13 +11,13 @@ import torch
 
 from solo_clamp.backbones import (
     BackboneError,
-    BackboneSpec,
     PretrainedBackbone,
     method_of,
     spec_from_cfg,
     trained_on,
 )
 from solo_clamp.checkpoints import CheckpointError, backbone_state, load_run
+from solo_clamp.internals import solo_available
 from solo_clamp.version import __version__
 from solo_clamp.views import count_views
 from solo_clamp.zoo.errors import ManifestError, ZooError
@@ -25,6 +25,7 @@ from solo_clamp.zoo.files import PathLike, sha256_file
 from solo_clamp.zoo.index import IndexLike, ZooIndex, index_path, load_index, write_index
 from solo_clamp.zoo.manifest import (
     FORMATS,
+    BackboneSpec,
     ZooEntry,
     check_name,
     parse_entry,
@@ -64,8 +65,6 @@ def _is_inside(path: Path, folder: Path) -> bool:
 
 
 def _check_loads(spec: BackboneSpec, method: str, state: dict[str, torch.Tensor]) -> None:
-    from solo_clamp import solo_available
-
     if not solo_available():
         warnings.warn(
             "solo-learn is not installed: the published weights were not test-loaded.", stacklevel=3

@@ -1,6 +1,6 @@
 """Backbone weights files: safetensors (never pickles), read, written and described.
 
-:mod:`solo_clamp.backbones` builds the backbones they fit (``solo_clamp.zoo.load``).
+:func:`solo_clamp.backbones.load_backbone` builds the backbones they fit.
 """
 
 from __future__ import annotations

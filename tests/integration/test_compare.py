@@ -14,7 +14,9 @@ from clamp_testing import tiny_comparison_config
 from omegaconf import OmegaConf
 
 from solo_clamp import compare
-from solo_clamp.cli import main
+from solo_clamp.cli import build_parser, main
+from solo_clamp.commands import CommandError
+from solo_clamp.commands import compare as compare_command
 from solo_clamp.compare import runner
 from solo_clamp.compare.data import ComparisonData
 from solo_clamp.compare.plan import RUN_YAML, parse, solo_cfg
@@ -50,19 +52,19 @@ def _interrupt_simclr(monkeypatch) -> None:
     and marks the trainer interrupted)."""
     from lightning.pytorch.callbacks import Callback
 
-    from solo_clamp.training import common
+    from solo_clamp.compare import training
 
     class CtrlC(Callback):
         def on_train_batch_end(self, trainer, pl_module, *args) -> None:
             if pl_module.cfg.method == "simclr" and trainer.global_step >= 2:
                 raise KeyboardInterrupt
 
-    original = common.build_trainer
+    original = training.build_trainer
 
     def build_trainer(cfg, loggers, callbacks):
         return original(cfg, loggers, [*callbacks, CtrlC()])
 
-    monkeypatch.setattr(common, "build_trainer", build_trainer)
+    monkeypatch.setattr(training, "build_trainer", build_trainer)
 
 
 @pytest.mark.filterwarnings("ignore:Detected KeyboardInterrupt")
@@ -321,3 +323,45 @@ def test_views_flag_sets_every_method_that_takes_more_than_two_views(tmp_path):
     cfg = build_config(parser.parse_args(["--views", "8", "--methods", "clamp", "simclr"]))
     views = {method: recipe.get("views", 2) for method, recipe in cfg.recipes.items()}
     assert views == {"clamp": 8, "simclr": 2, "byol": 2, "vicreg": 2, "manifoldclr": 2}
+
+
+def _compare_args(*argv: str):
+    """``solo-clamp compare ARGV`` parsed by the real command-line parser."""
+    return compare_command, build_parser().parse_args(["compare", *argv])
+
+
+def test_compare_set_overrides_existing_fields_after_the_flags():
+    command, args = _compare_args(
+        "--views",
+        "8",
+        "--set",
+        "recipes.clamp.method_kwargs.rs=5.5",
+        "recipes.clamp.optimizer.lr=0.25",
+        "recipes.clamp.views=6",
+        "seeds=[3,4]",
+        "augmentations.0.rrc.crop_min_scale=0.6",
+        "recipes.byol.momentum={base_tau: 0.9}",
+    )
+    cfg = command.build_config(args)
+    assert cfg.augmentations[0].rrc.crop_min_scale == 0.6  # a list index in the key
+    assert cfg.augmentations[0].rrc.crop_max_scale == 1.0
+    assert cfg.recipes.byol.momentum == {"base_tau": 0.9, "final_tau": 1.0}  # mappings merge
+    assert cfg.recipes.clamp.method_kwargs.rs == 5.5
+    assert cfg.recipes.clamp.optimizer.lr == 0.25
+    assert cfg.recipes.clamp.views == 6  # --set is applied after --views
+    assert list(cfg.seeds) == [3, 4]
+    assert cfg.recipes.simclr.optimizer.lr == 0.4  # untouched
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("recipes.clamp.method_kwargs.rz=5", "no field 'recipes.clamp.method_kwargs.rz'"),
+        ("rs", "KEY=VALUE"),
+        ("recipes.clamp.views=1", "recipes.clamp.views must be an integer >= 2"),
+    ],
+)
+def test_compare_set_rejects_unknown_fields_and_bad_values(item, message):
+    command, args = _compare_args("--set", item)
+    with pytest.raises((CommandError, ValueError), match=message):
+        command.build_config(args)

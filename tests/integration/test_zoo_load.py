@@ -10,7 +10,9 @@ import torch
 from omegaconf import OmegaConf  # noqa: E402
 
 from solo_clamp import zoo  # noqa: E402
+from solo_clamp.backbones import load_backbone  # noqa: E402
 from solo_clamp.cli import main as cli_main  # noqa: E402
+from solo_clamp.zoo.publish import publish  # noqa: E402
 
 NAME = "tiny-clamp"
 
@@ -86,7 +88,7 @@ def test_publish_then_load_matches_the_original_backbone(trained, tmp_path, monk
     assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
     assert not any(k.startswith(("projector", "classifier")) for k in stored)
 
-    loaded = zoo.load(NAME, index, progress=False)
+    loaded = load_backbone(NAME, index, progress=False)
     assert not loaded.training and isinstance(loaded.fc, torch.nn.Identity)
     assert loaded.conv1.kernel_size == (3, 3) and isinstance(loaded.maxpool, torch.nn.Identity)
     x = torch.randn(2, 3, 16, 16)
@@ -119,7 +121,7 @@ def test_publish_then_load_matches_the_original_backbone(trained, tmp_path, monk
 def test_cli_list_info_verify_load_on_a_published_zoo(trained, tmp_path, capsys):
     _, ckpt = trained
     index = tmp_path / "zoo" / "index.yaml"
-    entry = zoo.publish(ckpt.parent, NAME, index, dtype="fp32", check=False)  # a run dir
+    entry = publish(ckpt.parent, NAME, index, dtype="fp32", check=False)  # a run dir
     weights = index.parent / entry.file
     assert zoo.read_weights(weights)["conv1.weight"].dtype == torch.float32
     capsys.readouterr()
@@ -149,17 +151,17 @@ def test_cli_list_info_verify_load_on_a_published_zoo(trained, tmp_path, capsys)
 def test_publish_rejects_bad_inputs(tmp_path):
     ckpt = Path(tmp_path / "m.ckpt")
     with pytest.raises(zoo.ZooError, match="does not exist"):
-        zoo.publish(ckpt, "m", tmp_path / "index.yaml")
+        publish(ckpt, "m", tmp_path / "index.yaml")
     torch.save({"state_dict": {"backbone.w": torch.ones(1)}}, ckpt)
     with pytest.raises(zoo.ZooError, match="args.json not found"):
-        zoo.publish(ckpt, "m", tmp_path / "index.yaml")
+        publish(ckpt, "m", tmp_path / "index.yaml")
     (tmp_path / "args.json").write_text(json.dumps({"method": "clamp"}))
     with pytest.raises(zoo.ZooError, match="missing 'data.dataset'"):
-        zoo.publish(ckpt, "m", tmp_path / "index.yaml", check=False)
+        publish(ckpt, "m", tmp_path / "index.yaml", check=False)
     with pytest.raises(zoo.ManifestError, match="--out: .* is outside"):
-        zoo.publish(ckpt, "m", tmp_path / "zoo" / "index.yaml", out_dir=tmp_path / "elsewhere")
+        publish(ckpt, "m", tmp_path / "zoo" / "index.yaml", out_dir=tmp_path / "elsewhere")
     with pytest.raises(zoo.ManifestError, match="--dtype: 'bf16' is not supported"):
-        zoo.publish(ckpt, "m", tmp_path / "index.yaml", dtype="bf16")
+        publish(ckpt, "m", tmp_path / "index.yaml", dtype="bf16")
 
 
 def test_publish_and_load_a_manifoldclr_checkpoint(tmp_path, clamp_cfg_factory, capsys):
@@ -199,7 +201,7 @@ def test_publish_and_load_a_manifoldclr_checkpoint(tmp_path, clamp_cfg_factory, 
     stored = zoo.read_weights(index.parent / entry.file)
     assert not any(k.startswith(("projector", "manifold", "classifier")) for k in stored)
 
-    loaded = zoo.load("tiny-manifoldclr", index, progress=False)
+    loaded = load_backbone("tiny-manifoldclr", index, progress=False)
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         expected, actual = model.backbone(x), loaded(x)

@@ -166,7 +166,7 @@ def test_the_fp16_zoo_model_exports_its_values_exactly_in_fp32(tmp_path):
     model = torchvision.models.resnet18()
     model.load_state_dict(exported, strict=False)
     model.fc = torch.nn.Identity()
-    # ours: the zoo backbone as solo_clamp.zoo.load builds it (fp16 values cast to fp32)
+    # ours: the zoo backbone as load_backbone builds it (fp16 values cast to fp32)
     ours = reference_backbone(
         "resnet18", {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
     )

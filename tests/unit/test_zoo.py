@@ -25,6 +25,7 @@ import yaml
 
 from solo_clamp import zoo
 from solo_clamp.cli import main as cli_main
+from solo_clamp.zoo.publish import publish
 
 PAYLOAD = os.urandom(200_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -475,7 +476,7 @@ def test_publish_records_the_yaml_learning_rates_and_no_local_paths(tmp_path):
         "max_epochs": 2,
     }
     (run / "args.json").write_text(json.dumps(args))
-    entry = zoo.publish(ckpt, "tiny", tmp_path / "zoo" / "index.yaml", check=False)
+    entry = publish(ckpt, "tiny", tmp_path / "zoo" / "index.yaml", check=False)
     config = zoo.load_index(tmp_path / "zoo" / "index.yaml").get("tiny").config
     assert config["optimizer"] == {"batch_size": 128, "lr": 0.3, "classifier_lr": 0.15}
     assert entry.config == config and entry.dataset == "mnist"

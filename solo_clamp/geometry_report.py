@@ -1,13 +1,13 @@
 """The geometry report of a pretraining run (CLAMP, ManifoldCLR, or any solo-learn method with
-a ``projector``): loads the checkpoint, embeds an ImageFolder with the trained and an untrained
-model, and writes ``geometry.json`` and the figures.
+a ``projector``): loads the checkpoint, builds the run's method through solo-learn, embeds an
+ImageFolder with the trained and an untrained model, and writes ``geometry.json`` and the
+figures. A tool on top of the pure-torch measures of :mod:`solo_clamp.geometry`.
 
 Augmentation strength ``s`` scales the training pipeline of ``augmentations[0]``
 (:mod:`solo_clamp.geometry.views`); sub-manifold statistics use ``s = 1`` and the loss's
 normalisation (:mod:`solo_clamp.geometry.measures`). The geometry of an image's views does not
 depend on the loss; only the radius scale does: CLAMP's ``rs`` and ``max_range``, else the
-unscaled radius (``rs = 1``, no range cap). torchvision, matplotlib, scikit-learn and
-solo-learn are imported when :func:`write_report` runs.
+unscaled radius (``rs = 1``, no range cap).
 """
 
 from __future__ import annotations
@@ -19,14 +19,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from solo.methods import METHODS
 from torch import nn
+from torchvision.datasets import ImageFolder
 
 from solo_clamp.backbones import BackboneError, load_state
 from solo_clamp.checkpoints import CheckpointNotFoundError, Run, backbone_state, load_run
+from solo_clamp.evaluation import IMAGENET_MEAN, IMAGENET_STD
 from solo_clamp.geometry.embedding import Embedder
 from solo_clamp.geometry.figures import plot_training_curves
 from solo_clamp.geometry.stats import read_curves
 from solo_clamp.geometry.views import augmentation_settings
+from solo_clamp.methods import facts_of  # importing it puts solo-clamp's methods in METHODS
 
 # solo-learn normalises these datasets with their own statistics, whatever the cfg says.
 DATASET_STATS_NOTE = ("cifar10", "cifar100", "stl10")
@@ -50,16 +56,6 @@ def _load_run(checkpoint: os.PathLike) -> Run:
 
 def _build_model(cfg: dict[str, Any], where: Path) -> nn.Module:
     """The run's method, built through ``solo.methods.METHODS[cfg.method]``, in eval mode."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    import solo_clamp
-
-    try:
-        solo_clamp.register()
-        from solo.methods import METHODS
-    except ModuleNotFoundError as err:
-        raise GeometryError(solo_clamp.SOLO_MISSING_MESSAGE) from err
     method = str(cfg.get("method"))
     if method not in METHODS:
         raise GeometryError(
@@ -88,8 +84,6 @@ def _radius_scale(model: nn.Module, method: str, notes: list[str]) -> tuple[floa
     """``(rs, max_range)`` of the sub-manifold radii and neighbour counts: the method's
     ``facts.radius_scale`` (CLAMP's ``rs`` and ``max_range``), else the unscaled radius and no
     range cap (with a note)."""
-    from solo_clamp.methods import facts_of
-
     try:
         scale = facts_of(method).radius_scale
     except ValueError:  # a solo-learn method solo-clamp has no facts for
@@ -133,8 +127,6 @@ def _normalization(cfg: dict[str, Any], notes: list[str]):
     aug = cfg["augmentations"][0]
     if "mean" in aug and "std" in aug:
         return tuple(aug["mean"]), tuple(aug["std"]), "augmentations[0]"
-    from solo_clamp.evaluation import IMAGENET_MEAN, IMAGENET_STD
-
     dataset_name = str((cfg.get("data") or {}).get("dataset", ""))
     if dataset_name in DATASET_STATS_NOTE:
         notes.append(
@@ -212,12 +204,6 @@ def write_report(
     """
     run = _load_run(checkpoint)
     cfg = run.cfg
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from torchvision.datasets import ImageFolder
-
     torch_device = _device(device)
     notes: list[str] = []
     model = _build_model(cfg, run.cfg_path)
