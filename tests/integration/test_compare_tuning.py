@@ -623,7 +623,7 @@ def test_a_few_label_draw_larger_than_a_bank_class_is_refused_before_training(
 def test_mnist_tuned_quick_writes_every_trial_cfg(mnist_source, tmp_path):
     """``--quick --configs-only`` of the MNIST preset: 15 trials (5 methods x 3 lr), each at
     the quick size (16 images per class, 4 held out: 120 / batch 16 = 7 steps), with its
-    recipe (ManifoldCLR's own min_lr over the shared scheduler)."""
+    recipe (ManifoldCLR's own warm-up and min_lr over the shared scheduler)."""
     out = tmp_path / "out"
     config = compare.CONFIG_DIR / "mnist_tuned.yaml"
     sets = [f"data.source={mnist_source}", f"data.root={tmp_path / 'datasets'}"]
@@ -637,6 +637,7 @@ def test_mnist_tuned_quick_writes_every_trial_cfg(mnist_source, tmp_path):
     clamp = OmegaConf.load(out / "tuning" / "clamp-lr1-s0" / "config.yaml")
     assert clamp.data.num_large_crops == 4 and clamp.max_steps == 7
     assert (clamp.method_kwargs.proj_hidden_dim, clamp.method_kwargs.proj_output_dim) == (512, 128)
-    manifoldclr = OmegaConf.load(out / "tuning" / "manifoldclr-lr0.012-s0" / "config.yaml")
-    assert manifoldclr.scheduler.min_lr == 1.0e-5 and manifoldclr.scheduler.warmup_epochs == 0
+    manifoldclr = OmegaConf.load(out / "tuning" / "manifoldclr-lr0.0015-s0" / "config.yaml")
+    assert manifoldclr.scheduler.min_lr == 1.0e-5 and manifoldclr.scheduler.warmup_epochs == 1
+    assert manifoldclr.scheduler.warmup_start_lr == 0.0
     assert manifoldclr.method_kwargs.proj_hidden_dim == 1024  # projector_scale 1
