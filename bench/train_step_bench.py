@@ -13,8 +13,9 @@ A step is what Lightning runs per batch, without Lightning: the method's own
 ``optimizer.step()`` (LARS, as in solo-learn's CIFAR recipes) and, for BYOL, the momentum
 (EMA) update. Every method is built from its real class in ``solo.methods.METHODS`` with
 the same backbone (resnet18, CIFAR stem), input size (32 px) and optimizer, from a cfg that
-``solo_clamp.compare.training.build_solo_cfg`` lays out and solo-learn's ``parse_cfg`` parses
-(so the learning rate is scaled by batch / 256, which does not change a step's cost).
+``solo_clamp.compare.plan.solo_cfg`` composes as for a comparison run (``scripts/compare/run.yaml``
+<- the entry's recipe <- its own values) and solo-learn's ``parse_cfg`` parses (so the
+learning rate is scaled by batch / 256, which does not change a step's cost).
 
 Equalising views: CLAMP and SimCLR take ``V`` large crops of ``B`` images. solo-learn's
 VICReg needs exactly 2 crops and its BYOL uses 2 large crops, so they take 2 crops of
