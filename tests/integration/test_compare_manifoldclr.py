@@ -23,6 +23,8 @@ from solo_clamp.compare.tuning import trial_specs
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RUN = "manifoldclr-equal_epochs-s0"
+# the official 3e-3 at batch 512 (kfallah/manifold-contrastive), stated per 256 images
+OFFICIAL_LR_PER_256 = 1.5e-3
 TINY_KWARGS = {
     "dictionary_size": 4,
     "vi_hidden_dim": 16,
@@ -82,7 +84,7 @@ def test_adding_manifoldclr_later_trains_only_it(tiny_config, tmp_path, capsys, 
     row = rows[RUN]
     assert (row["method"], row["views"], row["steps"]) == ("manifoldclr", "2", "6")
     assert row["views_seen"] == rows["simclr-equal_epochs-s0"]["views_seen"]
-    assert float(row["lr"]) == 0.012 and row["lr_multiplier"] == row["tuned"] == ""
+    assert float(row["lr"]) == OFFICIAL_LR_PER_256 and row["lr_multiplier"] == row["tuned"] == ""
     assert 0.0 <= float(row["knn_top1"]) <= 100.0 and 0.0 <= float(row["linear_top1"]) <= 100.0
     md = (out / "results.md").read_text()
     assert "| equal_epochs | manifoldclr | 2 | 2 |" in md
@@ -156,7 +158,7 @@ def test_shipped_recipe_builds_a_valid_solo_learn_cfg(dataset, tmp_path):
     assert solo.data.num_large_crops == 2 and solo.max_steps == 80
     assert solo.method_kwargs.dictionary_size == 32
     assert solo.method_kwargs.block_dim == 16 and solo.method_kwargs.vi_hidden_dim == 512
-    assert solo.optimizer.lr == pytest.approx(0.012 * 64 / 256)
+    assert solo.optimizer.lr == pytest.approx(OFFICIAL_LR_PER_256 * 64 / 256)
 
 
 def test_tuning_grid_is_the_lr_multipliers_without_rs():
@@ -164,16 +166,16 @@ def test_tuning_grid_is_the_lr_multipliers_without_rs():
     cfg.methods = [*cfg.methods, "manifoldclr"]
     compare.validate_config(cfg)  # equal trials: 4 per method
     trials = [s for s in trial_specs(cfg, steps_per_epoch=10) if s.method == "manifoldclr"]
-    # the recipe's lr 0.012 times the multipliers [0.03, 0.1, 0.3, 1]
+    # the recipe's lr 1.5e-3 times the multipliers [0.03, 0.1, 0.3, 1]
     assert [s.run_id for s in trials] == [
-        "manifoldclr-lr0.00036-s0",
-        "manifoldclr-lr0.0012-s0",
-        "manifoldclr-lr0.0036-s0",
-        "manifoldclr-lr0.012-s0",
+        "manifoldclr-lr4.5e-05-s0",
+        "manifoldclr-lr0.00015-s0",
+        "manifoldclr-lr0.00045-s0",
+        "manifoldclr-lr0.0015-s0",
     ]
-    assert (trials[0].setting.lr, trials[0].setting.tuned) == (0.00036, {})
+    assert (trials[0].setting.lr, trials[0].setting.tuned) == (4.5e-05, {})
     data = ComparisonData("fashion_mnist", "custom", "unused", "unused")
-    assert solo_cfg(cfg, trials[0], data).optimizer.lr == 0.00036
+    assert solo_cfg(cfg, trials[0], data).optimizer.lr == 4.5e-05
 
 
 def test_manifoldclr_views_must_be_two():
