@@ -116,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tune-only",
         action="store_true",
         help="stop after the tuning trials (validation scores beside the "
-        "validation floors, in tuning.md); no final runs, no test split",
+        "validation floors, in results.md and results.csv); no final runs, no test split",
     )
     parser.add_argument(
         "--configs-only",

@@ -11,8 +11,10 @@ Differences from solo-learn's own ``main_pretrain.py``, each for a reason:
 * on SIGTERM / SIGUSR1 a mid-epoch checkpoint and exit status 143, and optional
   time-based checkpoints (``solo_clamp.training.preemption``);
 * an optional ``evaluate.knn`` node: kNN top-1 on a held-out split for the trained backbone
-  and its two floors, the same backbone at initialisation and raw pixels, printed and
-  written to ``knn.json`` in the run directory.
+  and its two floors, the same backbone at initialisation and raw pixels, and how spread the
+  backbones' features are (mean cosine, effective rank), printed and written to ``knn.json``
+  in the run directory; the report ends with the run's problems, if any (a method's diverged
+  training, collapsed features).
 """
 
 from __future__ import annotations
