@@ -136,6 +136,39 @@ def knn_accuracy(
     return float(top1), float(top5)
 
 
+@torch.no_grad()
+def knn_predictions(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    distance: str = "cosine",
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """``[N_test]`` top-1 labels of the same weighted kNN vote as :func:`knn_accuracy`
+    (solo-learn's ``WeightedKNNClassifier``), one per test image: what a bootstrap over test
+    images resamples (an exact tie of two classes' vote sums may break the other way)."""
+    if distance not in ("cosine", "euclidean"):
+        raise ValueError(f"distance must be 'cosine' or 'euclidean', got {distance!r}.")
+    if distance == "cosine":
+        train_feats, test_feats = F.normalize(train_feats), F.normalize(test_feats)
+    num_classes = int(train_labels.max()) + 1
+    k = min(k, len(train_labels))
+    predictions = []
+    for queries in test_feats.split(chunk_size):
+        if distance == "cosine":
+            similarity = queries @ train_feats.T
+        else:
+            similarity = 1 / (torch.cdist(queries, train_feats) + 1e-5)
+        similarity, neighbours = similarity.topk(k, largest=True, sorted=True)
+        weights = (similarity / temperature).exp() if distance == "cosine" else similarity
+        votes = torch.zeros(len(queries), num_classes, dtype=weights.dtype)
+        votes.scatter_add_(1, train_labels[neighbours], weights)
+        predictions.append(votes.argmax(1))
+    return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)
+
+
 COLLAPSE_EFFECTIVE_RANK = 8.0
 """Features collapsed: an effective rank below this and below half the untrained backbone's
 (a tiny set of images caps the rank). Measured on 2,000 MNIST training images: untrained
@@ -179,6 +212,25 @@ def linear_probe_accuracy(
 ) -> float:
     """Top-1 accuracy (%) of a linear classifier trained on frozen, standardised features
     (full-batch Adam with cosine decay: deterministic and quick for the small sets used here)."""
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    predictions = linear_probe_predictions(
+        train_feats, train_labels, test_feats, epochs, lr, weight_decay, seed, num_classes
+    )
+    return float((predictions == test_labels).float().mean() * 100)
+
+
+def linear_probe_predictions(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    epochs: int = 100,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-5,
+    seed: int = 0,
+    num_classes: Optional[int] = None,
+) -> torch.Tensor:
+    """``[N_test]`` labels predicted by :func:`linear_probe_accuracy`'s probe (``num_classes``
+    outputs; default: the training labels' largest + 1)."""
     generator = torch.Generator().manual_seed(seed)
     mean, std = train_feats.mean(0), train_feats.std(0)
     # A feature constant on the training set (a border pixel with few labels) keeps its scale,
@@ -186,7 +238,7 @@ def linear_probe_accuracy(
     # test image where that feature is not constant.
     std = torch.where(std > 1e-6, std, torch.ones_like(std))
     x_train, x_test = (train_feats - mean) / std, (test_feats - mean) / std
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    num_classes = num_classes or int(train_labels.max()) + 1
     layer = nn.Linear(x_train.shape[1], num_classes)
     with torch.no_grad():
         layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * 0.01)
@@ -199,7 +251,7 @@ def linear_probe_accuracy(
         optimizer.step()
         schedule.step()
     with torch.no_grad():
-        return float((layer(x_test).argmax(1) == test_labels).float().mean() * 100)
+        return layer(x_test).argmax(1)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "seeds": [0],
     "backbone": {"name": "resnet18", "kwargs": {}},
     "projector_scale": 1.0,
+    # One warm-up for every method: warmup_epochs of the `epochs` budget, scaled to each run's
+    # length (plan.solo_cfg); recipes may not set their own.
     "scheduler": {"name": "warmup_cosine", "warmup_epochs": 0},
     "trainer": {
         "accelerator": "cpu",
@@ -66,7 +68,8 @@ DEFAULTS: dict[str, Any] = {
             "feature_augment": {"samples": 0},  # per labelled image, methods that have one
         },
     },
-    "floors": {"seed": 0, "raw_pixel_size": None},
+    # raw pixels once; the untrained backbone once per seed of `seeds`
+    "floors": {"raw_pixel_size": None},
     # Fair tuning (solo_clamp.compare.tuning); lr_multipliers: a list, or method -> list;
     # method_kwargs: {method: {kwarg: [values]}}.
     "tuning": {
@@ -78,6 +81,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "only": False,  # stop after tuning: validation scores only, no final (test) runs
         "curves": False,  # trials record validation kNN every curves.every_n_epochs
+        "max_extensions": 2,  # bracketing: lr steps past an edge of the grid, per method
     },
     "quick": False,
 }
@@ -215,6 +219,18 @@ def validate_config(cfg: DictConfig) -> None:
             raise ValueError(
                 f"recipes.{method}.views must be {rule.wanted} ({rule.why}), got {views}."
             )
+        for key in ("warmup_epochs", "warmup_start_lr"):
+            if OmegaConf.select(recipes[method], f"scheduler.{key}") is not None:
+                raise ValueError(
+                    f"recipes.{method}.scheduler.{key}: every method warms up by the "
+                    f"comparison's scheduler.{key} (one policy for all); remove it from the "
+                    "recipe."
+                )
+    if OmegaConf.select(cfg, "floors.seed") is not None:
+        raise ValueError(
+            "floors.seed was removed: the untrained backbone is scored for every seed of "
+            "`seeds` (the initial weights of that seed's runs); remove floors.seed."
+        )
     if cfg.evaluation.get("distance", "cosine") not in ("cosine", "euclidean"):
         raise ValueError(
             f"evaluation.distance must be 'cosine' or 'euclidean', got {cfg.evaluation.distance!r}."
@@ -261,6 +277,7 @@ def _validate_stages(cfg: DictConfig) -> None:
     _integer(cfg, "tuning.val_per_class")
     _integer(cfg, "tuning.epochs")
     _integer(cfg, "tuning.seed", minimum=None)
+    _integer(cfg, "tuning.max_extensions", minimum=0)
     train_per_class = cfg.data.get("train_per_class")
     if train_per_class is not None and tuning.val_per_class >= train_per_class:
         raise ValueError(

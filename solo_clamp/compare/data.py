@@ -8,7 +8,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, Optional, Sequence
+from typing import Any, Callable, Collection, Iterator, Optional, Sequence
 
 import torch
 import torchvision.datasets
@@ -20,6 +20,7 @@ from torchvision.datasets import ImageFolder
 from solo_clamp.data.prepare import DATASETS as IDX_SPECS
 from solo_clamp.data.prepare import locate_source, prepare_image_folder
 from solo_clamp.evaluation import eval_transform, knn_accuracy
+from solo_clamp.provenance import sha256_of_images
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet100", "image_folder")
 IDX_DATASETS = ("fashion_mnist", "mnist")  # prepared from idx files, subsets per class
@@ -153,6 +154,41 @@ def bank_indices(cfg: DictConfig, data: ComparisonData, targets: Sequence[int]) 
 def test_indices(cfg: DictConfig, targets: Sequence[int]) -> list[int]:
     """The test images scored: ``evaluation.val_per_class`` per class of the test split."""
     return stratified_indices(targets, cfg.evaluation.val_per_class)
+
+
+def training_indices(data: ComparisonData, targets: Sequence[int]) -> list[int]:
+    """The images the runs train on: every training image but the tuning validation split."""
+    held_out = set(data.held_out)
+    return [i for i in range(len(targets)) if i not in held_out]
+
+
+def _image_items(dataset, indices: Sequence[int]) -> Iterator[tuple[bytes, int]]:
+    """(the stored image's bytes, label) of each index: the file of an ImageFolder, the array
+    of a torchvision dataset."""
+    samples = getattr(dataset, "samples", None)
+    for i in indices:
+        if samples is not None:
+            path, label = samples[i]
+            yield Path(path).read_bytes(), label
+        else:
+            yield dataset.data[i].tobytes(), dataset.targets[i]
+
+
+def data_sha256(cfg: DictConfig, data: ComparisonData, validation: bool = False) -> str:
+    """sha256 of the prepared training images the runs use, the kNN bank's and the scored
+    images (files and labels, in order): the test images, or (``validation``: what a tuning
+    trial reads, never the test split) the validation images. The ``data_sha256`` column."""
+    train = data.dataset("train", None)
+    groups = [
+        ("train", _image_items(train, training_indices(data, train.targets))),
+        ("bank", _image_items(train, bank_indices(cfg, data, train.targets))),
+    ]
+    if validation:
+        groups.append(("validation", _image_items(train, data.held_out)))
+    else:
+        test = data.dataset("val", None)
+        groups.append(("test", _image_items(test, test_indices(cfg, test.targets))))
+    return sha256_of_images(groups)
 
 
 def normalisation(cfg: DictConfig, data: ComparisonData) -> tuple[list[float], list[float]]:

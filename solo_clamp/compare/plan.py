@@ -145,11 +145,31 @@ def steps_per_epoch(cfg: DictConfig, data: ComparisonData) -> int:
     return steps
 
 
+@dataclass(frozen=True)
+class FloorSpec:
+    """One floor of the test scores: raw pixels once; the untrained backbone once per seed
+    (the initial weights of that seed's runs, so a paired comparison can use it)."""
+
+    floor: str
+    seed: Optional[int] = None
+
+    @property
+    def run_id(self) -> str:
+        return f"floor-{self.floor}" + (f"-s{self.seed}" if self.seed is not None else "")
+
+
+def plan_floors(cfg: DictConfig) -> list[FloorSpec]:
+    """The floors the test scores stand beside: raw pixels, then the untrained backbone of
+    every seed of ``seeds``."""
+    return [FloorSpec("raw_pixels")] + [FloorSpec("untrained", int(s)) for s in cfg.seeds]
+
+
 def expected_run_ids(
     cfg: DictConfig, spe: int = 1, settings: Optional[dict[str, Setting]] = None
 ) -> list[str]:
     """Ids of every run the plan needs (floors first)."""
-    return [f"floor-{f}" for f in FLOORS] + [s.run_id for s in plan_runs(cfg, spe, settings)]
+    floors = [f.run_id for f in plan_floors(cfg)]
+    return floors + [s.run_id for s in plan_runs(cfg, spe, settings)]
 
 
 def _scaled_kwargs(kwargs: DictConfig, scale: float) -> dict[str, Any]:
@@ -184,6 +204,10 @@ def solo_cfg(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> DictConfig
     }
     composed = OmegaConf.merge(root.run, recipe, own)
     OmegaConf.set_struct(composed, False)
+    # One warm-up policy for every method: the same fraction of every run, i.e. the study's
+    # scheduler.warmup_epochs of its `epochs`-epoch budget, scaled to this run's length.
+    warmup = float(cfg.scheduler.get("warmup_epochs") or 0)
+    composed.scheduler.warmup_epochs = float(f"{warmup * spec.epochs / cfg.epochs:.6g}")
     return composed
 
 
@@ -236,11 +260,11 @@ def run_fingerprint(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> str
 
 
 def floor_fingerprint(
-    cfg: DictConfig, floor: str, data: ComparisonData, validation: bool = False
+    cfg: DictConfig, floor: str, data: ComparisonData, validation: bool = False, seed: int = 0
 ) -> str:
     """A floor's settings: on the test split (with the curves' probe set, whose reference lines
-    it also scores), or, ``validation``, on the tuning's validation split like a trial, for the
-    backbone of ``tuning.seed``."""
+    it also scores) for the backbone of ``seed``, or, ``validation``, on the tuning's
+    validation split like a trial, for the backbone of ``tuning.seed``."""
     crop_size = cfg.augmentations[0].crop_size
     settings: list[Any] = [floor]
     if validation:
@@ -248,7 +272,6 @@ def floor_fingerprint(
         seed = cfg.tuning.seed
     else:
         settings += [_eval_settings(cfg, data, False), crop_size, "probe", cfg.curves.per_class]
-        seed = cfg.floors.seed
     if floor == "untrained":
         settings += [_plain(cfg.backbone), seed, cfg.methods[0]]
     else:

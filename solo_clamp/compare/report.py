@@ -13,10 +13,10 @@ from typing import Any, Optional
 import jinja2
 from omegaconf import DictConfig
 
-from solo_clamp.compare.plan import FLOORS, Setting, expected_run_ids, run_budget
+from solo_clamp.compare.plan import Setting, expected_run_ids, run_budget
 from solo_clamp.compare.scores import few_label_settings
 from solo_clamp.compare.training import plot_curves
-from solo_clamp.compare.tuning import Tuning, at_grid_edge
+from solo_clamp.compare.tuning import Tuning
 from solo_clamp.io import atomic_path, atomic_write_text
 from solo_clamp.methods import facts_of
 
@@ -73,7 +73,8 @@ def csv_rows(results: dict[str, dict[str, Any]], tuning: Optional[Tuning]) -> li
     if tuning is not None:
         rows += [{**f, "kind": "validation_floor"} for f in tuning.floors.values()]
         methods = list(dict.fromkeys(s.method for s in tuning.specs))
-        for spec in sorted(tuning.specs, key=lambda s: methods.index(s.method)):
+        order = [(methods.index(s.method), s.setting.lr_multiplier) for s in tuning.specs]
+        for _, spec in sorted(zip(order, tuning.specs), key=lambda pair: pair[0]):
             if spec.run_id in tuning.results:
                 rows.append({**tuning.results[spec.run_id], "kind": "trial"})
                 rows[-1].update(
@@ -119,7 +120,7 @@ def _mark_ties(rows: list[dict[str, Any]], metric: str) -> None:
 
 def summary_rows(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (budget, method): each seed's scores, the setting, the floor verdict and the marks."""
-    floors = [results[f"floor-{f}"] for f in FLOORS if f"floor-{f}" in results]
+    floors = [r for r in results.values() if r.get("kind") == "floor"]
     rows = []
     for budget in cfg.budgets:
         for method in cfg.methods:
@@ -195,17 +196,14 @@ def _tuning_context(cfg: DictConfig, tuning: Tuning) -> dict[str, Any]:
     ]
     best = max((r["val_knn_top1"] for r in trials if r.get("status") == "ok"), default=None)
     banks = {r.get("bank_images") for r in trials if r.get("bank_images")}
-    choices = {
-        m: (s, at_grid_edge(cfg, m, s)) if (s := tuning.selected.get(m)) else (None, False)
-        for m in cfg.methods
-    }
+    choices = {m: (tuning.selected.get(m), tuning.bracket(cfg, m)) for m in cfg.methods}
     return {
         "trials": trials,
         "floors": floors,
         "best": best,
         "top_floor": max((f["val_knn_top1"] for f in floors), default=None),
         "bank": banks.pop() if len(banks) == 1 else None,
-        "per_method": len(tuning.specs) // max(len(cfg.methods), 1),
+        "per_method": {m: sum(s.method == m for s in tuning.specs) for m in cfg.methods},
         "val_images": next((f["val_images"] for f in floors), None),
         "missing": [s.run_id for s in tuning.specs if s.run_id not in tuning.results],
         "choices": choices,
@@ -222,7 +220,7 @@ def write_results_md(
     each method's setting), the floors, the few-label probes, the tuning trials and the runs.
     ``tuning``: the tuning stage, whose unselected methods had no finite trial."""
     rows = summary_rows(cfg, results)
-    floors = [results[f"floor-{f}"] for f in FLOORS if f"floor-{f}" in results]
+    floors = [r for r in results.values() if r.get("kind") == "floor"]
     for floor in floors:
         size = cfg.floors.raw_pixel_size or cfg.augmentations[0].crop_size
         floor["name"] = _floor_name(

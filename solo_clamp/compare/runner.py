@@ -16,14 +16,21 @@ from tqdm.auto import tqdm
 
 import solo_clamp
 from solo_clamp.compare.config import torch_threads, validate_config
-from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe, prepare_data
+from solo_clamp.compare.data import (
+    ComparisonData,
+    KnnProbe,
+    build_probe,
+    data_sha256,
+    prepare_data,
+)
 from solo_clamp.compare.plan import (
-    FLOORS,
+    FloorSpec,
     RunSpec,
     expected_run_ids,
     finished_result,
     floor_fingerprint,
     parse,
+    plan_floors,
     plan_runs,
     run_fingerprint,
     solo_cfg,
@@ -37,9 +44,10 @@ from solo_clamp.compare.scores import (
     test_split_scores,
 )
 from solo_clamp.compare.training import train
-from solo_clamp.compare.tuning import Tuning, run_tuning, select, trial_specs
+from solo_clamp.compare.tuning import Tuning, run_tuning, settle, trial_specs
 from solo_clamp.io import atomic_torch_save, atomic_write_text
 from solo_clamp.methods import facts_of
+from solo_clamp.provenance import environment
 
 
 def _augmenter(cfg: DictConfig, spec: RunSpec, trained):
@@ -53,9 +61,15 @@ def _augmenter(cfg: DictConfig, spec: RunSpec, trained):
 
 
 def execute_run(
-    cfg: DictConfig, spec: RunSpec, data: ComparisonData, probe: Optional[KnnProbe], out: Path
+    cfg: DictConfig,
+    spec: RunSpec,
+    data: ComparisonData,
+    probe: Optional[KnnProbe],
+    out: Path,
+    stamp: dict[str, Any],
 ) -> dict[str, Any]:
-    """Trains, saves the backbone, evaluates and writes ``result.json`` (last, atomically)."""
+    """Trains, saves the backbone, evaluates and writes ``result.json`` (last, atomically);
+    ``stamp``: the provenance of the data (``data_sha256``), the rest is read at the end."""
     run_dir = out / "runs" / spec.run_id
     (run_dir / "result.json").unlink(missing_ok=True)
     trained = train(cfg, spec, data, probe)
@@ -82,21 +96,29 @@ def execute_run(
         **scores,
         "curve": trained.curve,
         "fingerprint": run_fingerprint(cfg, spec, data),
+        **environment(),
+        **stamp,
     }
     atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
     return result
 
 
 def execute_floor(
-    cfg: DictConfig, floor: str, data: ComparisonData, probe: Optional[KnnProbe], out: Path
+    cfg: DictConfig,
+    spec: FloorSpec,
+    data: ComparisonData,
+    probe: Optional[KnnProbe],
+    out: Path,
+    stamp: dict[str, Any],
 ) -> dict[str, Any]:
-    """Scores raw pixels or the untrained backbone; writes ``result.json`` atomically.
+    """Scores raw pixels or the untrained backbone of ``spec.seed``; writes ``result.json``
+    atomically.
 
     ``probe_knn_top1`` is the floor on the training curves' probe set (the curves' reference
     lines); None without a probe, or for raw pixels taken at another size than the crops.
     """
-    run_dir = out / "runs" / f"floor-{floor}"
-    seed = int(cfg.floors.seed)
+    run_dir, floor = out / "runs" / spec.run_id, spec.floor
+    seed = spec.seed if spec.seed is not None else 0  # raw pixels: the linear probe's seed
     start = time.perf_counter()
     extractor, crop_size = floor_extractor(cfg, data, floor, seed)
     if floor == "untrained":
@@ -104,11 +126,11 @@ def execute_floor(
     scores = test_split_scores(cfg, data, extractor, seed, crop_size=crop_size)
     on_probe = probe is not None and crop_size in (None, cfg.augmentations[0].crop_size)
     result = {
-        "run_id": f"floor-{floor}",
+        "run_id": spec.run_id,
         "kind": "floor",
         "method": floor,
         "budget": "",
-        "seed": seed,
+        "seed": spec.seed,
         **dict.fromkeys(("views", "steps", "epochs", "batch_size", "images_seen"), 0),
         "views_seen": 0,
         "train_s": 0.0,
@@ -117,7 +139,9 @@ def execute_floor(
         **scores,
         "probe_knn_top1": probe(extractor) if on_probe else None,
         "curve": [],
-        "fingerprint": floor_fingerprint(cfg, floor, data),
+        "fingerprint": floor_fingerprint(cfg, floor, data, seed=seed),
+        **environment(),
+        **stamp,
     }
     atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
     return result
@@ -157,15 +181,11 @@ def write_run_configs(cfg: DictConfig, out: os.PathLike) -> list[Path]:
     specs: list[tuple[Path, RunSpec]] = []
     settings = None
     if cfg.tuning.enabled:
-        trials = trial_specs(cfg, spe)
-        specs += [(out / "tuning" / s.run_id, s) for s in trials]
-        done = [
-            finished_result(out / "tuning" / s.run_id, run_fingerprint(cfg, s, data))
-            for s in trials
-        ]
+        tuning = Tuning(trial_specs(cfg, spe))
+        unfinished = settle(cfg, data, out, tuning, log=lambda _: None)
+        specs += [(out / "tuning" / s.run_id, s) for s in tuning.specs]
         # until every trial has finished, the selection is not made: no final runs
-        settings = select(zip((s.method for s in trials), (s.setting for s in trials), done))
-        settings = settings if all(done) else {}
+        settings = {} if unfinished else tuning.selected
     specs += [(out / "runs" / s.run_id, s) for s in plan_runs(cfg, spe, settings)]
     paths = []
     for run_dir, spec in specs:
@@ -181,9 +201,10 @@ def _pending(
     """Finished results (same settings), their ids, and the runs still to do (floors first)."""
     results: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, Any]] = []
-    candidates = [(f"floor-{f}", "floor", f, floor_fingerprint(cfg, f, data)) for f in FLOORS] + [
-        (s.run_id, "run", s, run_fingerprint(cfg, s, data)) for s in plan
-    ]
+    candidates = [
+        (f.run_id, "floor", f, floor_fingerprint(cfg, f.floor, data, seed=f.seed or 0))
+        for f in plan_floors(cfg)
+    ] + [(s.run_id, "run", s, run_fingerprint(cfg, s, data)) for s in plan]
     for run_id, kind, item, expected in candidates:
         done = finished_result(out / "runs" / run_id, expected)
         if done:
@@ -206,7 +227,8 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
     finished = False
     try:
         if tuning is not None:
-            run_tuning(cfg, data, out, tuning, log)
+            stamp = {"data_sha256": data_sha256(cfg, data, validation=True)}
+            run_tuning(cfg, data, out, tuning, stamp, log)
             settings = tuning.selected
             for method in cfg.methods:
                 if method in settings:
@@ -220,10 +242,11 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
         results, summary.skipped, todo = _pending(cfg, out, data, plan_runs(cfg, spe, settings))
         if summary.skipped:
             log(f"skipping {len(summary.skipped)} finished run(s): {', '.join(summary.skipped)}")
-        names = [f"floor-{item}" if kind == "floor" else item.run_id for kind, item in todo]
+        names = [item.run_id for _, item in todo]
         if todo:
             log(f"{len(todo)} run(s) to do: " + ", ".join(names))
         probe = build_probe(cfg, data) if todo else None
+        stamp = {"data_sha256": data_sha256(cfg, data)} if todo else {}
         with tqdm(
             total=len(summary.skipped) + len(todo),
             initial=len(summary.skipped),
@@ -235,7 +258,7 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
             for name, (kind, item) in zip(names, todo):
                 bar.set_postfix_str(name)
                 execute = execute_floor if kind == "floor" else execute_run
-                result = results[name] = execute(cfg, item, data, probe, out)
+                result = results[name] = execute(cfg, item, data, probe, out, stamp)
                 summary.trained.append(name)
                 bar.write(
                     f"{name}: kNN top-1 {result['knn_top1']:.2f}, linear top-1 "

@@ -22,8 +22,9 @@ from solo_clamp.evaluation import (
     FewLabelSettings,
     RawPixels,
     knn_accuracy,
+    knn_predictions,
     label_draws,
-    linear_probe_accuracy,
+    linear_probe_predictions,
     probe_draws,
     subset_features,
     summarise,
@@ -65,6 +66,11 @@ def _features(
 
 def _knn(cfg: DictConfig, bank, queries) -> tuple[float, float]:
     return knn_accuracy(*bank[:2], *queries[:2], **knn_settings(cfg))
+
+
+def correct_string(correct: torch.Tensor) -> str:
+    """Per-image correctness as a compact string of ``0`` / ``1`` (result.json, CSV-free)."""
+    return "".join("1" if c else "0" for c in correct.tolist())
 
 
 def few_label_settings(cfg: DictConfig) -> Optional[FewLabelSettings]:
@@ -137,20 +143,29 @@ def test_split_scores(
     bank = _features(cfg, data, extractor, "train", lambda t: bank_indices(cfg, data, t), crop_size)
     tests = _features(cfg, data, extractor, "val", lambda t: test_indices(cfg, t), crop_size)
     top1, top5 = _knn(cfg, bank, tests)
-    linear = linear_probe_accuracy(
-        *bank[:2],
-        *tests[:2],
-        epochs=ev.linear.epochs,
-        lr=ev.linear.lr,
-        weight_decay=ev.linear.weight_decay,
-        seed=seed,
+    knn_correct = knn_predictions(*bank[:2], tests[0], **knn_settings(cfg)) == tests[1]
+    num_classes = int(max(bank[1].max(), tests[1].max())) + 1
+    linear_correct = (
+        linear_probe_predictions(
+            *bank[:2],
+            tests[0],
+            epochs=ev.linear.epochs,
+            lr=ev.linear.lr,
+            weight_decay=ev.linear.weight_decay,
+            seed=seed,
+            num_classes=num_classes,
+        )
+        == tests[1]
     )
     scores = {
         "knn_top1": top1,
         "knn_top5": top5,
-        "linear_top1": linear,
+        "linear_top1": float(linear_correct.float().mean() * 100),
         "train_images": len(bank[1]),
         "test_images": len(tests[1]),
+        # per test image (in test-index order), for the paired bootstrap over test images
+        "knn_correct": correct_string(knn_correct),
+        "linear_correct": correct_string(linear_correct),
     }
     settings = few_label_settings(cfg)
     if settings is not None:

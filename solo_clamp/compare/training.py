@@ -188,11 +188,14 @@ def plot_curves(runs: list[dict[str, Any]], floors: dict[str, Any], out: Path) -
         ax.set(title=f"{method}: {facts_of(method).loss_key}", xlabel="epoch", ylabel="loss")
         ax.legend(fontsize=7)
     for floor, style in (("raw_pixels", ":"), ("untrained", "--")):
-        result = floors.get(f"floor-{floor}")
-        if result:  # the curves are scored on the probe set: so is the floor, where it was
-            value, where = result.get("probe_knn_top1"), "probe set"
-            if value is None:
-                value, where = result["knn_top1"], "eval set"
+        # the curves are scored on the probe set: so is the floor, where it was (the mean
+        # over the seeds' untrained backbones)
+        members = [r for r in floors.values() if r["method"] == floor]
+        values, where = [r.get("probe_knn_top1") for r in members], "probe set"
+        if None in values:
+            values, where = [r["knn_top1"] for r in members], "eval set"
+        if values:
+            value = statistics.fmean(values)
             for ax in knn_axes:
                 ax.axhline(value, color="grey", linestyle=style, label=f"{floor} ({where})")
     knn_axes[0].set(

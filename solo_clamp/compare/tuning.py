@@ -11,6 +11,11 @@ Config (``tuning:``; see ``scripts/compare/fashion_mnist_tuned.yaml``):
 * ``val_per_class``, ``seed``: the validation split, drawn from the training images and held
   out of everything else (``solo_clamp.compare.data.held_out_indices``).
 * ``epochs``: every trial trains this many epochs (equal_epochs budget) with seed ``seed``.
+* ``max_extensions``: **bracketing**. When a method's selected lr is the smallest or largest
+  of its grid, its grid is extended one step past that edge, by the ratio of the grid's two
+  values at that edge (×0.1, ×0.3 → ×0.0333), and the selection is made again; at most this
+  many extensions per method (the same policy for every method; 0: never extend). The report
+  says per method "bracketed" or "at the edge after N extensions".
 
 Selection: the highest validation kNN top-1 among the finished trials with a finite score
 (a diverged trial is never selected); an exact tie goes to the earlier grid point. Test
@@ -45,6 +50,7 @@ from solo_clamp.compare.scores import floor_extractor, validation_scores
 from solo_clamp.compare.training import train
 from solo_clamp.io import atomic_write_text
 from solo_clamp.methods import facts_of, known
+from solo_clamp.provenance import environment
 
 
 def _values(value: Any, key: str, positive: bool = False) -> list[Any]:
@@ -86,15 +92,28 @@ def kwarg_grids(cfg: DictConfig, method: str) -> dict[str, list[Any]]:
     return {str(k): _values(v, f"tuning.method_kwargs.{method}.{k}") for k, v in grids.items()}
 
 
-def method_grid(cfg: DictConfig, method: str) -> list[Setting]:
-    """The settings ``method`` tries, lr-major: lr values × the product of its kwarg grids."""
+def method_grid(
+    cfg: DictConfig, method: str, multipliers: Optional[list[float]] = None
+) -> list[Setting]:
+    """The settings ``method`` tries, lr-major: lr values (``multipliers``, default its
+    ``tuning.lr_multipliers``) × the product of its kwarg grids."""
     recipe_lr = float(cfg.recipes[method].optimizer.lr)
     grids = kwarg_grids(cfg, method)
     return [
         Setting(float(f"{recipe_lr * multiplier:.6g}"), multiplier, tuple(zip(grids, values)))
-        for multiplier in lr_multipliers(cfg, method)
+        for multiplier in (lr_multipliers(cfg, method) if multipliers is None else multipliers)
         for values in itertools.product(*grids.values())
     ]
+
+
+def extension(multipliers: list[float], selected: float) -> Optional[float]:
+    """The multiplier one step past the edge ``selected`` sits on (the ratio of the grid's two
+    values at that edge), None when ``selected`` is inside the grid or the grid has one value."""
+    grid = sorted(multipliers)
+    if len(grid) < 2 or grid[0] < selected < grid[-1]:
+        return None
+    low, high = (grid[0], grid[1]) if selected == grid[0] else (grid[-1], grid[-2])
+    return float(f"{low * low / high:.6g}")
 
 
 def _check_kwargs(cfg: DictConfig) -> None:
@@ -135,22 +154,27 @@ def validate_grid(cfg: DictConfig) -> None:
         )
 
 
+def _trial(cfg: DictConfig, method: str, setting: Setting, steps_per_epoch: int) -> RunSpec:
+    return RunSpec(
+        method,
+        "equal_epochs",
+        int(cfg.tuning.seed),
+        int(cfg.recipes[method].get("views", 2)),
+        int(cfg.tuning.epochs) * steps_per_epoch,
+        steps_per_epoch,
+        int(cfg.batch_size),
+        setting,
+        trial=True,
+    )
+
+
 def trial_specs(cfg: DictConfig, steps_per_epoch: int) -> list[RunSpec]:
-    """Every trial, grid-point-major (an interrupted tuning leaves the methods level)."""
+    """Every trial of the first grid, grid-point-major (an interrupted tuning leaves the
+    methods level); bracketing may add more (:func:`extend`)."""
     grids = {method: method_grid(cfg, method) for method in cfg.methods}
     size = min(len(grid) for grid in grids.values())  # equal, by validate_grid
     return [
-        RunSpec(
-            method,
-            "equal_epochs",
-            int(cfg.tuning.seed),
-            int(cfg.recipes[method].get("views", 2)),
-            int(cfg.tuning.epochs) * steps_per_epoch,
-            steps_per_epoch,
-            int(cfg.batch_size),
-            grids[method][point],
-            trial=True,
-        )
+        _trial(cfg, method, grids[method][point], steps_per_epoch)
         for point in range(size)
         for method in cfg.methods
     ]
@@ -169,12 +193,6 @@ def select(grid: Iterable[tuple[str, Setting, Optional[dict[str, Any]]]]) -> dic
     return {method: setting for method, (_, setting) in best.items()}
 
 
-def at_grid_edge(cfg: DictConfig, method: str, setting: Setting) -> bool:
-    """Whether ``setting``'s lr multiplier is the smallest or largest of ``method``'s grid."""
-    multipliers = lr_multipliers(cfg, method)
-    return len(multipliers) > 1 and setting.lr_multiplier in (min(multipliers), max(multipliers))
-
-
 @dataclass
 class Tuning:
     """The tuning stage's state, filled as it goes (the reports read it when interrupted)."""
@@ -185,18 +203,95 @@ class Tuning:
     selected: dict[str, Setting] = field(default_factory=dict)  # absent: no finite trial
     trained: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    extensions: dict[str, list[float]] = field(default_factory=dict)  # multipliers added
 
     @property
     def finished(self) -> bool:
         return len(self.results) == len(self.specs)
 
+    def multipliers(self, cfg: DictConfig, method: str) -> list[float]:
+        """``method``'s lr multipliers tried so far: its grid and the extensions."""
+        return lr_multipliers(cfg, method) + self.extensions.get(method, [])
+
+    def bracket(self, cfg: DictConfig, method: str) -> str:
+        """Whether ``method``'s selected lr is inside the lr values it tried."""
+        setting = self.selected.get(method)
+        if setting is None:
+            return "no finite trial"
+        grid = self.multipliers(cfg, method)
+        if len(grid) < 2:
+            return "one lr only: not bracketed"
+        if min(grid) < setting.lr_multiplier < max(grid):
+            return "bracketed"
+        count = len(self.extensions.get(method, []))
+        return f"at the edge after {count} extension{'s' if count != 1 else ''}"
+
+
+def extend(cfg: DictConfig, tuning: Tuning) -> list[RunSpec]:
+    """Bracketing: for every method whose selected lr sits on an edge of the lr values it
+    tried, and that has fewer than ``tuning.max_extensions`` extensions, the trials of the
+    next lr past that edge (× its kwarg grid); they are added to ``tuning.specs``."""
+    limit = int(cfg.tuning.get("max_extensions") or 0)
+    spe = tuning.specs[0].steps_per_epoch if tuning.specs else 1
+    added = []
+    for method, setting in tuning.selected.items():
+        if len(tuning.extensions.get(method, [])) >= limit:
+            continue
+        multiplier = extension(tuning.multipliers(cfg, method), setting.lr_multiplier)
+        if multiplier is None:
+            continue
+        tuning.extensions.setdefault(method, []).append(multiplier)
+        added += [_trial(cfg, method, s, spe) for s in method_grid(cfg, method, [multiplier])]
+    tuning.specs += added
+    return added
+
+
+def settle(
+    cfg: DictConfig, data: ComparisonData, out: Path, tuning: Tuning, log: Callable = print
+) -> list[RunSpec]:
+    """Reads the finished trials of ``out`` into ``tuning``; while every trial has finished,
+    selects and brackets (:func:`extend`). Returns the trials still to train (none: the
+    selection in ``tuning.selected`` is final)."""
+    while True:
+        todo = []
+        for spec in tuning.specs:
+            if spec.run_id in tuning.results:
+                continue
+            done = finished_result(out / "tuning" / spec.run_id, run_fingerprint(cfg, spec, data))
+            if done:
+                tuning.results[spec.run_id] = done
+                tuning.skipped.append(spec.run_id)
+            else:
+                todo.append(spec)
+        if todo:
+            return todo
+        tuning.selected = select(
+            (s.method, s.setting, tuning.results[s.run_id]) for s in tuning.specs
+        )
+        added = extend(cfg, tuning)
+        if not added:
+            return []
+        for method in dict.fromkeys(s.method for s in added):
+            count = len(tuning.extensions[method])
+            log(
+                f"tuning: {method} selected {tuning.selected[method].describe()}, an edge of "
+                f"its lr grid: trying ×{tuning.extensions[method][-1]:g} (extension {count} "
+                f"of at most {cfg.tuning.max_extensions})"
+            )
+
 
 def execute_trial(
-    cfg: DictConfig, spec: RunSpec, data: ComparisonData, out: Path, probe: Optional[KnnProbe]
+    cfg: DictConfig,
+    spec: RunSpec,
+    data: ComparisonData,
+    out: Path,
+    probe: Optional[KnnProbe],
+    stamp: dict[str, Any],
 ) -> dict[str, Any]:
     """Trains one trial and scores it on the validation split; a diverged trial (non-finite
     loss, weights or features) is recorded with ``status: diverged``. ``result.json`` last.
-    ``probe``: the validation probe of ``tuning.curves`` (the curve's kNN per epoch)."""
+    ``probe``: the validation probe of ``tuning.curves`` (the curve's kNN per epoch);
+    ``stamp``: the data's provenance."""
     trial_dir = out / "tuning" / spec.run_id
     (trial_dir / "result.json").unlink(missing_ok=True)
     result: dict[str, Any] = {
@@ -223,11 +318,14 @@ def execute_trial(
         result.update(status="ok", error="", train_s=trained.train_s, **scores)
         result["curve"] = trained.curve
     result["fingerprint"] = run_fingerprint(cfg, spec, data)
+    result.update(environment(), **stamp)
     atomic_write_text(trial_dir / "result.json", json.dumps(result, indent=2))
     return result
 
 
-def validation_floors(cfg: DictConfig, data: ComparisonData, out: Path) -> dict[str, Any]:
+def validation_floors(
+    cfg: DictConfig, data: ComparisonData, out: Path, stamp: dict[str, Any]
+) -> dict[str, Any]:
     """Raw pixels and the untrained backbone every trial starts from (seed ``tuning.seed``),
     scored on the validation split as the trials are, each kept in
     ``tuning/floor-<name>/result.json`` and reused while its settings are unchanged."""
@@ -241,7 +339,7 @@ def validation_floors(cfg: DictConfig, data: ComparisonData, out: Path) -> dict[
             extractor, crop_size = floor_extractor(cfg, data, name, seed)
             scores = validation_scores(cfg, data, extractor, crop_size)
             floor = {"run_id": f"floor-{name}", "kind": "floor", "method": name, "seed": seed}
-            floor.update(scores, fingerprint=expected)
+            floor.update(scores, fingerprint=expected, **environment(), **stamp)
             atomic_write_text(floor_dir / "result.json", json.dumps(floor, indent=2))
         floors[name] = floor
     return floors
@@ -252,41 +350,39 @@ def run_tuning(
     data: ComparisonData,
     out: Path,
     tuning: Tuning,
+    stamp: dict[str, Any],
     log: Callable[[str], None] = print,
 ) -> Tuning:
-    """Runs (or resumes) every trial of ``tuning`` and selects each method's setting once all
-    have finished; ``tuning`` holds what is finished also when interrupted."""
-    tuning.floors = validation_floors(cfg, data, out)
+    """Runs (or resumes) every trial of ``tuning``, bracketing as it goes (:func:`settle`), and
+    selects each method's setting once all have finished; ``tuning`` holds what is finished
+    also when interrupted."""
+    tuning.floors = validation_floors(cfg, data, out, stamp)
     log(
         "tuning: validation floors: "
         + ", ".join(f"{name} {floor['val_knn_top1']:.2f}" for name, floor in tuning.floors.items())
     )
-    todo = []
-    for spec in tuning.specs:
-        done = finished_result(out / "tuning" / spec.run_id, run_fingerprint(cfg, spec, data))
-        if done:
-            tuning.results[spec.run_id] = done
-            tuning.skipped.append(spec.run_id)
-        else:
-            todo.append(spec)
+    todo = settle(cfg, data, out, tuning, log)
     if tuning.skipped:
         log(f"tuning: skipping {len(tuning.skipped)} finished trial(s)")
-    if todo:
-        log(f"tuning: {len(todo)} trial(s) to do: " + ", ".join(s.run_id for s in todo))
     probe = build_probe(cfg, data, validation=True) if todo and cfg.tuning.get("curves") else None
-    total, initial = len(tuning.specs), len(tuning.skipped)
-    with tqdm(total=total, initial=initial, desc="tuning", unit="trial") as bar:
-        for spec in todo:
-            bar.set_postfix_str(spec.run_id)
-            result = execute_trial(cfg, spec, data, out, probe)
-            tuning.results[spec.run_id] = result
-            tuning.trained.append(spec.run_id)
-            bar.write(
-                f"{spec.run_id}: validation kNN top-1 {result['val_knn_top1']:.2f}"
-                if result["status"] == "ok"
-                else f"{spec.run_id}: diverged ({result['error']})"
-            )
-            bar.update(1)
-            gc.collect()
-    tuning.selected = select((s.method, s.setting, tuning.results[s.run_id]) for s in tuning.specs)
+    with tqdm(total=len(tuning.specs), initial=len(tuning.results), desc="tuning") as bar:
+        while todo:
+            log(f"tuning: {len(todo)} trial(s) to do: " + ", ".join(s.run_id for s in todo))
+            bar.total = len(tuning.specs)
+            bar.refresh()
+            for spec in todo:
+                bar.set_postfix_str(spec.run_id)
+                result = execute_trial(cfg, spec, data, out, probe, stamp)
+                tuning.results[spec.run_id] = result
+                tuning.trained.append(spec.run_id)
+                bar.write(
+                    f"{spec.run_id}: validation kNN top-1 {result['val_knn_top1']:.2f}"
+                    if result["status"] == "ok"
+                    else f"{spec.run_id}: diverged ({result['error']})"
+                )
+                bar.update(1)
+                gc.collect()
+            if probe is None and cfg.tuning.get("curves"):
+                probe = build_probe(cfg, data, validation=True)
+            todo = settle(cfg, data, out, tuning, log)
     return tuning

@@ -24,7 +24,7 @@ from solo_clamp.compare.plan import RUN_YAML, parse, solo_cfg
 SHIPPED = sorted(p for p in compare.CONFIG_DIR.glob("*.yaml") if p != RUN_YAML)
 EXPECTED_RUNS = [
     "floor-raw_pixels",
-    "floor-untrained",
+    "floor-untrained-s0",
     "clamp-equal_epochs-s0",
     "clamp-equal_compute-s0",
     "simclr-equal_epochs-s0",
@@ -160,8 +160,8 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
         )
         assert points[0]["curve_loss"] == "" and float(points[-1]["curve_loss"]) > -1e9
     floors = {
-        f: json.loads((runs / f"floor-{f}" / "result.json").read_text())
-        for f in ("raw_pixels", "untrained")
+        f: json.loads((runs / run / "result.json").read_text())
+        for f, run in (("raw_pixels", "floor-raw_pixels"), ("untrained", "floor-untrained-s0"))
     }
     assert floors["untrained"]["probe_knn_top1"] == pytest.approx(
         curves["clamp-equal_epochs-s0"][0]["knn_top1"], abs=1e-6
@@ -306,7 +306,9 @@ def test_run_cfg_is_the_skeleton_then_the_recipe_then_the_run(tmp_path):
     assert solo.optimizer.lr == 0.3 and solo.optimizer.batch_size == 64
     assert solo.optimizer.weight_decay == cfg.recipes.clamp.optimizer.weight_decay
     assert solo.method_kwargs.rs == 5.0 and solo.method_kwargs.proj_hidden_dim == 512
-    assert dict(solo.scheduler) == dict(cfg.scheduler)
+    # one warm-up policy: the study's warm-up scaled to the run's 2.5 of the study's epochs
+    warmup = cfg.scheduler.warmup_epochs * 2.5 / cfg.epochs
+    assert dict(solo.scheduler) == {**dict(cfg.scheduler), "warmup_epochs": warmup}
     byol = solo_cfg(cfg, RunSpec("byol", "equal_epochs", 0, 2, 10, 10, 64), data)
     assert byol.optimizer.lr == cfg.recipes.byol.optimizer.lr  # the recipe's, untuned
     assert byol.scheduler.min_lr == 1.0e-5 and byol.scheduler.name == cfg.scheduler.name

@@ -63,7 +63,7 @@ def test_adding_manifoldclr_later_trains_only_it(tiny_config, tmp_path, capsys, 
     out = tmp_path / "out"
     assert _compare(tiny_config, out) == 0
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
-    assert sorted(finished) == ["floor-raw_pixels", "floor-untrained", "simclr-equal_epochs-s0"]
+    assert sorted(finished) == ["floor-raw_pixels", "floor-untrained-s0", "simclr-equal_epochs-s0"]
     capsys.readouterr()
 
     trained: list[str] = []

@@ -52,6 +52,7 @@ def tuned_config(tmp_path, image_folder_factory) -> Path:
             "val_per_class": 2,
             "epochs": 1,
             "seed": 0,
+            "max_extensions": 0,  # bracketing: tests/unit/test_compare_bracketing.py
         },
     )
     path = tmp_path / "tuned.yaml"
@@ -205,7 +206,7 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     # 4. Few-label probes: the same 5 draws of 2 labelled images per class for every method,
     #    seed and floor, from the kNN bank: never a validation or a test image.
     stored = {**_results(out), **_results(out, "floor-*")}
-    assert len(stored) == 6
+    assert len(stored) == 7  # 2 methods x 2 seeds, raw pixels, the 2 seeds' untrained
     draws = {run: tuple(map(tuple, r["few_label_images"])) for run, r in stored.items()}
     assert len(set(draws.values())) == 1
     (images,) = set(draws.values())
@@ -223,7 +224,7 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
         assert not paths & validation and not paths & test_paths
         assert all(paths <= bank for bank in final_banks)
     # ... with their spread in results.csv and results.md
-    for run in ("clamp-equal_epochs-s0", "simclr-equal_epochs-s1", "floor-untrained"):
+    for run in ("clamp-equal_epochs-s0", "simclr-equal_epochs-s1", "floor-untrained-s1"):
         row = results.get(run) or next(r for r in table if r["run_id"] == run)
         per_draw = [float(v) for v in row["few_label_per_draw"].split(";")]
         assert len(per_draw) == 5 and all(0.0 <= v <= 100.0 for v in per_draw)
@@ -249,7 +250,7 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     assert main(["compare", "--config", str(tuned_config), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "tuning: trained 0 trial(s), skipped 4 finished" in printed
-    assert "trained 0 run(s), skipped 6 finished" in printed
+    assert "trained 0 run(s), skipped 7 finished" in printed
     monkeypatch.undo()
 
     # 6. --configs-only: the trials' cfgs always; the final runs' once the trials finished.
@@ -294,33 +295,58 @@ def _fake_training(monkeypatch, scores: Callable[[RunSpec], float], interrupt_at
     return calls
 
 
-def test_tuning_picks_the_best_validation_score(tuned_config, tmp_path, monkeypatch):
-    """Selection follows the validation score (not the grid order nor the recipe): fake
-    scores make the middle lr win for CLAMP and the largest for SimCLR."""
+def test_tuning_picks_the_best_validation_score_and_brackets_it(
+    tuned_config, tmp_path, monkeypatch
+):
+    """Selection follows the validation score (not the grid order nor the recipe), and an
+    edge choice extends the grid by the grid's own ratio: CLAMP's fake optimum is inside the
+    first grid (no extension), SimCLR's at x4, just past it (one extension to x4 and one more
+    to x8 that loses: bracketed), VICReg's far past it (stops at the edge after 2)."""
     cfg = compare.load_config(tuned_config)
-    cfg.tuning.lr_multipliers = [0.5, 1.0, 2.0]
+    cfg.methods = ["clamp", "simclr", "vicreg"]
+    cfg.tuning.lr_multipliers, cfg.tuning.max_extensions = [0.5, 1.0, 2.0], 2
     compare.validate_config(cfg)
-    fake = {
-        ("clamp", 0.5): 40.0,
-        ("clamp", 1.0): 70.0,
-        ("clamp", 2.0): 55.0,
-        ("simclr", 0.5): 20.0,
-        ("simclr", 1.0): 30.0,
-        ("simclr", 2.0): 31.0,
-    }
-    _fake_training(monkeypatch, lambda spec: fake[(spec.method, spec.setting.lr_multiplier)])
+    optimum = {"clamp": 1.0, "simclr": 4.0, "vicreg": 1000.0}
+
+    def score(spec) -> float:
+        return 90.0 - 5 * abs(math.log2(spec.setting.lr_multiplier / optimum[spec.method]))
+
+    calls = _fake_training(monkeypatch, score)
     data = prepare_data(cfg)
     tuning = tuning_module.run_tuning(
-        cfg, data, tmp_path, Tuning(trial_specs(cfg, 3)), log=lambda _: None
+        cfg, data, tmp_path, Tuning(trial_specs(cfg, 3)), {}, log=lambda _: None
     )
-    assert tuning.selected == {"clamp": Setting(1.0, 1.0), "simclr": Setting(0.8, 2.0)}
+    multipliers = {m: sorted(tuning.multipliers(cfg, m)) for m in cfg.methods}
+    assert multipliers == {
+        "clamp": [0.5, 1.0, 2.0],
+        "simclr": [0.5, 1.0, 2.0, 4.0, 8.0],
+        "vicreg": [0.5, 1.0, 2.0, 4.0, 8.0],
+    }
+    assert len(calls) == 3 * 3 + 2 + 2
+    assert tuning.selected["clamp"].lr_multiplier == 1.0
+    assert tuning.selected["simclr"].lr_multiplier == 4.0
+    assert tuning.selected["vicreg"].lr_multiplier == 8.0
+    assert [tuning.bracket(cfg, m) for m in cfg.methods] == [
+        "bracketed",
+        "bracketed",
+        "at the edge after 2 extensions",
+    ]
     assert [s.run_id for s in tuning.specs][:2] == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
     write_results_md(cfg, {}, tmp_path / "results.md", tuning)
     md = (tmp_path / "results.md").read_text()
-    assert "- clamp: lr 1 (×1)\n" in md  # inside the grid
-    assert "- simclr: lr 0.8 (×2) (at the edge of the lr grid: a wider grid" in md
+    assert "- clamp: lr 1 (×1) — bracketed\n" in md
+    assert "- simclr: lr 1.6 (×4) — bracketed\n" in md
+    assert "- vicreg: lr 2.4 (×8) — at the edge after 2 extensions\n" in md
     assert "| budget | method |" not in md  # no final run yet
-    assert "Unfinished runs (not in the table): floor-raw_pixels, floor-untrained, clamp-" in md
+    assert "Unfinished runs (not in the table): floor-raw_pixels, floor-untrained-s0, " in md
+
+    # a restart reads every trial back, extensions included, and trains nothing
+    calls[:] = []
+    again = tuning_module.run_tuning(
+        cfg, data, tmp_path, Tuning(trial_specs(cfg, 3)), {}, log=lambda _: None
+    )
+    assert calls == [] and again.selected == tuning.selected
+    assert again.extensions == tuning.extensions
 
 
 def test_tuning_grid_is_lr_times_any_method_kwargs_with_equal_trials():
@@ -542,7 +568,8 @@ def test_tune_only_scores_validation_curves_and_floors_and_never_opens_the_test_
 def test_tuned_presets_fit_and_are_fair(name):
     cfg = compare.load_config(compare.CONFIG_DIR / name)
     compare.validate_config(cfg)
-    assert cfg.tuning.enabled and list(cfg.seeds) == [0, 1]
+    seeds = {"fashion_mnist_tuned.yaml": [0, 1], "mnist_tuned.yaml": [0, 1, 2, 3, 4]}[name]
+    assert cfg.tuning.enabled and list(cfg.seeds) == seeds
     grids = {m: method_grid(cfg, m) for m in cfg.methods}
     assert len({len(g) for g in grids.values()}) == 1
     assert all(
@@ -576,7 +603,9 @@ def test_tuned_presets_fit_and_are_fair(name):
     assert cfg.recipes.manifoldclr.scheduler.min_lr == manifoldclr.scheduler.min_lr
     assert cfg.backbone.name == main_job.backbone.name and cfg.augmentations[0].crop_size == 32
     assert set(cfg.methods) == {"clamp", "simclr", "byol", "vicreg", "manifoldclr"}
-    assert [len(g) for g in grids.values()] == [2] * 5
+    assert [len(g) for g in grids.values()] == [3] * 5  # then bracketing, up to 2 more
+    assert cfg.tuning.max_extensions == 2 and cfg.scheduler.warmup_start_lr == 0.0
+    assert cfg.scheduler.warmup_epochs * 6 == cfg.epochs  # every method: the first sixth
     few = cfg.evaluation.few_label
     assert few.enabled and few.per_class == 5 and few.draws >= 5
     assert few.feature_augment.samples > 0
@@ -598,7 +627,8 @@ def test_interrupted_tuning_resumes_at_the_unfinished_trial(tuned_config, tmp_pa
     assert calls == ["clamp-lr1-s0", "simclr-lr0.4-s0"]
     assert summary.tuning.skipped == ["clamp-lr0.5-s0", "simclr-lr0.2-s0"]
     assert summary.tuning.selected == {"clamp": Setting(0.5, 0.5), "simclr": Setting(0.2, 0.5)}
-    assert "- clamp: lr 0.5 (×0.5) (at the edge" in (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "- clamp: lr 0.5 (×0.5) — at the edge after 0 extensions" in md
 
 
 def test_a_few_label_draw_larger_than_a_bank_class_is_refused_before_training(
@@ -621,16 +651,17 @@ def test_a_few_label_draw_larger_than_a_bank_class_is_refused_before_training(
 
 
 def test_mnist_tuned_quick_writes_every_trial_cfg(mnist_source, tmp_path):
-    """``--quick --configs-only`` of the MNIST preset: 10 trials (5 methods x 2 lr), each at
+    """``--quick --configs-only`` of the MNIST preset: 15 trials (5 methods x 3 lr), each at
     the quick size (16 images per class, 4 held out: 120 / batch 16 = 7 steps), with its
-    recipe (ManifoldCLR's own warm-up and min_lr over the shared scheduler)."""
+    recipe (ManifoldCLR's own min_lr over the shared scheduler) and the one warm-up policy:
+    1 of the 2 quick epochs, i.e. half of a 1-epoch trial, from 0, for every method."""
     out = tmp_path / "out"
     config = compare.CONFIG_DIR / "mnist_tuned.yaml"
     sets = [f"data.source={mnist_source}", f"data.root={tmp_path / 'datasets'}"]
     assert main(["compare", "--config", str(config), "--quick", "--configs-only", "--out", str(out),
                  "--set", *sets]) == 0  # fmt: skip
     written = sorted(p.parent.name for p in out.glob("tuning/*/config.yaml"))
-    assert len(written) == 10 and not list(out.glob("runs/*"))
+    assert len(written) == 15 and not list(out.glob("runs/*"))
     assert {name.split("-")[0] for name in written} == {
         "clamp", "simclr", "byol", "vicreg", "manifoldclr"
     }  # fmt: skip
@@ -638,6 +669,7 @@ def test_mnist_tuned_quick_writes_every_trial_cfg(mnist_source, tmp_path):
     assert clamp.data.num_large_crops == 4 and clamp.max_steps == 7
     assert (clamp.method_kwargs.proj_hidden_dim, clamp.method_kwargs.proj_output_dim) == (512, 128)
     manifoldclr = OmegaConf.load(out / "tuning" / "manifoldclr-lr0.0015-s0" / "config.yaml")
-    assert manifoldclr.scheduler.min_lr == 1.0e-5 and manifoldclr.scheduler.warmup_epochs == 1
+    assert manifoldclr.scheduler.min_lr == 1.0e-5 and manifoldclr.scheduler.warmup_epochs == 0.5
     assert manifoldclr.scheduler.warmup_start_lr == 0.0
+    assert (clamp.scheduler.warmup_epochs, clamp.scheduler.warmup_start_lr) == (0.5, 0.0)
     assert manifoldclr.method_kwargs.proj_hidden_dim == 1024  # projector_scale 1

@@ -25,7 +25,7 @@ ARCHITECTURE = PACKAGE_DIR.parent / "docs" / "architecture.md"
 
 LAYERS: dict[int, tuple[str, ...]] = {
     1: ("version.py", "io.py", "configs/", "losses/", "geometry/", "data/"),
-    2: ("internals.py", "checkpoints.py", "backbones.py", "evaluation.py", "zoo/"),
+    2: ("internals.py", "checkpoints.py", "backbones.py", "evaluation.py", "provenance.py", "zoo/"),
     3: ("__init__.py", "methods/", "views.py"),
     4: ("training/",),
     5: ("compare/", "export/", "zoo/publish.py", "geometry_report.py"),
