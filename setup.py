@@ -40,6 +40,7 @@ setup(
         "scikit-learn>=1.2",
         "pyyaml>=6.0",
         "jinja2>=3",  # solo_clamp.compare's report templates
+        "scipy>=1.11",  # solo_clamp.compare's paired intervals and bootstrap
     ],
     extras_require={
         # solo-learn >= 1.0.6 is not on PyPI: its repository at the tested commit (1.0.6).

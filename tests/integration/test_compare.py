@@ -121,12 +121,12 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
             assert 0.0 <= float(row[key]) <= 100.0
 
     md = (out / "results.md").read_text()
-    assert "| budget | method | views | epochs |" in md and "beats both floors" in md
+    assert "| budget | method | views | epochs |" in md and "## Against the floors" in md
     assert "| equal_epochs | clamp | 4 | 2 |" in md
     assert "| equal_compute | clamp | 4 | 1 |" in md
     assert "simclr (same run as equal_epochs)" in md
     assert "| floor | raw pixels (16 px) |" in md
-    assert "| floor | untrained resnet18 (seed 0) |" in md
+    assert "| floor | untrained resnet18 | – | 0 | 0 | 1 |" in md
     assert "Unfinished runs" not in md
     for name in ("curves_loss.png", "curves_knn.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -194,10 +194,11 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     assert results["clamp-equal_epochs-s1"]["tuned"] == ""  # only the lr is tuned here
     assert "selected on a validation split" in md
     assert "| setting | wall-clock (s) | kNN top-1 | kNN per seed |" in md
-    assert "| equal_epochs | clamp | 4 | 1 | 96 | 2 | lr 0.5 (×0.5) |" in md
-    assert "| equal_epochs | simclr | 2 | 1 | 48 | 2 | lr 0.2 (×0.5) |" in md
-    knn = {r["method"]: r for r in summary_rows(cfg, _results(out))}
-    assert {knn["clamp"]["knn_mark"], knn["simclr"]["knn_mark"]} & {"best"}
+    edge = "at the edge after 0 extensions"
+    assert f"| equal_epochs | clamp | 4 | 1 | 96 | 2 | lr 0.5 (×0.5), {edge} |" in md
+    assert f"| equal_epochs | simclr | 2 | 1 | 48 | 2 | lr 0.2 (×0.5), {edge} |" in md
+    assert "## Verdicts: each method against the best mean" in md
+    assert "## Against the floors" in md
     clamp_seeds = " / ".join(
         f"{float(results[f'clamp-equal_epochs-s{s}']['knn_top1']):.2f}" for s in (0, 1)
     )
@@ -479,32 +480,74 @@ def _row(method, seed, knn, linear, budget="equal_epochs"):
     }
 
 
-def test_results_table_marks_best_and_ties_with_per_seed_values(tmp_path):
-    """|mean_a - mean_best| <= std_a + std_best is a tie (2 seeds), per budget and metric."""
+def test_verdicts_come_from_paired_intervals_and_bold_only_what_is_significant(tmp_path):
+    """Hand-made paired scores over 4 seeds with known answers, checked against scipy's own
+    paired t test: SimCLR's kNN is better than BYOL's by a steady +3 (clearly better), VICReg
+    differs from SimCLR by ±0.5 around 0 (not distinguishable); on linear BYOL is clearly worse
+    than both. A best mean that is not better than every other is not bolded; a column with
+    one entry (few-label + prior samples) is never bolded."""
+    from scipy import stats
+
+    from solo_clamp.compare.verdicts import judge, paired_seed_interval
+
     cfg = compare.load_config(None)
-    cfg.methods, cfg.budgets, cfg.seeds = ["simclr", "byol", "vicreg"], ["equal_epochs"], [0, 1]
+    cfg.methods, cfg.budgets = ["simclr", "byol", "vicreg"], ["equal_epochs"]
+    cfg.seeds = [0, 1, 2, 3]
     scores = {
-        "simclr": ([75.0, 76.0], [70.0, 70.0]),  # kNN best (75.5 ± 0.71)
-        "byol": ([74.5, 75.1], [71.0, 71.2]),  # kNN 74.8 ± 0.42: tie; linear best
-        "vicreg": ([72.0, 72.2], [71.1, 71.1]),
-    }  # kNN far below; linear 71.1 ± 0: tie
+        "simclr": ([80.0, 81.0, 79.0, 80.5], [90.0, 90.5, 90.2, 90.1]),
+        "byol": ([77.0, 78.1, 75.9, 77.6], [70.0, 70.4, 69.9, 70.2]),
+        "vicreg": ([80.5, 80.6, 79.5, 80.2], [90.3, 90.2, 90.4, 90.1]),
+    }
     results = {}
     for method, (knn, linear) in scores.items():
-        for seed in (0, 1):
+        for seed in cfg.seeds:
             row = _row(method, seed, knn[seed], linear[seed])
             results[row["run_id"]] = row
-    rows = {r["method"]: r for r in summary_rows(cfg, results)}
-    assert [rows[m]["knn_mark"] for m in ("simclr", "byol", "vicreg")] == ["best", "tie", ""]
-    assert [rows[m]["linear_mark"] for m in ("simclr", "byol", "vicreg")] == ["", "best", "tie"]
+    rows = summary_rows(cfg, results)
+    comparisons = {(c.metric, c.method, c.other): c for c in judge(rows)}
+    marks = {r["method"]: (r["knn_mark"], r["linear_mark"]) for r in rows}
+
+    knn_byol = comparisons[("knn", "byol", "vicreg")]  # vicreg has the best kNN mean
+    assert knn_byol.verdict == "worse" and knn_byol.seeds == 4
+    simclr_vicreg = comparisons[("knn", "simclr", "vicreg")]
+    assert simclr_vicreg.verdict == "not distinguishable"
+    scipy_ci = stats.ttest_rel(scores["simclr"][0], scores["vicreg"][0]).confidence_interval()
+    assert (simclr_vicreg.over_seeds.low, simclr_vicreg.over_seeds.high) == pytest.approx(
+        (scipy_ci.low, scipy_ci.high)
+    )
+    ours = paired_seed_interval(scores["simclr"][0], scores["byol"][0])
+    assert ours.low > 0 and ours.mean == pytest.approx(2.975)
+    assert comparisons[("linear", "byol", "vicreg")].verdict == "worse"
+    assert comparisons[("linear", "simclr", "vicreg")].verdict == "not distinguishable"
+    assert marks == {"simclr": ("", ""), "byol": ("", ""), "vicreg": ("", "")}
+
     write_results_md(cfg, results, tmp_path / "results.md")
     md = (tmp_path / "results.md").read_text()
-    assert (
-        "| equal_epochs | simclr | 2 | 8 | 1,280 | 2 | lr 0.3 (recipe) | 1 | "
-        "75.50 ± 0.71 **best** | 75.00 / 76.00 | 70.00 ± 0.00 | 70.00 / 70.00 |"
-    ) in md
-    assert "| 74.80 ± 0.42 **tie** | 74.50 / 75.10 | 71.10 ± 0.14 **best** |" in md
-    assert "| 72.10 ± 0.14 | 72.00 / 72.20 | 71.10 ± 0.00 **tie** |" in md
-    assert "|mean − best mean| ≤ std + best std" in md
+    assert "**" not in md.split("## Verdicts")[0].split("| budget | method |")[1]
+    assert "| equal_epochs | kNN top-1 | byol | vicreg | 4 |" in md
+    assert "| not distinguishable |" in md and "| worse |" in md
+
+
+def test_bold_marks_a_best_better_than_every_other_and_not_a_lone_entry(tmp_path):
+    from solo_clamp.compare.verdicts import judge
+
+    cfg = compare.load_config(None)
+    cfg.methods, cfg.budgets, cfg.seeds = ["simclr", "byol"], ["equal_epochs"], [0, 1, 2]
+    results = {}
+    for method, knn in (("simclr", [90.0, 91.0, 90.5]), ("byol", [80.0, 80.8, 80.1])):
+        for seed in cfg.seeds:
+            row = _row(method, seed, knn[seed], 50.0)
+            results[row["run_id"]] = row
+    rows = summary_rows(cfg, results)
+    judge(rows)
+    assert [(r["method"], r["knn_mark"]) for r in rows] == [("simclr", "best"), ("byol", "")]
+    write_results_md(cfg, results, tmp_path / "results.md")
+    assert "| **90.50 ± 0.50** | 90.00 / 91.00 / 90.50 |" in (tmp_path / "results.md").read_text()
+    # one method alone in the budget: nothing to be better than, no bold
+    cfg.methods = ["simclr"]
+    alone = summary_rows(cfg, {k: v for k, v in results.items() if k.startswith("simclr")})
+    judge(alone)
+    assert alone[0]["knn_mark"] == ""
 
 
 def test_tune_only_scores_validation_curves_and_floors_and_never_opens_the_test_split(
