@@ -8,14 +8,13 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence
 import omegaconf
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from omegaconf import MISSING
 from solo.methods.base import BaseMethod
-from solo.utils.metrics import accuracy_at_k
 
 from solo_clamp.losses.clamp import STAT_NAMES, NonFiniteEmbeddingsError, clamp_loss_and_stats
 from solo_clamp.losses.gather import DDP_GRADIENTS
 from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require
+from solo_clamp.methods.online import online_evaluation
 from solo_clamp.views import forward_by_resolution, large_crop_indices, view_major
 
 
@@ -184,21 +183,8 @@ class CLAMP(BaseMethod):
                 f"{self.num_crops} (data.num_large_crops + data.num_small_crops)."
             )
         outs = forward_by_resolution(self._views_forward, X)
-        large = large_crop_indices(X)
-        feats = torch.cat([outs[i]["feats"] for i in large])
-        all_targets = targets.repeat(len(large))
-        logits = self.classifier(feats.detach())
-        class_loss = F.cross_entropy(logits, all_targets, ignore_index=-1)
-        acc1, acc5 = accuracy_at_k(logits, all_targets, top_k=(1, min(5, logits.size(1))))
-        self.log_dict(
-            {"train_class_loss": class_loss, "train_acc1": acc1, "train_acc5": acc5},
-            on_epoch=True,
-            sync_dist=True,
-        )
-        if self.knn_eval:
-            labelled = all_targets != -1
-            self.knn(train_features=feats[labelled].detach(), train_targets=all_targets[labelled])
-        return class_loss, [out["z"] for out in outs]
+        large = [outs[i]["feats"] for i in large_crop_indices(X)]
+        return online_evaluation(self, large, targets), [out["z"] for out in outs]
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         """Training step: CLAMP loss over all views plus the online classifier's loss."""

@@ -9,15 +9,14 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Union
 import omegaconf
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from solo.methods.base import BaseMethod
-from solo.utils.metrics import accuracy_at_k
 
 from solo_clamp.checkpoints import backbone_state
 from solo_clamp.losses.manifoldclr import STAT_NAMES, ManifoldCLRLoss
 from solo_clamp.losses.transport import OPERATOR_INITS
 from solo_clamp.losses.variational import prior_augment
 from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require
+from solo_clamp.methods.online import online_evaluation
 
 
 @dataclass
@@ -350,20 +349,7 @@ class ManifoldCLR(BaseMethod):
         if not self.no_channel_last:
             X = [x.to(memory_format=torch.channels_last) for x in X]
         feats = [self.backbone(x) for x in X]
-        all_feats = torch.cat(feats).detach()
-        all_targets = targets.repeat(2)
-        logits = self.classifier(all_feats)
-        class_loss = F.cross_entropy(logits, all_targets, ignore_index=-1)
-        acc1, acc5 = accuracy_at_k(logits, all_targets, top_k=(1, min(5, logits.size(1))))
-        self.log_dict(
-            {"train_class_loss": class_loss, "train_acc1": acc1, "train_acc5": acc5},
-            on_epoch=True,
-            sync_dist=True,
-        )
-        if self.knn_eval:
-            labelled = all_targets != -1
-            self.knn(train_features=all_feats[labelled], train_targets=all_targets[labelled])
-        return class_loss, feats
+        return online_evaluation(self, feats, targets), feats
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         """ManifoldCLR's loss on the pair of views plus the online classifier's loss."""
