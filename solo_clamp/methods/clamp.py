@@ -15,6 +15,7 @@ from solo_clamp.losses.clamp import STAT_NAMES, NonFiniteEmbeddingsError, clamp_
 from solo_clamp.losses.gather import DDP_GRADIENTS
 from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require
 from solo_clamp.methods.online import online_evaluation
+from solo_clamp.methods.registry import register_method
 from solo_clamp.views import forward_by_resolution, large_crop_indices, view_major
 
 
@@ -97,11 +98,15 @@ def build_projector(in_dim: int, hidden_dim: int, output_dim: int, hidden_layers
     return nn.Sequential(*layers)
 
 
+@register_method
 class CLAMP(BaseMethod):
     facts: ClassVar[MethodFacts] = MethodFacts(
+        name="clamp",
         loss_key="train_clamp_loss",
         views=ViewRule(minimum=2, why="each image is a sub-manifold of its views"),
         kwargs_schema=ClampKwargs,
+        stat_keys={name: f"train_clamp_{name}" for name in STAT_NAMES},
+        curve_stats=("neighbours", "mean_radius"),
         shape_fields=(
             "proj_hidden_dim",
             "proj_output_dim",
@@ -113,6 +118,7 @@ class CLAMP(BaseMethod):
             "min_margin",
             "max_range",
         ),
+        projector_width_fields=("proj_hidden_dim", "proj_output_dim"),
         radius_scale=lambda kwargs: (float(kwargs.rs), float(kwargs.max_range)),
     )
 
@@ -147,7 +153,7 @@ class CLAMP(BaseMethod):
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
         """Adds CLAMP's defaults and checks its settings, with errors that name the field."""
         cfg = super(CLAMP, CLAMP).add_and_assert_specific_cfg(cfg)
-        return CLAMP.facts.check(cfg, "clamp")
+        return CLAMP.facts.check(cfg)
 
     @property
     def learnable_params(self) -> List[Dict[str, Any]]:
@@ -213,9 +219,9 @@ class CLAMP(BaseMethod):
                 f"{self.current_epoch}, batch {batch_idx}): training diverged. Lower "
                 "optimizer.lr or enable gradient clipping (gradient_clip_val)."
             ) from err
-        self.log("train_clamp_loss", clamp_loss, on_epoch=True, sync_dist=True, prog_bar=True)
+        self.log(self.facts.loss_key, clamp_loss, on_epoch=True, sync_dist=True, prog_bar=True)
         self.log_dict(
-            {f"train_clamp_{name}": stats[name] for name in STAT_NAMES},
+            {key: stats[name] for name, key in self.facts.stat_keys.items()},
             on_epoch=True,
             sync_dist=True,
             prog_bar=True,
