@@ -19,7 +19,8 @@ _LOSS_FUNCTIONS = ("clamp_loss_func", "clamp_loss_and_stats")
 
 def register() -> type:
     """Registers CLAMP as ``solo.methods.METHODS["clamp"]`` and ManifoldCLR as
-    ``METHODS["manifoldclr"]`` (idempotent) and returns the CLAMP class.
+    ``METHODS["manifoldclr"]`` and returns the CLAMP class: it imports
+    :mod:`solo_clamp.methods`, whose classes register themselves (once, on first import).
 
     Raises:
         ModuleNotFoundError: when solo-learn is not installed.
@@ -27,9 +28,8 @@ def register() -> type:
     """
     if not solo_available():
         raise ModuleNotFoundError(SOLO_MISSING_MESSAGE, name="solo")
-    from solo_clamp import methods  # the lazy boundary: solo-learn loads here
+    from solo_clamp import methods  # the lazy boundary: importing it registers the methods
 
-    methods.register()
     return methods.CLAMP
 
 

@@ -161,15 +161,25 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _training_curves(logs: Path, out: Path, figures: list[str], notes: list[str]):
-    """The ``training_curves`` entry of ``geometry.json`` (None, with a note, when the log
-    gives none); plots them."""
+def _training_curves(logs: Path, method: str, out: Path, figures: list[str], notes: list[str]):
+    """The ``training_curves`` entry of ``geometry.json``: the per-epoch statistics the
+    method's ``facts.curve_keys`` name, read from its log (None, with a note, when the method
+    logs none or the log gives none); plots them."""
+    try:
+        metrics = facts_of(method).curve_keys
+    except ValueError:  # a solo-learn method solo-clamp has no facts for
+        metrics = {}
+    if not metrics:
+        notes.append(
+            f"method {method!r} logs no per-epoch geometry statistics: training curves skipped."
+        )
+        return None
     if not logs.is_file():
         notes.append(
             f"no metrics.csv beside the checkpoint ({logs}): training curves skipped; pass --logs."
         )
         return None
-    curves, note = read_curves(logs)
+    curves, note = read_curves(logs, metrics)
     if note:
         notes.append(note)
         return None
@@ -244,7 +254,7 @@ def write_report(
         f"held {batch} images, so the counts are not directly comparable."
     )
     logs = Path(logs) if logs is not None else run.checkpoint_path.parent / "metrics.csv"
-    curves = _training_curves(logs, out, figures, notes)
+    curves = _training_curves(logs, method, out, figures, notes)
 
     result = {
         "checkpoint": str(run.checkpoint_path),

@@ -106,3 +106,17 @@ def tiny_comparison_config(image_folder_factory, train_per_class: int, **fields)
         "trainer": {"progress_bar": False},
         **fields,
     }
+
+
+def small_method_kwargs(schema: type) -> dict:
+    """The required fields of a ``method_kwargs`` schema (no default) set to small valid
+    values: 16 for an integer (a width), 0.5 for a number; the others keep their defaults."""
+    import dataclasses
+
+    from omegaconf import MISSING
+
+    return {
+        field.name: 16 if str(field.type).startswith("int") else 0.5
+        for field in dataclasses.fields(schema)
+        if field.default is dataclasses.MISSING or field.default == MISSING
+    }

@@ -16,15 +16,12 @@ from solo.args.pretrain import parse_cfg
 
 from solo_clamp.compare.data import ComparisonData, augmentation_sets
 from solo_clamp.configs import config_dir
+from solo_clamp.methods import facts_of, known
 from solo_clamp.training.common import parse_solo_cfg
 
 FLOORS = ("raw_pixels", "untrained")
 RUN_YAML = config_dir("compare") / "run.yaml"
 """The skeleton every run's solo-learn cfg starts from (``scripts/compare/run.yaml``)."""
-# ``projector_scale`` applies to the projector's (and BYOL's predictor's) widths only: e.g.
-# ManifoldCLR's block_dim (operator blocks on the backbone's features) and vi_hidden_dim (its
-# coefficient networks) are not projector widths.
-_SCALED_PREFIXES = ("proj_", "pred_")
 # Settings that change how a run is displayed or how fast it goes, not its result.
 _COSMETIC = (
     "num_workers",
@@ -173,9 +170,13 @@ def expected_run_ids(
 
 
 def _scaled_kwargs(kwargs: DictConfig, scale: float) -> dict[str, Any]:
+    """``kwargs`` with the projector's (and BYOL's predictor's) widths times ``projector_scale``:
+    the fields the methods' facts name in ``projector_width_fields`` (e.g. not ManifoldCLR's
+    block_dim or vi_hidden_dim), read over every known method, since the method is not passed."""
+    widths = {name for method in known() for name in facts_of(method).projector_width_fields}
     out = OmegaConf.to_container(kwargs, resolve=True)
     for key, value in out.items():
-        if key.startswith(_SCALED_PREFIXES) and key.endswith("_dim") and isinstance(value, int):
+        if key in widths and isinstance(value, int):
             out[key] = max(1, round(value * scale))
     return out
 

@@ -90,13 +90,15 @@ def plot_submanifolds(
 
 
 def plot_training_curves(curves: dict[str, list], out: Path, figures: list[str]) -> None:
-    fig = Figure(figsize=(10, 3.8))
-    axes = fig.subplots(1, 2)
-    for ax, (key, label) in zip(axes, CURVE_LABELS.items()):
+    """One panel per curve of ``curves`` (its ``epoch`` list and the curves by name)."""
+    names = [key for key in curves if key != "epoch"]
+    fig = Figure(figsize=(5 * len(names), 3.8))
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, key in zip(axes, names):
         points = [(e, v) for e, v in zip(curves["epoch"], curves[key]) if v is not None]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel(CURVE_LABELS.get(key, key))
     save_figure(fig, out, "training_curves.png", figures)
 
 

@@ -1,11 +1,12 @@
 """The numbers of the geometry report: summaries of the measures for ``geometry.json``, and
-the per-epoch CLAMP statistics read from a Lightning ``metrics.csv``."""
+the per-epoch statistics a method logs (CLAMP's neighbour count and mean radius) read from a
+Lightning ``metrics.csv``."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -19,11 +20,6 @@ from solo_clamp.geometry.measures import (
     submanifold_radii,
 )
 from solo_clamp.geometry.pairs import upper_pairs
-
-CURVE_COLUMNS = {
-    "neighbours": "train_clamp_neighbours_epoch",
-    "mean_radius": "train_clamp_mean_radius_epoch",
-}
 
 
 def projector_stats(z: torch.Tensor, rs: float, max_range: float) -> dict[str, Any]:
@@ -60,20 +56,28 @@ def class_stats(feats: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def read_curves(path: Path) -> tuple[Optional[dict[str, list]], Optional[str]]:
-    """Per-epoch neighbour count and mean radius from a Lightning ``metrics.csv``.
+def read_curves(
+    path: Path, metrics: Mapping[str, str]
+) -> tuple[Optional[dict[str, list]], Optional[str]]:
+    """Per-epoch curves from a Lightning ``metrics.csv``.
+
+    Args:
+        path: the ``metrics.csv``.
+        metrics: curve name (``neighbours``, ``mean_radius``) -> the metric key the method logs
+            (its ``MethodFacts.curve_keys``); the file's column is ``<key>_epoch``.
 
     Returns:
-        ``(curves, None)`` with the lists ``epoch``, ``neighbours`` and ``mean_radius``, or
-        ``(None, note)`` saying why the file gives no curves.
+        ``(curves, None)`` with the list ``epoch`` and one list per curve, or ``(None, note)``
+        saying why the file gives no curves.
     """
+    columns_of = {name: f"{key}_epoch" for name, key in metrics.items()}
     try:
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, csv.Error, UnicodeDecodeError) as err:
         return None, f"cannot read {path}: {err}"
     columns = set(rows[0]) if rows else set()
-    missing = [c for c in ("epoch", *CURVE_COLUMNS.values()) if c not in columns]
+    missing = [c for c in ("epoch", *columns_of.values()) if c not in columns]
     if missing:
         return None, f"{path} lacks the column(s) {', '.join(missing)}: curves skipped."
     per_epoch: dict[int, dict[str, float]] = {}
@@ -82,15 +86,16 @@ def read_curves(path: Path) -> tuple[Optional[dict[str, list]], Optional[str]]:
             epoch = int(float(row["epoch"]))
         except (TypeError, ValueError):
             continue
-        for key, column in CURVE_COLUMNS.items():
+        for key, column in columns_of.items():
             try:
                 per_epoch.setdefault(epoch, {})[key] = float(row[column])
             except (TypeError, ValueError):
                 continue
     epochs = sorted(e for e, values in per_epoch.items() if values)
     if not epochs:
-        return None, f"{path} holds no per-epoch CLAMP statistics: curves skipped."
+        wanted = ", ".join(columns_of.values())
+        return None, f"{path} holds no per-epoch values of {wanted}: curves skipped."
     curves: dict[str, list] = {"epoch": epochs}
-    for key in CURVE_COLUMNS:
+    for key in columns_of:
         curves[key] = [per_epoch[e].get(key) for e in epochs]
     return curves, None

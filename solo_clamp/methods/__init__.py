@@ -1,11 +1,12 @@
-"""solo-learn method classes. Importing this package requires solo-learn and registers
-CLAMP and ManifoldCLR in solo-learn's own table, ``solo.methods.METHODS`` (the one place
-that happens), so that ``method: clamp`` (or ``manifoldclr``) works in any solo-learn
-program that imports it (or calls :func:`solo_clamp.register`).
+"""solo-learn method classes. Importing this package requires solo-learn and registers CLAMP,
+ManifoldCLR and solo-learn's SimCLR, BYOL and VICReg with
+:func:`~solo_clamp.methods.registry.register_method`, the one path into solo-learn's own table,
+``solo.methods.METHODS``, and solo-clamp's table of facts: ``method: clamp`` (or
+``manifoldclr``) then works in any solo-learn program that imports it (or calls
+:func:`solo_clamp.register`).
 
 :func:`facts_of` gives what solo-clamp's programs need to know about a method
-(:class:`~solo_clamp.methods.facts.MethodFacts`): from the class's ``facts``, or for
-solo-learn's SimCLR, BYOL and VICReg from :mod:`solo_clamp.methods.baselines`.
+(:class:`~solo_clamp.methods.facts.MethodFacts`), :func:`known` the methods that have facts.
 """
 
 import warnings
@@ -14,48 +15,19 @@ with warnings.catch_warnings():  # solo-learn's and timm's import-time deprecati
     warnings.simplefilter("ignore", FutureWarning)
     warnings.simplefilter("ignore", UserWarning)
     warnings.simplefilter("ignore", DeprecationWarning)
-    from solo.methods import METHODS
-
-    from solo_clamp.methods.baselines import BASELINE_FACTS
+    from solo_clamp.methods import baselines  # noqa: F401 - registers SimCLR, BYOL, VICReg
     from solo_clamp.methods.clamp import CLAMP
     from solo_clamp.methods.facts import MethodFacts, ViewRule
     from solo_clamp.methods.manifoldclr import ManifoldCLR
+    from solo_clamp.methods.registry import facts_of, known, register_method, unregister_method
 
-OURS = {"clamp": CLAMP, "manifoldclr": ManifoldCLR}
-
-
-def register() -> None:
-    """Puts solo-clamp's methods into ``solo.methods.METHODS`` (idempotent)."""
-    METHODS.update(OURS)
-
-
-def facts_of(method: str) -> MethodFacts:
-    """The facts of ``METHODS[method]``: its ``facts`` attribute, or solo-learn's baselines'.
-
-    Raises:
-        ValueError: ``method`` is not in ``METHODS``, or solo-clamp knows nothing of it.
-    """
-    cls = METHODS.get(method)
-    if cls is None:
-        raise ValueError(f"method {method!r} is not a solo-learn method; known: {known()}.")
-    facts = getattr(cls, "facts", None) or BASELINE_FACTS.get(cls)
-    if not isinstance(facts, MethodFacts):
-        raise ValueError(
-            f"method {method!r} has no solo-clamp facts (a `facts` class attribute): the "
-            f"methods solo-clamp can run are {known()}."
-        )
-    return facts
-
-
-def known() -> list[str]:
-    """The methods of ``METHODS`` with facts, sorted."""
-    return sorted(
-        name
-        for name, cls in METHODS.items()
-        if isinstance(getattr(cls, "facts", None), MethodFacts) or cls in BASELINE_FACTS
-    )
-
-
-register()
-
-__all__ = ["CLAMP", "ManifoldCLR", "MethodFacts", "ViewRule", "facts_of", "known", "register"]
+__all__ = [
+    "CLAMP",
+    "ManifoldCLR",
+    "MethodFacts",
+    "ViewRule",
+    "facts_of",
+    "known",
+    "register_method",
+    "unregister_method",
+]

@@ -1,5 +1,14 @@
 """solo-learn's own methods that solo-clamp trains beside CLAMP (SimCLR, BYOL, VICReg): their
-facts, keyed by class, since their modules are solo-learn's."""
+facts and ``method_kwargs`` schemas, registered with the classes of solo-learn (which are left
+unchanged: their modules are solo-learn's).
+
+Each schema holds exactly the ``method_kwargs`` the class reads, with the defaults its
+``add_and_assert_specific_cfg`` fills in; a field it reads without a default is required here
+(solo-learn's own asserts of those, ``OmegaConf.is_missing(cfg, "method_kwargs.x")``, never
+fire: ``is_missing`` takes no dotted key, so without the schema a missing field surfaces as an
+attribute error when the class is built). Each loss key is the one its ``training_step`` logs
+(``tests/integration/test_registration.py`` runs a step of each).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +17,16 @@ from dataclasses import dataclass
 from solo.methods import BYOL, SimCLR, VICReg
 
 from solo_clamp.methods.facts import MethodFacts, ViewRule, require
+from solo_clamp.methods.registry import register_method
 
 _SOLO_RECIPE = ViewRule(minimum=2, maximum=2, why="solo-learn's recipe")
+_PROJECTOR = ("proj_hidden_dim", "proj_output_dim")
+
+
+def _require_widths(kwargs: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(kwargs, name)
+        require(value >= 1, name, "a positive integer", value)
 
 
 @dataclass
@@ -21,14 +38,67 @@ class SimCLRKwargs:
     temperature: float
 
     def __post_init__(self) -> None:
-        for name in ("proj_hidden_dim", "proj_output_dim"):
-            value = getattr(self, name)
-            require(value >= 1, name, "a positive integer", value)
+        _require_widths(self, _PROJECTOR)
         require(self.temperature > 0, "temperature", "a number > 0", self.temperature)
 
 
-BASELINE_FACTS: dict[type, MethodFacts] = {
-    SimCLR: MethodFacts(loss_key="train_nce_loss", views=_SOLO_RECIPE, kwargs_schema=SimCLRKwargs),
-    BYOL: MethodFacts(loss_key="train_neg_cos_sim", views=_SOLO_RECIPE),
-    VICReg: MethodFacts(loss_key="train_vicreg_loss", views=_SOLO_RECIPE),
-}
+@dataclass
+class BYOLKwargs:
+    """solo-learn's BYOL ``method_kwargs`` (solo/methods/byol.py: all three required)."""
+
+    proj_hidden_dim: int
+    proj_output_dim: int
+    pred_hidden_dim: int
+
+    def __post_init__(self) -> None:
+        _require_widths(self, (*_PROJECTOR, "pred_hidden_dim"))
+
+
+@dataclass
+class VICRegKwargs:
+    """solo-learn's VICReg ``method_kwargs`` (solo/methods/vicreg.py: the projector's widths
+    required, the loss weights defaulting to 25, 25 and 1)."""
+
+    proj_hidden_dim: int
+    proj_output_dim: int
+    sim_loss_weight: float = 25.0
+    var_loss_weight: float = 25.0
+    cov_loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require_widths(self, _PROJECTOR)
+        for name in ("sim_loss_weight", "var_loss_weight", "cov_loss_weight"):
+            value = getattr(self, name)
+            require(value >= 0, name, ">= 0", value)
+
+
+register_method(
+    SimCLR,
+    MethodFacts(
+        name="simclr",
+        loss_key="train_nce_loss",
+        views=_SOLO_RECIPE,
+        kwargs_schema=SimCLRKwargs,
+        projector_width_fields=_PROJECTOR,
+    ),
+)
+register_method(
+    BYOL,
+    MethodFacts(
+        name="byol",
+        loss_key="train_neg_cos_sim",
+        views=_SOLO_RECIPE,
+        kwargs_schema=BYOLKwargs,
+        projector_width_fields=(*_PROJECTOR, "pred_hidden_dim"),
+    ),
+)
+register_method(
+    VICReg,
+    MethodFacts(
+        name="vicreg",
+        loss_key="train_vicreg_loss",
+        views=_SOLO_RECIPE,
+        kwargs_schema=VICRegKwargs,
+        projector_width_fields=_PROJECTOR,
+    ),
+)

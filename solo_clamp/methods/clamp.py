@@ -8,14 +8,14 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence
 import omegaconf
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from omegaconf import MISSING
 from solo.methods.base import BaseMethod
-from solo.utils.metrics import accuracy_at_k
 
 from solo_clamp.losses.clamp import STAT_NAMES, NonFiniteEmbeddingsError, clamp_loss_and_stats
 from solo_clamp.losses.gather import DDP_GRADIENTS
 from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require
+from solo_clamp.methods.online import online_evaluation
+from solo_clamp.methods.registry import register_method
 from solo_clamp.views import forward_by_resolution, large_crop_indices, view_major
 
 
@@ -98,11 +98,15 @@ def build_projector(in_dim: int, hidden_dim: int, output_dim: int, hidden_layers
     return nn.Sequential(*layers)
 
 
+@register_method
 class CLAMP(BaseMethod):
     facts: ClassVar[MethodFacts] = MethodFacts(
+        name="clamp",
         loss_key="train_clamp_loss",
         views=ViewRule(minimum=2, why="each image is a sub-manifold of its views"),
         kwargs_schema=ClampKwargs,
+        stat_keys={name: f"train_clamp_{name}" for name in STAT_NAMES},
+        curve_stats=("neighbours", "mean_radius"),
         shape_fields=(
             "proj_hidden_dim",
             "proj_output_dim",
@@ -114,6 +118,7 @@ class CLAMP(BaseMethod):
             "min_margin",
             "max_range",
         ),
+        projector_width_fields=("proj_hidden_dim", "proj_output_dim"),
         radius_scale=lambda kwargs: (float(kwargs.rs), float(kwargs.max_range)),
     )
 
@@ -148,7 +153,7 @@ class CLAMP(BaseMethod):
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
         """Adds CLAMP's defaults and checks its settings, with errors that name the field."""
         cfg = super(CLAMP, CLAMP).add_and_assert_specific_cfg(cfg)
-        return CLAMP.facts.check(cfg, "clamp")
+        return CLAMP.facts.check(cfg)
 
     @property
     def learnable_params(self) -> List[Dict[str, Any]]:
@@ -184,21 +189,8 @@ class CLAMP(BaseMethod):
                 f"{self.num_crops} (data.num_large_crops + data.num_small_crops)."
             )
         outs = forward_by_resolution(self._views_forward, X)
-        large = large_crop_indices(X)
-        feats = torch.cat([outs[i]["feats"] for i in large])
-        all_targets = targets.repeat(len(large))
-        logits = self.classifier(feats.detach())
-        class_loss = F.cross_entropy(logits, all_targets, ignore_index=-1)
-        acc1, acc5 = accuracy_at_k(logits, all_targets, top_k=(1, min(5, logits.size(1))))
-        self.log_dict(
-            {"train_class_loss": class_loss, "train_acc1": acc1, "train_acc5": acc5},
-            on_epoch=True,
-            sync_dist=True,
-        )
-        if self.knn_eval:
-            labelled = all_targets != -1
-            self.knn(train_features=feats[labelled].detach(), train_targets=all_targets[labelled])
-        return class_loss, [out["z"] for out in outs]
+        large = [outs[i]["feats"] for i in large_crop_indices(X)]
+        return online_evaluation(self, large, targets), [out["z"] for out in outs]
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         """Training step: CLAMP loss over all views plus the online classifier's loss."""
@@ -227,9 +219,9 @@ class CLAMP(BaseMethod):
                 f"{self.current_epoch}, batch {batch_idx}): training diverged. Lower "
                 "optimizer.lr or enable gradient clipping (gradient_clip_val)."
             ) from err
-        self.log("train_clamp_loss", clamp_loss, on_epoch=True, sync_dist=True, prog_bar=True)
+        self.log(self.facts.loss_key, clamp_loss, on_epoch=True, sync_dist=True, prog_bar=True)
         self.log_dict(
-            {f"train_clamp_{name}": stats[name] for name in STAT_NAMES},
+            {key: stats[name] for name, key in self.facts.stat_keys.items()},
             on_epoch=True,
             sync_dist=True,
             prog_bar=True,

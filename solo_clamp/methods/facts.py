@@ -1,11 +1,14 @@
 """What solo-clamp's programs know about a method, kept with the method's class.
 
 Every method module (``solo_clamp/methods/<name>.py``) gives its class a ``facts``
-(:class:`MethodFacts`): the ``method_kwargs`` schema (a dataclass: defaults, types, unknown keys
-refused, range checks in ``__post_init__``), the views it takes, the loss it logs, the fields
-that fix a run's shape, and the hooks geometry and few-label probes use. Preflight, auto-resume,
-compare, geometry and few-label read these through :func:`solo_clamp.methods.facts_of`; none
-keeps a table of its own or branches on a method's name.
+(:class:`MethodFacts`) and registers it with :func:`~solo_clamp.methods.registry.register_method`:
+the name it is known by in ``solo.methods.METHODS``, the ``method_kwargs`` schema (a dataclass:
+defaults, types, unknown keys refused, range checks in ``__post_init__``), the views it takes,
+the loss and statistics it logs (its ``training_step`` logs through these very keys), the fields
+that fix a run's shape, those that are projector widths, and the hooks geometry and few-label
+probes use. Preflight, auto-resume, compare, geometry and few-label read these through
+:func:`solo_clamp.methods.facts_of`; none keeps a table of its own or branches on a method's
+name.
 """
 
 from __future__ import annotations
@@ -63,14 +66,26 @@ class ViewRule:
 class MethodFacts:
     """What the programs need from a method (see the module docstring)."""
 
+    name: str
+    """The method's key in ``solo.methods.METHODS`` (``method:`` of a cfg)."""
     loss_key: str
-    """The self-supervised loss the method logs (without the online classifier's)."""
+    """The self-supervised loss the method logs (without the online classifier's): the key its
+    ``training_step`` passes to ``self.log``."""
     views: ViewRule = ViewRule()
     kwargs_schema: Optional[type] = None
     """A dataclass of the ``method_kwargs``; None: the method checks them itself."""
+    stat_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """The statistics the ``training_step`` logs beside the loss: statistic -> metric key (the
+    step logs ``{key: stats[name]}`` from this very mapping)."""
+    curve_stats: tuple[str, ...] = ()
+    """The statistics of :attr:`stat_keys` that the geometry report draws per epoch, by the
+    names of its curves (``neighbours``, ``mean_radius``); empty: the method logs none."""
     shape_fields: tuple[str, ...] = ()
     """``method_kwargs`` fields that change the model's shape or objective: a run of another
     value is not resumed from this one's checkpoints."""
+    projector_width_fields: tuple[str, ...] = ()
+    """``method_kwargs`` fields that are widths of the projector (or predictor): a comparison's
+    ``projector_scale`` scales these and no others."""
     radius_scale: Optional[Callable[[DictConfig], tuple[float, float]]] = None
     """``method_kwargs -> (rs, max_range)`` for the geometry's sub-manifold radii; None: the
     unscaled radius with no range cap."""
@@ -82,12 +97,40 @@ class MethodFacts:
     diverged, its value and the stated bound), printed at the end of the run's report; None:
     nothing to check."""
 
-    def check(self, cfg: DictConfig, method: str) -> DictConfig:
+    def __post_init__(self) -> None:
+        """Refuses facts that contradict themselves: a curve that is not a logged statistic,
+        a shape or width field that is not a field of the kwargs schema."""
+        if not self.name or not self.loss_key:
+            raise ValueError(f"MethodFacts needs a name and a loss_key, got {self!r}.")
+        unlogged = [name for name in self.curve_stats if name not in self.stat_keys]
+        if unlogged:
+            raise ValueError(
+                f"method {self.name!r}: curve_stats {unlogged} are not in stat_keys "
+                f"{sorted(self.stat_keys)}."
+            )
+        if self.kwargs_schema is not None:
+            fields = {f.name for f in dataclasses.fields(self.kwargs_schema)}
+            for what in ("shape_fields", "projector_width_fields"):
+                unknown = [name for name in getattr(self, what) if name not in fields]
+                if unknown:
+                    raise ValueError(
+                        f"method {self.name!r}: {what} {unknown} are not fields of "
+                        f"{self.kwargs_schema.__name__} {sorted(fields)}."
+                    )
+
+    @property
+    def curve_keys(self) -> dict[str, str]:
+        """The geometry report's curves: curve name -> the metric key the method logs."""
+        return {name: self.stat_keys[name] for name in self.curve_stats}
+
+    def check(self, cfg: DictConfig) -> DictConfig:
         """Checks a cfg's views against :attr:`views` and completes and checks its
         ``method_kwargs`` with :attr:`kwargs_schema` (in place); returns ``cfg``."""
-        self.views.check(count_views(cfg), method)
+        self.views.check(count_views(cfg), self.name)
         if self.kwargs_schema is not None:
-            cfg.method_kwargs = check_kwargs(self.kwargs_schema, cfg.get("method_kwargs"), method)
+            cfg.method_kwargs = check_kwargs(
+                self.kwargs_schema, cfg.get("method_kwargs"), self.name
+            )
         return cfg
 
 

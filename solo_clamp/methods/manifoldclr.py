@@ -9,15 +9,15 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Union
 import omegaconf
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from solo.methods.base import BaseMethod
-from solo.utils.metrics import accuracy_at_k
 
 from solo_clamp.checkpoints import backbone_state
 from solo_clamp.losses.manifoldclr import STAT_NAMES, ManifoldCLRLoss
 from solo_clamp.losses.transport import OPERATOR_INITS
 from solo_clamp.losses.variational import prior_augment
 from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require
+from solo_clamp.methods.online import online_evaluation
+from solo_clamp.methods.registry import register_method
 
 
 @dataclass
@@ -174,7 +174,7 @@ def _diagnose(metrics: Mapping[str, float], kwargs: omegaconf.DictConfig) -> lis
         ("kl", KL_BOUND, "KL(q || p)"),
         ("shift_l2", SHIFT_BOUND, "squared posterior shift"),
     ):
-        total = metrics.get(f"train_manifoldclr_{name}_epoch")
+        total = metrics.get(f"{ManifoldCLR.facts.stat_keys[name]}_epoch")
         if total is None:  # no finished epoch logged
             continue
         value = total / kwargs.dictionary_size
@@ -187,11 +187,14 @@ def _diagnose(metrics: Mapping[str, float], kwargs: omegaconf.DictConfig) -> lis
     return problems
 
 
+@register_method
 class ManifoldCLR(BaseMethod):
     facts: ClassVar[MethodFacts] = MethodFacts(
+        name="manifoldclr",
         loss_key="train_manifoldclr_loss",
         views=ViewRule(minimum=2, maximum=2, why="the method's pair z0, z1"),
         kwargs_schema=ManifoldCLRKwargs,
+        stat_keys={name: f"train_manifoldclr_{name}" for name in STAT_NAMES},
         shape_fields=(
             "proj_hidden_dim",
             "proj_output_dim",
@@ -199,6 +202,9 @@ class ManifoldCLR(BaseMethod):
             "block_dim",
             "vi_hidden_dim",
         ),
+        # block_dim (operator blocks on the backbone's features) and vi_hidden_dim (the
+        # coefficient networks) are not projector widths
+        projector_width_fields=("proj_hidden_dim", "proj_output_dim"),
         feature_augmenter=_prior_augmenter,
         diagnose=_diagnose,
     )
@@ -260,7 +266,7 @@ class ManifoldCLR(BaseMethod):
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
         """Adds ManifoldCLR's defaults and checks its settings, with errors naming the field."""
         cfg = super(ManifoldCLR, ManifoldCLR).add_and_assert_specific_cfg(cfg)
-        return ManifoldCLR.facts.check(cfg, "manifoldclr")
+        return ManifoldCLR.facts.check(cfg)
 
     @property
     def learnable_params(self) -> List[Dict[str, Any]]:
@@ -350,20 +356,7 @@ class ManifoldCLR(BaseMethod):
         if not self.no_channel_last:
             X = [x.to(memory_format=torch.channels_last) for x in X]
         feats = [self.backbone(x) for x in X]
-        all_feats = torch.cat(feats).detach()
-        all_targets = targets.repeat(2)
-        logits = self.classifier(all_feats)
-        class_loss = F.cross_entropy(logits, all_targets, ignore_index=-1)
-        acc1, acc5 = accuracy_at_k(logits, all_targets, top_k=(1, min(5, logits.size(1))))
-        self.log_dict(
-            {"train_class_loss": class_loss, "train_acc1": acc1, "train_acc5": acc5},
-            on_epoch=True,
-            sync_dist=True,
-        )
-        if self.knn_eval:
-            labelled = all_targets != -1
-            self.knn(train_features=all_feats[labelled], train_targets=all_targets[labelled])
-        return class_loss, feats
+        return online_evaluation(self, feats, targets), feats
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         """ManifoldCLR's loss on the pair of views plus the online classifier's loss."""
@@ -375,9 +368,9 @@ class ManifoldCLR(BaseMethod):
                 f"{self.current_epoch}, batch {batch_idx}): training diverged. Lower "
                 "optimizer.lr or the operators' method_kwargs.transop_lr, or clip gradients."
             )
-        self.log("train_manifoldclr_loss", loss, on_epoch=True, sync_dist=True, prog_bar=True)
+        self.log(self.facts.loss_key, loss, on_epoch=True, sync_dist=True, prog_bar=True)
         self.log_dict(
-            {f"train_manifoldclr_{name}": stats[name] for name in STAT_NAMES},
+            {key: stats[name] for name, key in self.facts.stat_keys.items()},
             on_epoch=True,
             sync_dist=True,
         )

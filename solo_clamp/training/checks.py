@@ -124,7 +124,7 @@ def preflight(cfg: DictConfig) -> None:
         raise ValueError(f"backbone.name must be one of {names}, got {backbone!r}.")
 
     _check_augmentations(cfg, data_format)
-    facts_of(method).check(cfg.copy(), method)
+    facts_of(method).check(cfg.copy())
 
     batch_size = _get(cfg, "optimizer.batch_size")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -121,10 +121,11 @@ def test_geometry_writes_figures_and_sane_json(tmp_path, tiny_checkpoint, image_
 
 def test_logs_without_clamp_columns_are_skipped_with_a_note(tmp_path):
     from solo_clamp.geometry.stats import read_curves
+    from solo_clamp.methods import CLAMP
 
     logs = tmp_path / "metrics.csv"
     logs.write_text("epoch,step,train_acc1_epoch\n0,9,40\n")
-    curves, note = read_curves(logs)
+    curves, note = read_curves(logs, CLAMP.facts.curve_keys)
     assert curves is None
     assert "train_clamp_neighbours_epoch" in note and "curves skipped" in note
 

@@ -167,9 +167,9 @@ def test_simclr_kwargs_errors_name_the_field(override, field):
     kwargs = {"proj_hidden_dim": 8, "proj_output_dim": 4, "temperature": 0.2}
     key, value = override.split("=")
     with pytest.raises(ValueError, match=field):
-        facts_of("simclr").check(cfg({**kwargs, key.split(".")[1]: int(value)}, 2), "simclr")
+        facts_of("simclr").check(cfg({**kwargs, key.split(".")[1]: int(value)}, 2))
     with pytest.raises(ValueError, match="num_crops"):
-        facts_of("simclr").check(cfg(kwargs, 1), "simclr")
+        facts_of("simclr").check(cfg(kwargs, 1))
 
 
 def test_the_training_seed_is_a_config_field_that_changes_the_run_and_is_reported(

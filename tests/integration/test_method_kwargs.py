@@ -3,12 +3,16 @@ read from its class's facts; the pretraining preflight that dispatches to them."
 
 from __future__ import annotations
 
+import omegaconf
 import pytest
+from clamp_testing import small_method_kwargs
 from omegaconf import OmegaConf
 
 solo = pytest.importorskip("solo", reason="solo-learn is not installed: integration tier skipped")
 
-from solo_clamp.methods import CLAMP, ManifoldCLR  # noqa: E402
+from solo.methods import METHODS  # noqa: E402
+
+from solo_clamp.methods import CLAMP, ManifoldCLR, facts_of, known  # noqa: E402
 from solo_clamp.methods.clamp import ClampKwargs  # noqa: E402
 from solo_clamp.methods.manifoldclr import ManifoldCLRKwargs  # noqa: E402
 from solo_clamp.training.checks import preflight  # noqa: E402
@@ -34,7 +38,7 @@ def checked(method_class, kwargs, num_views):
     cfg = OmegaConf.create(
         {"method_kwargs": kwargs, "augmentations": [{"crop_size": 32, "num_crops": num_views}]}
     )
-    return method_class.facts.check(cfg, method_class.__name__.lower()).method_kwargs
+    return method_class.facts.check(cfg).method_kwargs
 
 
 def check_clamp_kwargs(kwargs, num_views):
@@ -343,3 +347,35 @@ def test_the_views_of_data_and_of_augmentations_must_agree():
     assert CLAMP.add_and_assert_specific_cfg(cfg).method_kwargs.rs == 7.0
     with pytest.raises(ValueError, match="method=manifoldclr takes exactly 2 views"):
         ManifoldCLR.add_and_assert_specific_cfg(solo_learn_built_cfg("manifoldclr", {}, 4))
+
+
+SOLO_LEARNS = [m for m in known() if METHODS[m].__module__.startswith("solo.")]
+
+
+def test_solo_learns_methods_have_facts():
+    assert len(SOLO_LEARNS) == 3
+
+
+@pytest.mark.parametrize("method", SOLO_LEARNS)
+def test_a_solo_learn_methods_schema_is_its_own_check(method, clamp_cfg_factory):
+    """The schema fills in the defaults solo-learn's ``add_and_assert_specific_cfg`` fills
+    in, and requires the fields without one: those the class cannot be built without
+    (solo-learn's own ``OmegaConf.is_missing(cfg, "method_kwargs.x")`` asserts never fire:
+    ``is_missing`` takes no dotted key)."""
+    facts = facts_of(method)
+    given = small_method_kwargs(facts.kwargs_schema)
+
+    def cfg(kwargs):
+        made = clamp_cfg_factory(num_views=2)
+        made.method, made.method_kwargs, made.momentum = method, dict(kwargs), {}
+        return made
+
+    solo_filled = METHODS[method].add_and_assert_specific_cfg(cfg(given)).method_kwargs
+    assert facts.check(cfg(given)).method_kwargs == solo_filled
+    for name in given:
+        rest = {k: v for k, v in given.items() if k != name}
+        solo_cfg = METHODS[method].add_and_assert_specific_cfg(cfg(rest))  # passes
+        with pytest.raises(omegaconf.errors.ConfigAttributeError, match=name):
+            METHODS[method](solo_cfg)
+        with pytest.raises(ValueError, match=f"method_kwargs.{name} is required"):
+            facts.check(cfg(rest))
