@@ -33,6 +33,8 @@ import warnings
 from importlib import metadata
 from typing import Any, Callable, Optional
 
+from solo_clamp.errors import SoloClampError
+
 SOLO_MISSING_MESSAGE = (
     "solo-learn is not installed. It is not on PyPI (>= 1.0.6): the `solo` extra installs it "
     "from GitHub at the tested commit; from the solo-clamp repository, run "
@@ -53,8 +55,9 @@ def solo_available() -> bool:
     return importlib.util.find_spec("solo") is not None
 
 
-class UntestedVersionError(RuntimeError):
-    """An installed framework differs from the version solo-clamp was tested with."""
+class UntestedVersionError(SoloClampError, RuntimeError):
+    """An installed framework differs from the version solo-clamp was tested with (the
+    message says how to install it, or to run anyway)."""
 
 
 def installed_version(distribution: str) -> str:

@@ -61,18 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from solo_clamp.backbones import resolve_backbone
-    from solo_clamp.checkpoints import CheckpointError
-    from solo_clamp.export import ExportError, detectron2_settings, write_export
+    from solo_clamp.export import detectron2_settings, write_export
     from solo_clamp.zoo import ZooError
 
     try:
         source = resolve_backbone(args.source, index=args.index, cache=args.cache_dir)
-        spec = source.spec
-        out = write_export(
-            source.state, spec.name, spec.cifar_stem, args.target, args.out, spec.kwargs
-        )
-    except (CheckpointError, ExportError, ZooError) as err:
+    except ZooError as err:  # CheckpointError and ExportError are SoloClampErrors already
         raise CommandError(str(err)) from err
+    spec = source.spec
+    out = write_export(source.state, spec.name, spec.cifar_stem, args.target, args.out, spec.kwargs)
     print(f"{source.description} -> {out} [{args.target}]")
     print("load it with: " + LOADING[args.target].format(name=spec.name, out=out))
     if args.target == "detectron2":

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from solo_clamp.errors import ConfigError, DataError
 from solo_clamp.io import PathLike, atomic_write_text
 
 
@@ -28,19 +29,19 @@ def stratified_draw(
     ``fraction`` of each class (rounded, at least one image).
 
     Raises:
-        ValueError: not exactly one of ``fraction`` and ``per_class``, a value out of range,
+        ConfigError: not exactly one of ``fraction`` and ``per_class``, a value out of range,
             or a class with fewer than ``per_class`` images.
     """
     if (fraction is None) == (per_class is None):
-        raise ValueError(
+        raise ConfigError(
             "labels: give exactly one of labels.fraction and labels.per_class (or a labels.file)."
         )
     if fraction is not None and not 0 < fraction <= 1:
-        raise ValueError(f"labels.fraction must be in (0, 1], got {fraction!r}.")
+        raise ConfigError(f"labels.fraction must be in (0, 1], got {fraction!r}.")
     if per_class is not None and (
         isinstance(per_class, bool) or int(per_class) != per_class or per_class < 1
     ):
-        raise ValueError(f"labels.per_class must be a positive integer, got {per_class!r}.")
+        raise ConfigError(f"labels.per_class must be a positive integer, got {per_class!r}.")
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     chosen = []
@@ -48,7 +49,7 @@ def stratified_draw(
         members = np.flatnonzero(labels == label)
         count = per_class if per_class is not None else max(1, round(fraction * len(members)))
         if count > len(members):
-            raise ValueError(
+            raise ConfigError(
                 f"labels.per_class={per_class} but class {int(label)} has only "
                 f"{len(members)} training images."
             )
@@ -68,11 +69,11 @@ def read_subset_file(path: PathLike) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ValueError(f"labels.file: cannot read {path}: {err}") from err
+        raise ConfigError(f"labels.file: cannot read {path}: {err}") from err
     names = [_as_relative(line.strip()) for line in text.splitlines()]
     names = [name for name in names if name and not name.startswith("#")]
     if not names:
-        raise ValueError(f"labels.file: {path} lists no images.")
+        raise DataError(f"labels.file: {path} lists no images.")
     return names
 
 
@@ -92,16 +93,16 @@ def indices_of(names: Sequence[str], available: Sequence[str], where: str) -> li
     """The positions of ``names`` in ``available``.
 
     Raises:
-        ValueError: a listed image that is not in the dataset (the first few are named), or
+        DataError: a listed image that is not in the dataset (the first few are named), or
             an image listed twice.
     """
     position = {name: i for i, name in enumerate(available)}
     missing = [name for name in names if name not in position]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"labels.file: {len(missing)} listed image(s) are not in {where}, e.g. "
             f"{missing[:3]}; paths are relative to the dataset's image folder."
         )
     if len(set(names)) != len(names):
-        raise ValueError("labels.file: an image is listed more than once.")
+        raise DataError("labels.file: an image is listed more than once.")
     return [position[name] for name in names]

@@ -22,12 +22,17 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from solo_clamp.data.idx import find_idx_file, read_idx, verify_sha256sums
+from solo_clamp.errors import ConfigError, DataError
 
 VAL_SOURCES = ("test", "train")
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+
+class SourceNotFoundError(DataError, FileNotFoundError):
+    """The given source directory does not hold the idx files."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class PreparedData:
 
 def _check_name(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}.")
+        raise ConfigError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}.")
     return DATASETS[name]
 
 
@@ -124,7 +129,7 @@ def locate_source(
     if source is not None:
         directory = Path(source).expanduser()
         if not _has_idx_files(directory):
-            raise FileNotFoundError(
+            raise SourceNotFoundError(
                 f"source {directory} must hold the {name} idx files "
                 f"({', '.join(s for pair in _FILES.values() for s in pair)}, gzip or not)."
             )
@@ -202,11 +207,11 @@ def prepare_image_folder(
     spec = _check_name(name)
     for field, value in (("train_per_class", train_per_class), ("val_per_class", val_per_class)):
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{field} must be a positive integer or None, got {value!r}.")
+            raise ConfigError(f"{field} must be a positive integer or None, got {value!r}.")
     if val_from not in VAL_SOURCES:
-        raise ValueError(f"val_from must be one of {list(VAL_SOURCES)}, got {val_from!r}.")
+        raise ConfigError(f"val_from must be one of {list(VAL_SOURCES)}, got {val_from!r}.")
     if val_from == "train" and train_per_class is None:
-        raise ValueError(
+        raise ConfigError(
             "val_from='train' needs train_per_class: with the whole training split as the "
             "training subset no training image is left for validation."
         )

@@ -23,6 +23,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from solo_clamp.errors import SoloClampError
 from solo_clamp.io import atomic_path
 
 TARGETS = ("torchvision", "timm", "detectron2")
@@ -33,7 +34,7 @@ HARMLESS_KWARGS = ("zero_init_residual",)
 DETECTRON2_DEPTH = {"resnet18": 18, "resnet50": 50}
 
 
-class ExportError(ValueError):
+class ExportError(SoloClampError, ValueError):
     """The backbone cannot be written in the requested format."""
 
 

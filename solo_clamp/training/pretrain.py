@@ -40,9 +40,9 @@ from solo.methods import METHODS
 from solo.utils.misc import make_contiguous
 
 import solo_clamp
-from solo_clamp.checkpoints import CheckpointError
 from solo_clamp.data import prepare_image_folder
 from solo_clamp.data.robust import check_enough_images, guard_train_dataset
+from solo_clamp.errors import CheckpointError, ConfigError, DivergedError
 from solo_clamp.evaluation import (
     COLLAPSE_EFFECTIVE_RANK,
     IMAGENET_MEAN,
@@ -163,12 +163,12 @@ def _resume_path(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
             try:
                 verify_checkpoint(path)
             except CheckpointError as err:
-                raise ValueError(f"resume_from_checkpoint: {err}") from err
+                raise CheckpointError(f"resume_from_checkpoint: {err}") from err
             return str(path), None
         candidates = newest_first(path)
         chosen = first_usable(candidates, "resume_from_checkpoint")
         if chosen is None:
-            raise ValueError(
+            raise CheckpointError(
                 f"resume_from_checkpoint={str(path)!r}: no usable .ckpt file in "
                 f"this directory ({len(candidates)} found)."
             )
@@ -197,7 +197,9 @@ def _resume_path(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
 
 def _fit(cfg: DictConfig, trainer, model, train_data, val_loader, ckpt_path, preemption) -> None:
     """``trainer.fit`` with the stop-signal handlers installed; a stop signal ends it with
-    ``TrainingPreempted`` (exit status 143) once the mid-epoch checkpoint is written."""
+    ``TrainingPreempted`` (exit status 143) once the mid-epoch checkpoint is written, a
+    method's ``FloatingPointError`` (non-finite embeddings or losses) with
+    :class:`~solo_clamp.errors.DivergedError`."""
     with warnings.catch_warnings(), preemption.signal_handlers():
         if cfg.data.format != "dali":  # the checkpointer replays the data position itself
             warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before")
@@ -209,6 +211,10 @@ def _fit(cfg: DictConfig, trainer, model, train_data, val_loader, ckpt_path, pre
                 trainer.fit(model, train_data, val_loader, ckpt_path=ckpt_path)
         except SIGTERMException:
             raise preemption.preempted(trainer) from None
+        except FloatingPointError as err:  # the methods' divergence checks (methods/)
+            if isinstance(err, DivergedError):
+                raise
+            raise DivergedError(str(err)) from err
 
 
 KNN_FLOORS = {"untrained": "untrained backbone", "raw_pixels": "raw pixels"}
@@ -310,7 +316,10 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     val_loader = _val_dataloader(cfg)
     seed_everything(cfg.seed)
 
-    model = METHODS[cfg.method](cfg)
+    try:
+        model = METHODS[cfg.method](cfg)
+    except ValueError as err:  # a method's own cfg checks in its constructor (methods/)
+        raise ConfigError(str(err)) from err
     make_contiguous(model)
     if not cfg.performance.disable_channel_last:
         model = model.to(memory_format=torch.channels_last)
