@@ -1,9 +1,10 @@
 """Early, named errors for a config, before any data or model is built.
 
-solo-learn validates with bare ``assert`` statements deep inside model construction; these
-checks run first and say which field is wrong and what is allowed
-(:class:`~solo_clamp.errors.ConfigError`, or :class:`~solo_clamp.errors.DataError` for an
-empty image folder).
+solo-learn validates with bare ``assert`` statements deep inside model construction, and
+Lightning reads a field's type only when training starts; these checks run first and say which
+field is wrong and what is allowed (:class:`~solo_clamp.errors.ConfigError`, or
+:class:`~solo_clamp.errors.DataError` for an empty image folder). :func:`check_field_types`
+serves every program; :func:`preflight` is pretraining's.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from solo_clamp.errors import ConfigError, DataError
 from solo_clamp.internals import backbone_builders
@@ -23,9 +24,90 @@ SUPPORTED_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100",
 DATA_FORMATS = ("image_folder", "h5", "dali")
 _FOLDER_DATASETS = ("imagenet", "imagenet100", "custom")
 
+INTEGER, NUMBER, TEXT, BOOLEAN = "an integer", "a number", "a string", "true or false"
+FIELD_TYPES: dict[str, tuple[str, bool]] = {
+    "max_epochs": (INTEGER, True),
+    "max_steps": (INTEGER, True),
+    "min_epochs": (INTEGER, True),
+    "seed": (INTEGER, False),
+    "num_nodes": (INTEGER, False),
+    "accelerator": (TEXT, True),
+    "check_val_every_n_epoch": (INTEGER, True),
+    "accumulate_grad_batches": (INTEGER, True),
+    "gradient_clip_val": (NUMBER, True),
+    "optimizer.name": (TEXT, False),
+    "optimizer.lr": (NUMBER, False),
+    "optimizer.batch_size": (INTEGER, False),
+    "optimizer.weight_decay": (NUMBER, False),
+    "scheduler.name": (TEXT, False),
+    "data.dataset": (TEXT, False),
+    "data.num_workers": (INTEGER, False),
+    "checkpoint.enabled": (BOOLEAN, False),
+    "checkpoint.frequency": (INTEGER, False),
+    "performance.num_threads": (INTEGER, True),
+    "batch_size": (INTEGER, False),  # few-label and kNN: feature extraction
+    "num_workers": (INTEGER, False),  # kNN
+}
+"""The fields every program shares (those of a config that has them are checked): ``field ->
+(expected type, whether null is allowed)``. Ranges and allowed values are the programs'."""
+_ABSENT = object()
+_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    str: "a string",
+    DictConfig: "a mapping",
+    ListConfig: "a list",
+}
+
 
 def _get(cfg: DictConfig, key: str, default=None):
     return OmegaConf.select(cfg, key, default=default)
+
+
+def _field(cfg: DictConfig, field: str):
+    """The value of ``field`` (interpolations resolved), or ``_ABSENT`` when the config does not
+    set it (missing key, or ``???``)."""
+    parent_key, _, leaf = field.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or leaf not in parent:
+        return _ABSENT
+    if OmegaConf.is_missing(parent, leaf):
+        return _ABSENT
+    return parent[leaf]
+
+
+def _has_type(value, expected: str) -> bool:
+    if expected == BOOLEAN:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if expected == INTEGER:
+        return isinstance(value, int)
+    if expected == NUMBER:
+        return isinstance(value, (int, float))
+    return isinstance(value, str)
+
+
+def check_field_types(cfg: DictConfig) -> None:
+    """Checks the type of each :data:`FIELD_TYPES` field that ``cfg`` sets (Hydra reads
+    ``max_epochs=abc`` as the string ``'abc'``, which Lightning would only refuse once the
+    data and the model are built).
+
+    Raises:
+        ConfigError: naming the field, its value, its type and the expected type.
+    """
+    for field, (expected, nullable) in FIELD_TYPES.items():
+        value = _field(cfg, field)
+        if value is _ABSENT or (value is None and nullable) or _has_type(value, expected):
+            continue
+        got = _TYPE_NAMES.get(type(value), type(value).__name__)
+        shown = (
+            OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        )
+        raise ConfigError(
+            f"{field} must be {expected}{' (or null)' if nullable else ''}, got {shown!r} ({got})."
+        )
 
 
 def _check_data_dir(path, field: str, holds: str = "training images") -> None:
@@ -122,6 +204,7 @@ def preflight(cfg: DictConfig) -> None:
     """Validates a pretraining config (any method with facts: CLAMP, ManifoldCLR, solo-learn's
     SimCLR, BYOL, VICReg, ...); raises :class:`~solo_clamp.errors.ConfigError` (a ValueError)
     naming the field, or :class:`~solo_clamp.errors.DataError` for an empty image folder."""
+    check_field_types(cfg)
     method = _get(cfg, "method")
     if method not in known():
         raise ConfigError(f"method must be one of {known()} for this program, got {method!r}.")

@@ -45,7 +45,7 @@ from solo_clamp.evaluation import (
 )
 from solo_clamp.io import atomic_write_text
 from solo_clamp.methods import facts_of, known
-from solo_clamp.training.checks import check_image_folders
+from solo_clamp.training.checks import check_field_types, check_image_folders
 from solo_clamp.training.finetune import check_disjoint
 from solo_clamp.training.linear import build_probed_backbone, compute_threads
 
@@ -121,6 +121,7 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     """Few-label probes of ``pretrained_feature_extractor`` (checkpoint, run directory, zoo
     name, or null for the untrained backbone), with and without feature augmentation."""
     OmegaConf.set_struct(cfg, False)
+    check_field_types(cfg)
     settings = check_few_label_cfg(cfg)
     source = pretrained_from_cfg(cfg)
     check_feature_augment(

@@ -40,7 +40,7 @@ from solo_clamp.data.label_subset import (
 )
 from solo_clamp.errors import ConfigError, DataError
 from solo_clamp.io import atomic_write_text
-from solo_clamp.training.checks import check_image_folders
+from solo_clamp.training.checks import check_field_types, check_image_folders
 from solo_clamp.training.common import loggers_and_callbacks, parse_solo_cfg
 from solo_clamp.training.linear import (
     build_probed_backbone,
@@ -163,6 +163,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tunes ``pretrained_feature_extractor`` (checkpoint, run directory, zoo name, or
     null for the untrained backbone) on the labelled subset; returns the scores."""
     OmegaConf.set_struct(cfg, False)
+    check_field_types(cfg)
     check_image_folders(cfg, ("data.train_path", "data.val_path"))
     source = pretrained_from_cfg(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)

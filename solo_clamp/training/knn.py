@@ -24,7 +24,7 @@ from solo_clamp.evaluation import (
     image_folder_loader,
     knn_accuracy,
 )
-from solo_clamp.training.checks import check_image_folders
+from solo_clamp.training.checks import check_field_types, check_image_folders
 
 
 class _Features(torch.nn.Module):
@@ -44,6 +44,7 @@ class _Features(torch.nn.Module):
 def run_knn(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluates ``pretrained_checkpoint`` with kNN on ``data.train_path``/``data.val_path``."""
     solo_clamp.register()
+    check_field_types(cfg)
     if OmegaConf.is_missing(cfg, "pretrained_checkpoint"):
         raise ConfigError("pretrained_checkpoint: give a .ckpt file or its run directory.")
     check_image_folders(cfg, ("data.train_path", "data.val_path"))

@@ -50,7 +50,7 @@ from solo_clamp.errors import ConfigError, DataError
 from solo_clamp.evaluation import RawPixels, eval_transform
 from solo_clamp.internals import torchvision_image_files
 from solo_clamp.io import atomic_write_text
-from solo_clamp.training.checks import check_image_folders
+from solo_clamp.training.checks import check_field_types, check_image_folders
 from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
 
 TRANSFER_DATASETS: dict[str, tuple[str, int]] = {
@@ -199,6 +199,7 @@ def run_linear(cfg: DictConfig) -> dict[str, Any]:
     """Trains a linear classifier on the frozen backbone of ``pretrained_feature_extractor``
     (a ``.ckpt`` file, a run directory, a zoo name, or null for the untrained backbone)."""
     OmegaConf.set_struct(cfg, False)
+    check_field_types(cfg)
     check_image_folders(cfg, ("data.train_path", "data.val_path"))
     source = pretrained_from_cfg(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)

@@ -57,7 +57,7 @@ from solo_clamp.evaluation import (
     untrained_backbone,
 )
 from solo_clamp.methods import facts_of
-from solo_clamp.training.checks import num_processes, preflight
+from solo_clamp.training.checks import check_field_types, num_processes, preflight
 from solo_clamp.training.common import (
     build_trainer,
     loggers_and_callbacks,
@@ -308,6 +308,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     """
     solo_clamp.register()
     OmegaConf.set_struct(cfg, False)
+    check_field_types(cfg)  # before the data is prepared
     _apply_prepare_data(cfg)
     preflight(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)
