@@ -45,6 +45,7 @@ from solo_clamp.data.robust import check_enough_images, guard_train_dataset
 from solo_clamp.errors import CheckpointError, ConfigError, DivergedError
 from solo_clamp.evaluation import (
     COLLAPSE_EFFECTIVE_RANK,
+    FLOORS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     RawPixels,
@@ -217,9 +218,6 @@ def _fit(cfg: DictConfig, trainer, model, train_data, val_loader, ckpt_path, pre
             raise DivergedError(str(err)) from err
 
 
-KNN_FLOORS = {"untrained": "untrained backbone", "raw_pixels": "raw pixels"}
-
-
 def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, Any]:
     """kNN top-1/top-5 of the trained backbone (keys ``<method>_knn_top1/5``) and of its two
     floors (:mod:`solo_clamp.evaluation`), measured the same way (same bank, same held-out
@@ -267,7 +265,7 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
             results[f"{label}_effective_rank"] = spread["effective_rank"]
     results["floors_beaten"] = [
         floor
-        for floor in KNN_FLOORS
+        for floor in FLOORS
         if results[f"{cfg.method}_knn_top1"] > results[f"{floor}_knn_top1"]
     ]
     return results
@@ -278,7 +276,7 @@ def format_knn_report(report: dict[str, Any], method: str, name: str) -> str:
     (``name`` is the method as printed, ``method`` its key prefix in the report)."""
     clamp = report[f"{method}_knn_top1"]
     numbers = ", ".join(
-        f"{label} {report[f'{floor}_knn_top1']:.2f}%" for floor, label in KNN_FLOORS.items()
+        f"{label} {report[f'{floor}_knn_top1']:.2f}%" for floor, label in FLOORS.items()
     )
     lines = [
         f"kNN top-1 (k={report['k']}, {report['distance']}, T={report['temperature']}; bank "
@@ -286,14 +284,14 @@ def format_knn_report(report: dict[str, Any], method: str, name: str) -> str:
         f"{report['test_images']} "
         f"{report['split']} images: {name} {clamp:.2f}% vs {numbers}"
     ]
-    below = [floor for floor in KNN_FLOORS if floor not in report["floors_beaten"]]
+    below = [floor for floor in FLOORS if floor not in report["floors_beaten"]]
     for floor in below:
         gap = clamp - report[f"{floor}_knn_top1"]
-        lines.append(f"{name} is BELOW the {KNN_FLOORS[floor]} floor ({gap:+.2f} points).")
+        lines.append(f"{name} is BELOW the {FLOORS[floor]} floor ({gap:+.2f} points).")
     if not below:
         gaps = ", ".join(
             f"{clamp - report[f'{floor}_knn_top1']:+.2f} points over {label}"
-            for floor, label in KNN_FLOORS.items()
+            for floor, label in FLOORS.items()
         )
         lines.append(f"{name} beats both floors ({gaps}).")
     return "\n".join([*lines, *report.get("problems", [])])
