@@ -24,13 +24,25 @@ def stratified_draw(
     fraction: Optional[float] = None,
     per_class: Optional[int] = None,
     seed: int = 0,
+    *,
+    exclude: Optional[Sequence[int]] = None,
+    up_to: bool = False,
 ) -> np.ndarray:
     """Sorted indices of a class-stratified draw: ``per_class`` images of each class, or
-    ``fraction`` of each class (rounded, at least one image).
+    ``fraction`` of each class (rounded, at least one image), none of them in ``exclude``.
+
+    The project's one stratified sampler (fine-tuning's labelled subset, the few-label draws,
+    the subsets ``prepare-data`` writes): each class's indices, ``exclude`` left out, are
+    permuted by one ``numpy.random.default_rng(seed)``, class after class in the order of the
+    sorted labels, and the first ``count`` of each are kept.
+
+    Args:
+        up_to: a class with fewer than ``per_class`` images gives all of them instead of an
+            error.
 
     Raises:
         ConfigError: not exactly one of ``fraction`` and ``per_class``, a value out of range,
-            or a class with fewer than ``per_class`` images.
+            or (without ``up_to``) a class with fewer than ``per_class`` images.
     """
     if (fraction is None) == (per_class is None):
         raise ConfigError(
@@ -43,12 +55,15 @@ def stratified_draw(
     ):
         raise ConfigError(f"labels.per_class must be a positive integer, got {per_class!r}.")
     labels = np.asarray(labels)
+    allowed = np.ones(len(labels), dtype=bool)
+    if exclude is not None:
+        allowed[np.asarray(exclude, dtype=int)] = False
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
+        members = np.flatnonzero((labels == label) & allowed)
         count = per_class if per_class is not None else max(1, round(fraction * len(members)))
-        if count > len(members):
+        if count > len(members) and not up_to:
             raise ConfigError(
                 f"labels.per_class={per_class} but class {int(label)} has only "
                 f"{len(members)} training images."

@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from solo_clamp.data.idx import find_idx_file, read_idx, verify_sha256sums
+from solo_clamp.data.label_subset import stratified_draw
 from solo_clamp.errors import ConfigError, DataError
 
 VAL_SOURCES = ("test", "train")
@@ -147,26 +148,6 @@ def locate_source(
     return root / spec.torchvision_class / "raw"
 
 
-def _stratified_subset(
-    labels: np.ndarray,
-    per_class: Optional[int],
-    seed: int,
-    exclude: Optional[np.ndarray] = None,
-) -> np.ndarray:
-    """``per_class`` indices of each label (None = all), never one of the ``exclude`` indices."""
-    allowed = np.ones(len(labels), dtype=bool)
-    if exclude is not None:
-        allowed[exclude] = False
-    if per_class is None:
-        return np.flatnonzero(allowed)
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for label in np.unique(labels):
-        members = np.flatnonzero((labels == label) & allowed)
-        chosen.append(rng.permutation(members)[:per_class])
-    return np.sort(np.concatenate(chosen))
-
-
 def _write_split(
     out: Path, images: np.ndarray, labels: np.ndarray, keep: np.ndarray, classes, desc: str
 ) -> None:
@@ -237,7 +218,13 @@ def prepare_image_folder(
             images = read_idx(find_idx_file(directory, _FILES[source_split][0]))
             labels = read_idx(find_idx_file(directory, _FILES[source_split][1]))
             exclude = train_keep if source_split == "train" else None
-            keep = _stratified_subset(labels, per_class, seed, exclude=exclude)
+            if per_class is None:  # all of them (but the training subset)
+                everything = np.arange(len(labels))
+                keep = everything if exclude is None else np.setdiff1d(everything, exclude)
+            else:  # per_class of each class, all of a smaller one
+                keep = stratified_draw(
+                    labels, per_class=per_class, seed=seed, exclude=exclude, up_to=True
+                )
             if split == "train":
                 train_keep = keep
             _write_split(staging / split, images, labels, keep, spec.classes, f"{name} {split}")
