@@ -19,6 +19,9 @@ What is read or written, and why:
 * The fit loop's progress counters (``fit_loop.epoch_progress``,
   ``epoch_loop.batch_progress``, ``epoch_loop.restarting``): where in an epoch a run is.
 * solo-learn's backbone table (``BaseMethod._BACKBONES``): the builders of its backbones.
+* solo-learn's optimizer table (``_OPTIMIZERS`` of a method or ``LinearModel``): the optimizer
+  class of ``optimizer.name`` for a model that builds its own parameter groups
+  (:func:`solo_optimizers`).
 * torchvision's DTD, Flowers102 and Food101 keep their file lists in private attributes
   (``_image_files``, ``_images_folder``, ``_labels``): :func:`torchvision_image_files`. Not
   version-checked: it says when a dataset lacks them.
@@ -162,6 +165,13 @@ def backbone_builders() -> dict[str, Callable[..., Any]]:
     from solo.methods.base import BaseMethod
 
     return dict(BaseMethod._BACKBONES)
+
+
+def solo_optimizers(model: Any) -> dict[str, type]:
+    """The optimizer classes by ``optimizer.name`` of a solo-learn model or model class
+    (``BaseMethod``, ``LinearModel`` or a subclass): its ``_OPTIMIZERS`` table."""
+    require_tested_version("solo-learn")
+    return dict(model._OPTIMIZERS)
 
 
 # ---------------------------------------------------------------- torchvision

@@ -39,6 +39,7 @@ from solo_clamp.data.label_subset import (
     write_subset_file,
 )
 from solo_clamp.errors import ConfigError, DataError
+from solo_clamp.internals import solo_optimizers
 from solo_clamp.io import atomic_write_text
 from solo_clamp.training.checks import check_field_types, check_image_folders
 from solo_clamp.training.common import loggers_and_callbacks, parse_solo_cfg
@@ -78,7 +79,7 @@ class FineTuneModel(LinearModel):
             )
         if self.exclude_bias_n_norm_wd:
             groups = remove_bias_and_norm_from_weight_decay(groups)
-        optimizer = self._OPTIMIZERS[self.optimizer](
+        optimizer = solo_optimizers(self)[self.optimizer](
             groups, lr=self.lr, weight_decay=self.weight_decay, **self.extra_optimizer_args
         )
         if self.scheduler == "none":
@@ -99,9 +100,10 @@ def check_finetune_cfg(cfg: DictConfig) -> float:
             f"scheduler.name must be 'cosine' (per epoch, as the official "
             f"fine-tuning) or 'none', got {cfg.scheduler.name!r}."
         )
-    if cfg.optimizer.name not in ("sgd", "lars", "adam", "adamw"):
+    names = list(solo_optimizers(LinearModel))
+    if cfg.optimizer.name not in names:
         raise ConfigError(
-            f"optimizer.name must be one of sgd, lars, adam, adamw, got {cfg.optimizer.name!r}."
+            f"optimizer.name must be one of {', '.join(names)}, got {cfg.optimizer.name!r}."
         )
     return float(scale)
 

@@ -164,6 +164,7 @@ def test_from_the_untrained_backbone_or_a_zoo_name(setup, capsys):
         (["labels.file=???"], "labels.file: give the list"),
         (["scheduler.name=step"], "scheduler.name must be 'cosine'"),
         (["data.val_path={missing}"], "/nope' does not exist or is not a directory."),
+        (["optimizer.name=rmsprop"], "optimizer.name must be one of sgd, lars, adam, adamw"),
     ],
 )
 def test_bad_settings_are_one_line_errors(setup, overrides, message, capsys):
