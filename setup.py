@@ -1,3 +1,4 @@
+import ast
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -5,7 +6,21 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 VERSION = {}
 exec((ROOT / "solo_clamp" / "version.py").read_text(), VERSION)
-SOLO_LEARN_COMMIT = "9187ea39c2c3f43c455ab06664d2b019a9802954"
+
+
+def internals_constant(name):
+    """A literal assigned at the top of solo_clamp/internals.py (the tested versions live
+    there, the one home of them), read without importing the package."""
+    tree = ast.parse((ROOT / "solo_clamp" / "internals.py").read_text())
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+            return ast.literal_eval(node.value)
+    raise RuntimeError(f"solo_clamp/internals.py assigns no {name}")
+
+
+TESTED_VERSIONS = internals_constant("TESTED_VERSIONS")
+SOLO_LEARN_COMMIT = internals_constant("TESTED_SOLO_COMMIT")
 
 setup(
     name="solo-clamp",
@@ -27,7 +42,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
-        "lightning==2.1.2",  # solo_clamp.internals reads its private state
+        f"lightning=={TESTED_VERSIONS['lightning']}",  # internals reads its private state
         "torchmetrics>=0.11,<1.0",
         "hydra-core>=1.3",
         "omegaconf>=2.3",

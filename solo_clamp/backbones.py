@@ -31,6 +31,7 @@ from solo_clamp.checkpoints import (
     load_run,
     resolve_checkpoint,
 )
+from solo_clamp.errors import CheckpointError, ConfigError, SoloClampError
 from solo_clamp.internals import SOLO_MISSING_MESSAGE, backbone_builders, solo_available
 from solo_clamp.io import PathLike
 from solo_clamp.zoo.download import download
@@ -44,7 +45,7 @@ CIFAR_DATASETS = ("cifar10", "cifar100")
 """Datasets whose ResNets solo-learn builds with the CIFAR stem (see :func:`uses_cifar_stem`)."""
 
 
-class BackboneError(ValueError):
+class BackboneError(SoloClampError, ValueError):
     """A backbone solo-learn cannot build, or weights that do not fit it."""
 
 
@@ -257,11 +258,11 @@ def pretrained_from_cfg(cfg: DictConfig) -> Optional[PretrainedBackbone]:
     before solo-learn's ``parse_cfg``.
 
     Raises:
-        ValueError: the field is missing, the source cannot be loaded, or ``backbone.name``
-            names another backbone than the source holds.
+        ConfigError: the field is missing, or ``backbone.name`` names another backbone than
+            the source holds. CheckpointError: the source cannot be loaded.
     """
     if OmegaConf.is_missing(cfg, "pretrained_feature_extractor"):
-        raise ValueError(
+        raise ConfigError(
             "pretrained_feature_extractor: give a checkpoint, a run directory, a "
             "zoo model name, or null for the untrained backbone."
         )
@@ -272,10 +273,10 @@ def pretrained_from_cfg(cfg: DictConfig) -> Optional[PretrainedBackbone]:
     try:
         source = resolve_backbone(str(location), fallback_cfg=fallback)
     except ZooError as err:  # a download or checksum failure: one line, like the others
-        raise ValueError(f"pretrained_feature_extractor={location}: {err}") from err
+        raise CheckpointError(f"pretrained_feature_extractor={location}: {err}") from err
     wanted = (cfg.get("backbone") or {}).get("name")
     if wanted and wanted != source.spec.name:
-        raise ValueError(
+        raise ConfigError(
             f"backbone.name is {wanted!r} but {source.origin} holds a {source.spec.name!r} "
             f"backbone: set backbone.name={source.spec.name}."
         )

@@ -19,9 +19,7 @@ from typing import Any, Mapping, Optional
 import torch
 from omegaconf import base, dictconfig, listconfig, nodes
 
-
-class CheckpointError(ValueError):
-    """A checkpoint or run cfg that is missing, unreadable or not solo-learn's."""
+from solo_clamp.errors import CheckpointError
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):

@@ -14,7 +14,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-from solo_clamp.commands import CommandError, require_solo
+from solo_clamp.commands import require_solo
+from solo_clamp.errors import SoloClampError
 from solo_clamp.version import __version__
 
 if TYPE_CHECKING:
@@ -48,23 +49,17 @@ class HydraCommand:
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. max_epochs=1")
 
     def compose(self, args: argparse.Namespace) -> DictConfig:
-        """The config the parsed ``args`` name."""
-        from solo_clamp.configs.compose import ConfigError, compose_config
+        """The config the parsed ``args`` name (a ``ConfigError`` when it cannot be composed)."""
+        from solo_clamp.configs.compose import compose_config
 
-        try:
-            return compose_config(self.kind, args.config_path, args.config_name, args.overrides)
-        except ConfigError as err:
-            raise CommandError(str(err)) from err
+        return compose_config(self.kind, args.config_path, args.config_name, args.overrides)
 
     def run(self, args: argparse.Namespace) -> int:
         require_solo()
         cfg = self.compose(args)
         module_name, function_name = self.runner.split(":")
         function = getattr(importlib.import_module(module_name), function_name)
-        try:
-            summary = function(cfg)
-        except (ValueError, FileNotFoundError, FloatingPointError) as err:
-            raise CommandError(str(err)) from err
+        summary = function(cfg)  # user mistakes are SoloClampErrors: one line in main()
         if isinstance(summary, dict) and "checkpoint" in summary:
             print(f"checkpoint: {summary['checkpoint']}")
         return 0
@@ -144,7 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     try:
         return int(args._run(args) or 0)
-    except CommandError as err:
+    except SoloClampError as err:  # a user's mistake; anything else is a bug: its traceback
         print(f"solo-clamp {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from solo_clamp.backbones import build_backbone, method_of, spec_from_cfg
 from solo_clamp.data.label_subset import stratified_draw
+from solo_clamp.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -273,7 +274,7 @@ class FewLabelSettings:
 
 def _integer(value: Any, field: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}.")
+        raise ConfigError(f"{field} must be an integer >= {minimum}, got {value!r}.")
     return value
 
 
@@ -289,18 +290,18 @@ def check_few_label_cfg(cfg: DictConfig) -> FewLabelSettings:
     floors = tuple(cfg.get("floors", list(FLOORS)) or ())
     unknown = [floor for floor in floors if floor not in FLOORS]
     if unknown:
-        raise ValueError(f"floors must be a list of {sorted(FLOORS)}, got {unknown!r}.")
+        raise ConfigError(f"floors must be a list of {sorted(FLOORS)}, got {unknown!r}.")
     probe = cfg.get("probe") or {}
     epochs = _integer(probe.get("epochs", 100), "probe.epochs", 1)
     lr, weight_decay = probe.get("lr", 1e-2), probe.get("weight_decay", 1e-5)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"probe.lr must be a number > 0, got {lr!r}.")
+        raise ConfigError(f"probe.lr must be a number > 0, got {lr!r}.")
     if (
         isinstance(weight_decay, bool)
         or not isinstance(weight_decay, (int, float))
         or (weight_decay < 0)
     ):
-        raise ValueError(f"probe.weight_decay must be a number >= 0, got {weight_decay!r}.")
+        raise ConfigError(f"probe.weight_decay must be a number >= 0, got {weight_decay!r}.")
     return FewLabelSettings(
         per_class,
         draws,

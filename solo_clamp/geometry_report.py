@@ -27,6 +27,7 @@ from torchvision.datasets import ImageFolder
 
 from solo_clamp.backbones import BackboneError, load_state
 from solo_clamp.checkpoints import CheckpointNotFoundError, Run, backbone_state, load_run
+from solo_clamp.errors import SoloClampError
 from solo_clamp.evaluation import IMAGENET_MEAN, IMAGENET_STD
 from solo_clamp.geometry.embedding import Embedder
 from solo_clamp.geometry.figures import plot_training_curves
@@ -38,7 +39,7 @@ from solo_clamp.methods import facts_of  # importing it puts solo-clamp's method
 DATASET_STATS_NOTE = ("cifar10", "cifar100", "stl10")
 
 
-class GeometryError(ValueError):
+class GeometryError(SoloClampError, ValueError):
     """A run, data folder or setting the report cannot use; the message says which."""
 
 

@@ -19,6 +19,9 @@ What is read or written, and why:
 * The fit loop's progress counters (``fit_loop.epoch_progress``,
   ``epoch_loop.batch_progress``, ``epoch_loop.restarting``): where in an epoch a run is.
 * solo-learn's backbone table (``BaseMethod._BACKBONES``): the builders of its backbones.
+* solo-learn's optimizer table (``_OPTIMIZERS`` of a method or ``LinearModel``): the optimizer
+  class of ``optimizer.name`` for a model that builds its own parameter groups
+  (:func:`solo_optimizers`).
 * torchvision's DTD, Flowers102 and Food101 keep their file lists in private attributes
   (``_image_files``, ``_images_folder``, ``_labels``): :func:`torchvision_image_files`. Not
   version-checked: it says when a dataset lacks them.
@@ -32,6 +35,8 @@ import os
 import warnings
 from importlib import metadata
 from typing import Any, Callable, Optional
+
+from solo_clamp.errors import SoloClampError
 
 SOLO_MISSING_MESSAGE = (
     "solo-learn is not installed. It is not on PyPI (>= 1.0.6): the `solo` extra installs it "
@@ -53,8 +58,9 @@ def solo_available() -> bool:
     return importlib.util.find_spec("solo") is not None
 
 
-class UntestedVersionError(RuntimeError):
-    """An installed framework differs from the version solo-clamp was tested with."""
+class UntestedVersionError(SoloClampError, RuntimeError):
+    """An installed framework differs from the version solo-clamp was tested with (the
+    message says how to install it, or to run anyway)."""
 
 
 def installed_version(distribution: str) -> str:
@@ -159,6 +165,13 @@ def backbone_builders() -> dict[str, Callable[..., Any]]:
     from solo.methods.base import BaseMethod
 
     return dict(BaseMethod._BACKBONES)
+
+
+def solo_optimizers(model: Any) -> dict[str, type]:
+    """The optimizer classes by ``optimizer.name`` of a solo-learn model or model class
+    (``BaseMethod``, ``LinearModel`` or a subclass): its ``_OPTIMIZERS`` table."""
+    require_tested_version("solo-learn")
+    return dict(model._OPTIMIZERS)
 
 
 # ---------------------------------------------------------------- torchvision

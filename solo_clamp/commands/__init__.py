@@ -3,13 +3,20 @@
 Each module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and imports
 solo-learn, torch (or any heavy dependency) only inside ``run``: the lazy boundary that keeps
 ``solo-clamp --help`` cheap (see docs/architecture.md).
+
+``solo-clamp`` prints a :class:`~solo_clamp.errors.SoloClampError` (a bad config, checkpoint
+or data, a diverged run, a :class:`CommandError`) as one line and exits with status 2; any
+other exception is a bug and keeps its traceback. A command converts only the errors of
+libraries that do not raise those (the zoo's ``ZooError``) into a ``CommandError``.
 """
 
 import solo_clamp
+from solo_clamp.errors import SoloClampError
 
 
-class CommandError(Exception):
-    """A user-facing error: ``solo-clamp`` prints it as one line and exits with status 2."""
+class CommandError(SoloClampError):
+    """A command's arguments that cannot be used, or a missing dependency: ``solo-clamp``
+    prints it as one line and exits with status 2."""
 
 
 def require_solo() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from solo_clamp.commands import CommandError, require_solo
+from solo_clamp.errors import ConfigError
 
 BUDGET_CHOICES = ("equal_epochs", "equal_compute", "both")
 
@@ -152,7 +153,10 @@ def build_config(args: argparse.Namespace):
     ``--set`` overrides."""
     from solo_clamp import compare
 
-    cfg = compare.load_config(args.config, args.dataset)
+    try:
+        cfg = compare.load_config(args.config, args.dataset)
+    except ValueError as err:  # compare's checks raise plain ValueError sentences
+        raise ConfigError(str(err)) from err
     if args.quick:
         compare.apply_quick(cfg)
     if args.methods:
@@ -177,7 +181,10 @@ def build_config(args: argparse.Namespace):
         cfg.tuning.only = True
     if getattr(args, "overrides", None):
         apply_overrides(cfg, args.overrides)
-    compare.validate_config(cfg)
+    try:
+        compare.validate_config(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     return cfg
 
 
@@ -202,16 +209,20 @@ def run(args: argparse.Namespace) -> int:
     require_solo()
     from solo_clamp import compare
 
+    cfg = build_config(args)
+    _quiet()
+    out = args.out or Path("runs") / f"compare-{cfg.dataset}{'-quick' if cfg.quick else ''}"
     try:
-        cfg = build_config(args)
-        _quiet()
-        out = args.out or Path("runs") / f"compare-{cfg.dataset}{'-quick' if cfg.quick else ''}"
         if args.configs_only:
             for path in compare.write_run_configs(cfg, out):
                 print(path)
             return 0
         summary = compare.run_comparison(cfg, out)
     except ValueError as err:
+        # TODO(issue 30): solo_clamp/compare/ still raises plain ValueError for the user's
+        # mistakes found while it runs (idx files not found, too few images for a draw or a
+        # batch); once it raises ConfigError / DataError this catch goes, and its bugs keep
+        # their tracebacks like every other command's.
         raise CommandError(str(err)) from err
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -13,15 +13,6 @@ from pathlib import Path
 
 from solo_clamp.commands import CommandError
 
-TARGETS = ("torchvision", "timm", "detectron2")
-LOADING = {
-    "torchvision": "torchvision.models.{name}().load_state_dict(torch.load('{out}'), "
-    "strict=False)  # only fc.* missing",
-    "timm": "timm.create_model('{name}', pretrained=True, num_classes=0, "
-    "pretrained_cfg_overlay=dict(file='{out}'))",
-    "detectron2": "MODEL.WEIGHTS {out}",
-}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -29,12 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a .ckpt file, a run directory (newest .ckpt, "
         "args.json beside it) or a zoo model name",
     )
-    parser.add_argument(
+    parser.add_argument(  # the targets: solo_clamp.export.TARGETS (checked when it runs)
         "--to",
         required=True,
-        choices=TARGETS,
         dest="target",
-        help="the library that will load the weights",
+        metavar="LIBRARY",
+        help="the library that will load the weights: torchvision, timm or detectron2",
     )
     parser.add_argument(
         "--out",
@@ -61,20 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from solo_clamp.backbones import resolve_backbone
-    from solo_clamp.checkpoints import CheckpointError
-    from solo_clamp.export import ExportError, detectron2_settings, write_export
+    from solo_clamp.export import TARGETS, check_target, detectron2_settings, write_export
     from solo_clamp.zoo import ZooError
 
+    check_target(args.target)  # before a zoo model is downloaded
     try:
         source = resolve_backbone(args.source, index=args.index, cache=args.cache_dir)
-        spec = source.spec
-        out = write_export(
-            source.state, spec.name, spec.cifar_stem, args.target, args.out, spec.kwargs
-        )
-    except (CheckpointError, ExportError, ZooError) as err:
+    except ZooError as err:  # CheckpointError and ExportError are SoloClampErrors already
         raise CommandError(str(err)) from err
+    spec = source.spec
+    out = write_export(source.state, spec.name, spec.cifar_stem, args.target, args.out, spec.kwargs)
     print(f"{source.description} -> {out} [{args.target}]")
-    print("load it with: " + LOADING[args.target].format(name=spec.name, out=out))
+    print("load it with: " + TARGETS[args.target].format(name=spec.name, out=out))
     if args.target == "detectron2":
         norm = source.normalisation
         settings = detectron2_settings(spec.name, norm.get("mean"), norm.get("std"))

@@ -126,24 +126,21 @@ def run(args: argparse.Namespace) -> int:
             f"--views must be at least 2 (a sub-manifold needs 2 views), got {args.views}."
         )
     require_solo()
-    from solo_clamp.checkpoints import CheckpointError
-    from solo_clamp.geometry_report import GeometryError, write_report
+    from solo_clamp.geometry_report import write_report
 
-    try:
-        out, result = write_report(
-            args.ckpt,
-            args.data,
-            args.out,
-            logs=args.logs,
-            max_images=args.max_images,
-            invariance_images=args.invariance_images,
-            views=args.views,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            device=args.device,
-            progress=not args.no_progress,
-        )
-    except (GeometryError, CheckpointError) as err:
-        raise CommandError(str(err)) from None
+    # GeometryError and CheckpointError are SoloClampErrors: solo-clamp prints them as one line
+    out, result = write_report(
+        args.ckpt,
+        args.data,
+        args.out,
+        logs=args.logs,
+        max_images=args.max_images,
+        invariance_images=args.invariance_images,
+        views=args.views,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     print(f"solo-clamp geometry: wrote {len(result['figures'])} figures and geometry.json to {out}")
     return 0

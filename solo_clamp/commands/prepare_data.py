@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from solo_clamp.commands import CommandError
 from solo_clamp.data.prepare import DATASETS, prepare_image_folder
 
 
@@ -18,17 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        prepared = prepare_image_folder(
-            args.dataset,
-            args.root,
-            args.source,
-            args.train_per_class,
-            args.val_per_class,
-            args.seed,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise CommandError(str(err)) from err
+    # missing or corrupted idx files and bad counts are SoloClampErrors: one line, exit 2
+    prepared = prepare_image_folder(
+        args.dataset, args.root, args.source, args.train_per_class, args.val_per_class, args.seed
+    )
     print(f"train: {prepared.train} ({prepared.train_images} images)")
     print(f"val:   {prepared.val} ({prepared.val_images} images)")
     return 0

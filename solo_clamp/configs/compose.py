@@ -12,10 +12,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.configs import config_dir
+from solo_clamp.errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A config folder, file or override that cannot be composed; the message says which."""
+__all__ = ["ConfigError", "compose_config"]
 
 
 def compose_config(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from solo_clamp.errors import DataError
+
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -25,14 +27,12 @@ def read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as handle:
         data = handle.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
-        raise ValueError(f"{path} is not an idx file (bad magic number).")
+        raise DataError(f"{path} is not an idx file (bad magic number).")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     array = np.frombuffer(data, dtype=_DTYPES[data[2]], offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise ValueError(
-            f"{path} is truncated: expected {np.prod(shape)} values, got {array.size}."
-        )
+        raise DataError(f"{path} is truncated: expected {np.prod(shape)} values, got {array.size}.")
     return array.reshape(shape)
 
 
@@ -51,4 +51,4 @@ def verify_sha256sums(directory: Path, names: list[str]) -> None:
             continue
         digest = hashlib.sha256((directory / name).read_bytes()).hexdigest()
         if digest != expected[name]:
-            raise ValueError(f"{directory / name} does not match SHA256SUMS (corrupted file).")
+            raise DataError(f"{directory / name} does not match SHA256SUMS (corrupted file).")

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from solo_clamp.errors import ConfigError, DataError
 from solo_clamp.io import PathLike, atomic_write_text
 
 
@@ -23,32 +24,47 @@ def stratified_draw(
     fraction: Optional[float] = None,
     per_class: Optional[int] = None,
     seed: int = 0,
+    *,
+    exclude: Optional[Sequence[int]] = None,
+    up_to: bool = False,
 ) -> np.ndarray:
     """Sorted indices of a class-stratified draw: ``per_class`` images of each class, or
-    ``fraction`` of each class (rounded, at least one image).
+    ``fraction`` of each class (rounded, at least one image), none of them in ``exclude``.
+
+    The project's one stratified sampler (fine-tuning's labelled subset, the few-label draws,
+    the subsets ``prepare-data`` writes): each class's indices, ``exclude`` left out, are
+    permuted by one ``numpy.random.default_rng(seed)``, class after class in the order of the
+    sorted labels, and the first ``count`` of each are kept.
+
+    Args:
+        up_to: a class with fewer than ``per_class`` images gives all of them instead of an
+            error.
 
     Raises:
-        ValueError: not exactly one of ``fraction`` and ``per_class``, a value out of range,
-            or a class with fewer than ``per_class`` images.
+        ConfigError: not exactly one of ``fraction`` and ``per_class``, a value out of range,
+            or (without ``up_to``) a class with fewer than ``per_class`` images.
     """
     if (fraction is None) == (per_class is None):
-        raise ValueError(
+        raise ConfigError(
             "labels: give exactly one of labels.fraction and labels.per_class (or a labels.file)."
         )
     if fraction is not None and not 0 < fraction <= 1:
-        raise ValueError(f"labels.fraction must be in (0, 1], got {fraction!r}.")
+        raise ConfigError(f"labels.fraction must be in (0, 1], got {fraction!r}.")
     if per_class is not None and (
         isinstance(per_class, bool) or int(per_class) != per_class or per_class < 1
     ):
-        raise ValueError(f"labels.per_class must be a positive integer, got {per_class!r}.")
+        raise ConfigError(f"labels.per_class must be a positive integer, got {per_class!r}.")
     labels = np.asarray(labels)
+    allowed = np.ones(len(labels), dtype=bool)
+    if exclude is not None:
+        allowed[np.asarray(exclude, dtype=int)] = False
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
+        members = np.flatnonzero((labels == label) & allowed)
         count = per_class if per_class is not None else max(1, round(fraction * len(members)))
-        if count > len(members):
-            raise ValueError(
+        if count > len(members) and not up_to:
+            raise ConfigError(
                 f"labels.per_class={per_class} but class {int(label)} has only "
                 f"{len(members)} training images."
             )
@@ -68,11 +84,11 @@ def read_subset_file(path: PathLike) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ValueError(f"labels.file: cannot read {path}: {err}") from err
+        raise ConfigError(f"labels.file: cannot read {path}: {err}") from err
     names = [_as_relative(line.strip()) for line in text.splitlines()]
     names = [name for name in names if name and not name.startswith("#")]
     if not names:
-        raise ValueError(f"labels.file: {path} lists no images.")
+        raise DataError(f"labels.file: {path} lists no images.")
     return names
 
 
@@ -92,16 +108,16 @@ def indices_of(names: Sequence[str], available: Sequence[str], where: str) -> li
     """The positions of ``names`` in ``available``.
 
     Raises:
-        ValueError: a listed image that is not in the dataset (the first few are named), or
+        DataError: a listed image that is not in the dataset (the first few are named), or
             an image listed twice.
     """
     position = {name: i for i, name in enumerate(available)}
     missing = [name for name in names if name not in position]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"labels.file: {len(missing)} listed image(s) are not in {where}, e.g. "
             f"{missing[:3]}; paths are relative to the dataset's image folder."
         )
     if len(set(names)) != len(names):
-        raise ValueError("labels.file: an image is listed more than once.")
+        raise DataError("labels.file: an image is listed more than once.")
     return [position[name] for name in names]

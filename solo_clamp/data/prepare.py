@@ -22,12 +22,18 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from solo_clamp.data.idx import find_idx_file, read_idx, verify_sha256sums
+from solo_clamp.data.label_subset import stratified_draw
+from solo_clamp.errors import ConfigError, DataError
 
 VAL_SOURCES = ("test", "train")
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+
+class SourceNotFoundError(DataError, FileNotFoundError):
+    """The given source directory does not hold the idx files."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ class PreparedData:
 
 def _check_name(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}.")
+        raise ConfigError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}.")
     return DATASETS[name]
 
 
@@ -124,7 +130,7 @@ def locate_source(
     if source is not None:
         directory = Path(source).expanduser()
         if not _has_idx_files(directory):
-            raise FileNotFoundError(
+            raise SourceNotFoundError(
                 f"source {directory} must hold the {name} idx files "
                 f"({', '.join(s for pair in _FILES.values() for s in pair)}, gzip or not)."
             )
@@ -140,26 +146,6 @@ def locate_source(
     dataset_class(str(root), train=True, download=True)
     dataset_class(str(root), train=False, download=True)
     return root / spec.torchvision_class / "raw"
-
-
-def _stratified_subset(
-    labels: np.ndarray,
-    per_class: Optional[int],
-    seed: int,
-    exclude: Optional[np.ndarray] = None,
-) -> np.ndarray:
-    """``per_class`` indices of each label (None = all), never one of the ``exclude`` indices."""
-    allowed = np.ones(len(labels), dtype=bool)
-    if exclude is not None:
-        allowed[exclude] = False
-    if per_class is None:
-        return np.flatnonzero(allowed)
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for label in np.unique(labels):
-        members = np.flatnonzero((labels == label) & allowed)
-        chosen.append(rng.permutation(members)[:per_class])
-    return np.sort(np.concatenate(chosen))
 
 
 def _write_split(
@@ -202,11 +188,11 @@ def prepare_image_folder(
     spec = _check_name(name)
     for field, value in (("train_per_class", train_per_class), ("val_per_class", val_per_class)):
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{field} must be a positive integer or None, got {value!r}.")
+            raise ConfigError(f"{field} must be a positive integer or None, got {value!r}.")
     if val_from not in VAL_SOURCES:
-        raise ValueError(f"val_from must be one of {list(VAL_SOURCES)}, got {val_from!r}.")
+        raise ConfigError(f"val_from must be one of {list(VAL_SOURCES)}, got {val_from!r}.")
     if val_from == "train" and train_per_class is None:
-        raise ValueError(
+        raise ConfigError(
             "val_from='train' needs train_per_class: with the whole training split as the "
             "training subset no training image is left for validation."
         )
@@ -232,7 +218,13 @@ def prepare_image_folder(
             images = read_idx(find_idx_file(directory, _FILES[source_split][0]))
             labels = read_idx(find_idx_file(directory, _FILES[source_split][1]))
             exclude = train_keep if source_split == "train" else None
-            keep = _stratified_subset(labels, per_class, seed, exclude=exclude)
+            if per_class is None:  # all of them (but the training subset)
+                everything = np.arange(len(labels))
+                keep = everything if exclude is None else np.setdiff1d(everything, exclude)
+            else:  # per_class of each class, all of a smaller one
+                keep = stratified_draw(
+                    labels, per_class=per_class, seed=seed, exclude=exclude, up_to=True
+                )
             if split == "train":
                 train_keep = keep
             _write_split(staging / split, images, labels, keep, spec.classes, f"{name} {split}")

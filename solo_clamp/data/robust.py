@@ -6,7 +6,7 @@ Before the model is built, :func:`guard_train_dataset` applies the chosen policy
 
 ``error`` (default)
     every file is opened and checked with PIL (``Image.verify``); the first unreadable one
-    stops the run with a ValueError naming it and counting all of them.
+    stops the run with a DataError naming it and counting all of them.
 ``skip``
     the same check; unreadable files are dropped from the training set, with a
     :class:`BadImageWarning` that counts them and names the first ones
@@ -16,7 +16,7 @@ Before the model is built, :func:`guard_train_dataset` applies the chosen policy
 
 In every mode the dataset's loader is wrapped so that a file that still fails when it is
 loaded (any file under ``off``; under ``error``/``skip`` a file changed after the check or
-damaged in a way ``verify`` does not see) raises a ValueError naming the file. Only
+damaged in a way ``verify`` does not see) raises a DataError naming the file. Only
 image-folder datasets (``custom``, ``imagenet``, ``imagenet100`` in ``image_folder``
 format) are checked; the others are returned as is.
 """
@@ -32,6 +32,8 @@ from typing import Any, Callable, Optional, Sequence
 
 from PIL import Image
 
+from solo_clamp.errors import ConfigError, DataError
+
 BAD_IMAGE_POLICIES = ("error", "skip", "off")
 """Allowed values of ``data.on_bad_image``; the first is the default."""
 
@@ -44,12 +46,12 @@ class BadImageWarning(UserWarning):
 
 
 def check_policy(policy: Any) -> str:
-    """Returns ``data.on_bad_image`` (default ``error``) or raises a ValueError naming it."""
+    """Returns ``data.on_bad_image`` (default ``error``) or raises a ConfigError naming it."""
     policy = BAD_IMAGE_POLICIES[0] if policy is None else policy
     if policy is False:  # YAML 1.1 reads an unquoted `off` as false
         policy = "off"
     if policy not in BAD_IMAGE_POLICIES:
-        raise ValueError(
+        raise ConfigError(
             f"data.on_bad_image must be one of {list(BAD_IMAGE_POLICIES)}, got {policy!r}."
         )
     return policy
@@ -89,7 +91,7 @@ class NamingLoader:
             return self.loader(path)
         except Exception as err:
             reason = image_problem(path) or str(err) or type(err).__name__
-            raise ValueError(
+            raise DataError(
                 f"cannot read training image {str(path)!r} ({reason}): fix or remove the file; "
                 "data.on_bad_image=skip drops the files that fail the start-up check."
             ) from err
@@ -127,8 +129,8 @@ def guard_train_dataset(dataset, policy: Any = None, workers: int = 8):
         ``skipped_images`` attribute lists the dropped ``(path, reason)`` pairs.
 
     Raises:
-        ValueError: naming the policy field when the policy is unknown, and naming the
-            unreadable files under ``error`` (or when ``skip`` leaves no image).
+        ConfigError: naming the policy field when the policy is unknown. DataError: naming
+            the unreadable files under ``error`` (or when ``skip`` leaves no image).
     """
     policy = check_policy(policy)
     paths = _image_paths(dataset)
@@ -148,7 +150,7 @@ def guard_train_dataset(dataset, policy: Any = None, workers: int = 8):
             if policy == "error"
             else "no readable image is left"
         )
-        raise ValueError(f"data.on_bad_image={policy}: {_describe(bad, len(paths))}; {hint}.")
+        raise DataError(f"data.on_bad_image={policy}: {_describe(bad, len(paths))}; {hint}.")
     _drop(dataset, {path for path, _ in bad})
     dataset.skipped_images = bad
     warnings.warn(
@@ -169,7 +171,7 @@ def check_enough_images(dataset, batch_size: int, processes: int) -> None:
     count = len(dataset)
     if math.ceil(count / max(processes, 1)) < batch_size:
         per = f" per process, {processes} processes" if processes > 1 else ""
-        raise ValueError(
+        raise DataError(
             f"data.train_path has {count} training images, fewer than one batch "
             f"(optimizer.batch_size={batch_size}{per}): with drop_last nothing would be "
             "trained; lower optimizer.batch_size or add images."

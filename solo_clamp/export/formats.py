@@ -23,9 +23,18 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from solo_clamp.errors import SoloClampError
 from solo_clamp.io import atomic_path
 
-TARGETS = ("torchvision", "timm", "detectron2")
+TARGETS = {
+    "torchvision": "torchvision.models.{name}().load_state_dict(torch.load('{out}'), "
+    "strict=False)  # only fc.* missing",
+    "timm": "timm.create_model('{name}', pretrained=True, num_classes=0, "
+    "pretrained_cfg_overlay=dict(file='{out}'))",
+    "detectron2": "MODEL.WEIGHTS {out}",
+}
+"""The libraries a backbone is exported for (``solo-clamp export --to``), each with how it loads
+the file (``{name}``: the backbone, ``{out}``: the file written)."""
 RESNETS = ("resnet18", "resnet50")
 """The solo-learn backbones with the same architecture in torchvision, timm and detectron2."""
 HARMLESS_KWARGS = ("zero_init_residual",)
@@ -33,16 +42,21 @@ HARMLESS_KWARGS = ("zero_init_residual",)
 DETECTRON2_DEPTH = {"resnet18": 18, "resnet50": 50}
 
 
-class ExportError(ValueError):
+class ExportError(SoloClampError, ValueError):
     """The backbone cannot be written in the requested format."""
+
+
+def check_target(target: str) -> None:
+    """Raises :class:`ExportError` unless ``target`` is one of :data:`TARGETS`."""
+    if target not in TARGETS:
+        raise ExportError(f"--to must be one of {list(TARGETS)}, got {target!r}.")
 
 
 def check_exportable(
     name: str, cifar_stem: bool, target: str, kwargs: Mapping[str, Any] | None = None
 ) -> None:
     """Raises :class:`ExportError` saying why ``target`` cannot represent the backbone."""
-    if target not in TARGETS:
-        raise ExportError(f"--to must be one of {list(TARGETS)}, got {target!r}.")
+    check_target(target)
     if name not in RESNETS:
         raise ExportError(
             f"backbone {name!r} has no {target} counterpart here: only {list(RESNETS)} are "

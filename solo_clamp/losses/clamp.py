@@ -42,6 +42,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from solo_clamp.errors import DivergedError
 from solo_clamp.losses.gather import DDP_GRADIENTS, gather_images
 from solo_clamp.losses.pair_distances import accumulate_pair_forces, block_squared_distances
 
@@ -58,7 +59,7 @@ _EPS_LOG = 1e-6
 STAT_NAMES = ("mean_radius", "neighbours", "centroid_distance", "overlap_fraction")
 
 
-class NonFiniteEmbeddingsError(ValueError, FloatingPointError):
+class NonFiniteEmbeddingsError(DivergedError, ValueError):
     """The embeddings given to the loss hold NaN or Inf (training diverged)."""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from solo_clamp.errors import SoloClampError
+
 EXIT_PREEMPTED = 143
 """Exit status of a run stopped by SIGTERM or SIGUSR1 after saving (128 + SIGTERM, what a
 scheduler's requeue-on-failure sees): resume with ``auto_resume.enabled=True``."""
@@ -23,11 +25,9 @@ class TrainingPreempted(SystemExit):
         self.checkpoint = checkpoint
 
 
-class CheckpointWriteError(ValueError):
-    """A checkpoint or ``args.json`` that could not be written (no space left, no permission).
-
-    A ValueError so that ``solo-clamp`` reports it as one line (exit status 2), not a traceback.
-    """
+class CheckpointWriteError(SoloClampError, ValueError):
+    """A checkpoint or ``args.json`` that could not be written (no space left, no permission):
+    ``solo-clamp`` reports it as one line (exit status 2), not a traceback."""
 
 
 class ResumeWarning(UserWarning):

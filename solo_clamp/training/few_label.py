@@ -31,6 +31,7 @@ from solo_clamp.backbones import build_backbone, pretrained_from_cfg
 from solo_clamp.checkpoints import load_run
 from solo_clamp.data import prepare_image_folder
 from solo_clamp.data.label_subset import relative_names
+from solo_clamp.errors import CheckpointError, ConfigError
 from solo_clamp.evaluation import (
     FLOORS,
     RawPixels,
@@ -44,6 +45,7 @@ from solo_clamp.evaluation import (
 )
 from solo_clamp.io import atomic_write_text
 from solo_clamp.methods import facts_of, known
+from solo_clamp.training.checks import check_field_types, check_image_folders
 from solo_clamp.training.finetune import check_disjoint
 from solo_clamp.training.linear import build_probed_backbone, compute_threads
 
@@ -76,7 +78,7 @@ def check_feature_augment(samples: int, method: Optional[str], origin: str) -> N
             "give the ManifoldCLR run's .ckpt or run directory"
         )
     if why:
-        raise ValueError(
+        raise ConfigError(
             f"feature_augment.samples={samples} draws features from the method's learned "
             f"prior, but {why}; set feature_augment.samples=0."
         )
@@ -109,8 +111,8 @@ def load_feature_augmenter(source):
     root_logger.setLevel(logging.ERROR)  # solo-learn's warnings about training-only settings
     try:
         return facts_of(run_cfg.method).feature_augmenter(run_cfg, run.checkpoint)
-    except ValueError as err:
-        raise ValueError(f"feature_augment.samples: {err}") from err
+    except ValueError as err:  # the method's feature augmenter (methods/) refuses the run
+        raise CheckpointError(f"feature_augment.samples: {err}") from err
     finally:
         root_logger.setLevel(level)
 
@@ -119,6 +121,7 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     """Few-label probes of ``pretrained_feature_extractor`` (checkpoint, run directory, zoo
     name, or null for the untrained backbone), with and without feature augmentation."""
     OmegaConf.set_struct(cfg, False)
+    check_field_types(cfg)
     settings = check_few_label_cfg(cfg)
     source = pretrained_from_cfg(cfg)
     check_feature_augment(
@@ -126,6 +129,7 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     )
     augmenter = load_feature_augmenter(source) if settings.samples else None
     _apply_prepare_data(cfg)
+    check_image_folders(cfg, ("data.train_path", "data.val_path"))
     seed = int(cfg.get("seed", 0))
     seed_everything(seed)
     backbone, description = build_probed_backbone(cfg, source)

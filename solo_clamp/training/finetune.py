@@ -38,7 +38,10 @@ from solo_clamp.data.label_subset import (
     stratified_draw,
     write_subset_file,
 )
+from solo_clamp.errors import ConfigError, DataError
+from solo_clamp.internals import solo_optimizers
 from solo_clamp.io import atomic_write_text
+from solo_clamp.training.checks import check_field_types, check_image_folders
 from solo_clamp.training.common import loggers_and_callbacks, parse_solo_cfg
 from solo_clamp.training.linear import (
     build_probed_backbone,
@@ -76,7 +79,7 @@ class FineTuneModel(LinearModel):
             )
         if self.exclude_bias_n_norm_wd:
             groups = remove_bias_and_norm_from_weight_decay(groups)
-        optimizer = self._OPTIMIZERS[self.optimizer](
+        optimizer = solo_optimizers(self)[self.optimizer](
             groups, lr=self.lr, weight_decay=self.weight_decay, **self.extra_optimizer_args
         )
         if self.scheduler == "none":
@@ -88,18 +91,19 @@ def check_finetune_cfg(cfg: DictConfig) -> float:
     """Checks the fine-tuning keys; returns ``optimizer.backbone_lr_scale``."""
     scale = cfg.optimizer.get("backbone_lr_scale", 0.05)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 1:
-        raise ValueError(
+        raise ConfigError(
             f"optimizer.backbone_lr_scale must be a number in [0, 1] (0 freezes "
             f"the backbone), got {scale!r}."
         )
     if cfg.scheduler.name not in ("cosine", "none"):
-        raise ValueError(
+        raise ConfigError(
             f"scheduler.name must be 'cosine' (per epoch, as the official "
             f"fine-tuning) or 'none', got {cfg.scheduler.name!r}."
         )
-    if cfg.optimizer.name not in ("sgd", "lars", "adam", "adamw"):
-        raise ValueError(
-            f"optimizer.name must be one of sgd, lars, adam, adamw, got {cfg.optimizer.name!r}."
+    names = list(solo_optimizers(LinearModel))
+    if cfg.optimizer.name not in names:
+        raise ConfigError(
+            f"optimizer.name must be one of {', '.join(names)}, got {cfg.optimizer.name!r}."
         )
     return float(scale)
 
@@ -108,15 +112,15 @@ def choose_labelled(cfg: DictConfig, names: list[str], labels: list[int], where:
     """Indices of the labelled images: ``labels.file`` if given, else the seeded draw."""
     node = cfg.get("labels")
     if node is None:
-        raise ValueError("labels: missing; give labels.fraction, labels.per_class or labels.file.")
+        raise ConfigError("labels: missing; give labels.fraction, labels.per_class or labels.file.")
     if OmegaConf.is_missing(node, "file"):
-        raise ValueError(
+        raise ConfigError(
             "labels.file: give the list of labelled images (one path relative "
             "to the image folder per line, or SimCLR's 1percent.txt)."
         )
     if node.get("file"):
         if node.get("fraction") is not None or node.get("per_class") is not None:
-            raise ValueError(
+            raise ConfigError(
                 "labels.file lists the images: set labels.fraction and labels.per_class to null."
             )
         return indices_of(read_subset_file(node.file), names, where)
@@ -130,12 +134,12 @@ def check_disjoint(train_paths: list[Path], chosen: list[int], val_set: Dataset)
     """Refuses a labelled image that is also in the evaluation split."""
     try:
         val_paths, _, _ = sample_paths(val_set)
-    except ValueError:
+    except ConfigError:
         return  # arrays (CIFAR, ...): torchvision's train and test splits are disjoint
     scored = {os.path.abspath(p) for p in val_paths}
     shared = [train_paths[i] for i in chosen if os.path.abspath(train_paths[i]) in scored]
     if shared:
-        raise ValueError(
+        raise DataError(
             f"{len(shared)} labelled image(s) are also in the evaluation split "
             f"(data.val_path), e.g. {shared[0]}: give disjoint data.train_path and "
             "data.val_path."
@@ -161,6 +165,8 @@ def run_finetune(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tunes ``pretrained_feature_extractor`` (checkpoint, run directory, zoo name, or
     null for the untrained backbone) on the labelled subset; returns the scores."""
     OmegaConf.set_struct(cfg, False)
+    check_field_types(cfg)
+    check_image_folders(cfg, ("data.train_path", "data.val_path"))
     source = pretrained_from_cfg(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)
     set_num_classes(cfg)

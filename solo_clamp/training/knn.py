@@ -15,6 +15,7 @@ from solo.methods import METHODS
 
 import solo_clamp
 from solo_clamp.checkpoints import load_run
+from solo_clamp.errors import ConfigError
 from solo_clamp.evaluation import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -23,6 +24,7 @@ from solo_clamp.evaluation import (
     image_folder_loader,
     knn_accuracy,
 )
+from solo_clamp.training.checks import check_field_types, check_image_folders
 
 
 class _Features(torch.nn.Module):
@@ -42,6 +44,10 @@ class _Features(torch.nn.Module):
 def run_knn(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluates ``pretrained_checkpoint`` with kNN on ``data.train_path``/``data.val_path``."""
     solo_clamp.register()
+    check_field_types(cfg)
+    if OmegaConf.is_missing(cfg, "pretrained_checkpoint"):
+        raise ConfigError("pretrained_checkpoint: give a .ckpt file or its run directory.")
+    check_image_folders(cfg, ("data.train_path", "data.val_path"))
     run = load_run(cfg.pretrained_checkpoint)
     run_cfg = OmegaConf.create(run.cfg)
     OmegaConf.set_struct(run_cfg, False)
@@ -72,7 +78,7 @@ def run_knn(cfg: DictConfig) -> list[dict[str, Any]]:
     results = []
     for kind in cfg.get("feature_type", ["backbone", "projector"]):
         if kind not in features:
-            raise ValueError(f"feature_type must be 'backbone' or 'projector', got {kind!r}.")
+            raise ConfigError(f"feature_type must be 'backbone' or 'projector', got {kind!r}.")
         for k in cfg.get("k", [20]):
             for distance in cfg.get("distance_function", ["cosine"]):
                 temperatures = cfg.get("temperature", [0.07]) if distance == "cosine" else [None]

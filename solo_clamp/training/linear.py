@@ -46,9 +46,11 @@ from solo_clamp.backbones import (
     pretrained_from_cfg,
     spec_from_cfg,
 )
+from solo_clamp.errors import ConfigError, DataError
 from solo_clamp.evaluation import RawPixels, eval_transform
 from solo_clamp.internals import torchvision_image_files
 from solo_clamp.io import atomic_write_text
+from solo_clamp.training.checks import check_field_types, check_image_folders
 from solo_clamp.training.common import build_trainer, loggers_and_callbacks, parse_solo_cfg
 
 TRANSFER_DATASETS: dict[str, tuple[str, int]] = {
@@ -82,7 +84,7 @@ def _torchvision_datasets(cfg: DictConfig, name: str) -> tuple[Dataset, Dataset]
             dataset_class(str(root), split="test", transform=t_val),
         )
     except RuntimeError as err:  # torchvision's "Dataset not found"
-        raise ValueError(
+        raise DataError(
             f"data.train_path={root}: no torchvision {class_name} there ({err}); solo-clamp "
             f"never downloads it: put the files torchvision's {class_name} reads under it."
         ) from err
@@ -112,7 +114,7 @@ def sample_paths(dataset: Dataset) -> tuple[list[Path], Path, list[int]]:
     (an ImageFolder, or one of the torchvision transfer datasets).
 
     Raises:
-        ValueError: a dataset whose images are not files (e.g. CIFAR's arrays).
+        ConfigError: a dataset whose images are not files (e.g. CIFAR's arrays).
     """
     if hasattr(dataset, "samples"):
         return (
@@ -124,7 +126,7 @@ def sample_paths(dataset: Dataset) -> tuple[list[Path], Path, list[int]]:
     if listed is not None:
         files, folder, labels = listed
         return [Path(p) for p in files], Path(folder), labels
-    raise ValueError(
+    raise ConfigError(
         f"data.dataset: {type(dataset).__name__} holds no image files to list; use an "
         "ImageFolder (data.dataset=custom) or data.torchvision."
     )
@@ -137,7 +139,7 @@ def build_probed_backbone(
     (``raw_pixels: true``) or, without a source, the untrained ``backbone.name``."""
     if cfg.get("raw_pixels"):
         if source is not None:
-            raise ValueError(
+            raise ConfigError(
                 "raw_pixels: true probes the pixels themselves: set "
                 "pretrained_feature_extractor=null."
             )
@@ -154,13 +156,13 @@ def set_num_classes(cfg: DictConfig) -> None:
     name = cfg.data.get("torchvision")
     if name:
         if name not in TRANSFER_DATASETS:
-            raise ValueError(
+            raise ConfigError(
                 f"data.torchvision must be one of {sorted(TRANSFER_DATASETS)} or "
                 f"null (an ImageFolder), got {name!r}."
             )
         cfg.data.num_classes = TRANSFER_DATASETS[name][1]
     if cfg.data.num_classes < 5:
-        raise ValueError(
+        raise DataError(
             f"data.train_path={cfg.data.train_path} has {cfg.data.num_classes} class "
             "folder(s); solo-learn's LinearModel reports top-5 accuracy and needs at least 5."
         )
@@ -197,6 +199,8 @@ def run_linear(cfg: DictConfig) -> dict[str, Any]:
     """Trains a linear classifier on the frozen backbone of ``pretrained_feature_extractor``
     (a ``.ckpt`` file, a run directory, a zoo name, or null for the untrained backbone)."""
     OmegaConf.set_struct(cfg, False)
+    check_field_types(cfg)
+    check_image_folders(cfg, ("data.train_path", "data.val_path"))
     source = pretrained_from_cfg(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)
     set_num_classes(cfg)

@@ -40,11 +40,12 @@ from solo.methods import METHODS
 from solo.utils.misc import make_contiguous
 
 import solo_clamp
-from solo_clamp.checkpoints import CheckpointError
 from solo_clamp.data import prepare_image_folder
 from solo_clamp.data.robust import check_enough_images, guard_train_dataset
+from solo_clamp.errors import CheckpointError, ConfigError, DivergedError
 from solo_clamp.evaluation import (
     COLLAPSE_EFFECTIVE_RANK,
+    FLOORS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     RawPixels,
@@ -57,7 +58,7 @@ from solo_clamp.evaluation import (
     untrained_backbone,
 )
 from solo_clamp.methods import facts_of
-from solo_clamp.training.checks import num_processes, preflight
+from solo_clamp.training.checks import check_field_types, num_processes, preflight
 from solo_clamp.training.common import (
     build_trainer,
     loggers_and_callbacks,
@@ -163,12 +164,12 @@ def _resume_path(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
             try:
                 verify_checkpoint(path)
             except CheckpointError as err:
-                raise ValueError(f"resume_from_checkpoint: {err}") from err
+                raise CheckpointError(f"resume_from_checkpoint: {err}") from err
             return str(path), None
         candidates = newest_first(path)
         chosen = first_usable(candidates, "resume_from_checkpoint")
         if chosen is None:
-            raise ValueError(
+            raise CheckpointError(
                 f"resume_from_checkpoint={str(path)!r}: no usable .ckpt file in "
                 f"this directory ({len(candidates)} found)."
             )
@@ -197,7 +198,9 @@ def _resume_path(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
 
 def _fit(cfg: DictConfig, trainer, model, train_data, val_loader, ckpt_path, preemption) -> None:
     """``trainer.fit`` with the stop-signal handlers installed; a stop signal ends it with
-    ``TrainingPreempted`` (exit status 143) once the mid-epoch checkpoint is written."""
+    ``TrainingPreempted`` (exit status 143) once the mid-epoch checkpoint is written, a
+    method's ``FloatingPointError`` (non-finite embeddings or losses) with
+    :class:`~solo_clamp.errors.DivergedError`."""
     with warnings.catch_warnings(), preemption.signal_handlers():
         if cfg.data.format != "dali":  # the checkpointer replays the data position itself
             warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before")
@@ -209,9 +212,10 @@ def _fit(cfg: DictConfig, trainer, model, train_data, val_loader, ckpt_path, pre
                 trainer.fit(model, train_data, val_loader, ckpt_path=ckpt_path)
         except SIGTERMException:
             raise preemption.preempted(trainer) from None
-
-
-KNN_FLOORS = {"untrained": "untrained backbone", "raw_pixels": "raw pixels"}
+        except FloatingPointError as err:  # the methods' divergence checks (methods/)
+            if isinstance(err, DivergedError):
+                raise
+            raise DivergedError(str(err)) from err
 
 
 def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, Any]:
@@ -261,7 +265,7 @@ def knn_report(cfg: DictConfig, trained_backbone: torch.nn.Module) -> dict[str, 
             results[f"{label}_effective_rank"] = spread["effective_rank"]
     results["floors_beaten"] = [
         floor
-        for floor in KNN_FLOORS
+        for floor in FLOORS
         if results[f"{cfg.method}_knn_top1"] > results[f"{floor}_knn_top1"]
     ]
     return results
@@ -272,7 +276,7 @@ def format_knn_report(report: dict[str, Any], method: str, name: str) -> str:
     (``name`` is the method as printed, ``method`` its key prefix in the report)."""
     clamp = report[f"{method}_knn_top1"]
     numbers = ", ".join(
-        f"{label} {report[f'{floor}_knn_top1']:.2f}%" for floor, label in KNN_FLOORS.items()
+        f"{label} {report[f'{floor}_knn_top1']:.2f}%" for floor, label in FLOORS.items()
     )
     lines = [
         f"kNN top-1 (k={report['k']}, {report['distance']}, T={report['temperature']}; bank "
@@ -280,14 +284,14 @@ def format_knn_report(report: dict[str, Any], method: str, name: str) -> str:
         f"{report['test_images']} "
         f"{report['split']} images: {name} {clamp:.2f}% vs {numbers}"
     ]
-    below = [floor for floor in KNN_FLOORS if floor not in report["floors_beaten"]]
+    below = [floor for floor in FLOORS if floor not in report["floors_beaten"]]
     for floor in below:
         gap = clamp - report[f"{floor}_knn_top1"]
-        lines.append(f"{name} is BELOW the {KNN_FLOORS[floor]} floor ({gap:+.2f} points).")
+        lines.append(f"{name} is BELOW the {FLOORS[floor]} floor ({gap:+.2f} points).")
     if not below:
         gaps = ", ".join(
             f"{clamp - report[f'{floor}_knn_top1']:+.2f} points over {label}"
-            for floor, label in KNN_FLOORS.items()
+            for floor, label in FLOORS.items()
         )
         lines.append(f"{name} beats both floors ({gaps}).")
     return "\n".join([*lines, *report.get("problems", [])])
@@ -302,6 +306,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     """
     solo_clamp.register()
     OmegaConf.set_struct(cfg, False)
+    check_field_types(cfg)  # before the data is prepared
     _apply_prepare_data(cfg)
     preflight(cfg)
     cfg = parse_solo_cfg(cfg, parse_cfg)
@@ -310,7 +315,10 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
     val_loader = _val_dataloader(cfg)
     seed_everything(cfg.seed)
 
-    model = METHODS[cfg.method](cfg)
+    try:
+        model = METHODS[cfg.method](cfg)
+    except ValueError as err:  # a method's own cfg checks in its constructor (methods/)
+        raise ConfigError(str(err)) from err
     make_contiguous(model)
     if not cfg.performance.disable_channel_last:
         model = model.to(memory_format=torch.channels_last)

@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from solo.data import pretrain_dataloader as solo_pipeline
 from torchvision import transforms
 
+from solo_clamp.errors import ConfigError
+
 
 def blur_kernel_size(aug: DictConfig) -> Any:
     """``gaussian_blur.kernel_size`` of one augmentation entry (None when not set)."""
@@ -22,15 +24,15 @@ def blur_kernel_size(aug: DictConfig) -> Any:
 
 
 def check_blur_kernel_size(aug: DictConfig, index: int, data_format: str) -> None:
-    """Raises a ValueError naming the field when ``kernel_size`` is set but unusable."""
+    """Raises a ConfigError naming the field when ``kernel_size`` is set but unusable."""
     size = blur_kernel_size(aug)
     if size is None:
         return
     field = f"augmentations[{index}].gaussian_blur.kernel_size"
     if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
-        raise ValueError(f"{field} must be an odd positive integer, got {size!r}.")
+        raise ConfigError(f"{field} must be an odd positive integer, got {size!r}.")
     if data_format == "dali":
-        raise ValueError(
+        raise ConfigError(
             f"{field} is not supported with data.format=dali (solo-learn's DALI blur has no "
             "kernel limit); remove it or use data.format=image_folder."
         )

@@ -141,6 +141,26 @@ EARLY = [
         id="unknown_on_bad_image",
     ),
     pytest.param(
+        ["max_epochs=abc"],
+        "max_epochs must be an integer (or null), got 'abc' (a string).",
+        id="max_epochs_not_an_integer",
+    ),
+    pytest.param(
+        ["optimizer.lr=fast"],
+        "optimizer.lr must be a number, got 'fast' (a string).",
+        id="lr_not_a_number",
+    ),
+    pytest.param(
+        ["optimizer.batch_size=4.5"],
+        "optimizer.batch_size must be an integer, got 4.5 (a float).",
+        id="batch_size_not_an_integer",
+    ),
+    pytest.param(
+        ["seed=[1,2]"],
+        "seed must be an integer, got [1, 2] (a list).",
+        id="seed_not_an_integer",
+    ),
+    pytest.param(
         ["optimizer.batch_size=16"],
         "data.train_path has 12 training images, fewer than one batch (optimizer.batch_size=16): "
         "with drop_last nothing would be trained; lower optimizer.batch_size or add images.",
@@ -154,6 +174,56 @@ def test_bad_config_is_rejected_before_heavy_work(
     overrides, message, images, pretrain, tmp_path, no_model
 ):
     assert_rejected_early(pretrain(images, *overrides), message, tmp_path / "ckpt")
+
+
+def test_a_field_of_the_wrong_type_is_refused_before_the_data_is_prepared(
+    tmp_path, capsys, monkeypatch, no_model
+):
+    """The shipped MNIST config prepares its ImageFolder first; a mistyped field stops the
+    run before that (Lightning itself would refuse it only once the model is built)."""
+    from solo_clamp.training import pretrain
+
+    def refuse(**kwargs):
+        raise AssertionError("the data was prepared before the bad field was reported")
+
+    monkeypatch.setattr(pretrain, "prepare_image_folder", refuse)
+    code = main(["pretrain", "max_epochs=abc", f"checkpoint.dir={tmp_path / 'ckpt'}"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"{PREFIX}max_epochs must be an integer (or null), got 'abc' (a string).\n"
+    )
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize(
+    "command, override, message",
+    [
+        ("linear", "max_epochs=abc", "max_epochs must be an integer (or null), got 'abc'"),
+        ("finetune", "optimizer.weight_decay=none", "optimizer.weight_decay must be a number"),
+        ("few-label", "batch_size=big", "batch_size must be an integer, got 'big' (a string)."),
+        ("knn", "num_workers=1.5", "num_workers must be an integer, got 1.5 (a float)."),
+        ("knn", "k=[5]", "pretrained_checkpoint: give a .ckpt file or its run directory."),
+    ],
+)
+def test_the_other_programs_check_the_field_types_first(command, override, message, capsys):
+    """Before the checkpoint (``???`` in these configs) is even looked for."""
+    assert main([command, override]) == 2
+    assert capsys.readouterr().err.startswith(f"solo-clamp {command}: error: {message}")
+
+
+def test_every_shipped_config_has_the_field_types():
+    from solo_clamp.configs import config_dir
+    from solo_clamp.configs.compose import compose_config
+    from solo_clamp.training.checks import check_field_types
+
+    checked = 0
+    for kind in ("pretrain", "linear"):
+        root = config_dir(kind)
+        for path in sorted(root.rglob("*.yaml")):
+            if "augmentations" not in path.parts:
+                check_field_types(compose_config(kind, str(path.parent.resolve()), path.name))
+                checked += 1
+    assert checked >= 20
 
 
 def test_missing_data_directory(tmp_path, pretrain, no_model):

@@ -163,10 +163,12 @@ def test_from_the_untrained_backbone_or_a_zoo_name(setup, capsys):
         (["labels.per_class=9"], "labels.per_class=9 but class 0 has only 8"),
         (["labels.file=???"], "labels.file: give the list"),
         (["scheduler.name=step"], "scheduler.name must be 'cosine'"),
+        (["data.val_path={missing}"], "/nope' does not exist or is not a directory."),
+        (["optimizer.name=rmsprop"], "optimizer.name must be one of sgd, lars, adam, adamw"),
     ],
 )
 def test_bad_settings_are_one_line_errors(setup, overrides, message, capsys):
-    overrides = [o.format(train=setup["train"]) for o in overrides]
+    overrides = [o.format(train=setup["train"], missing=setup["root"] / "nope") for o in overrides]
     assert finetune(setup, setup["root"] / "bad", *overrides) == 2
     err = capsys.readouterr().err
     assert err.startswith("solo-clamp finetune: error:") and message in err

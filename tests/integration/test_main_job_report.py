@@ -66,7 +66,7 @@ def test_report_gives_clamp_untrained_and_raw_pixels(mnist_source, tmp_path, cap
     assert report["seed"] == 5
     assert report["floors_beaten"] == [
         floor
-        for floor in ("untrained", "raw_pixels")
+        for floor in ("raw_pixels", "untrained")  # evaluation.FLOORS
         if report["clamp_knn_top1"] > report[f"{floor}_knn_top1"]
     ]
     assert format_knn_report(report, "clamp", "CLAMP") in out
@@ -99,16 +99,16 @@ def test_printed_verdict_names_each_floor_clamp_is_below():
         "seed": 5,
     }
     text = format_knn_report(report, "clamp", "CLAMP")
-    assert "CLAMP 93.79% vs untrained backbone 89.86%, raw pixels 94.69%" in text
+    assert "CLAMP 93.79% vs raw pixels 94.69%, untrained backbone 89.86%" in text
     assert "bank 5000 training images; training seed 5) on 10000 test images" in text
     assert "CLAMP is BELOW the raw pixels floor (-0.90 points)." in text
     assert "untrained backbone floor" not in text and "beats both" not in text
 
-    report.update(clamp_knn_top1=95.0, floors_beaten=["untrained", "raw_pixels"])
+    report.update(clamp_knn_top1=95.0, floors_beaten=["raw_pixels", "untrained"])
     text = format_knn_report(report, "clamp", "CLAMP")
     assert "BELOW" not in text
-    assert "CLAMP beats both floors (+5.14 points over untrained backbone, " in text
-    assert "+0.31 points over raw pixels)." in text
+    assert "CLAMP beats both floors (+0.31 points over raw pixels, " in text
+    assert "+5.14 points over untrained backbone)." in text
 
 
 def test_simclr_baseline_trains_and_reports_beside_the_same_floors(mnist_source, tmp_path, capsys):

@@ -156,3 +156,62 @@ def test_unknown_config_is_a_clear_error(command, capsys):
     assert main([command, "--config-name", "nope.yaml"]) == 2
     err = capsys.readouterr().err
     assert "--config-name 'nope.yaml' not found" in err and "available:" in err
+
+
+RAISE_IN_PREPARE_DATA = (
+    "import sys\n"
+    "import solo_clamp.commands.prepare_data as command\n"
+    "from solo_clamp.errors import DataError\n"
+    "def prepare(*args, **kwargs):\n"
+    "    raise {error}\n"
+    "command.prepare_image_folder = prepare\n"
+    "from solo_clamp.cli import main\n"
+    "sys.exit(main(['prepare-data', 'mnist']))\n"
+)
+
+
+def test_a_user_mistake_is_one_line_and_a_bug_keeps_its_traceback():
+    """A SoloClampError (here a DataError) is the user's to fix: one line, exit status 2. Any
+    other exception, a ValueError included, is a bug: Python prints its traceback."""
+
+    def run(error: str) -> subprocess.CompletedProcess:
+        code = RAISE_IN_PREPARE_DATA.format(error=error)
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    mistake = run("DataError('the idx files are corrupted')")
+    assert mistake.returncode == 2
+    assert mistake.stderr == "solo-clamp prepare-data: error: the idx files are corrupted\n"
+
+    for error, last_line in [
+        ("ValueError('an index off by one')", "ValueError: an index off by one"),
+        ("KeyError('num_classes')", "KeyError: 'num_classes'"),
+    ]:
+        bug = run(error)
+        assert bug.returncode == 1
+        assert bug.stderr.startswith("Traceback (most recent call last):")
+        assert "in prepare" in bug.stderr and bug.stderr.splitlines()[-1] == last_line
+        assert "solo-clamp prepare-data: error:" not in bug.stderr
+
+
+def test_every_user_facing_error_is_a_solo_clamp_error():
+    """The errors the CLI prints as one line, and the builtins they still are for callers that
+    catch those."""
+    from solo_clamp import errors
+    from solo_clamp.checkpoints import CheckpointError, CheckpointNotFoundError
+    from solo_clamp.commands import CommandError
+    from solo_clamp.configs.compose import ConfigError
+    from solo_clamp.internals import UntestedVersionError
+    from solo_clamp.training.faults import CheckpointWriteError
+
+    assert ConfigError is errors.ConfigError and CheckpointError is errors.CheckpointError
+    for error, builtin in [
+        (errors.ConfigError, ValueError),
+        (errors.CheckpointError, ValueError),
+        (CheckpointNotFoundError, FileNotFoundError),
+        (errors.DataError, ValueError),
+        (errors.DivergedError, FloatingPointError),
+        (CheckpointWriteError, ValueError),
+        (UntestedVersionError, RuntimeError),
+        (CommandError, Exception),
+    ]:
+        assert issubclass(error, errors.SoloClampError) and issubclass(error, builtin)

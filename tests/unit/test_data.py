@@ -119,3 +119,22 @@ def test_validation_split_arguments(tmp_path):
         prepare_image_folder("mnist", tmp_path, train_per_class=5, val_from="val")
     with pytest.raises(ValueError, match="val_from='train' needs train_per_class"):
         prepare_image_folder("mnist", tmp_path, val_from="train")
+
+
+def test_the_one_stratified_sampler_excludes_and_caps_per_class():
+    """``stratified_draw`` serves prepare-data too: ``exclude`` leaves indices out (the
+    training subset, for a validation split drawn from the training images) and ``up_to``
+    takes all of a class smaller than ``per_class`` instead of refusing it."""
+    from solo_clamp.data.label_subset import stratified_draw
+    from solo_clamp.errors import ConfigError
+
+    labels = np.array([0] * 6 + [1] * 3)
+    exclude = [0, 1, 6]
+    drawn = stratified_draw(labels, per_class=2, seed=3, exclude=exclude)
+    assert sorted(labels[drawn].tolist()) == [0, 0, 1, 1] and not set(drawn) & set(exclude)
+    capped = stratified_draw(labels, per_class=5, seed=3, exclude=exclude, up_to=True)
+    assert capped.tolist() == [2, 3, 4, 5, 7, 8]  # 4 of class 0 and 2 of class 1 are left
+    with pytest.raises(ConfigError, match="class 0 has only 4 training images"):
+        stratified_draw(labels, per_class=5, seed=3, exclude=exclude)
+    unexcluded = stratified_draw(labels, per_class=2, seed=3)
+    assert unexcluded.tolist() == stratified_draw(labels, per_class=2, seed=3, exclude=[]).tolist()

@@ -282,8 +282,13 @@ def test_other_refusals_name_the_reason(resnet18_run, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_the_cli_targets_are_the_export_targets():
-    from solo_clamp.commands import export as command
-    from solo_clamp.export import TARGETS
-
-    assert command.TARGETS == TARGETS
+def test_an_unknown_target_is_refused_before_the_source_is_resolved(tmp_path, capsys):
+    """``--to`` is checked against the one table (``export.TARGETS``) before any checkpoint is
+    read or zoo file downloaded: the source here does not even exist."""
+    out = tmp_path / "r.onnx"
+    assert main(["export", str(tmp_path / "nope.ckpt"), "--to", "onnx", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "solo-clamp export: error: --to must be one of ['torchvision', 'timm', 'detectron2'], "
+        "got 'onnx'.\n"
+    )

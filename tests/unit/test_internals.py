@@ -89,3 +89,17 @@ def test_the_private_state_matches_lightnings_public_view():
     assert internals.batches_completed(trainer) == 0
     assert not internals.epoch_in_progress(trainer)
     assert not internals.resuming_mid_epoch(trainer)
+
+
+def test_solo_optimizers_reads_the_models_table_after_the_version_check(monkeypatch):
+    """Fine-tuning builds its own parameter groups with the optimizer solo-learn would pick:
+    the class by ``optimizer.name`` from the model's ``_OPTIMIZERS`` table, read here only."""
+    table = {"sgd": object, "adamw": type}
+    model = SimpleNamespace(_OPTIMIZERS=table)
+    installed(monkeypatch, {"solo-learn": "1.0.6"})
+    optimizers = internals.solo_optimizers(model)
+    assert optimizers == table and optimizers is not table  # a copy: the table stays solo's
+    monkeypatch.setattr(internals, "_checked", set())
+    installed(monkeypatch, {"solo-learn": "1.0.7"})
+    with pytest.raises(internals.UntestedVersionError):
+        internals.solo_optimizers(model)
