@@ -214,42 +214,10 @@ def dali_pipeline(sizes: dict, device: str) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [
-        f"GPU check on {result['device_name']} (torch {result['torch']}, "
-        f"{result['backbone']} at {result['crop_size']} px, bf16 autocast"
-        f"{', DRY RUN: numbers mean nothing' if result['dry'] else ''})",
-        "",
-        "| method | views | batch | step (ms) | steps/s | images/s | views/s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in result["training_steps"]:
-        if r["status"] != "ok":
-            lines.append(f"| {r['method']} | {r['views']} | {r['status']} | | | | |")
-            continue
-        lines.append(
-            f"| {r['method']} | {r['views']} | {r['batch']} | {r['step_ms']:.1f} | "
-            f"{r['steps_per_s']:.2f} | {r['images_per_s']:.0f} | {r['views_per_s']:.0f} |"
-        )
-    loss = result["tiled_loss"]
-    peak = loss["peak_mb_above_inputs"]
-    lines += [
-        "",
-        f"Tiled loss, N = {loss['images']} images x {loss['views']} views, "
-        f"D = {loss['dim']}: {loss['fwd_bwd_ms']:.0f} ms forward + backward, peak "
-        f"{'n/a (CPU)' if peak is None else f'{peak:.0f} MB'} above the inputs.",
-        "",
-    ]
-    dali = result["dali"]
-    lines.append(
-        "DALI, 4 views: "
-        + (
-            f"{dali['images_per_s']:.0f} images/s over {dali['batches']} batches"
-            if dali["status"] == "ok"
-            else dali["status"]
-        )
-        + "."
-    )
-    return "\n".join(lines) + "\n"
+    """``gpu_check.md``: the result as a Markdown table and two sentences."""
+    from report import render_template
+
+    return render_template("gpu_check.md.j2", r=result)
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:

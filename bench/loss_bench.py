@@ -12,9 +12,9 @@ Implementations, all on the same ``V * N`` embeddings of dimension ``D``:
 * ``clamp``: ``clamp_loss_func`` with its default path (the dense Gram matrix up to
   ``AUTO_TILE_MIN_IMAGES`` images, the tiled path above);
 * ``clamp_tiled``: the tiled path with ``--tile`` rows per block;
-* ``dense_reference``: the official code's ``N x N x D`` formulation (bench/dense_reference.py),
-  checked against ``clamp`` (float64, 40 images) after the cases: a mismatch raises before
-  anything is written;
+* ``dense_reference``: the official code's ``N x N x D`` formulation, the tests' reference
+  (``reference_clamp_loss`` of tests/clamp_testing.py), checked against ``clamp`` (float64,
+  40 images) after the cases: a mismatch raises before anything is written;
 * ``simclr``: ``solo.losses.simclr.simclr_loss_func`` over all ``V * N`` rows, the views of an
   image being its positives;
 * ``vicreg``: ``vicreg_loss_func(z[: V*N/2], z[V*N/2 :])``: view v is paired with view v + V/2;
@@ -48,12 +48,12 @@ from typing import Callable, Optional
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-for _path in (str(REPO_ROOT), str(BENCH_DIR)):
+for _path in (str(REPO_ROOT), str(BENCH_DIR), str(REPO_ROOT / "tests")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
 import torch  # noqa: E402
-from dense_reference import dense_reference_loss  # noqa: E402
+from clamp_testing import reference_clamp_loss  # noqa: E402
 
 import solo_clamp.losses.clamp as clamp_module  # noqa: E402
 
@@ -88,6 +88,11 @@ class Case:
     N: int
     V: int
     D: int
+
+
+def dense_reference_loss(z: torch.Tensor, num_views: int, **kwargs: float) -> torch.Tensor:
+    """The loss of the tests' reference (``N x N x D`` differences of the centroids)."""
+    return reference_clamp_loss(z, num_views, **kwargs).loss
 
 
 def estimate_bytes(case: Case, tile: int) -> int:

@@ -6,10 +6,11 @@ Usage::
     python3 bench/report.py --quick    # the --quick subsets, to check the pipeline (~2.5 min)
 
 It runs ``bench/loss_bench.py`` and ``bench/train_step_bench.py`` as subprocesses (their
-progress bars stream through), reads their JSON and writes the Markdown tables (ratios vs
-the default CLAMP path and vs SimCLR, the targets, the machine) and a log-log plot of
-loss time and peak memory against N. ``--json-dir`` keeps the raw JSON; ``--reuse`` renders
-from a directory of earlier JSON instead of running the benchmarks.
+progress bars stream through), reads their JSON and writes the page from the jinja2 templates
+in ``bench/templates/`` (ratios vs the default CLAMP path and vs SimCLR, the targets, the
+machine) and a log-log plot of loss time and peak memory against N. ``--json-dir`` keeps
+the raw JSON; ``--reuse`` renders from a directory of earlier JSON instead of running the
+benchmarks.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+import jinja2
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -107,152 +110,63 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def targets_section(loss: list[dict], steps: list[dict]) -> list[str]:
-    """The three targets of the performance issue, each with its measured value."""
+def _verdict(value: Optional[float], threshold: float) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if value >= threshold else "**missed**"
+
+
+def targets(loss: list[dict], steps: list[dict]) -> dict[str, Any]:
+    """The measured values of the performance issue's targets (None: not measured)."""
     point = _index(loss).get(TARGET_POINT, {})
-    clamp, dense, simclr = (point.get(k) for k in ("clamp", "dense_reference", "simclr"))
 
-    def get(rec: Optional[dict], key: str) -> Optional[float]:
-        return rec.get(key) if rec else None
+    def vs_clamp(impl: str, key: str) -> Optional[float]:
+        return _ratio(point.get(impl, {}).get(key), point.get("clamp", {}).get(key))
 
-    mem_ratio = _ratio(get(dense, "peak_mb"), get(clamp, "peak_mb"))
-    time_ratio = _ratio(get(dense, "time_ms"), get(clamp, "time_ms"))
-    simclr_ratio = _ratio(get(simclr, "time_ms"), get(clamp, "time_ms"))
-    cpu_dense = _ratio(get(dense, "cpu_ms"), get(clamp, "cpu_ms"))
-    cpu_simclr = _ratio(get(simclr, "cpu_ms"), get(clamp, "cpu_ms"))
-    grid_ratios = [
-        impls["simclr"]["time_ms"] / impls["clamp"]["time_ms"]
-        for impls in _index(loss).values()
-        if "simclr" in impls and "clamp" in impls
-    ]
     by_method = {rec["method"]: rec for rec in steps}
-    step_ratio = cpu_ratio = None
-    if "clamp" in by_method and "simclr" in by_method:
-        step_ratio = by_method["clamp"]["views_per_s"] / by_method["simclr"]["views_per_s"]
-        cpu_ratio = by_method["simclr"]["cpu_ms"] / by_method["clamp"]["cpu_ms"]
+    simclr = by_method.get("simclr", {})
 
-    def verdict(value: Optional[float], threshold: float) -> str:
-        if value is None:
-            return "not measured"
-        return "met" if value >= threshold else "**missed**"
+    def vs_simclr(method: str, key: str = "views_per_s") -> Optional[float]:
+        value, base = by_method.get(method, {}).get(key), simclr.get(key)
+        return _ratio(base, value) if key == "cpu_ms" else _ratio(value, base)
 
-    n, v, d = TARGET_POINT
-    lines = [
-        "## Targets",
-        "",
-        "| target | measured | verdict |",
-        "|---|---|---|",
-        f"| dense_reference / clamp peak memory >= 30 (N={n}, V={v}, D={d}) | "
-        f"{_fmt(mem_ratio, 1)} | {verdict(mem_ratio, 30)} |",
-        f"| dense_reference / clamp time >= 30 (N={n}, V={v}, D={d}) | "
-        f"{_fmt(time_ratio, 1)} | {verdict(time_ratio, 30)} |",
-        f"| SimCLR / CLAMP loss time >= 4 on the same V*N embeddings (N={n}, V={v}, D={d}) | "
-        f"{_fmt(simclr_ratio)} | {verdict(simclr_ratio, 4)} |",
-    ]
-    if cpu_dense is not None:
-        lines.append(
-            f"| same two, from CPU time (less sensitive to other jobs) | "
-            f"{_fmt(cpu_dense, 1)} and {_fmt(cpu_simclr)} | "
-            f"{verdict(cpu_dense, 30)} and {verdict(cpu_simclr, 4)} |"
-        )
-    if grid_ratios:
-        met = sum(ratio >= 4 for ratio in grid_ratios)
-        lines.append(
-            f"| SimCLR / CLAMP loss time >= 4 at every point where both ran | "
-            f"{met} of {len(grid_ratios)} points (worst {_fmt(min(grid_ratios))}, "
-            f"median {_fmt(sorted(grid_ratios)[len(grid_ratios) // 2])}) | "
-            f"{verdict(min(grid_ratios), 4)} |"
-        )
-    lines.append(
-        f"| CLAMP / SimCLR training-step views per second >= 0.95 | "
-        f"{_fmt(step_ratio, 3)} | {verdict(step_ratio, 0.95)} |"
-    )
-    lines.append(
-        f"| same, from CPU time per step (less sensitive to other jobs) | "
-        f"{_fmt(cpu_ratio, 3)} | {verdict(cpu_ratio, 0.95)} |"
-    )
-    if "clamp_percrop" in by_method and "simclr" in by_method:
-        percrop = by_method["clamp_percrop"]["views_per_s"] / by_method["simclr"]["views_per_s"]
-        lines.append(
-            f"| same with `joint_forward: false` (one forward per crop, as SimCLR) | "
-            f"{_fmt(percrop, 3)} | {verdict(percrop, 0.95)} |"
-        )
-    return lines + [""]
+    return {
+        "point": dict(zip("NVD", TARGET_POINT)),
+        "memory": vs_clamp("dense_reference", "peak_mb"),
+        "time": vs_clamp("dense_reference", "time_ms"),
+        "simclr": vs_clamp("simclr", "time_ms"),
+        "cpu_dense": vs_clamp("dense_reference", "cpu_ms"),
+        "cpu_simclr": vs_clamp("simclr", "cpu_ms"),
+        "grid": sorted(
+            impls["simclr"]["time_ms"] / impls["clamp"]["time_ms"]
+            for impls in _index(loss).values()
+            if "simclr" in impls and "clamp" in impls
+        ),
+        "step": vs_simclr("clamp"),
+        "step_cpu": vs_simclr("clamp", "cpu_ms"),
+        "percrop": vs_simclr("clamp_percrop"),
+    }
 
 
-def loss_section(loss: list[dict], skips: list[dict]) -> list[str]:
-    lines = [
-        "## Loss: forward + backward",
-        "",
-        "Time is the wall time of the best timed run (ms); peak is the memory above the "
-        "inputs (MB); CPU is the process's user + system time of the best run, all threads "
-        "(less sensitive to other jobs on the cores than wall time). Ratios are against the "
-        "default `clamp` path at the same point, measured in the same run.",
-        "",
-        "| N | V | D | impl | time ms | peak MB | time / clamp | peak / clamp | CPU ms | "
-        "CPU / clamp | note |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
+def loss_rows(loss: list[dict], skips: list[dict]) -> list[dict]:
+    """The loss table's rows, point by point in ``IMPL_ORDER``: a record with its ratios to the
+    default ``clamp`` at its point, or a skipped case with its reason."""
     skip_of = {(s["impl"], s["N"], s["V"], s["D"]): s["reason"] for s in skips}
     index = _index(loss)
-    points = sorted(set(index) | {(s["N"], s["V"], s["D"]) for s in skips})
-    for point in points:
-        impls = index.get(point, {})
-        base = impls.get("clamp")
+    rows = []
+    for point in sorted(set(index) | {(s["N"], s["V"], s["D"]) for s in skips}):
+        base = index.get(point, {}).get("clamp", {})
         for impl in IMPL_ORDER:
-            rec = impls.get(impl)
-            if rec is None:
-                reason = skip_of.get((impl, *point))
-                if reason:
-                    lines.append(
-                        f"| {point[0]} | {point[1]} | {point[2]} | {impl} | "
-                        f"- | - | - | - | - | - | skipped: {reason} |"
-                    )
-                continue
-            lines.append(
-                f"| {point[0]} | {point[1]} | {point[2]} | {impl} | {rec['time_ms']:.1f} | "
-                f"{rec['peak_mb']:.1f} | "
-                f"{_fmt(_ratio(rec['time_ms'], base['time_ms'] if base else None))} | "
-                f"{_fmt(_ratio(rec['peak_mb'], base['peak_mb'] if base else None))} | "
-                f"{_fmt(rec.get('cpu_ms'), 1)} | "
-                f"{_fmt(_ratio(rec.get('cpu_ms'), base.get('cpu_ms') if base else None))} | |"
-            )
-    return lines + [""]
-
-
-def steps_section(steps: list[dict], settings: argparse.Namespace) -> list[str]:
-    """The training-step table; ``settings`` are train_step_bench.py's parsed arguments."""
-    if not steps:
-        return ["## Training step", "", "Not measured (solo-learn not importable).", ""]
-    base = next((r for r in steps if r["method"] == "simclr"), None)
-    lines = [
-        "## Training step",
-        "",
-        "Full step (backbone, projector, loss, online classifier, backward, LARS step; BYOL's "
-        f"EMA update), resnet18 with solo-learn's stem for `{settings.dataset}`, "
-        f"{settings.crop_size} px inputs, random data, {settings.threads} torch threads. CLAMP and "
-        "SimCLR take V crops of B images; BYOL and VICReg take 2 crops of B*V/2 images, so "
-        "every method pushes the same number of views through the backbone per step. "
-        "`clamp` forwards all views as one batch (`joint_forward: true`, the default); "
-        "`clamp_percrop` forwards each crop alone, as SimCLR does. "
-        "`loss %` = fwd + bwd time of the step's loss calls, replayed on detached inputs, "
-        "over the step time. `CPU ms` is the process's user + system time in the step "
-        "(best step); its ratio is less sensitive to other jobs taking the cores.",
-        "",
-        "| method | crops x images | step ms | CPU ms | views / s | vs SimCLR | "
-        "vs SimCLR (CPU time) | loss ms | loss % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for rec in steps:
-        ratio = rec["views_per_s"] / base["views_per_s"] if base else None
-        cpu_ratio = base["cpu_ms"] / rec["cpu_ms"] if base else None
-        lines.append(
-            f"| {rec['method']} | {rec['crops']} x {rec['images_per_step']} | "
-            f"{rec['step_ms']:.0f} | {rec['cpu_ms']:.0f} | {rec['views_per_s']:.1f} | "
-            f"{_fmt(ratio, 3)} | {_fmt(cpu_ratio, 3)} | "
-            f"{rec['loss_ms']:.2f} | {100 * rec['loss_fraction']:.2f} |"
-        )
-    return lines + [""]
+            rec = index.get(point, {}).get(impl)
+            if rec is not None:
+                ratios = {
+                    f"{name}_ratio": _ratio(rec.get(key), base.get(key))
+                    for name, key in (("time", "time_ms"), ("peak", "peak_mb"), ("cpu", "cpu_ms"))
+                }
+                rows.append({**rec, "cpu_ms": rec.get("cpu_ms"), "skipped": None, **ratios})
+            elif (impl, *point) in skip_of:
+                rows.append(dict(zip("NVD", point), impl=impl, skipped=skip_of[(impl, *point)]))
+    return rows
 
 
 def plot(loss: list[dict], path: Path) -> None:
@@ -297,71 +211,40 @@ def plot(loss: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def render_template(name: str, **context: Any) -> str:
+    """Renders ``bench/templates/<name>`` with jinja2; its filters: ``fmt`` (a number with
+    ``digits`` decimals, None as "-") and ``verdict`` (met, missed or not measured)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(BENCH_DIR / "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(fmt=_fmt, verdict=_verdict)
+    return env.get_template(name).render(**context)
+
+
+def targets_section(loss: list[dict], steps: list[dict]) -> str:
+    """The Markdown targets section (printed at the end of a run, too)."""
+    return render_template("targets.md.j2", t=targets(loss, steps))
+
+
 def render(loss: list[dict], skips: list[dict], steps: list[dict], meta: dict) -> str:
     """The Markdown page. ``meta["loss_settings"]`` and ``meta["steps_settings"]`` are the
     parsed arguments of the two benchmarks, so the page states the settings that ran."""
-    loss_settings, steps_settings = meta["loss_settings"], meta["steps_settings"]
-    lines = [
-        "# Benchmarks",
-        "",
-        "Regenerate this page and `benchmarks_loss.png` from fresh runs with one command:",
-        "",
-        "```",
-        "python3 bench/report.py",
-        "```",
-        "",
-        f"(`{meta['command']}` produced this version on {meta['date']}; {meta['timing']}.) "
-        "The pieces run alone too: `python3 bench/loss_bench.py [--quick] [--json PATH]`, "
-        "`python3 bench/train_step_bench.py [--quick] [--json PATH]`.",
-        "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
-        *[f"| {key} | {value} |" for key, value in meta["machine"].items()],
-        f"| torch threads (loss / training step) | {loss_settings.threads} / "
-        f"{steps_settings.threads} |",
-        f"| load average (1 min) before / after | {meta['load_before']} / {meta['load_after']} |",
-        "",
-        "The machine is shared with other jobs: absolute times are noisy (each case reports its "
-        "best run), ratios measured in the same run are the numbers to read.",
-        "",
-        *targets_section(loss, steps),
-        *loss_section(loss, skips),
-        "![time and memory vs N](benchmarks_loss.png)",
-        "",
-        *steps_section(steps, steps_settings),
-        "## GPU",
-        "",
-        "`python3 bench/gpu_check.py --out DIR` is the prepared check for a CUDA machine "
-        "(under 8 minutes): CLAMP (4 views) vs SimCLR training steps per second with bf16"
-        " autocast (ResNet-50, 224 px, synthetic images, each at the largest batch that "
-        "fits), the tiled loss at N = 32768 images (time, peak memory) and a few batches "
-        "of solo-learn's DALI pipeline with 4 views when nvidia-dali is installed. It "
-        "writes `gpu_check.json` and `gpu_check.md`; paste the table here. `--dry` runs "
-        "it at tiny sizes on the CPU (a test does). Not yet run on a GPU: no GPU was "
-        "available where this page was produced.",
-        "",
-        "## How it is measured",
-        "",
-        "* Loss: `bench/loss_bench.py`. Each case runs in a freshly forked process with "
-        f"{loss_settings.threads} torch threads; peak memory is the RSS high-water mark "
-        "(`ru_maxrss`) after the runs minus the one after allocating the inputs (on CUDA: "
-        "`torch.cuda.max_memory_allocated`). One warm-up run, then up to `--reps` timed runs "
-        "within `--case-seconds`; a case slower than that reports its warm-up run. Cases whose "
-        f"estimated memory exceeds {100 * loss_bench.MEMORY_FRACTION:.0f} % of the available "
-        f"RAM are skipped (listed above with the estimate). `clamp_tiled` uses "
-        f"{loss_settings.tile} rows per block; `clamp` is the default path, which switches to "
-        f"the tiled path itself above `AUTO_TILE_MIN_IMAGES` = {AUTO_TILE_MIN_IMAGES} images.",
-        "* `dense_reference` (`bench/dense_reference.py`) is the official code's formulation "
-        "with the `N x N x D` difference tensor; `bench/loss_bench.py` checks that it gives "
-        "the loss and gradient of `clamp` (float64) and writes no results otherwise.",
-        "* SimCLR gets all V*N rows (an image's views are its positives); VICReg pairs view v "
-        "with view v + V/2; BYOL predicts view v + V/2 from view v (one call over all rows).",
-        "* Training step: `bench/train_step_bench.py`, methods timed round-robin, best step.",
-        "",
-    ]
-    return "\n".join(lines)
+    return render_template(
+        "benchmarks.md.j2",
+        meta=meta,
+        loss_settings=meta["loss_settings"],
+        steps_settings=meta["steps_settings"],
+        t=targets(loss, steps),
+        loss_rows=loss_rows(loss, skips),
+        steps=steps,
+        simclr=next((r for r in steps if r["method"] == "simclr"), None),
+        memory_fraction=loss_bench.MEMORY_FRACTION,
+        auto_tile=AUTO_TILE_MIN_IMAGES,
+    )
 
 
 def _load_average() -> str:
@@ -423,7 +306,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     plot(loss, args.docs / "benchmarks_loss.png")
     (args.docs / "benchmarks.md").write_text(render(loss, skips, steps, meta))
     print(f"wrote {args.docs / 'benchmarks.md'} and {args.docs / 'benchmarks_loss.png'}")
-    print("\n".join(targets_section(loss, steps)))
+    print(targets_section(loss, steps), end="")
 
 
 if __name__ == "__main__":

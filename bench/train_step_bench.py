@@ -144,6 +144,7 @@ def make_cfg(
         DEFAULTS,
         {
             "dataset": dataset,
+            "epochs": 1,  # the study's budget: the one-step run below is all of it
             "data": {"num_workers": 0},
             "backbone": {"name": backbone, "kwargs": {}},
             "augmentations": [{"crop_size": crop_size}],

@@ -46,11 +46,13 @@ def reference_clamp_loss(
     min_margin: float = 1e-3,
     max_range: float = 1.5,
 ) -> ReferenceLoss:
-    """The CLAMP loss written naively from the paper's formula: the tests' one reference.
+    """The CLAMP loss written naively from the paper's formula: the one reference of the tests
+    and of ``bench/loss_bench.py`` (its ``dense_reference``, the official code's formulation).
 
-    Independent of ``solo_clamp.losses.clamp``: each radius comes from ``torch.cov`` of the
-    image's views (unbiased: divided by ``V - 1``), the pair distances from the explicit
-    ``N x N x D`` differences of the centroids, the interacting pairs from a boolean mask.
+    Independent of ``solo_clamp.losses.clamp``: each radius comes from the trace of the
+    covariance of the image's views, as ``torch.var`` over the views (unbiased: divided by
+    ``V - 1``), the pair distances from the explicit ``N x N x D`` differences of the
+    centroids (memory ``O(N**2 * D)``), the interacting pairs from a boolean mask.
     ``z`` is ``[V * B, D]`` view-major (row ``v * B + b`` is view ``v`` of image ``b``);
     float64 stays float64, any other dtype is computed in float32. The loss module's two
     guard constants are kept (1e-12 under the square roots, 1e-6 added to ``r_i + r_j``) so
@@ -62,7 +64,7 @@ def reference_clamp_loss(
     views = views / views.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     num_images = views.shape[1]
     centroids = views.mean(dim=0)
-    traces = torch.stack([torch.cov(views[:, i].T).trace() for i in range(num_images)])
+    traces = views.var(dim=0, correction=1).sum(dim=-1)  # trace of each image's covariance
     radii = rs * torch.sqrt(traces / min(dim, num_views) + 1e-12)
 
     differences = centroids[:, None, :] - centroids[None, :, :]

@@ -176,18 +176,7 @@ def _list(args: argparse.Namespace) -> int:
     if not idx.entries:
         print(f"no models in {idx.path}")
         return 0
-    header = (
-        "name",
-        "method",
-        "backbone",
-        "dataset",
-        "epochs",
-        "views",
-        "knn",
-        "linear",
-        "MB",
-        "where",
-    )
+    header = tuple("name method backbone dataset epochs views knn linear MB where".split())
     rows = [header] + [
         (
             e.name,

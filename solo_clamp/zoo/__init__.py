@@ -8,9 +8,8 @@ Modules, one concern each:
 * :mod:`~solo_clamp.zoo.errors`: the user-facing errors.
 * :mod:`~solo_clamp.zoo.manifest`: entry dataclasses and their validation (the schema).
 * :mod:`~solo_clamp.zoo.index`: reading, validating and atomically writing ``index.yaml``.
-* :mod:`~solo_clamp.zoo.files`: sha256 digests and verification.
-* :mod:`~solo_clamp.zoo.fetch`: one source into a ``.part`` file (HTTP Range, Hugging Face).
-* :mod:`~solo_clamp.zoo.download`: the cache, locking and verified downloads of an entry.
+* :mod:`~solo_clamp.zoo.download`: sha256 checks, the cache, and locked, resumable downloads
+  through pooch (HTTP Range, Hugging Face).
 * :mod:`~solo_clamp.zoo.weights`: safetensors files.
 * :mod:`~solo_clamp.zoo.portable`: the training cfg as the manifest records it.
 * :mod:`~solo_clamp.zoo.publish`: a pretrain checkpoint into the zoo (a tool built on the
@@ -22,7 +21,7 @@ checkpoint or a run directory. Importing this package needs torch only.
 
 from __future__ import annotations
 
-from solo_clamp.zoo.download import CACHE_ENV, cache_dir, download
+from solo_clamp.zoo.download import CACHE_ENV, cache_dir, download, sha256_file, verify_file
 from solo_clamp.zoo.errors import (
     DownloadError,
     HashMismatchError,
@@ -30,7 +29,6 @@ from solo_clamp.zoo.errors import (
     UnknownModelError,
     ZooError,
 )
-from solo_clamp.zoo.files import sha256_file, verify_file
 from solo_clamp.zoo.index import (
     ZooIndex,
     default_index_path,

@@ -1,30 +1,14 @@
 """Manifest entries: the dataclasses, and the validation that turns raw YAML into them.
 
-One entry of the manifest (``zoo/index.yaml``, documented in ``zoo/README.md``)::
-
-    - name: clamp-mnist-resnet18          # [a-z0-9][a-z0-9._-]*
-      method: clamp
-      backbone: {name: resnet18, kwargs: {}, cifar_stem: false}
-      dataset: mnist
-      epochs: 100
-      views: 4
-      evaluation:                         # optional; knn and/or linear
-        knn: {top1: 98.9, command: "solo-clamp knn ..."}
-      config: {...}                       # the training cfg, portable (zoo.portable)
-      file: clamp-mnist-resnet18.safetensors   # optional, relative to the manifest
-      size: 22360000                      # bytes
-      sha256: 64 hex digits
-      sources:                            # optional when ``file`` is shipped
-        - https://example.org/clamp-mnist-resnet18.safetensors
-        - {hf_repo: org/repo, hf_filename: clamp-mnist-resnet18.safetensors}
-      format: safetensors-fp16            # or safetensors-fp32
+The schema of an entry (``zoo/index.yaml``) is documented once, in ``zoo/README.md``; the
+fields are those of :class:`ZooEntry`, in its order (required first, then optional).
 """
 
 from __future__ import annotations
 
 import re
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -37,18 +21,6 @@ FORMATS: dict[str, torch.dtype] = {
     "safetensors-fp32": torch.float32,
 }
 EVALUATIONS = ("knn", "linear")
-REQUIRED_FIELDS = (
-    "name",
-    "method",
-    "backbone",
-    "dataset",
-    "epochs",
-    "views",
-    "size",
-    "sha256",
-    "format",
-)
-OPTIONAL_FIELDS = ("evaluation", "config", "file", "sources")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -66,7 +38,7 @@ class BackboneSpec:
 
     def to_manifest(self) -> dict[str, Any]:
         """The backbone as the zoo manifest writes it."""
-        return {"name": self.name, "kwargs": dict(self.kwargs), "cifar_stem": self.cifar_stem}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -105,7 +77,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One model of the manifest (see the module docstring for the fields)."""
+    """One model of the manifest (its fields: ``zoo/README.md``, "Manifest schema")."""
 
     name: str
     method: str
@@ -150,6 +122,12 @@ class ZooEntry:
         out["sources"] = [s.to_manifest() for s in self.sources]
         out["config"] = self.config
         return out
+
+
+REQUIRED_FIELDS = tuple(
+    f.name for f in fields(ZooEntry) if f.default is MISSING and f.default_factory is MISSING
+)
+OPTIONAL_FIELDS = tuple(f.name for f in fields(ZooEntry) if f.name not in REQUIRED_FIELDS)
 
 
 def _where(where: str, key: str) -> str:

@@ -18,10 +18,11 @@ from solo_clamp.backbones import (
 )
 from solo_clamp.checkpoints import CheckpointError, backbone_state, load_run
 from solo_clamp.internals import solo_available
+from solo_clamp.io import PathLike
 from solo_clamp.version import __version__
 from solo_clamp.views import count_views
+from solo_clamp.zoo.download import sha256_file
 from solo_clamp.zoo.errors import ManifestError, ZooError
-from solo_clamp.zoo.files import PathLike, sha256_file
 from solo_clamp.zoo.index import IndexLike, ZooIndex, index_path, load_index, write_index
 from solo_clamp.zoo.manifest import (
     FORMATS,

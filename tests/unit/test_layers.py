@@ -54,7 +54,7 @@ FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     "prepare-data (and --help, which lists its datasets) stay torch-free",
     ("training/checks.py", "nvidia.dali"): "DALI is optional (the dali extra)",
     ("training/pretrain.py", "solo.data.dali_dataloader"): "imports nvidia.dali, optional",
-    ("zoo/fetch.py", "huggingface_hub"): "optional (the hub extra)",
+    ("zoo/download.py", "huggingface_hub"): "optional (the hub extra)",
 }
 """The imports inside functions outside the lazy boundary: ``(module, imported) -> why``."""
 

@@ -19,6 +19,7 @@ import types
 from pathlib import Path
 from typing import Any, Optional
 
+import pooch
 import pytest
 import torch
 import yaml
@@ -39,6 +40,7 @@ class FileServer:
         self.requests: list[tuple[str, Optional[str]]] = []
         self.drop_after: dict[str, int] = {}  # path -> bytes sent before the first drop
         self.chunk_delay = 0.0
+        self.ignore_range = False
         self.lock = threading.Lock()
         self.port = 0
 
@@ -68,7 +70,7 @@ def _handler(state: FileServer) -> type:
                 self.send_error(404)
                 return
             start = 0
-            if rng:
+            if rng and not state.ignore_range:
                 start = int(rng.removeprefix("bytes=").split("-")[0])
                 if start >= len(data):
                     self.send_response(416)
@@ -119,6 +121,20 @@ def server():
 
 
 @pytest.fixture
+def retrieved(monkeypatch) -> list[str]:
+    """The URLs handed to ``pooch.retrieve``: every download goes through pooch."""
+    urls: list[str] = []
+    real = pooch.retrieve
+
+    def spy(url: str, *args: Any, **kwargs: Any) -> str:
+        urls.append(url)
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(pooch, "retrieve", spy)
+    return urls
+
+
+@pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv(zoo.CACHE_ENV, str(path))
@@ -166,8 +182,9 @@ def leftovers(cache: Path) -> list[str]:
     return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock"))
 
 
-def test_download_verifies_and_caches(hosted, server, cache):
+def test_download_verifies_and_caches(hosted, server, cache, retrieved):
     path = zoo.download("tiny", hosted, progress=False)
+    assert retrieved == [server.url("/tiny.bin")]
     assert path.parent == cache and path.name == zoo.load_index(hosted).get("tiny").cache_name
     assert path.read_bytes() == PAYLOAD
     zoo.verify_file(path, SHA, len(PAYLOAD))
@@ -176,7 +193,7 @@ def test_download_verifies_and_caches(hosted, server, cache):
     assert leftovers(cache) == [path.name]
 
 
-def test_interrupted_download_resumes_on_the_next_call(hosted, server, cache):
+def test_interrupted_download_resumes_on_the_next_call(hosted, server, cache, retrieved):
     server.drop_after["/tiny.bin"] = 70_000
     with pytest.raises(zoo.DownloadError, match="partial data kept") as err:
         zoo.download("tiny", hosted, progress=False, attempts=1)
@@ -189,6 +206,7 @@ def test_interrupted_download_resumes_on_the_next_call(hosted, server, cache):
     assert server.gets("/tiny.bin") == [None, f"bytes={kept}-"]
     assert zoo.sha256_file(path) == SHA
     assert not part.exists()
+    assert retrieved == [server.url("/tiny.bin")] * 2
 
 
 def test_interrupted_download_resumes_within_one_call(hosted, server, cache):
@@ -199,14 +217,24 @@ def test_interrupted_download_resumes_within_one_call(hosted, server, cache):
     assert path.read_bytes() == PAYLOAD
 
 
-def test_tampered_file_is_rejected_and_not_kept(hosted, server, cache):
+def test_a_server_ignoring_range_sends_the_whole_file(hosted, server, cache):
+    server.ignore_range = True
+    server.drop_after["/tiny.bin"] = 70_000
+    path = zoo.download("tiny", hosted, progress=False, retry_wait=0)
+    ranges = server.gets("/tiny.bin")
+    assert ranges[0] is None and len(ranges) == 2 and ranges[1].startswith("bytes=")
+    assert path.read_bytes() == PAYLOAD  # the 200 answer replaced the kept prefix
+
+
+def test_tampered_file_is_rejected_and_not_kept(hosted, server, cache, retrieved):
     tampered = bytearray(PAYLOAD)
     tampered[1234] ^= 0xFF
     server.files["/tiny.bin"] = bytes(tampered)
     with pytest.raises(zoo.HashMismatchError, match="nothing was kept") as err:
         zoo.download("tiny", hosted, progress=False)
-    assert SHA in str(err.value)
+    assert SHA in str(err.value) and "does not match the known hash" in str(err.value)  # pooch's
     assert leftovers(cache) == []  # no final file, no .part to poison a later download
+    assert retrieved == [server.url("/tiny.bin")]
 
     server.files["/tiny.bin"] = PAYLOAD
     assert zoo.download("tiny", hosted, progress=False).read_bytes() == PAYLOAD
@@ -250,7 +278,7 @@ def test_every_source_failing_lists_each_source(server, tmp_path, cache):
         zoo.download("tiny", index, progress=False, retry_wait=0, timeout=5)
     message = str(err.value)
     assert f"{missing}: HTTPError: HTTP 404" in message
-    assert refused in message and "URLError" in message
+    assert refused in message and "ConnectionError" in message
     assert not isinstance(err.value, zoo.HashMismatchError)
     assert leftovers(cache) == []
 
