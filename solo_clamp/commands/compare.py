@@ -120,6 +120,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "validation floors, in results.md and results.csv); no final runs, no test split",
     )
     parser.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="after the comparison, write its results.csv and results.md into the study page "
+        "DIR (results.md below a marker, byte for byte; the page's own text above it is kept)",
+    )
+    parser.add_argument(
         "--configs-only",
         action="store_true",
         help="write compare_config.yaml and every run's exact solo-learn cfg "
@@ -235,4 +243,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {len(summary.trained)} run(s), skipped {len(summary.skipped)} finished")
     for path in summary.files:
         print(f"  {path}")
+    if args.publish is not None:
+        for path in compare.publish(out, args.publish):
+            print(f"published {path}")
     return 0

@@ -23,7 +23,9 @@ learning rate (and any ``method_kwargs`` in ``tuning.method_kwargs``) is chosen 
 with the same number of trials per method, by kNN top-1 on a validation split held out of the
 training images (it never trains, is in no kNN bank and no few-label draw, and no trial reads
 the test split); the final runs use each method's selected setting. A diverging trial is
-recorded as failed and never selected.
+recorded as failed and never selected. Bracketing (``tuning.max_extensions``): a selected lr
+on an edge of the grid tries the next lr past it. One warm-up for every method: the study's
+``scheduler.warmup_epochs`` of its ``epochs``, scaled to each run's length.
 
 Scores (``evaluation``, :mod:`solo_clamp.compare.scores`): kNN and a linear probe on the test
 split; with ``evaluation.few_label.enabled`` also few-label probes (``per_class`` labelled
@@ -36,8 +38,10 @@ own values (:func:`solo_clamp.compare.plan.solo_cfg`).
 
 Output directory: ``results.csv`` (one long table, a ``kind`` column telling apart runs,
 floors, tuning trials, validation floors and curve points), ``results.md`` (mean ± std and
-per-seed values, best and ties, each method's setting, floors, verdicts, few-label probes,
-the tuning trials, every run), ``curves_loss.png``, ``curves_knn.png``,
+per-seed values, verdicts from paired intervals (:mod:`solo_clamp.compare.verdicts`) against
+the best and against the floors (raw pixels; the untrained backbone of every seed),
+few-label probes, the tuning trials, every run, and the provenance of every row:
+commit, versions, CPU, threads, data sha256), ``curves_loss.png``, ``curves_knn.png``,
 ``compare_config.yaml``, and for resuming ``runs/<run>/{config.yaml, backbone.pt,
 result.json}`` and ``tuning/<trial>/{config.yaml, result.json}``. ``result.json`` is written
 last and atomically: a run or trial that has one (with the same settings) is skipped on
@@ -48,7 +52,7 @@ from __future__ import annotations
 
 from solo_clamp.compare.config import BUDGETS, CONFIG_DIR, apply_quick, load_config, validate_config
 from solo_clamp.compare.plan import plan_runs
-from solo_clamp.compare.report import RESULT_COLUMNS
+from solo_clamp.compare.report import RESULT_COLUMNS, publish
 from solo_clamp.compare.runner import run_comparison, write_run_configs
 
 __all__ = [
@@ -58,6 +62,7 @@ __all__ = [
     "apply_quick",
     "load_config",
     "plan_runs",
+    "publish",
     "run_comparison",
     "validate_config",
     "write_run_configs",

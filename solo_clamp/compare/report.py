@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any, Optional
@@ -213,6 +214,28 @@ def write_results_md(
         )
     )
     atomic_write_text(path, text)
+
+
+TOOL_OUTPUT_MARKER = (
+    "<!-- Below this line: `solo-clamp compare`'s results.md, byte for byte (--publish). "
+    "Hand-written text stays above it. -->"
+)
+
+
+def publish(out: Path, page_dir: Path) -> list[Path]:
+    """Copies a comparison's results into a study page: ``page_dir/results.csv`` as written,
+    and ``page_dir/results.md`` = the page's hand-written text above
+    :data:`TOOL_OUTPUT_MARKER` (kept), the marker, then ``out/results.md`` byte for byte."""
+    page = page_dir / "results.md"
+    above = ""
+    if page.exists():
+        text = page.read_text(encoding="utf-8")
+        above = text.split(TOOL_OUTPUT_MARKER)[0] if TOOL_OUTPUT_MARKER in text else text + "\n"
+    tool = (out / "results.md").read_text(encoding="utf-8")
+    atomic_write_text(page, f"{above}{TOOL_OUTPUT_MARKER}\n\n{tool}")
+    with atomic_path(page_dir / "results.csv") as tmp:
+        shutil.copyfile(out / "results.csv", tmp)
+    return [page, page_dir / "results.csv"]
 
 
 def write_reports(

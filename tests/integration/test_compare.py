@@ -17,9 +17,10 @@ from solo_clamp import compare
 from solo_clamp.cli import build_parser, main
 from solo_clamp.commands import CommandError
 from solo_clamp.commands import compare as compare_command
-from solo_clamp.compare import runner
+from solo_clamp.compare import report, runner
 from solo_clamp.compare.data import ComparisonData
 from solo_clamp.compare.plan import RUN_YAML, parse, solo_cfg
+from solo_clamp.compare.report import write_results_md
 
 SHIPPED = sorted(p for p in compare.CONFIG_DIR.glob("*.yaml") if p != RUN_YAML)
 EXPECTED_RUNS = [
@@ -167,6 +168,30 @@ def test_tiny_comparison_interrupt_resume_and_skip(tiny_config, tmp_path, capsys
         curves["clamp-equal_epochs-s0"][0]["knn_top1"], abs=1e-6
     )
     assert 0.0 <= floors["raw_pixels"]["probe_knn_top1"] <= 100.0
+
+    # Provenance on every row; the page is what the template renders, byte for byte; a study
+    # page keeps its own text above the marker and the tool's output below it.
+    with (out / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in (r for r in rows if r["kind"] in ("run", "floor")):
+        assert len(row["commit"]) == 40 and row["dirty"] in ("True", "False")
+        assert row["torch"] and row["solo_learn"].startswith("1.0.6") and row["lightning"]
+        assert row["cpu"] and int(row["threads"]) >= 1 and len(row["data_sha256"]) == 64
+    rendered = tmp_path / "rendered.md"
+    results = {p.parent.name: json.loads(p.read_text()) for p in runs.glob("*/result.json")}
+    ordered = {k: results[k] for k in EXPECTED_RUNS if k in results}
+    write_results_md(compare.load_config(tiny_config), ordered, rendered)
+    assert rendered.read_bytes() == (out / "results.md").read_bytes()
+    page = tmp_path / "page"
+    page.mkdir()
+    (page / "results.md").write_text("# A study\n\nWhy it was run.\n")
+    compare.publish(out, page)
+    compare.publish(out, page)  # again: the hand-written text is kept once
+    text = (page / "results.md").read_text()
+    intro, tool = text.split(report.TOOL_OUTPUT_MARKER)
+    assert intro == "# A study\n\nWhy it was run.\n\n"
+    assert tool.encode() == b"\n\n" + (out / "results.md").read_bytes()
+    assert (page / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
 
     # 4. Everything finished: nothing trains and no result file is rewritten.
     results = sorted(runs.glob("*/result.json"))
@@ -367,3 +392,36 @@ def test_compare_set_rejects_unknown_fields_and_bad_values(item, message):
     command, args = _compare_args("--set", item)
     with pytest.raises((CommandError, ValueError), match=message):
         command.build_config(args)
+
+
+def test_data_hash_changes_when_one_image_changes(tiny_config, tmp_path):
+    from solo_clamp.compare.data import data_sha256, prepare_data
+
+    cfg = compare.load_config(tiny_config)
+    data = prepare_data(cfg)
+    before = data_sha256(cfg, data)
+    assert data_sha256(cfg, data) == before  # deterministic
+    train = sorted(Path(data.train_path).rglob("*.png"))[3]
+    train.write_bytes(train.read_bytes() + b"\0")
+    changed = data_sha256(cfg, data)
+    assert changed != before
+    test = sorted(Path(data.val_path).rglob("*.png"))[0]
+    test.write_bytes(test.read_bytes() + b"\0")
+    assert data_sha256(cfg, data) not in (before, changed)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_per_image_knn_predictions_score_what_solo_learns_knn_scores(distance):
+    """The per-image labels a bootstrap resamples give solo-learn's own kNN accuracy."""
+    from solo_clamp.evaluation import knn_accuracy, knn_predictions
+
+    generator = torch.Generator().manual_seed(0)
+    train_y = torch.randint(0, 10, (600,), generator=generator)
+    test_y = torch.randint(0, 10, (900,), generator=generator)
+    train = torch.randn(600, 32, generator=generator)
+    test = torch.randn(900, 32, generator=generator)
+    train[:, :10] += 2 * torch.nn.functional.one_hot(train_y, 10)
+    test[:, :10] += 2 * torch.nn.functional.one_hot(test_y, 10)
+    top1, _ = knn_accuracy(train, train_y, test, test_y, k=20, distance=distance)
+    predicted = knn_predictions(train, train_y, test, k=20, distance=distance, chunk_size=128)
+    assert float((predicted == test_y).float().mean() * 100) == pytest.approx(top1, abs=1e-4)
