@@ -226,12 +226,6 @@ def run(args: argparse.Namespace) -> int:
                 print(path)
             return 0
         summary = compare.run_comparison(cfg, out)
-    except ValueError as err:
-        # TODO(issue 30): solo_clamp/compare/ still raises plain ValueError for the user's
-        # mistakes found while it runs (idx files not found, too few images for a draw or a
-        # batch); once it raises ConfigError / DataError this catch goes, and its bugs keep
-        # their tracebacks like every other command's.
-        raise CommandError(str(err)) from err
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ from solo_clamp.compare.data import DATASETS, IDX_DATASETS
 from solo_clamp.compare.plan import RUN_YAML
 from solo_clamp.compare.tuning import validate_grid
 from solo_clamp.configs import config_dir
+from solo_clamp.errors import ConfigError
 from solo_clamp.methods import facts_of, known
 
 CONFIG_DIR = config_dir("compare")
@@ -92,22 +93,22 @@ def default_config_path(dataset: str = "fashion_mnist") -> Path:
     path = CONFIG_DIR / f"{dataset}.yaml"
     if not path.exists() or path == RUN_YAML:
         shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p != RUN_YAML)
-        raise ValueError(f"dataset {dataset!r} has no shipped config; shipped: {shipped}.")
+        raise ConfigError(f"dataset {dataset!r} has no shipped config; shipped: {shipped}.")
     return path
 
 
 def _read_yaml(path: Path, depth: int = 0) -> DictConfig:
     """Reads one config; ``base: other.yaml`` (relative to it) is merged underneath."""
     if not path.is_file():
-        raise ValueError(f"config {str(path)!r} does not exist or is not a file.")
+        raise ConfigError(f"config {str(path)!r} does not exist or is not a file.")
     loaded = OmegaConf.load(path)
     if not isinstance(loaded, DictConfig):
-        raise ValueError(f"config {str(path)!r} must be a YAML mapping.")
+        raise ConfigError(f"config {str(path)!r} must be a YAML mapping.")
     base = loaded.pop("base", None)
     if base is None:
         return loaded
     if depth >= 4:
-        raise ValueError(f"config {str(path)!r}: base chains deeper than 4 files (a cycle?).")
+        raise ConfigError(f"config {str(path)!r}: base chains deeper than 4 files (a cycle?).")
     return OmegaConf.merge(_read_yaml(path.parent / str(base), depth + 1), loaded)
 
 
@@ -148,38 +149,38 @@ def _integer(cfg: DictConfig, key: str, minimum: Optional[int] = 1, allow_none=F
     low = minimum is not None and isinstance(value, int) and value < minimum
     if isinstance(value, bool) or not isinstance(value, int) or low:
         kind = {None: "an integer", 0: "an integer >= 0", 1: "a positive integer"}[minimum]
-        raise ValueError(f"{key} must be {kind}{' or null' if allow_none else ''}, got {value!r}.")
+        raise ConfigError(f"{key} must be {kind}{' or null' if allow_none else ''}, got {value!r}.")
 
 
 def _flag(cfg: DictConfig, key: str) -> None:
     value = OmegaConf.select(cfg, key, default=False)
     if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, got {value!r}.")
+        raise ConfigError(f"{key} must be true or false, got {value!r}.")
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Checks a comparison config; raises ValueError naming the field and the allowed values."""
     if cfg.get("dataset") not in DATASETS:
-        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {cfg.get('dataset')!r}.")
+        raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {cfg.get('dataset')!r}.")
     recipes = cfg.get("recipes") or {}
     methods = list(cfg.get("methods") or [])
     if not methods:
-        raise ValueError(f"methods must list at least one of {sorted(recipes)}.")
+        raise ConfigError(f"methods must list at least one of {sorted(recipes)}.")
     for method in methods:
         if method not in recipes:
-            raise ValueError(
+            raise ConfigError(
                 f"methods: {method!r} has no recipe in this config; allowed: {sorted(recipes)}."
             )
         if method not in known():
-            raise ValueError(f"methods: {method!r} is not supported; allowed: {known()}.")
+            raise ConfigError(f"methods: {method!r} is not supported; allowed: {known()}.")
     budgets = list(cfg.get("budgets") or [])
     if not budgets or any(b not in BUDGETS for b in budgets):
-        raise ValueError(f"budgets must be a non-empty subset of {list(BUDGETS)}, got {budgets}.")
+        raise ConfigError(f"budgets must be a non-empty subset of {list(BUDGETS)}, got {budgets}.")
     seeds = list(cfg.get("seeds") or [])
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of integers, got {seeds}.")
+        raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds}.")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must not repeat, got {seeds}.")
+        raise ConfigError(f"seeds must not repeat, got {seeds}.")
     for key in (
         "epochs",
         "batch_size",
@@ -198,47 +199,47 @@ def validate_config(cfg: DictConfig) -> None:
         _integer(cfg, key, allow_none=True)
     scale = cfg.get("projector_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
-        raise ValueError(f"projector_scale must be in (0, 1], got {scale!r}.")
+        raise ConfigError(f"projector_scale must be in (0, 1], got {scale!r}.")
     augmentations = cfg.get("augmentations")
     if not augmentations:
-        raise ValueError("augmentations must list at least one transform set.")
+        raise ConfigError("augmentations must list at least one transform set.")
     crop = augmentations[0].get("crop_size")
     if any(aug.get("crop_size") != crop for aug in augmentations):
-        raise ValueError("augmentations[*].crop_size must be equal: all views are large crops.")
+        raise ConfigError("augmentations[*].crop_size must be equal: all views are large crops.")
     for method in methods:
         views = recipes[method].get("views", 2)
         if isinstance(views, bool) or not isinstance(views, int) or views < 2:
-            raise ValueError(f"recipes.{method}.views must be an integer >= 2, got {views!r}.")
+            raise ConfigError(f"recipes.{method}.views must be an integer >= 2, got {views!r}.")
         if views % len(augmentations):
-            raise ValueError(
+            raise ConfigError(
                 f"recipes.{method}.views ({views}) must be a multiple of the number of "
                 f"augmentation sets ({len(augmentations)}): each set gives views/sets crops."
             )
         rule = facts_of(method).views
         if not rule.allows(views):
-            raise ValueError(
+            raise ConfigError(
                 f"recipes.{method}.views must be {rule.wanted} ({rule.why}), got {views}."
             )
         for key in ("warmup_epochs", "warmup_start_lr"):
             if OmegaConf.select(recipes[method], f"scheduler.{key}") is not None:
-                raise ValueError(
+                raise ConfigError(
                     f"recipes.{method}.scheduler.{key}: every method warms up by the "
                     f"comparison's scheduler.{key} (one policy for all); remove it from the "
                     "recipe."
                 )
     if OmegaConf.select(cfg, "floors.seed") is not None:
-        raise ValueError(
+        raise ConfigError(
             "floors.seed was removed: the untrained backbone is scored for every seed of "
             "`seeds` (the initial weights of that seed's runs); remove floors.seed."
         )
     if cfg.evaluation.get("distance", "cosine") not in ("cosine", "euclidean"):
-        raise ValueError(
+        raise ConfigError(
             f"evaluation.distance must be 'cosine' or 'euclidean', got {cfg.evaluation.distance!r}."
         )
     if cfg.dataset not in IDX_DATASETS:
         for key in ("data.train_per_class", "data.val_per_class"):
             if OmegaConf.select(cfg, key) is not None:
-                raise ValueError(
+                raise ConfigError(
                     f"{key} applies only to the datasets {list(IDX_DATASETS)} (prepared "
                     f"subsets), not to {cfg.dataset!r}: use evaluation.train_per_class / "
                     "val_per_class to subsample the evaluation sets."
@@ -246,7 +247,9 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.dataset in ("imagenet100", "image_folder"):
         for key in ("data.train_path", "data.val_path"):
             if not OmegaConf.select(cfg, key):
-                raise ValueError(f"{key} is required for dataset {cfg.dataset!r} (an ImageFolder).")
+                raise ConfigError(
+                    f"{key} is required for dataset {cfg.dataset!r} (an ImageFolder)."
+                )
     _validate_stages(cfg)
 
 
@@ -259,17 +262,17 @@ def _validate_stages(cfg: DictConfig) -> None:
     _integer(cfg, "evaluation.few_label.feature_augment.samples", minimum=0)
     tuning = cfg.tuning
     if not isinstance(tuning.get("enabled"), bool):
-        raise ValueError(f"tuning.enabled must be true or false, got {tuning.get('enabled')!r}.")
+        raise ConfigError(f"tuning.enabled must be true or false, got {tuning.get('enabled')!r}.")
     _flag(cfg, "tuning.only")
     _flag(cfg, "tuning.curves")
     if tuning.get("clamp_rs") is not None:  # the field of earlier versions
-        raise ValueError(
+        raise ConfigError(
             "tuning.clamp_rs was replaced by tuning.method_kwargs: write "
             f"`method_kwargs: {{clamp: {{rs: {list(tuning.clamp_rs)}}}}}`."
         )
     if not tuning.enabled:
         if tuning.get("only", False):
-            raise ValueError(
+            raise ConfigError(
                 "tuning.only=true (--tune-only) needs tuning.enabled=true: "
                 "there is no tuning to stop after."
             )
@@ -280,7 +283,7 @@ def _validate_stages(cfg: DictConfig) -> None:
     _integer(cfg, "tuning.max_extensions", minimum=0)
     train_per_class = cfg.data.get("train_per_class")
     if train_per_class is not None and tuning.val_per_class >= train_per_class:
-        raise ValueError(
+        raise ConfigError(
             f"tuning.val_per_class ({tuning.val_per_class}) must be smaller than "
             f"data.train_per_class ({train_per_class}): the validation images are taken from "
             "the training images, and the rest train and form the kNN bank."

@@ -19,6 +19,7 @@ from torchvision.datasets import ImageFolder
 
 from solo_clamp.data.prepare import DATASETS as IDX_SPECS
 from solo_clamp.data.prepare import locate_source, prepare_image_folder
+from solo_clamp.errors import DataError
 from solo_clamp.evaluation import eval_transform, knn_accuracy
 from solo_clamp.provenance import sha256_of_images
 
@@ -65,12 +66,12 @@ def _idx_source(name: str, source: Optional[str]) -> Path:
             continue
     looked = ", ".join(str(c) for c in candidates)
     if name == "fashion_mnist":
-        raise ValueError(
+        raise DataError(
             f"the Fashion-MNIST idx files were not found (looked in {looked}): install them "
             "with `apt-get install dataset-fashion-mnist`, or set $SOLO_CLAMP_FASHION_MNIST_DIR "
             "or data.source to a directory holding them."
         )
-    raise ValueError(
+    raise DataError(
         f"the MNIST idx files were not found (looked in {looked}): set $SOLO_CLAMP_MNIST_DIR "
         "or data.source to a directory holding them."
     )
@@ -104,7 +105,7 @@ def _locate_data(cfg: DictConfig) -> ComparisonData:
         return ComparisonData(cfg.dataset, cfg.dataset, root, root)
     for key in ("train_path", "val_path"):
         if not Path(str(data[key])).is_dir():
-            raise ValueError(f"data.{key}={str(data[key])!r} is not a directory.")
+            raise DataError(f"data.{key}={str(data[key])!r} is not a directory.")
     solo_name = "imagenet100" if cfg.dataset == "imagenet100" else "custom"
     return ComparisonData(cfg.dataset, solo_name, str(data.train_path), str(data.val_path))
 

@@ -16,7 +16,8 @@ from solo.args.pretrain import parse_cfg
 
 from solo_clamp.compare.data import ComparisonData, augmentation_sets
 from solo_clamp.configs import config_dir
-from solo_clamp.methods import facts_of, known
+from solo_clamp.errors import ConfigError
+from solo_clamp.methods import facts_of
 from solo_clamp.training.common import parse_solo_cfg
 
 FLOORS = ("raw_pixels", "untrained")
@@ -135,7 +136,7 @@ def steps_per_epoch(cfg: DictConfig, data: ComparisonData) -> int:
     steps = size // cfg.batch_size
     if steps < 1:
         held = f" (after the {len(data.held_out)} held out for tuning)" if data.held_out else ""
-        raise ValueError(
+        raise ConfigError(
             f"batch_size ({cfg.batch_size}) must not exceed the {size} training images{held} "
             "(raise data.train_per_class or lower batch_size)."
         )
@@ -169,11 +170,11 @@ def expected_run_ids(
     return floors + [s.run_id for s in plan_runs(cfg, spe, settings)]
 
 
-def _scaled_kwargs(kwargs: DictConfig, scale: float) -> dict[str, Any]:
+def _scaled_kwargs(method: str, kwargs: DictConfig, scale: float) -> dict[str, Any]:
     """``kwargs`` with the projector's (and BYOL's predictor's) widths times ``projector_scale``:
-    the fields the methods' facts name in ``projector_width_fields`` (e.g. not ManifoldCLR's
-    block_dim or vi_hidden_dim), read over every known method, since the method is not passed."""
-    widths = {name for method in known() for name in facts_of(method).projector_width_fields}
+    the fields ``method``'s facts name in ``projector_width_fields`` (e.g. not ManifoldCLR's
+    block_dim or vi_hidden_dim)."""
+    widths = set(facts_of(method).projector_width_fields)
     out = OmegaConf.to_container(kwargs, resolve=True)
     for key, value in out.items():
         if key in widths and isinstance(value, int):
@@ -198,7 +199,7 @@ def solo_cfg(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> DictConfig
         "seed": spec.seed,
         "data": {"dataset": data.solo_dataset, "train_path": data.train_path},
         "augmentations": [OmegaConf.to_container(a) for a in augmentation_sets(cfg, spec.views)],
-        "method_kwargs": _scaled_kwargs(kwargs, cfg.get("projector_scale", 1.0)),
+        "method_kwargs": _scaled_kwargs(spec.method, kwargs, cfg.get("projector_scale", 1.0)),
         "optimizer": {"batch_size": spec.batch_size, **({"lr": setting.lr} if setting else {})},
         "max_epochs": spec.max_epochs,
         "max_steps": spec.steps,

@@ -18,6 +18,7 @@ from solo_clamp.compare.data import (
     test_indices,
 )
 from solo_clamp.compare.plan import RunSpec, parse, solo_cfg
+from solo_clamp.errors import ConfigError
 from solo_clamp.evaluation import (
     FewLabelSettings,
     RawPixels,
@@ -101,7 +102,7 @@ def check_few_label(cfg: DictConfig, data: ComparisonData) -> None:
     counts = Counter(int(targets[i]) for i in bank_indices(cfg, data, targets))
     label, fewest = min(counts.items(), key=lambda item: item[1])
     if fewest < settings.per_class:
-        raise ValueError(
+        raise ConfigError(
             f"evaluation.few_label.per_class ({settings.per_class}) must not exceed the images "
             f"of any class in the kNN bank, where the draws come from: class {label} has "
             f"{fewest}."

@@ -48,6 +48,7 @@ from solo_clamp.compare.plan import (
 )
 from solo_clamp.compare.scores import floor_extractor, validation_scores
 from solo_clamp.compare.training import train
+from solo_clamp.errors import ConfigError
 from solo_clamp.io import atomic_write_text
 from solo_clamp.methods import facts_of, known
 from solo_clamp.provenance import environment
@@ -67,9 +68,9 @@ def _values(value: Any, key: str, positive: bool = False) -> list[Any]:
 
     if not (isinstance(value, list) and value and all(ok(v) for v in value)):
         kind = "positive numbers" if positive else "values"
-        raise ValueError(f"{key} must be a non-empty list of {kind}, got {value!r}.")
+        raise ConfigError(f"{key} must be a non-empty list of {kind}, got {value!r}.")
     if len(set(value)) != len(value):
-        raise ValueError(f"{key} must not repeat a value, got {value!r}.")
+        raise ConfigError(f"{key} must not repeat a value, got {value!r}.")
     return [float(v) for v in value] if positive else value
 
 
@@ -78,7 +79,7 @@ def lr_multipliers(cfg: DictConfig, method: str) -> list[float]:
     grid = cfg.tuning.lr_multipliers
     if OmegaConf.is_dict(grid) or isinstance(grid, dict):
         if method not in grid:
-            raise ValueError(
+            raise ConfigError(
                 f"tuning.lr_multipliers has no list for {method!r}: as a mapping it must give "
                 f"one for every method of `methods` ({list(cfg.methods)})."
             )
@@ -119,13 +120,13 @@ def extension(multipliers: list[float], selected: float) -> Optional[float]:
 def _check_kwargs(cfg: DictConfig) -> None:
     for method, grids in (cfg.tuning.get("method_kwargs") or {}).items():
         if method not in cfg.recipes:
-            raise ValueError(f"tuning.method_kwargs.{method}: {method!r} has no recipe.")
+            raise ConfigError(f"tuning.method_kwargs.{method}: {method!r} has no recipe.")
         fields = set(cfg.recipes[method].get("method_kwargs") or {})
         schema = facts_of(method).kwargs_schema if method in known() else None
         fields |= set(schema.__dataclass_fields__) if schema else set()
         for kwarg in grids or {}:
             if kwarg not in fields:
-                raise ValueError(
+                raise ConfigError(
                     f"tuning.method_kwargs.{method}.{kwarg}: {method} has no method_kwargs "
                     f"field {kwarg!r}; fields: {sorted(fields)}."
                 )
@@ -146,7 +147,7 @@ def validate_grid(cfg: DictConfig) -> None:
             f"{m} {total}" + (f" (= {sizes[0]} lr × {' × '.join(sizes[1:])})" if sizes[1:] else "")
             for m, (total, sizes) in counts.items()
         )
-        raise ValueError(
+        raise ConfigError(
             "tuning: every method must get the same number of trials (its "
             "tuning.lr_multipliers × the product of its tuning.method_kwargs grids), got "
             f"{found}. Give tuning.lr_multipliers as a mapping method -> list (shorter lists "

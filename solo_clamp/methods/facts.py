@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from solo_clamp.errors import ConfigError
 from solo_clamp.views import count_views
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -50,7 +51,7 @@ class ViewRule:
         if self.allows(views):
             return
         why = f" ({self.why})" if self.why else ""
-        raise ValueError(
+        raise ConfigError(
             f"method={method} takes {self.wanted} views per image{why}: the crops per image "
             "(data.num_large_crops + data.num_small_crops, or the sum of "
             f"augmentations[*].num_crops) must be {self.wanted}, got {views!r}."
@@ -134,9 +135,9 @@ class MethodFacts:
         return cfg
 
 
-def field_error(name: str, message: str) -> ValueError:
-    """The ValueError every kwargs check raises: ``method_kwargs.<name> <message>``."""
-    return ValueError(f"method_kwargs.{name} {message}")
+def field_error(name: str, message: str) -> ConfigError:
+    """The error every kwargs check raises: ``method_kwargs.<name> <message>``."""
+    return ConfigError(f"method_kwargs.{name} {message}")
 
 
 def require(ok: bool, name: str, rule: str, value: Any) -> None:
@@ -177,7 +178,7 @@ def check_kwargs(schema: type, kwargs: Any, method: str) -> DictConfig:
     fields = sorted(f.name for f in dataclasses.fields(schema))
     unknown = sorted(set(kwargs) - set(fields))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown method_kwargs for method={method}: {unknown}; the fields are {fields}."
         )
     try:
@@ -188,12 +189,12 @@ def check_kwargs(schema: type, kwargs: Any, method: str) -> DictConfig:
             name, f"must be {_type_word(schema, name)}, got {kwargs.get(name)!r}."
         ) from None
     except ConfigKeyError as err:  # pragma: no cover - unknown keys are caught above
-        raise ValueError(f"method_kwargs: {err.msg}") from None
+        raise ConfigError(f"method_kwargs: {err.msg}") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise field_error(missing[0], f"is required for method={method}.")
     try:
         OmegaConf.to_object(merged)  # runs the schema's __post_init__ checks
     except OmegaConfBaseException as err:
-        raise ValueError(f"method_kwargs: {err.msg}") from None
+        raise ConfigError(f"method_kwargs: {err.msg}") from None
     return OmegaConf.create(OmegaConf.to_container(merged))
