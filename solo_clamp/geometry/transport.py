@@ -433,3 +433,12 @@ def prior_neighbour_check(
         "equal_norm_noise": neighbour_label_accuracy(features, labels, noisy, sources),
         "displacement_over_norm": float((displacement / norms).mean()),
     }
+
+
+def transport_table(check: dict[str, Any]) -> str:
+    """The rows of a :func:`held_out_transport` result as text: one line per map with its
+    error and angular ratios to the identity's."""
+    lines = [f"{'map':<20} {'error ratio':>12} {'angular ratio':>14}"]
+    for name, row in check["rows"].items():
+        lines.append(f"{name:<20} {row['error_ratio']:>12.4f} {row['angular_ratio']:>14.4f}")
+    return "\n".join(lines)
