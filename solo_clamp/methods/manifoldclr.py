@@ -244,7 +244,6 @@ class ManifoldCLR(BaseMethod):
             "dictionary_size",
             "block_dim",
             "vi_hidden_dim",
-            "use_operators",
         ),
         # block_dim (operator blocks on the backbone's features) and vi_hidden_dim (the
         # coefficient networks) are not projector widths

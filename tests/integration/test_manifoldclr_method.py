@@ -168,7 +168,6 @@ def test_the_c_zero_ablation_has_no_learned_augmentation_nor_transport(clamp_cfg
     from solo_clamp.methods import facts_of
 
     facts = facts_of("manifoldclr")
-    assert "use_operators" in facts.shape_fields  # never resumed from the method's runs
     cfg = tiny_cfg(clamp_cfg_factory, use_operators=False)
     cfg = methods()["manifoldclr"].add_and_assert_specific_cfg(cfg)
     model = methods()["manifoldclr"](cfg)
