@@ -86,7 +86,8 @@ COMMANDS: dict[str, tuple[Union[HydraCommand, str], str]] = {
         HydraCommand(
             "linear", "mnist", "few_label.yaml", "solo_clamp.training.few_label:run_few_label"
         ),
-        "few-label linear probes, with ManifoldCLR's feature augmentation",
+        "few-label linear probes (prior samples as extra labelled features), or the "
+        "ManifoldCLR paper's semi-supervised protocol (protocol=semi_supervised)",
     ),
     "knn": (
         HydraCommand("linear", "mnist", "knn.yaml", "solo_clamp.training.knn:run_knn"),

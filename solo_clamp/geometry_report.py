@@ -8,6 +8,14 @@ Augmentation strength ``s`` scales the training pipeline of ``augmentations[0]``
 normalisation (:mod:`solo_clamp.geometry.measures`). The geometry of an image's views does not
 depend on the loss; only the radius scale does: CLAMP's ``rs`` and ``max_range``, else the
 unscaled radius (``rs = 1``, no range cap).
+
+For a method whose facts have a ``learned_transport`` hook (ManifoldCLR's operators), the report
+adds the held-out transport check (:mod:`solo_clamp.geometry.transport`): on the images of
+``--data`` that are not in the run's ``data.train_path``, two views each from the run's own
+training pipeline (``augmentations[0]``), the model in eval mode, the posterior's ``c`` beside
+maps that need no learned operator, the generators' spectrum, norms and usage, and the
+nearest-neighbour label accuracy of prior samples against noise of equal norm. It is written to
+``transport_check.json`` and under ``transport_check`` in ``geometry.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,6 +32,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from solo.methods import METHODS
 from torch import nn
+from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from solo_clamp.backbones import BackboneError, load_state
@@ -32,11 +42,27 @@ from solo_clamp.evaluation import IMAGENET_MEAN, IMAGENET_STD
 from solo_clamp.geometry.embedding import Embedder
 from solo_clamp.geometry.figures import plot_training_curves
 from solo_clamp.geometry.stats import read_curves
-from solo_clamp.geometry.views import augmentation_settings
+from solo_clamp.geometry.transport import (
+    LearnedTransport,
+    held_out_transport,
+    prior_neighbour_check,
+    spectrum_summary,
+)
+from solo_clamp.geometry.views import (
+    AugmentedViews,
+    augmentation_settings,
+    base_transform,
+    embed_views,
+    scaled_transform,
+)
 from solo_clamp.methods import facts_of  # importing it puts solo-clamp's methods in METHODS
+from solo_clamp.training.transforms import build_transform_pipeline
 
 # solo-learn normalises these datasets with their own statistics, whatever the cfg says.
 DATASET_STATS_NOTE = ("cifar10", "cifar100", "stl10")
+TRANSPORT_SAMPLES = 8
+"""Prior samples per image in the nearest-neighbour check (the official ``AugmentationNNEval``
+draws 8)."""
 
 
 class GeometryError(SoloClampError, ValueError):
@@ -188,6 +214,120 @@ def _training_curves(logs: Path, method: str, out: Path, figures: list[str], not
     return {"source": str(logs), **curves}
 
 
+def _learned_transport(
+    model: nn.Module, run: Run, method: str, notes: list[str]
+) -> Optional[LearnedTransport]:
+    """The run's operators and coefficient networks (``facts.learned_transport``), loaded from
+    its checkpoint; None (with a note when the run's operators are off) when there are none."""
+    try:
+        hook = facts_of(method).learned_transport
+    except ValueError:  # a solo-learn method solo-clamp has no facts for
+        hook = None
+    if hook is None:
+        return None
+    try:
+        learned = hook(model, run.checkpoint)
+    except (RuntimeError, KeyError) as err:
+        raise GeometryError(
+            f"{run.checkpoint_path}: the transport operators do not match args.json: {err}"
+        ) from None
+    if learned is None:
+        notes.append(
+            f"method {method!r}: this run's transport operators are off (an ablation): no "
+            "transport check."
+        )
+    return learned
+
+
+def _not_trained_on(
+    cfg: dict[str, Any], dataset, indices: list[int], notes: list[str]
+) -> tuple[list[int], Optional[int]]:
+    """The images of ``indices`` that are not files of the run's ``data.train_path``, and how
+    many were left out (None, with a note, when that folder is not on this machine)."""
+    train_path = (cfg.get("data") or {}).get("train_path")
+    if not train_path or not Path(str(train_path)).is_dir():
+        notes.append(
+            f"transport check: the run's data.train_path ({train_path}) is not a folder here, "
+            "so --data could not be checked for training images; give held-out images."
+        )
+        return indices, None
+    trained = {
+        os.path.realpath(os.path.join(root, name))
+        for root, _, names in os.walk(str(train_path))
+        for name in names
+    }
+    kept = [i for i in indices if os.path.realpath(dataset.samples[i][0]) not in trained]
+    if len(kept) < len(indices):
+        notes.append(
+            f"transport check: {len(indices) - len(kept)} of the {len(indices)} images of --data "
+            f"are in the run's data.train_path ({train_path}) and were left out."
+        )
+    return kept, len(indices) - len(kept)
+
+
+def _transport_check(
+    learned: LearnedTransport,
+    model: nn.Module,
+    cfg: dict[str, Any],
+    dataset,
+    indices: list[int],
+    embed,
+    seed: int,
+    notes: list[str],
+) -> Optional[dict[str, Any]]:
+    """The held-out transport check (module docstring) of ``learned`` on the images
+    ``indices`` of ``dataset``; None (with a note) when fewer than 2 held-out images remain.
+    ``embed(indices, transform, views, desc)`` returns the backbone features ``[V, N, F]`` and
+    labels."""
+    held_out, left_out = _not_trained_on(cfg, dataset, indices, notes)
+    if len(held_out) < 2:
+        notes.append("transport check skipped: fewer than 2 held-out images in --data.")
+        return None
+    aug = cfg["augmentations"][0]
+    crop = int(aug.get("crop_size", 224))
+    mean, std, _ = _normalization(cfg, [])
+    dataset_name = str((cfg.get("data") or {}).get("dataset", "custom"))
+    try:
+        pipeline = build_transform_pipeline(dataset_name, OmegaConf.create(aug))
+        source = "the run's training pipeline (augmentations[0])"
+    except (AttributeError, KeyError, TypeError, OmegaConfBaseException) as err:
+        settings, _ = augmentation_settings(aug)
+        pipeline = scaled_transform(1.0, crop, settings, mean, std)
+        source = "the report's views at s = 1 (augmentations[0] is incomplete)"
+        notes.append(
+            f"transport check: augmentations[0] does not build solo-learn's pipeline ({err}); "
+            "its views are the report's crops and colour jitter at s = 1."
+        )
+    torch.manual_seed(seed)
+    views, _ = embed(held_out, pipeline, 2, "transport views")
+    plain, labels = embed(held_out, base_transform(crop, mean, std), 1, "transport bank")
+    model.cpu()  # the measures run on the CPU, where the features are
+    generator = torch.Generator().manual_seed(seed)
+    check = held_out_transport(learned, views[0], views[1], generator)
+    return {
+        "images": len(held_out),
+        "left_out_training_images": left_out,
+        "views": f"2 per image, {source}",
+        "seed": seed,
+        **check,
+        "generators": spectrum_summary(learned.psi),
+        "prior_neighbours": prior_neighbour_check(
+            learned, plain[0], labels, TRANSPORT_SAMPLES, generator
+        ),
+    }
+
+
+def _embed_backbone(model, dataset, device, batch_size, progress, indices, transform, views, desc):
+    """Backbone features ``[V, N, F]`` of ``views`` views of the images ``indices``, and their
+    labels (the projector runs too: :func:`embed_views` measures both)."""
+    loader = DataLoader(
+        AugmentedViews(dataset, indices, transform, views),
+        batch_size=max(1, batch_size // views),
+    )
+    ((feats, _),), labels = embed_views([model], loader, device, desc, progress)
+    return feats, labels
+
+
 def write_report(
     checkpoint: os.PathLike,
     data: os.PathLike,
@@ -219,10 +359,11 @@ def write_report(
     notes: list[str] = []
     model = _build_model(cfg, run.cfg_path)
     _load_weights(model, run)
+    method = str(cfg["method"])
+    learned = _learned_transport(model, run, method, notes)
     torch.manual_seed(seed)
     untrained = _build_model(cfg, run.cfg_path)
     models = [model.to(torch_device), untrained.to(torch_device)]
-    method = str(cfg["method"])
     rs, max_range = _radius_scale(model, method, notes)
 
     aug = cfg["augmentations"][0]
@@ -256,6 +397,14 @@ def write_report(
     )
     logs = Path(logs) if logs is not None else run.checkpoint_path.parent / "metrics.csv"
     curves = _training_curves(logs, method, out, figures, notes)
+    transport = None
+    if learned is not None:
+        embed = partial(_embed_backbone, model, dataset, torch_device, batch_size, progress)
+        transport = _transport_check(learned, model, cfg, dataset, indices, embed, seed, notes)
+        if transport is not None:
+            (out / "transport_check.json").write_text(
+                json.dumps(_json_safe(transport), indent=2) + "\n"
+            )
 
     result = {
         "checkpoint": str(run.checkpoint_path),
@@ -275,6 +424,7 @@ def write_report(
         "unaugmented": unaugmented,
         "submanifolds": submanifolds,
         "invariance": invariance,
+        "transport_check": transport,
         "figures": figures,
         "notes": notes,
     }

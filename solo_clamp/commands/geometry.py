@@ -17,7 +17,16 @@ any solo-learn method with a projector).
   centroid cosine similarity, trained vs untrained;
 * ``tsne.png``: t-SNE of the unaugmented backbone features, coloured by class;
 * ``invariance.png``: within-image share of the feature variance vs augmentation strength
-  ``s``, for the backbone and the projector outputs.
+  ``s``, for the backbone and the projector outputs;
+* ``transport_check.json`` (methods with learned transport operators, e.g. ManifoldCLR): the
+  held-out transport check, also under ``transport_check`` in ``geometry.json`` and printed:
+  on the images of ``--data`` outside the run's ``data.train_path``, two views each from the
+  run's training pipeline, the error ratio ``MSE(map(z0), z1) / MSE(z0, z1)`` and the angular
+  ratio ``(1 - cos(map(z0), z1)) / (1 - cos(z0, z1))`` of the operators with the posterior's
+  ``c`` beside maps that need no learned operator (the best global and per-pair scalar,
+  another pair's ``c``, the mean ``c``, a prior draw); the generators' eigenvalue real parts,
+  norms and usage; and the nearest-neighbour label accuracy of prior samples against noise of
+  equal norm (:mod:`solo_clamp.geometry.transport`).
 
 Augmentation strength ``s`` scales the training pipeline of ``augmentations[0]``: the
 RandomResizedCrop scale range becomes ``(1 - s * (1 - crop_min_scale), 1)`` and its log
@@ -143,4 +152,19 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"solo-clamp geometry: wrote {len(result['figures'])} figures and geometry.json to {out}")
+    check = result.get("transport_check")
+    if check:
+        from solo_clamp.geometry.transport import transport_table
+
+        neighbours = check["prior_neighbours"]
+        print(
+            f"held-out transport check ({check['images']} images, 2 views each; ratios to the "
+            "identity's; transport_check.json):"
+        )
+        print(transport_table(check))
+        print(
+            f"nearest-neighbour label accuracy: unaugmented {neighbours['unaugmented']:.3f}, "
+            f"prior samples {neighbours['prior']:.3f}, noise of equal norm "
+            f"{neighbours['equal_norm_noise']:.3f}"
+        )
     return 0

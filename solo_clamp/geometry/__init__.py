@@ -8,7 +8,11 @@ The measures are pure torch (no solo-learn import) and are exported here:
   axes, own-centroid fraction, within-image variance;
 * :mod:`~solo_clamp.geometry.features`: a feature set ``[N, F]`` and its classes:
   participation ratio, class centroids, radii and separation;
-* :mod:`~solo_clamp.geometry.pairs`: pair distances from Gram matrices, in row blocks.
+* :mod:`~solo_clamp.geometry.pairs`: pair distances from Gram matrices, in row blocks;
+* :mod:`~solo_clamp.geometry.transport`: the held-out check of learned transport operators
+  (ManifoldCLR): the posterior's ``c`` beside maps that need no learned operator, error and
+  angular ratios, the generators' spectrum, norms and usage, and the nearest-neighbour check of
+  prior samples against noise of equal norm.
 
 The report's pieces are imported on their own (torchvision, matplotlib, scikit-learn):
 :mod:`~solo_clamp.geometry.views` (augmented views at a strength ``s`` and their embeddings),

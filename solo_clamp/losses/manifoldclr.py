@@ -14,6 +14,10 @@ For backbone features ``z0, z1`` of two views of each image, with transport oper
 
 The networks see detached features; gradients reach the backbone through ``z0`` in the
 transport terms and through both views in NT-Xent, as in the official code.
+
+``use_operators=False`` is the ``c ≡ 0`` ablation: ``T = I``, so the loss is
+``NT-Xent_τ(proj(z0), proj(z1))`` alone (SimCLR with this recipe's projector, optimiser and
+temperature); the operators and coefficient networks are frozen and never run.
 """
 
 from __future__ import annotations
@@ -121,6 +125,11 @@ class ManifoldCLRLoss(nn.Module):
             the backbone through ``z0`` (official: 0, from the start); None: never (``z0``
             detached in that term). The operators and the networks train from step 0 either way.
         operator_init: ``"rotation"`` (official paper configs) or ``"random"``.
+        use_operators: False: the ``c ≡ 0`` ablation (``T = I``): NT-Xent between ``proj(z0)``
+            and ``proj(z1)`` only, the operators, posterior and prior frozen
+            (``requires_grad`` off) and never run; the transport statistics are those of the
+            identity (``transport_mse`` = ``MSE(z0, z1)``, ratio 1, KL, shift and active
+            coefficients 0).
 
     Examples:
         >>> criterion = ManifoldCLRLoss(feature_dim=512, dictionary_size=32)
@@ -151,6 +160,7 @@ class ManifoldCLRLoss(nn.Module):
         normalize_transport: bool = False,
         transport_grad_start_step: int | None = 0,
         operator_init: str = "rotation",
+        use_operators: bool = True,
     ) -> None:
         super().__init__()
         if threshold < 0:
@@ -190,6 +200,10 @@ class ManifoldCLRLoss(nn.Module):
         self.shift_l2_weight = shift_l2_weight
         self.normalize_transport = normalize_transport
         self.transport_grad_start_step = transport_grad_start_step
+        self.use_operators = bool(use_operators)
+        if not self.use_operators:
+            for module in (self.transport, self.posterior, self.prior):
+                module.requires_grad_(False)
 
     def forward(
         self,
@@ -213,6 +227,8 @@ class ManifoldCLRLoss(nn.Module):
                 f"z0 and z1 must be 2-D tensors of the same shape [B, d], got "
                 f"{tuple(z0.shape)} and {tuple(z1.shape)}."
             )
+        if not self.use_operators:
+            return self._without_operators(z0, z1, project)
         pair = (z0.detach(), z1.detach())
         posterior = self.posterior(*pair)
         prior = self.prior(pair[0], step)
@@ -261,3 +277,24 @@ class ManifoldCLRLoss(nn.Module):
             "active_coefficients": (c.detach() != 0).float().mean(),
         }
         return loss, stats
+
+    def _without_operators(
+        self, z0: torch.Tensor, z1: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The ``c ≡ 0`` ablation: the forward pass above with ``T(c0) = I`` (``z1`` projected in
+        one batch with ``z0``, ``z0`` on its own) and no transport, KL or shift term."""
+        p1 = project(torch.cat([z0, z1]))[len(z1) :]
+        ntxent = nt_xent_loss(project(z0), p1, self.temperature)
+        source, target = z0.detach().float(), z1.detach().float()
+        if self.normalize_transport:
+            source, target = F.normalize(source, dim=-1), F.normalize(target, dim=-1)
+        zero = ntxent.detach().new_zeros(())
+        stats = {
+            "ntxent": ntxent.detach(),
+            "transport_mse": F.mse_loss(source, target),
+            "transport_ratio": torch.ones_like(zero),
+            "kl": zero,
+            "shift_l2": zero,
+            "active_coefficients": zero,
+        }
+        return ntxent, stats

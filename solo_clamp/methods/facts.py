@@ -5,10 +5,10 @@ Every method module (``solo_clamp/methods/<name>.py``) gives its class a ``facts
 the name it is known by in ``solo.methods.METHODS``, the ``method_kwargs`` schema (a dataclass:
 defaults, types, unknown keys refused, range checks in ``__post_init__``), the views it takes,
 the loss and statistics it logs (its ``training_step`` logs through these very keys), the fields
-that fix a run's shape, those that are projector widths, and the hooks geometry and few-label
-probes use. Preflight, auto-resume, compare, geometry and few-label read these through
-:func:`solo_clamp.methods.facts_of`; none keeps a table of its own or branches on a method's
-name.
+that fix a run's shape, those that are projector widths, and the hooks geometry (its held-out
+transport check) and few-label probes use. Preflight, auto-resume, compare, geometry and
+few-label read these through :func:`solo_clamp.methods.facts_of`; none keeps a table of its
+own or branches on a method's name.
 """
 
 from __future__ import annotations
@@ -93,6 +93,11 @@ class MethodFacts:
     feature_augmenter: Optional[Callable[[DictConfig, Mapping[str, Any]], Any]] = None
     """``(run cfg, checkpoint) -> augmenter`` with ``augment(z, samples, generator)``
     (few-label feature augmentation); None: the method has none."""
+    learned_transport: Optional[Callable[[Any, Mapping[str, Any]], Any]] = None
+    """``(the run's built method, its checkpoint) -> LearnedTransport``
+    (:class:`solo_clamp.geometry.transport.LearnedTransport`: operators, posterior and prior in
+    eval mode) for the geometry report's held-out transport check, or None for a run whose
+    operators are off; None here: the method has no transport operators."""
     diagnose: Optional[Callable[[Mapping[str, float], DictConfig], list[str]]] = None
     """``(final epoch metrics, method_kwargs) -> problems``: one sentence per problem (what
     diverged, its value and the stated bound), printed at the end of the run's report; None:

@@ -12,6 +12,7 @@ import torch.nn as nn
 from solo.methods.base import BaseMethod
 
 from solo_clamp.checkpoints import backbone_state
+from solo_clamp.geometry.transport import LearnedTransport
 from solo_clamp.losses.manifoldclr import STAT_NAMES, ManifoldCLRLoss
 from solo_clamp.losses.transport import OPERATOR_INITS
 from solo_clamp.losses.variational import prior_augment
@@ -47,6 +48,10 @@ class ManifoldCLRKwargs:
             backbone (official: 0); null: never.
         operator_init: "rotation" (official paper configs) or "random" (the official code's
             other initialisation).
+        use_operators: false: the ``c ≡ 0`` ablation (operators off: ``T = I``, the loss is
+            NT-Xent between ``proj(z0)`` and ``proj(z1)``, i.e. SimCLR with this recipe's
+            projector, optimiser and temperature; the operators and coefficient networks are
+            frozen). Default true: the method.
     """
 
     proj_hidden_dim: int = 1024
@@ -77,6 +82,7 @@ class ManifoldCLRKwargs:
     normalize_transport: bool = False
     transport_grad_start_step: Optional[int] = 0
     operator_init: str = "rotation"
+    use_operators: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -152,11 +158,48 @@ class PriorAugmenter:
         )
 
 
+def _operators_on(kwargs: Mapping[str, Any]) -> bool:
+    """False for a run of the ``c ≡ 0`` ablation (``use_operators: false``); runs older than
+    the field had their operators on."""
+    return bool(kwargs.get("use_operators", True))
+
+
+ABLATION_NOTE = (
+    "the run is the c = 0 ablation (method_kwargs.use_operators=false): its operators and "
+    "coefficient networks were never trained"
+)
+
+
 def _prior_augmenter(cfg: omegaconf.DictConfig, checkpoint: Mapping[str, Any]) -> PriorAugmenter:
-    """The augmenter of a ManifoldCLR run: its cfg and its checkpoint (or ``state_dict``)."""
+    """The augmenter of a ManifoldCLR run: its cfg and its checkpoint (or ``state_dict``).
+
+    Raises:
+        ValueError: the run is the ``c ≡ 0`` ablation (its prior was never trained)."""
+    if not _operators_on(cfg.method_kwargs):
+        raise ValueError(f"{ABLATION_NOTE}, so it has no feature augmentation.")
     manifold = ManifoldCLR(cfg).manifold
     manifold.load_state_dict(backbone_state(checkpoint, prefix="manifold"))
     return PriorAugmenter(manifold)
+
+
+def _learned_transport(model: nn.Module, checkpoint: Mapping[str, Any]) -> LearnedTransport | None:
+    """The operators, posterior and prior of a built ManifoldCLR ``model``, loaded from its
+    run's ``checkpoint`` and put in eval mode, for the geometry report's held-out transport
+    check; None for a run of the ``c ≡ 0`` ablation."""
+    if not _operators_on(model.cfg.method_kwargs):
+        return None
+    manifold = model.manifold
+    manifold.load_state_dict(backbone_state(checkpoint, prefix="manifold"))
+    manifold.eval()
+    prior = manifold.prior
+    return LearnedTransport(
+        transport=lambda z, c: manifold.transport(z, c, detach_operators=True),
+        psi=manifold.transport.psi.detach(),
+        posterior=manifold.posterior,
+        prior=lambda z: prior(z, step=prior.warmup_steps),
+        threshold=manifold.threshold,
+        normalize=manifold.normalize_transport,
+    )
 
 
 KL_BOUND = 100.0
@@ -206,6 +249,7 @@ class ManifoldCLR(BaseMethod):
         # coefficient networks) are not projector widths
         projector_width_fields=("proj_hidden_dim", "proj_output_dim"),
         feature_augmenter=_prior_augmenter,
+        learned_transport=_learned_transport,
         diagnose=_diagnose,
     )
 
@@ -253,6 +297,7 @@ class ManifoldCLR(BaseMethod):
             normalize_transport=kwargs.normalize_transport,
             transport_grad_start_step=kwargs.transport_grad_start_step,
             operator_init=kwargs.operator_init,
+            use_operators=_operators_on(kwargs),
         )
         self.transop_grad_clip: Optional[float] = kwargs.transop_grad_clip
         self.vi_grad_clip: Optional[float] = kwargs.vi_grad_clip

@@ -82,7 +82,8 @@ def test_few_label_with_and_without_feature_augmentation(data, manifoldclr_run, 
     assert few_label(data, manifoldclr_run, "feature_augment.samples=3") == 0
     out = capsys.readouterr().out
     assert "2 labelled images per class (8 in all), 2 draws (seeds 0-1)" in out
-    assert "+ 3 prior samples per image" in out and "raw pixels" in out
+    assert "+ 3 prior samples per labelled image as extra labelled features" in out
+    assert "raw pixels" in out
     plain, augmented = reports(data)[-2:]
     assert set(plain["results"]) == {"backbone", "raw_pixels", "untrained"}
     assert set(augmented["results"]) == {
@@ -101,6 +102,58 @@ def test_few_label_with_and_without_feature_augmentation(data, manifoldclr_run, 
     assert plain["labelled"][0] != plain["labelled"][1]
     assert augmented["method"] == "manifoldclr" and augmented["evaluation_images"] == 12
     assert augmented["feature_augment"] == {"samples": 3, "threshold": 0.01}
+
+
+# -- the paper's semi-supervised protocol (protocol=semi_supervised) ----------------------------
+
+SEMI = [
+    "protocol=semi_supervised",
+    "semi_supervised.trials=2",
+    "semi_supervised.iterations=4",
+    "semi_supervised.hidden_dim=16",
+    "semi_supervised.labelled_batch=4",
+    "semi_supervised.unlabelled_batch=4",
+]
+
+
+def test_the_semi_supervised_protocol_with_and_without_the_prior(data, manifoldclr_run, capsys):
+    assert few_label(data, manifoldclr_run, *SEMI) == 0
+    out = capsys.readouterr().out
+    assert "protocol: 2 labelled images per class (8 in all) and 8 unlabelled" in out
+    assert "2 trials (seeds 0-1), 4 iterations (official 10000)" in out
+    report = reports(data)[-1]
+    assert report["protocol"] == "semi_supervised" and report["arms"] == ["none", "prior"]
+    assert report["unlabelled_images"] == 8 and report["trials"] == 2
+    assert set(report["results"]) == {"backbone", "backbone_prior", "raw_pixels", "untrained"}
+    assert (
+        "prior samples T(c) z of unlabelled" in report["results"]["backbone_prior"]["description"]
+    )
+    for row in report["results"].values():
+        assert len(row["per_draw"]) == 2 and all(0 <= v <= 100 for v in row["per_draw"])
+    settings = report["settings"]
+    assert settings["iterations"] == 4 and settings["ema"] == pytest.approx(0.0)  # 1 - 10/4 < 0
+    assert settings["soft_threshold"] is False
+    assert len(report["labelled"]) == 2 and len(report["labelled"][0]) == 8
+
+
+def test_the_semi_supervised_protocol_refuses_what_it_cannot_do(data, manifoldclr_run, capsys):
+    assert few_label(data, manifoldclr_run, *SEMI, "feature_augment.samples=3") == 2
+    assert "is the linear probe's (prior samples as extra labelled" in capsys.readouterr().err
+    untrained = ["pretrained_feature_extractor=null", "semi_supervised.augmentations=[prior]"]
+    assert few_label(data, manifoldclr_run, *SEMI, *untrained) == 2
+    err = capsys.readouterr().err
+    assert "semi_supervised.augmentations with prior draws features from" in err
+    assert "set semi_supervised.augmentations=[none]" in err
+    assert few_label(data, manifoldclr_run, "protocol=fixmatch") == 2
+    assert "protocol must be one of ['linear_probe', 'semi_supervised']" in capsys.readouterr().err
+
+
+def test_the_untrained_backbone_gets_the_no_augmentation_arm_only(data, manifoldclr_run, capsys):
+    args = [*SEMI, "pretrained_feature_extractor=null", "floors=[]"]
+    assert few_label(data, manifoldclr_run, *args) == 0
+    report = reports(data)[-1]
+    assert report["arms"] == ["none"] and set(report["results"]) == {"backbone"}
+    assert report["notes"] and "no prior arm" in report["notes"][0]
 
 
 def test_the_augmenter_is_the_checkpoints_operators_and_prior(manifoldclr_run):

@@ -223,6 +223,12 @@ def test_geometry_of_a_manifoldclr_checkpoint(tmp_path, manifoldclr_checkpoint, 
     assert result["unaugmented"]["backbone"]["class_radius_mean"] > 0
     assert result["invariance"]["projector"][0] == pytest.approx(0.0, abs=1e-6)
     assert result["invariance"]["projector"][-1] > 0.0
+    # its transport check: views from the report's own crops (augmentations[0] incomplete), and
+    # a note that data.train_path ("unused") could not be checked against --data
+    check = result["transport_check"]
+    assert check["images"] == 12 and check["left_out_training_images"] is None
+    assert "augmentations[0] is incomplete" in check["views"]
+    assert any("could not be checked for training images" in n for n in result["notes"])
 
 
 def test_geometry_refuses_an_unknown_method(tmp_path, tiny_checkpoint, image_folder, capsys):
@@ -241,3 +247,142 @@ def test_geometry_refuses_an_unknown_method(tmp_path, tiny_checkpoint, image_fol
     )
     assert code == 2
     assert "method='nope' is not a solo-learn method; known: [" in capsys.readouterr().err
+
+
+# -- the held-out transport check of a run with transport operators ---------------------------
+
+PAIR_AUGMENTATION = {
+    "rrc": {"enabled": True, "crop_min_scale": 0.4, "crop_max_scale": 1.0},
+    "color_jitter": {
+        "prob": 0.8,
+        "brightness": 0.4,
+        "contrast": 0.4,
+        "saturation": 0.0,
+        "hue": 0.0,
+    },
+    "grayscale": {"prob": 0.0},
+    "gaussian_blur": {"prob": 0.2},
+    "solarization": {"prob": 0.0},
+    "equalization": {"prob": 0.0},
+    "horizontal_flip": {"prob": 0.0},
+    "crop_size": 16,
+    "num_crops": 2,
+}
+
+
+def manifoldclr_run(tmp_path, clamp_cfg_factory, train_path, **method_kwargs):
+    """A ManifoldCLR run folder (untrained weights, trained on ``train_path``)."""
+    from solo.methods import METHODS
+
+    import solo_clamp.methods  # noqa: F401 - registers METHODS["manifoldclr"]
+
+    cfg = clamp_cfg_factory(
+        num_views=2, batch_size=4, backbone="wide_resnet28w2", crop_size=16, train_path=train_path
+    )
+    cfg.method = "manifoldclr"
+    cfg.augmentations = [PAIR_AUGMENTATION]
+    cfg.method_kwargs = {
+        "proj_hidden_dim": 16,
+        "proj_output_dim": 8,
+        "dictionary_size": 4,
+        "block_dim": 16,
+        "vi_hidden_dim": 8,
+        "prior_warmup_steps": 0,
+        "normalize_transport": True,
+        **method_kwargs,
+    }
+    cfg = METHODS["manifoldclr"].add_and_assert_specific_cfg(cfg)
+    torch.manual_seed(2)
+    model = METHODS["manifoldclr"](cfg)
+    run = tmp_path / "mclr_run"
+    run.mkdir()
+    torch.save({"state_dict": model.state_dict(), "epoch": 1}, run / "manifoldclr.ckpt")
+    (run / "args.json").write_text(json.dumps(OmegaConf.to_container(cfg)))
+    return run, model
+
+
+def geometry(run, data, out, *extra):
+    return main(
+        [
+            "geometry",
+            str(run),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--max-images",
+            "12",
+            "--invariance-images",
+            "4",
+            "--views",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+            *extra,
+        ]
+    )
+
+
+def test_the_held_out_transport_check_of_a_manifoldclr_run(
+    tmp_path, clamp_cfg_factory, image_folder_factory, capsys
+):
+    train = image_folder_factory("train", classes=3, per_class=4)
+    data = image_folder_factory("held_out", classes=3, per_class=4, seed=1)
+    for k in range(3):  # two training images per class in --data: left out of the check
+        for i in range(2):
+            (data / f"class_{k}" / f"train_{i}.png").symlink_to(
+                train / f"class_{k}" / f"img_{i}.png"
+            )
+    run, model = manifoldclr_run(tmp_path, clamp_cfg_factory, str(train))
+    out = tmp_path / "out"
+    assert geometry(run, data, out, "--max-images", "18") == 0
+    printed = capsys.readouterr().out
+    assert "held-out transport check (12 images" in printed
+    result = json.loads((out / "geometry.json").read_text())
+    check = result["transport_check"]
+    assert check == json.loads((out / "transport_check.json").read_text())
+    assert check["images"] == 12 and check["left_out_training_images"] == 6
+    assert check["pairs"] == 12 and check["normalized"] is True
+    rows = check["rows"]
+    assert list(rows) == [
+        "identity",
+        "scalar_global",
+        "scalar_per_pair",
+        "posterior",
+        "posterior_location",
+        "shuffled",
+        "mean_c",
+        "prior",
+    ]
+    assert rows["identity"]["error_ratio"] == pytest.approx(1.0)
+    assert rows["identity"]["angular_ratio"] == pytest.approx(1.0)
+    # unit views: the best scalar's angle is the identity's, its error no larger
+    assert rows["scalar_per_pair"]["angular_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert rows["scalar_per_pair"]["error_ratio"] <= 1.0 + 1e-9
+    for row in rows.values():
+        assert row["error_ratio"] >= 0 and row["angular_ratio"] >= 0
+    generators = check["generators"]
+    psi = model.manifold.transport.psi.detach()
+    assert len(generators["norm_per_generator"]) == 4
+    assert generators["norm_per_generator"][0] == pytest.approx(psi[0].norm().item(), rel=1e-5)
+    assert len(check["coefficients"]["posterior_usage"]) == 4
+    neighbours = check["prior_neighbours"]
+    assert neighbours["images"] == 12 and neighbours["samples"] == 8
+    for key in ("unaugmented", "prior", "equal_norm_noise"):
+        assert 0.0 <= neighbours[key] <= 1.0
+    assert any("6 of the 18 images of --data are in the run's" in n for n in result["notes"])
+
+
+def test_no_transport_check_for_the_c_zero_ablation_nor_for_clamp(
+    tmp_path, clamp_cfg_factory, image_folder_factory, tiny_checkpoint
+):
+    data = image_folder_factory("held_out", classes=3, per_class=4, seed=1)
+    run, _ = manifoldclr_run(tmp_path, clamp_cfg_factory, "not/here", use_operators=False)
+    assert geometry(run, data, tmp_path / "ablation") == 0
+    result = json.loads((tmp_path / "ablation" / "geometry.json").read_text())
+    assert result["transport_check"] is None
+    assert any("transport operators are off" in note for note in result["notes"])
+    assert not (tmp_path / "ablation" / "transport_check.json").exists()
+    assert geometry(tiny_checkpoint, data, tmp_path / "clamp") == 0
+    assert json.loads((tmp_path / "clamp" / "geometry.json").read_text())["transport_check"] is None

@@ -135,6 +135,52 @@ def test_training_step_reaches_every_part(clamp_cfg_factory):
         assert key in logged
 
 
+@pytest.mark.parametrize("use_operators", [True, False])
+def test_the_c_zero_ablation_leaves_no_gradient_on_the_operators(clamp_cfg_factory, use_operators):
+    """method_kwargs.use_operators=false (the c = 0 ablation): a training step trains the
+    backbone and projector and leaves no gradient on the operators or the coefficient
+    networks; with the default (true) every part gets one."""
+    torch.manual_seed(0)
+    kwargs = {"prior_warmup_steps": 0}
+    if not use_operators:
+        kwargs["use_operators"] = False
+    cfg = tiny_cfg(clamp_cfg_factory, **kwargs)
+    cfg = methods()["manifoldclr"].add_and_assert_specific_cfg(cfg)
+    assert cfg.method_kwargs.use_operators is use_operators  # the schema's default: true
+    model = methods()["manifoldclr"](cfg)
+    logged = quiet(model)
+    loss = model.training_step(make_batch(), 0)
+    loss.backward()
+    for part in (model.manifold.transport, model.manifold.posterior, model.manifold.prior):
+        grads = [p.grad for p in part.parameters()]
+        if use_operators:
+            assert any(g is not None and g.abs().sum() > 0 for g in grads), part
+        else:
+            assert all(g is None for g in grads), part
+    for part in (model.backbone, model.projector):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    assert "train_manifoldclr_transport_ratio" in logged
+    if not use_operators:
+        assert logged["train_manifoldclr_transport_ratio"] == 1
+
+
+def test_the_c_zero_ablation_has_no_learned_augmentation_nor_transport(clamp_cfg_factory):
+    from solo_clamp.methods import facts_of
+
+    facts = facts_of("manifoldclr")
+    cfg = tiny_cfg(clamp_cfg_factory, use_operators=False)
+    cfg = methods()["manifoldclr"].add_and_assert_specific_cfg(cfg)
+    model = methods()["manifoldclr"](cfg)
+    state = {"state_dict": model.state_dict()}
+    assert facts.learned_transport(model, state) is None
+    with pytest.raises(ValueError, match="c = 0 ablation .*use_operators=false"):
+        facts.feature_augmenter(cfg, state)
+    on = methods()["manifoldclr"](tiny_cfg(clamp_cfg_factory))
+    learned = facts.learned_transport(on, {"state_dict": on.state_dict()})
+    assert learned is not None and learned.psi.shape == (4, 8, 16, 16)
+    assert not on.manifold.training
+
+
 def test_each_group_is_clipped_on_its_own(clamp_cfg_factory):
     model = methods()["manifoldclr"](
         tiny_cfg(clamp_cfg_factory, transop_grad_clip=0.1, vi_grad_clip=1.0, backbone_grad_clip=2.0)

@@ -353,3 +353,48 @@ def test_random_operator_init_is_the_official_gaussian():
     assert psi.std().item() == pytest.approx(1 / 16, rel=0.02) and abs(psi.mean().item()) < 2e-3
     with pytest.raises(ValueError, match="init must be one of"):
         TransportOperators(16, 4, 4, init="zeros")
+
+
+# -- the c = 0 ablation (use_operators=False) --------------------------------------------------
+
+
+@pytest.mark.parametrize("use_operators", [True, False])
+def test_the_c_zero_ablation_leaves_no_gradient_on_the_operators(use_operators):
+    criterion = small_loss(use_operators=use_operators, prior_warmup_steps=0)
+    projector = nn.Sequential(nn.Linear(16, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 8))
+    z0 = torch.randn(10, 16, requires_grad=True)
+    z1 = torch.randn(10, 16, requires_grad=True)
+    loss, stats = criterion(z0, z1, projector, step=0)
+    loss.backward()
+    for part in (criterion.transport, criterion.posterior, criterion.prior):
+        grads = [param.grad for param in part.parameters()]
+        if use_operators:
+            assert any(g is not None and g.abs().sum() > 0 for g in grads), part
+        else:
+            assert all(g is None for g in grads), part
+            assert not any(param.requires_grad for param in part.parameters())
+    for param in [*projector.parameters(), z0, z1]:
+        assert param.grad is not None and param.grad.abs().sum() > 0
+    assert set(stats) == {
+        "ntxent",
+        "transport_mse",
+        "transport_ratio",
+        "kl",
+        "shift_l2",
+        "active_coefficients",
+    }
+
+
+def test_the_c_zero_ablation_is_nt_xent_of_the_two_views_alone():
+    torch.manual_seed(1)
+    criterion = small_loss(use_operators=False, normalize_transport=True, temperature=0.3)
+    projector = nn.Sequential(nn.Linear(16, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 8))
+    z0, z1 = torch.randn(10, 16), torch.randn(10, 16)
+    loss, stats = criterion(z0, z1, projector, step=50)
+    expected = nt_xent_loss(projector(z0), projector(torch.cat([z0, z1]))[10:], 0.3)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(stats["ntxent"], expected)
+    identity = F.mse_loss(F.normalize(z0, dim=-1), F.normalize(z1, dim=-1))
+    torch.testing.assert_close(stats["transport_mse"], identity)
+    assert stats["transport_ratio"] == 1 and stats["kl"] == 0 and stats["shift_l2"] == 0
+    assert stats["active_coefficients"] == 0

@@ -1,0 +1,444 @@
+"""Held-out checks of learned transport operators (ManifoldCLR's ``T(c) = expm(Σ c_m Ψ_m)``):
+do the operators, with the coefficients their posterior infers, move one view's features onto
+the other's better than maps that need no learned operator?
+
+Pure torch (no solo-learn import). For pairs ``z0, z1`` (backbone features of two views of
+each of ``B`` images) and the posterior's coefficients ``c`` of each pair, every row of the
+check is a map applied to ``z0``:
+
+* ``identity``: ``z0`` itself (``c = 0``), the reference of every ratio;
+* ``scalar_global``: ``a·z0`` with the one scalar ``a = Σ⟨z0, z1⟩ / Σ‖z0‖²`` that minimises the
+  squared error over all pairs;
+* ``scalar_per_pair``: ``a_i·z0_i`` with ``a_i = ⟨z0_i, z1_i⟩ / ‖z0_i‖²`` for each pair (the
+  best any rescaling can do);
+* ``posterior``: ``T(c) z0`` with ``c`` one draw of ``q(c | z0, z1)`` (soft-thresholded by the
+  model's ``λ``, as in training before max-ELBO); ``posterior_location``: ``c`` the
+  posterior's location;
+* ``shuffled``: ``T(c_j) z0_i`` with ``c_j`` the posterior draw of another pair ``j ≠ i`` (a
+  random derangement): operators that fit every pair alike score as well here as with ``c``;
+* ``mean_c``: ``T(c̄) z0`` with ``c̄`` the mean of the posterior draws over the pairs;
+* ``prior``: ``T(c) z0`` with ``c`` one draw of the prior ``p(c | z0)``, which never sees ``z1``.
+
+Each row reports ``error_ratio = MSE(map(z0), z1) / MSE(z0, z1)`` (below 1: the map explains
+part of the difference between the views) and ``angular_ratio = mean(1 − cos(map(z0), z1)) /
+mean(1 − cos(z0, z1))``, which any positive rescaling leaves at exactly 1: only a map that turns
+``z0`` towards ``z1`` lowers it. With ``normalize`` (the run's ``normalize_transport``) both
+views are L2-normalised first, as the transport MSE compares them in training.
+
+The diagnostics of the official code's logger (``transop_plots`` and ``AugmentationNNEval``):
+the real parts of the generators' eigenvalues (positive: ``T`` grows features along that
+direction), the generators' Frobenius norms, how often each coefficient is non-zero, and the
+nearest-neighbour label accuracy of prior-augmented features, here set beside the same
+features moved by Gaussian noise of the same norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from solo_clamp.geometry.checks import shape_of
+from solo_clamp.geometry.pairs import block_sq_distances, row_blocks
+from solo_clamp.losses.variational import Laplace, laplace_sample
+
+CONTROLS = (
+    "identity",
+    "scalar_global",
+    "scalar_per_pair",
+    "posterior",
+    "posterior_location",
+    "shuffled",
+    "mean_c",
+    "prior",
+)
+"""The rows of :func:`held_out_transport`, in order: ``posterior`` and ``posterior_location``
+use the learned operators with the pair's own coefficients; every other row is a control."""
+
+CHUNK = 256
+"""Pairs transported at once: bounds the ``[chunk, S, k, k]`` matrix exponentials."""
+
+
+@dataclass(frozen=True)
+class LearnedTransport:
+    """A trained run's transport operators and coefficient networks, in eval mode: what a
+    method's ``facts.learned_transport`` hook returns.
+
+    Attributes:
+        transport: ``(z [..., d], c [..., M]) -> [..., d]``, the operators ``T(c) z``.
+        psi: ``[M, S, k, k]`` generators (``S`` diagonal blocks of size ``k``).
+        posterior: ``(z0 [B, d], z1 [B, d]) -> Laplace`` of ``[B, M]`` tensors.
+        prior: ``z0 [B, d] -> Laplace`` of ``[B, M]`` tensors (the trained prior, after its
+            warm-up).
+        threshold: the soft threshold ``λ`` of the coefficient samples.
+        normalize: the transport error is measured on L2-normalised features.
+    """
+
+    transport: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    psi: torch.Tensor
+    posterior: Callable[[torch.Tensor, torch.Tensor], Laplace]
+    prior: Callable[[torch.Tensor], Laplace]
+    threshold: float = 0.0
+    normalize: bool = False
+
+
+def _check_pairs(z0: torch.Tensor, z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(z0, torch.Tensor) or z0.dim() != 2:
+        raise ValueError(f"z0 must be a 2-D tensor [B, d], got {shape_of(z0)}.")
+    if not isinstance(z1, torch.Tensor) or z1.shape != z0.shape:
+        raise ValueError(f"z1 must have the shape of z0 {tuple(z0.shape)}, got {shape_of(z1)}.")
+    if len(z0) < 2:
+        raise ValueError(f"the check needs at least 2 pairs (z0.shape[0] >= 2), got {len(z0)}.")
+    return z0.detach().double(), z1.detach().double()
+
+
+def best_scalar(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    """The one scalar ``a`` minimising ``Σ_i ‖a·z0_i − z1_i‖²``: ``Σ⟨z0, z1⟩ / Σ‖z0‖²``.
+
+    Args:
+        z0, z1: ``[B, d]`` pairs.
+
+    Returns:
+        A float64 scalar (0 when every ``z0`` is zero).
+    """
+    z0, z1 = _check_pairs(z0, z1)
+    denominator = z0.pow(2).sum()
+    return (z0 * z1).sum() / denominator if denominator > 0 else denominator
+
+
+def best_scalars(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    """For each pair, the scalar ``a_i`` minimising ``‖a_i·z0_i − z1_i‖²``:
+    ``⟨z0_i, z1_i⟩ / ‖z0_i‖²`` (0 for a zero ``z0_i``).
+
+    Returns:
+        ``[B]`` float64.
+    """
+    z0, z1 = _check_pairs(z0, z1)
+    denominator = z0.pow(2).sum(dim=-1)
+    safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+    return torch.where(denominator > 0, (z0 * z1).sum(dim=-1) / safe, torch.zeros_like(safe))
+
+
+def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random permutation ``π`` of ``range(n)`` with ``π(i) ≠ i`` for every ``i``: a random
+    order, each element sent to the next one in it (a single cycle).
+
+    Args:
+        n: at least 2.
+
+    Returns:
+        ``[n]`` long tensor.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (a derangement moves every index), got {n!r}.")
+    order = torch.randperm(n, generator=generator)
+    permutation = torch.empty(n, dtype=torch.long)
+    permutation[order] = order.roll(-1)
+    return permutation
+
+
+def error_ratio(moved: torch.Tensor, z0: torch.Tensor, z1: torch.Tensor) -> float:
+    """``MSE(moved, z1) / MSE(z0, z1)``: the error of a map over the identity's (``inf`` when
+    the views are equal and ``moved`` is not; NaN when both are exact)."""
+    moved, (z0, z1) = moved.detach().double(), _check_pairs(z0, z1)
+    return float(F.mse_loss(moved, z1) / F.mse_loss(z0, z1))
+
+
+def angular_ratio(moved: torch.Tensor, z0: torch.Tensor, z1: torch.Tensor) -> float:
+    """``mean(1 − cos(moved, z1)) / mean(1 − cos(z0, z1))``: the angular error of a map over the
+    identity's. Any positive rescaling of ``z0`` leaves it at 1; 0 when ``moved`` points along
+    ``z1`` for every pair."""
+    moved, (z0, z1) = moved.detach().double(), _check_pairs(z0, z1)
+    moved_error = (1 - F.cosine_similarity(moved, z1, dim=-1)).mean()
+    identity_error = (1 - F.cosine_similarity(z0, z1, dim=-1)).mean()
+    return float(moved_error / identity_error)
+
+
+def _transport(transport, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``transport(z, c)`` in chunks of :data:`CHUNK` rows, without gradients."""
+    with torch.no_grad():
+        parts = [
+            transport(z[start : start + CHUNK], c[start : start + CHUNK])
+            for start in range(0, len(z), CHUNK)
+        ]
+    return torch.cat(parts).double()
+
+
+def control_maps(
+    transport: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    z0: torch.Tensor,
+    z1: torch.Tensor,
+    c: torch.Tensor,
+    prior_c: torch.Tensor,
+    location: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``z0`` moved by every row of :data:`CONTROLS` (see the module docstring).
+
+    Args:
+        transport: ``(z [n, d], c [n, M]) -> [n, d]``.
+        z0, z1: ``[B, d]`` pairs, as the error is measured (normalised or not).
+        c: ``[B, M]`` the posterior's coefficients of each pair.
+        prior_c: ``[B, M]`` the prior's coefficients of each ``z0``.
+        location: ``[B, M]`` the posterior's location (None: that row is left out).
+        generator: the derangement of the ``shuffled`` row.
+
+    Returns:
+        ``(moved, permutation)``: ``{row: [B, d] float64}`` and the ``[B]`` derangement whose
+        ``c[permutation[i]]`` moved ``z0[i]`` in the ``shuffled`` row.
+    """
+    z0d, z1d = _check_pairs(z0, z1)
+    for name, value in (("c", c), ("prior_c", prior_c), ("location", location)):
+        if value is None and name == "location":
+            continue
+        if not isinstance(value, torch.Tensor) or value.dim() != 2 or len(value) != len(z0):
+            raise ValueError(
+                f"{name} must be a 2-D tensor [B, M] with B = {len(z0)} rows, got "
+                f"{shape_of(value)}."
+            )
+    permutation = derangement(len(z0), generator)
+    moved = {
+        "identity": z0d,
+        "scalar_global": best_scalar(z0d, z1d) * z0d,
+        "scalar_per_pair": best_scalars(z0d, z1d)[:, None] * z0d,
+        "posterior": _transport(transport, z0, c),
+    }
+    if location is not None:
+        moved["posterior_location"] = _transport(transport, z0, location)
+    moved["shuffled"] = _transport(transport, z0, c[permutation])
+    moved["mean_c"] = _transport(transport, z0, c.mean(dim=0, keepdim=True).expand_as(c))
+    moved["prior"] = _transport(transport, z0, prior_c)
+    return moved, permutation
+
+
+def control_table(
+    moved: dict[str, torch.Tensor], z0: torch.Tensor, z1: torch.Tensor
+) -> dict[str, dict[str, float]]:
+    """``{row: {"mse", "error_ratio", "angular_ratio"}}`` of the maps of :func:`control_maps`."""
+    z0d, z1d = _check_pairs(z0, z1)
+    return {
+        name: {
+            "mse": float(F.mse_loss(value.double(), z1d)),
+            "error_ratio": error_ratio(value, z0d, z1d),
+            "angular_ratio": angular_ratio(value, z0d, z1d),
+        }
+        for name, value in moved.items()
+    }
+
+
+def _draw(distribution: Laplace, threshold: float, generator) -> torch.Tensor:
+    noise = torch.rand(distribution.shift.shape, generator=generator) - 0.5
+    return laplace_sample(distribution, noise.to(distribution.shift.device), threshold)
+
+
+def held_out_transport(
+    learned: LearnedTransport,
+    z0: torch.Tensor,
+    z1: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """The held-out transport check of pairs ``z0, z1`` (backbone features of two views of
+    images the run never trained on): every row of :data:`CONTROLS` with its MSE, error ratio
+    and angular ratio, and the coefficients' usage.
+
+    The posterior and prior see the raw features, as in training; the errors compare
+    L2-normalised features when ``learned.normalize``.
+
+    Args:
+        learned: the run's operators and coefficient networks, in eval mode.
+        z0, z1: ``[B, d]`` pairs, ``B >= 2``.
+        generator: CPU generator of the coefficient draws and the derangement.
+
+    Returns:
+        ``{"pairs", "normalized", "rows": {row: {...}}, "coefficients": {...}}``.
+    """
+    _check_pairs(z0, z1)
+    z0, z1 = z0.float(), z1.float()
+    with torch.no_grad():
+        posterior = learned.posterior(z0, z1)
+        c = _draw(posterior, learned.threshold, generator)
+        prior_c = _draw(learned.prior(z0), learned.threshold, generator)
+        source, target = z0, z1
+        if learned.normalize:
+            source, target = F.normalize(z0, dim=-1), F.normalize(z1, dim=-1)
+        moved, _ = control_maps(
+            learned.transport, source, target, c, prior_c, posterior.shift, generator
+        )
+    return {
+        "pairs": len(z0),
+        "normalized": bool(learned.normalize),
+        "rows": control_table(moved, source, target),
+        "coefficients": {
+            "posterior_usage": coefficient_usage(c).tolist(),
+            "posterior_active_mean": float((c != 0).float().sum(dim=-1).mean()),
+            "prior_usage": coefficient_usage(prior_c).tolist(),
+            "prior_active_mean": float((prior_c != 0).float().sum(dim=-1).mean()),
+            "posterior_abs_mean": float(c.abs().mean()),
+        },
+    }
+
+
+def coefficient_usage(c: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
+    """How often each dictionary element is used: the fraction of rows of ``c [N, M]`` whose
+    coefficient ``m`` has ``|c_m| > tolerance`` (the official code counts non-zeros: the soft
+    threshold makes unused coefficients exactly 0).
+
+    Returns:
+        ``[M]`` fractions in ``[0, 1]``.
+    """
+    if not isinstance(c, torch.Tensor) or c.dim() != 2 or len(c) < 1:
+        raise ValueError(f"c must be a 2-D tensor [N, M] with N >= 1, got {shape_of(c)}.")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}.")
+    return (c.abs() > tolerance).double().mean(dim=0)
+
+
+def _check_psi(psi: torch.Tensor) -> torch.Tensor:
+    if not isinstance(psi, torch.Tensor) or psi.dim() != 4 or psi.shape[-1] != psi.shape[-2]:
+        raise ValueError(f"psi must be a 4-D tensor [M, S, k, k], got {shape_of(psi)}.")
+    return psi.detach().double().cpu()
+
+
+def generator_norms(psi: torch.Tensor) -> torch.Tensor:
+    """The Frobenius norm of each generator ``Ψ_m`` (all its blocks): ``[M]``, as the official
+    logger's ``avg_transop_mag``."""
+    psi = _check_psi(psi)
+    return psi.reshape(len(psi), -1).norm(dim=-1)
+
+
+def generator_eigenvalue_real_parts(psi: torch.Tensor) -> torch.Tensor:
+    """Real parts of the eigenvalues of each generator: ``[M, S * k]`` (a block-diagonal
+    matrix's eigenvalues are its blocks'). ``expm(c Ψ)`` scales a direction by ``exp(c·Re λ)``:
+    0 for a pure rotation, positive where it grows features, negative where it shrinks them."""
+    psi = _check_psi(psi)
+    return torch.linalg.eigvals(psi).real.reshape(len(psi), -1)
+
+
+def spectrum_summary(psi: torch.Tensor) -> dict[str, Any]:
+    """The generators' eigenvalue real parts and norms, summarised for a report."""
+    eigenvalues = torch.linalg.eigvals(_check_psi(psi)).reshape(len(psi), -1)
+    real, norms = eigenvalues.real, generator_norms(psi)
+    scale = real.abs().max().clamp_min(1e-12)
+    return {
+        "eigenvalue_real_max": float(real.max()),
+        "eigenvalue_real_min": float(real.min()),
+        "eigenvalue_real_mean": float(real.mean()),
+        "eigenvalue_real_abs_mean": float(real.abs().mean()),
+        "eigenvalue_imag_abs_mean": float(eigenvalues.imag.abs().mean()),
+        "eigenvalue_positive_fraction": float((real > 1e-6 * scale).double().mean()),
+        "eigenvalue_real_max_per_generator": real.max(dim=-1).values.tolist(),
+        "norm_per_generator": norms.tolist(),
+        "norm_mean": float(norms.mean()),
+    }
+
+
+def equal_norm_noise(
+    features: torch.Tensor, augmented: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``features`` moved by Gaussian noise of the norm of each augmentation: row ``i`` is
+    ``features[i] + ‖augmented[i] − features[i]‖ · u_i`` with ``u_i`` a uniform random unit
+    vector: the control of :func:`neighbour_label_accuracy` that needs no operator.
+
+    Args:
+        features, augmented: ``[N, d]`` (a feature and its augmentation, row by row).
+    """
+    if features.shape != augmented.shape or features.dim() != 2:
+        raise ValueError(
+            f"features and augmented must be 2-D tensors of one shape, got "
+            f"{shape_of(features)} and {shape_of(augmented)}."
+        )
+    features, augmented = features.double(), augmented.double()
+    direction = F.normalize(torch.randn(features.shape, generator=generator, dtype=torch.float64))
+    distance = (augmented - features).norm(dim=-1, keepdim=True)
+    return features + distance * direction
+
+
+def neighbour_label_accuracy(
+    bank: torch.Tensor,
+    labels: torch.Tensor,
+    queries: torch.Tensor,
+    sources: torch.Tensor,
+) -> float:
+    """The fraction of ``queries`` whose nearest neighbour (Euclidean) in ``bank`` has the
+    label of the query's source image, the source itself left out (the official
+    ``AugmentationNNEval`` keeps it, which lets a small augmentation find its own image).
+
+    Args:
+        bank: ``[N, d]`` features of ``N`` images; ``labels``: ``[N]``.
+        queries: ``[Q, d]`` features (augmentations of bank images).
+        sources: ``[Q]`` the bank row each query comes from.
+    """
+    if bank.dim() != 2 or queries.dim() != 2 or bank.shape[1] != queries.shape[1]:
+        raise ValueError(
+            f"bank [N, d] and queries [Q, d] must share d, got {shape_of(bank)} and "
+            f"{shape_of(queries)}."
+        )
+    if len(bank) < 2 or labels.shape != (len(bank),) or sources.shape != (len(queries),):
+        raise ValueError(
+            f"need labels [N] for N >= 2 bank rows and sources [Q], got {shape_of(labels)} "
+            f"labels, {len(bank)} rows and {shape_of(sources)} sources."
+        )
+    bank, queries = bank.double(), queries.double()
+    sq_norms = bank.pow(2).sum(dim=1)
+    correct = 0
+    for rows in row_blocks(len(queries), len(bank)):
+        distances = block_sq_distances(queries[rows], bank, sq_norms)
+        own = sources[rows]
+        distances[torch.arange(len(own)), own] = float("inf")
+        nearest = distances.argmin(dim=1)
+        correct += int((labels[nearest] == labels[own]).sum())
+    return correct / max(1, len(queries))
+
+
+def prior_neighbour_check(
+    learned: LearnedTransport,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    samples: int = 8,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """Nearest-neighbour label accuracy of prior-augmented features ``T(c) z``, ``c ~ p(c | z)``
+    (``samples`` per image, soft-thresholded, clamped to ``[−1, 1]`` as the official
+    ``AugmentationNNEval``), beside the same images moved by noise of equal norm and the
+    unaugmented features, each against the bank of unaugmented ``features`` (own image left
+    out).
+
+    Returns:
+        ``{"images", "samples", "unaugmented", "prior", "equal_norm_noise",
+        "displacement_over_norm"}``: accuracies in ``[0, 1]`` and the mean
+        ``‖T(c) z − z‖ / ‖z‖``.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}.")
+    features = features.float()
+    sources = torch.arange(len(features)).repeat_interleave(samples)
+    repeated = features[sources]
+    with torch.no_grad():
+        distribution = learned.prior(features)
+        draws = [_draw(distribution, learned.threshold, generator) for _ in range(samples)]
+        c = torch.stack(draws, dim=1).reshape(len(sources), -1).clamp(-1.0, 1.0)
+        augmented = _transport(learned.transport, repeated, c)
+    noisy = equal_norm_noise(repeated, augmented, generator)
+    displacement = (augmented - repeated.double()).norm(dim=-1)
+    norms = repeated.double().norm(dim=-1).clamp_min(1e-12)
+    return {
+        "images": len(features),
+        "samples": samples,
+        "unaugmented": neighbour_label_accuracy(
+            features, labels, features, torch.arange(len(features))
+        ),
+        "prior": neighbour_label_accuracy(features, labels, augmented, sources),
+        "equal_norm_noise": neighbour_label_accuracy(features, labels, noisy, sources),
+        "displacement_over_norm": float((displacement / norms).mean()),
+    }
+
+
+def transport_table(check: dict[str, Any]) -> str:
+    """The rows of a :func:`held_out_transport` result as text: one line per map with its
+    error and angular ratios to the identity's."""
+    lines = [f"{'map':<20} {'error ratio':>12} {'angular ratio':>14}"]
+    for name, row in check["rows"].items():
+        lines.append(f"{name:<20} {row['error_ratio']:>12.4f} {row['angular_ratio']:>14.4f}")
+    return "\n".join(lines)
