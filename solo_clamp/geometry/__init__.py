@@ -8,7 +8,10 @@ The measures are pure torch (no solo-learn import) and are exported here:
   axes, own-centroid fraction, within-image variance;
 * :mod:`~solo_clamp.geometry.features`: a feature set ``[N, F]`` and its classes:
   participation ratio, class centroids, radii and separation;
-* :mod:`~solo_clamp.geometry.pairs`: pair distances from Gram matrices, in row blocks.
+* :mod:`~solo_clamp.geometry.pairs`: pair distances from Gram matrices, in row blocks;
+* :mod:`~solo_clamp.geometry.projection`: encoder against projector on the views of held-out
+  images (invariance, effective rank, participation ratio, tangent share), one function:
+  :func:`~solo_clamp.geometry.projection.encoder_projector_geometry`.
 
 The report's pieces are imported on their own (torchvision, matplotlib, scikit-learn):
 :mod:`~solo_clamp.geometry.views` (augmented views at a strength ``s`` and their embeddings),
@@ -23,6 +26,7 @@ from __future__ import annotations
 from solo_clamp.geometry.features import (
     class_centroids,
     class_radii,
+    effective_rank,
     mean_class_separation,
     participation_ratio,
 )
@@ -41,6 +45,11 @@ from solo_clamp.geometry.measures import (
     within_image_variance_fraction,
 )
 from solo_clamp.geometry.pairs import upper_pairs
+from solo_clamp.geometry.projection import (
+    encoder_projector_geometry,
+    tangent_share,
+    within_image_share,
+)
 
 __all__ = [
     "NEIGHBOUR_FACTOR",
@@ -48,6 +57,8 @@ __all__ = [
     "centroid_similarity",
     "class_centroids",
     "class_radii",
+    "effective_rank",
+    "encoder_projector_geometry",
     "mean_class_separation",
     "neighbour_counts",
     "orientation_similarity",
@@ -58,6 +69,8 @@ __all__ = [
     "submanifold_centroids",
     "submanifold_radii",
     "submanifold_traces",
+    "tangent_share",
     "upper_pairs",
+    "within_image_share",
     "within_image_variance_fraction",
 ]
