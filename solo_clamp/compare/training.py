@@ -114,6 +114,7 @@ class TrainedRun:
     curve: list[dict[str, Any]]
     train_s: float
     curve_s: float
+    projector: Optional[torch.nn.Module] = None  # the method's (every method here has one)
 
 
 def train(
@@ -155,6 +156,7 @@ def train(
         recorder.curve,
         elapsed - recorder.probe_s,
         recorder.probe_s,
+        getattr(model, "projector", None),
     )
 
 
