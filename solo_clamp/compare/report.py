@@ -233,7 +233,8 @@ TOOL_OUTPUT_MARKER = (
 def publish(out: Path, page_dir: Path) -> list[Path]:
     """Copies a comparison's results into a study page: ``page_dir/results.csv`` as written,
     and ``page_dir/results.md`` = the page's hand-written text above
-    :data:`TOOL_OUTPUT_MARKER` (kept), the marker, then ``out/results.md`` byte for byte."""
+    :data:`TOOL_OUTPUT_MARKER` (kept), the marker, then ``out/results.md`` byte for byte; and
+    ``strength.png`` where the comparison drew one (``results.md`` names it)."""
     page = page_dir / "results.md"
     above = ""
     if page.exists():
@@ -241,9 +242,13 @@ def publish(out: Path, page_dir: Path) -> list[Path]:
         above = text.split(TOOL_OUTPUT_MARKER)[0] if TOOL_OUTPUT_MARKER in text else text + "\n"
     tool = (out / "results.md").read_text(encoding="utf-8")
     atomic_write_text(page, f"{above}{TOOL_OUTPUT_MARKER}\n\n{tool}")
-    with atomic_path(page_dir / "results.csv") as tmp:
-        shutil.copyfile(out / "results.csv", tmp)
-    return [page, page_dir / "results.csv"]
+    copied = [page]
+    for name in ("results.csv", "strength.png"):
+        if name == "results.csv" or (out / name).exists():
+            with atomic_path(page_dir / name) as tmp:
+                shutil.copyfile(out / name, tmp)
+            copied.append(page_dir / name)
+    return copied
 
 
 def write_reports(
