@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from solo_clamp.backbones import build_backbone, method_of, spec_from_cfg
 from solo_clamp.data.label_subset import stratified_draw
 from solo_clamp.errors import ConfigError
+from solo_clamp.geometry.features import effective_rank
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -181,17 +182,15 @@ post-ReLU features share one direction), above that diverged run's 0.81."""
 def feature_spread(features: torch.Tensor) -> dict[str, float]:
     """How spread out ``[N, F]`` features are: ``mean_cosine``, the mean cosine similarity over
     the pairs of distinct rows, and ``effective_rank``, ``exp`` of the entropy of the centred
-    features' normalised singular values (Roy & Vetterli, 2007)."""
+    features' normalised singular values (Roy & Vetterli, 2007;
+    :func:`solo_clamp.geometry.features.effective_rank`)."""
     if features.dim() != 2 or len(features) < 2:
         raise ValueError(f"features must be [N, F] with N >= 2, got {tuple(features.shape)}.")
     unit = F.normalize(features.double(), dim=-1)
     n = len(unit)
     total = unit.sum(dim=0)
     mean_cosine = (total @ total - n) / (n * (n - 1))  # sum over i != j of <u_i, u_j>
-    singular = torch.linalg.svdvals(features.double() - features.double().mean(dim=0))
-    p = singular / singular.sum()
-    entropy = -(p * p.clamp_min(1e-300).log()).sum()
-    return {"mean_cosine": float(mean_cosine), "effective_rank": float(entropy.exp())}
+    return {"mean_cosine": float(mean_cosine), "effective_rank": float(effective_rank(features))}
 
 
 def collapsed(spread: dict[str, float], untrained: dict[str, float]) -> bool:

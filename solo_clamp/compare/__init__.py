@@ -36,16 +36,25 @@ floor), with the method's feature augmentation where it has one
 Each run's solo-learn cfg is ``scripts/compare/run.yaml`` <- the method's recipe <- the run's
 own values (:func:`solo_clamp.compare.plan.solo_cfg`).
 
+Augmentation strength (``variants``, :mod:`solo_clamp.compare.strength`): named augmentation
+variants, each with a ``strength``; every method trains under every variant, run ids carry
+the variant. Encoder against projector (``geometry.enabled``,
+:mod:`solo_clamp.compare.encoder_projector`): per run, invariance, effective rank,
+participation ratio and tangent share on the views of held-out images, kNN and few-label from
+the encoder's and the projector's features, and (``geometry.transfer``) both on a dataset the
+runs did not train on (:mod:`solo_clamp.compare.transfer`).
+
 Output directory: ``results.csv`` (one long table, a ``kind`` column telling apart runs,
 floors, tuning trials, validation floors and curve points), ``results.md`` (mean ± std and
 per-seed values, verdicts from paired intervals (:mod:`solo_clamp.compare.verdicts`) against
 the best and against the floors (raw pixels; the untrained backbone of every seed),
 few-label probes, the tuning trials, every run, and the provenance of every row:
 commit, versions, CPU, threads, data sha256), ``curves_loss.png``, ``curves_knn.png``,
-``compare_config.yaml``, and for resuming ``runs/<run>/{config.yaml, backbone.pt,
-result.json}`` and ``tuning/<trial>/{config.yaml, result.json}``. ``result.json`` is written
-last and atomically: a run or trial that has one (with the same settings) is skipped on
-restart; any other starts over.
+``compare_config.yaml``, ``strength.png`` (variants with geometry), and for resuming
+``runs/<run>/{config.yaml, backbone.pt, projector.pt, result.json}`` and
+``tuning/<trial>/{config.yaml, result.json}``. ``result.json`` is written last and
+atomically: a run or trial that has one (with the same settings) is skipped on restart; any
+other starts over.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from solo_clamp.compare import strength
 from solo_clamp.compare.data import DATASETS, IDX_DATASETS
 from solo_clamp.compare.plan import RUN_YAML
 from solo_clamp.compare.tuning import validate_grid
@@ -85,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
         "max_extensions": 2,  # bracketing: lr steps past an edge of the grid, per method
     },
     "quick": False,
+    **strength.STUDY_DEFAULTS,  # variants (the strength axis), geometry: compare/strength.py
 }
 
 
@@ -138,6 +140,7 @@ def apply_quick(cfg: DictConfig) -> DictConfig:
     cfg.seeds = [int(cfg.seeds[0])]
     cfg.evaluation.linear.epochs = 20
     cfg.tuning.val_per_class, cfg.tuning.epochs = 4, 1
+    strength.quick_geometry(cfg)
     cfg.quick = True
     return cfg
 
@@ -250,6 +253,7 @@ def validate_config(cfg: DictConfig) -> None:
                 raise ConfigError(
                     f"{key} is required for dataset {cfg.dataset!r} (an ImageFolder)."
                 )
+    strength.validate_study(cfg)  # variants (the tuning they refuse) and geometry
     _validate_stages(cfg)
 
 

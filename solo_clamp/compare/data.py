@@ -17,6 +17,7 @@ from solo.data.pretrain_dataloader import build_transform_pipeline
 from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
+from solo_clamp.compare.strength import transfer_config, variant_augmentations
 from solo_clamp.data.prepare import DATASETS as IDX_SPECS
 from solo_clamp.data.prepare import locate_source, prepare_image_folder
 from solo_clamp.errors import DataError
@@ -39,6 +40,8 @@ class ComparisonData:
     # Indices of the training split held out as the tuning validation set (sorted): no run
     # trains on them and no kNN bank or linear probe of a test score contains them.
     held_out: tuple[int, ...] = ()
+    # geometry.transfer.dataset: images no run trains on (solo_clamp.compare.transfer)
+    transfer: Optional[ComparisonData] = None
 
     def dataset(self, split: str, transform: Callable):
         """The ``train`` or ``val`` split with ``transform`` (labels as ``.targets``)."""
@@ -78,9 +81,12 @@ def _idx_source(name: str, source: Optional[str]) -> Path:
 
 
 def prepare_data(cfg: DictConfig) -> ComparisonData:
-    """Prepares (once) or locates the comparison's images; with tuning, draws the validation
-    split from the training images."""
+    """Prepares (once) or locates the comparison's images (and ``geometry.transfer``'s); with
+    tuning, draws the validation split from the training images."""
     data = _locate_data(cfg)
+    transfer = transfer_config(cfg)
+    if transfer is not None:
+        data = dataclasses.replace(data, transfer=_locate_data(transfer))
     if not OmegaConf.select(cfg, "tuning.enabled"):
         return data
     targets = data.dataset("train", None).targets
@@ -189,6 +195,9 @@ def data_sha256(cfg: DictConfig, data: ComparisonData, validation: bool = False)
     else:
         test = data.dataset("val", None)
         groups.append(("test", _image_items(test, test_indices(cfg, test.targets))))
+        for split in ("train", "val") if data.transfer is not None else ():  # transfer's
+            images = data.transfer.dataset(split, None)
+            groups.append((f"transfer_{split}", _image_items(images, range(len(images)))))
     return sha256_of_images(groups)
 
 
@@ -199,10 +208,13 @@ def normalisation(cfg: DictConfig, data: ComparisonData) -> tuple[list[float], l
     return [float(v) for v in last.mean], [float(v) for v in last.std]
 
 
-def augmentation_sets(cfg: DictConfig, views: int) -> list[DictConfig]:
-    """The shared transform sets with ``views / sets`` crops each, mean/std filled in."""
+def augmentation_sets(
+    cfg: DictConfig, views: int, variant: Optional[str] = None
+) -> list[DictConfig]:
+    """The shared transform sets (of ``variant``: ``compare.strength``) with ``views / sets``
+    crops each, mean/std filled in."""
     sets = []
-    for aug in cfg.augmentations:
+    for aug in variant_augmentations(cfg, variant):
         aug = OmegaConf.create(OmegaConf.to_container(aug, resolve=True))
         aug.num_crops = views // len(cfg.augmentations)
         if cfg.dataset in IDX_DATASETS and "mean" not in aug:

@@ -5,6 +5,7 @@ that lets a restart skip a finished run."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from solo.args.pretrain import parse_cfg
 
 from solo_clamp.compare.data import ComparisonData, augmentation_sets
+from solo_clamp.compare.strength import transfer_config, variant_names
 from solo_clamp.configs import config_dir
 from solo_clamp.errors import ConfigError
 from solo_clamp.methods import facts_of
@@ -78,12 +80,13 @@ class RunSpec:
     batch_size: int
     setting: Optional[Setting] = None  # lr and method_kwargs replacing the recipe's
     trial: bool = False  # a tuning trial (scored on the validation split), not a final run
+    variant: Optional[str] = None  # its augmentations (compare.strength); None: `augmentations`
 
     @property
     def run_id(self) -> str:
         if self.trial:
             return f"{self.method}-{self.setting.label}-s{self.seed}"
-        return f"{self.method}-{self.budget}-s{self.seed}"
+        return final_run_id(self.method, self.budget, self.seed, self.variant)
 
     @property
     def epochs(self) -> float:
@@ -94,6 +97,11 @@ class RunSpec:
         return math.ceil(self.steps / self.steps_per_epoch)
 
 
+def final_run_id(method: str, budget: str, seed: int, variant: Optional[str] = None) -> str:
+    """``<method>-<budget>[-<variant>]-s<seed>``: a final run's id (and its folder's name)."""
+    return f"{method}-{budget}" + (f"-{variant}" if variant else "") + f"-s{seed}"
+
+
 def run_budget(views: int, budget: str) -> str:
     """The budget whose run serves ``budget`` for a method with ``views`` views."""
     return "equal_epochs" if views == 2 else budget
@@ -102,30 +110,31 @@ def run_budget(views: int, budget: str) -> str:
 def plan_runs(
     cfg: DictConfig, steps_per_epoch: int, settings: Optional[dict[str, Setting]] = None
 ) -> list[RunSpec]:
-    """Seed-major list of distinct runs (an interrupted plan keeps whole seeds first).
-    ``settings``: the tuned setting per method (tuning; a method without one has no runs);
-    None: every method's recipe."""
+    """Seed-major list of distinct runs (an interrupted plan keeps whole seeds first), then
+    variant by variant (in order of strength; ``compare.strength``). ``settings``: the tuned
+    setting per method (tuning; a method without one has no runs); None: every method's
+    recipe."""
     runs: dict[str, RunSpec] = {}
-    for seed in cfg.seeds:
-        for method in cfg.methods:
-            if settings is not None and method not in settings:
-                continue
-            views = int(cfg.recipes[method].get("views", 2))
-            for budget in cfg.budgets:
-                budget = run_budget(views, budget)
-                total = cfg.epochs * steps_per_epoch
-                steps = total if budget == "equal_epochs" else max(1, round(total * 2 / views))
-                spec = RunSpec(
-                    method,
-                    budget,
-                    int(seed),
-                    views,
-                    int(steps),
-                    steps_per_epoch,
-                    int(cfg.batch_size),
-                    settings[method] if settings is not None else None,
-                )
-                runs.setdefault(spec.run_id, spec)
+    for seed, variant, method in itertools.product(cfg.seeds, variant_names(cfg), cfg.methods):
+        if settings is not None and method not in settings:
+            continue
+        views = int(cfg.recipes[method].get("views", 2))
+        for budget in cfg.budgets:
+            budget = run_budget(views, budget)
+            total = cfg.epochs * steps_per_epoch
+            steps = total if budget == "equal_epochs" else max(1, round(total * 2 / views))
+            spec = RunSpec(
+                method,
+                budget,
+                int(seed),
+                views,
+                int(steps),
+                steps_per_epoch,
+                int(cfg.batch_size),
+                settings[method] if settings is not None else None,
+                variant=variant,
+            )
+            runs.setdefault(spec.run_id, spec)
     return list(runs.values())
 
 
@@ -198,7 +207,9 @@ def solo_cfg(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> DictConfig
         "method": spec.method,
         "seed": spec.seed,
         "data": {"dataset": data.solo_dataset, "train_path": data.train_path},
-        "augmentations": [OmegaConf.to_container(a) for a in augmentation_sets(cfg, spec.views)],
+        "augmentations": [
+            OmegaConf.to_container(a) for a in augmentation_sets(cfg, spec.views, spec.variant)
+        ],
         "method_kwargs": _scaled_kwargs(spec.method, kwargs, cfg.get("projector_scale", 1.0)),
         "optimizer": {"batch_size": spec.batch_size, **({"lr": setting.lr} if setting else {})},
         "max_epochs": spec.max_epochs,
@@ -258,7 +269,10 @@ def run_fingerprint(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> str
         if cfg.tuning.get("curves"):  # a trial without its validation curve is not reused
             return _fingerprint(solo, "validation", evaluation, cfg.curves.every_n_epochs)
         return _fingerprint(solo, "validation", evaluation)
-    return _fingerprint(solo, _plain(cfg.curves), _eval_settings(cfg, data, validation=False))
+    parts = [solo, _plain(cfg.curves), _eval_settings(cfg, data, validation=False)]
+    if OmegaConf.select(cfg, "geometry.enabled"):  # the encoder-against-projector measures
+        parts.append(_plain(cfg.geometry))
+    return _fingerprint(*parts)
 
 
 def floor_fingerprint(
@@ -278,6 +292,9 @@ def floor_fingerprint(
         settings += [_plain(cfg.backbone), seed, cfg.methods[0]]
     else:
         settings.append(cfg.floors.get("raw_pixel_size"))
+    transfer = transfer_config(cfg)
+    if transfer is not None and not validation:  # the floors' transfer scores
+        settings.append(_plain(transfer))
     return _fingerprint(*settings)
 
 

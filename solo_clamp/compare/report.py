@@ -14,8 +14,10 @@ from typing import Any, Optional
 import jinja2
 from omegaconf import DictConfig
 
+from solo_clamp.compare.encoder_projector import COLUMNS as GEOMETRY_COLUMNS
 from solo_clamp.compare.plan import expected_run_ids
 from solo_clamp.compare.scores import few_label_settings
+from solo_clamp.compare.strength_report import plot_strength, strength_context
 from solo_clamp.compare.summary import FLOOR_NAMES, floor_rows, setting_of, summary_rows
 from solo_clamp.compare.training import plot_curves
 from solo_clamp.compare.tuning import Tuning
@@ -28,7 +30,9 @@ RESULT_COLUMNS = (
     tuple(
         # what a row is: kind = run, floor, trial (tuning), validation_floor or curve (a point of
         # the curve of the run or trial named by run_id)
-        "kind run_id method budget seed views epochs steps batch_size images_seen views_seen "
+        # variant: its name, strength: the number that orders the variants (compare.strength)
+        "kind run_id method budget variant strength seed views epochs steps batch_size "
+        "images_seen views_seen "
         "train_s curve_s eval_s "
         # test-split scores of runs and floors (few-label: over the draws; per_draw ;-separated)
         "knn_top1 knn_top5 linear_top1 few_label_mean few_label_std few_label_per_draw "
@@ -38,8 +42,10 @@ RESULT_COLUMNS = (
         # trials (status ok or diverged, selected) and validation floors: the validation split
         "status selected val_knn_top1 val_knn_top5 error "
         "curve_epoch curve_step curve_loss curve_knn_top1".split()
-        # what produced the row (solo_clamp.provenance)
     )
+    # geometry.enabled: the encoder against the projector (compare.encoder_projector)
+    + GEOMETRY_COLUMNS
+    # what produced the row (solo_clamp.provenance)
     + PROVENANCE_COLUMNS
 )
 
@@ -81,7 +87,8 @@ def csv_rows(results: dict[str, dict[str, Any]], tuning: Optional[Tuning]) -> li
                 )
     curves = [
         {
-            **{k: run.get(k) for k in ("run_id", "method", "budget", "seed")},
+            **{k: run.get(k) for k in ("run_id", "method", "budget", "variant", "strength")},
+            "seed": run.get("seed"),
             "kind": "curve",
             **{f"curve_{k}": point[k] for k in ("epoch", "step", "loss", "knn_top1")},
         }
@@ -117,11 +124,11 @@ def _environment():
         ok = isinstance(value, (int, float)) and math.isfinite(value)
         return f"{value:.2f}" if ok else "–"
 
-    def mean_std(values: list[float]) -> str:
+    def mean_std(values: list[float], digits: int = 2) -> str:
         if not values:
             return "–"
         mean, std = _mean_std(values)
-        return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
+        return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
     env.filters.update(
         score=score,
@@ -210,6 +217,7 @@ def write_results_md(
             few_label=few_label_settings(cfg),
             augmenting=[m for m in cfg.methods if facts_of(m).feature_augmenter is not None],
             tuning=_tuning_context(cfg, tuning) if tuning is not None else None,
+            strength=strength_context(cfg, results),
             provenance=provenance_summary(records),
         )
     )
@@ -225,7 +233,8 @@ TOOL_OUTPUT_MARKER = (
 def publish(out: Path, page_dir: Path) -> list[Path]:
     """Copies a comparison's results into a study page: ``page_dir/results.csv`` as written,
     and ``page_dir/results.md`` = the page's hand-written text above
-    :data:`TOOL_OUTPUT_MARKER` (kept), the marker, then ``out/results.md`` byte for byte."""
+    :data:`TOOL_OUTPUT_MARKER` (kept), the marker, then ``out/results.md`` byte for byte; and
+    ``strength.png`` where the comparison drew one (``results.md`` names it)."""
     page = page_dir / "results.md"
     above = ""
     if page.exists():
@@ -233,9 +242,13 @@ def publish(out: Path, page_dir: Path) -> list[Path]:
         above = text.split(TOOL_OUTPUT_MARKER)[0] if TOOL_OUTPUT_MARKER in text else text + "\n"
     tool = (out / "results.md").read_text(encoding="utf-8")
     atomic_write_text(page, f"{above}{TOOL_OUTPUT_MARKER}\n\n{tool}")
-    with atomic_path(page_dir / "results.csv") as tmp:
-        shutil.copyfile(out / "results.csv", tmp)
-    return [page, page_dir / "results.csv"]
+    copied = [page]
+    for name in ("results.csv", "strength.png"):
+        if name == "results.csv" or (out / name).exists():
+            with atomic_path(page_dir / name) as tmp:
+                shutil.copyfile(out / name, tmp)
+            copied.append(page_dir / name)
+    return copied
 
 
 def write_reports(
@@ -253,4 +266,6 @@ def write_reports(
     runs = [r for r in results.values() if r.get("kind") != "floor"]
     floors = {k: r for k, r in results.items() if r.get("kind") == "floor"}
     figures = plot_curves(runs, floors, out) if results else []
-    return [out / "results.csv", out / "results.md", *figures]
+    strength = strength_context(cfg, results) if results else None
+    figure = plot_strength(strength, out / "strength.png") if strength else None
+    return [out / "results.csv", out / "results.md", *figures, *([figure] if figure else [])]

@@ -23,6 +23,7 @@ from solo_clamp.compare.data import (
     data_sha256,
     prepare_data,
 )
+from solo_clamp.compare.encoder_projector import floor_measures, run_measures
 from solo_clamp.compare.plan import (
     FloorSpec,
     RunSpec,
@@ -41,8 +42,10 @@ from solo_clamp.compare.scores import (
     check_few_label,
     few_label_settings,
     floor_extractor,
+    test_features,
     test_split_scores,
 )
+from solo_clamp.compare.strength import strength_of
 from solo_clamp.compare.training import train
 from solo_clamp.compare.tuning import Tuning, run_tuning, settle, trial_specs
 from solo_clamp.io import atomic_torch_save, atomic_write_text
@@ -75,14 +78,22 @@ def execute_run(
     trained = train(cfg, spec, data, probe)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(trained.solo_cfg))
     atomic_torch_save(trained.backbone.state_dict(), run_dir / "backbone.pt")
+    if trained.projector is not None:  # the encoder-against-projector measures read it
+        atomic_torch_save(trained.projector.state_dict(), run_dir / "projector.pt")
     start = time.perf_counter()
     augmenter = _augmenter(cfg, spec, trained)
-    scores = test_split_scores(cfg, data, trained.backbone, spec.seed, augmenter=augmenter)
+    features = test_features(cfg, data, trained.backbone)
+    scores = test_split_scores(
+        cfg, data, trained.backbone, spec.seed, augmenter=augmenter, features=features
+    )
+    scores.update(run_measures(cfg, data, spec, trained.backbone, trained.projector, features))
     setting = spec.setting
     result = {
         "run_id": spec.run_id,
         "kind": "run",
         **{k: getattr(spec, k) for k in ("method", "budget", "seed", "views", "steps")},
+        "variant": spec.variant,
+        "strength": strength_of(cfg, spec.variant),
         **{k: getattr(spec, k) for k in ("steps_per_epoch", "batch_size")},
         "epochs": spec.epochs,
         "images_seen": spec.steps * spec.batch_size,
@@ -124,6 +135,7 @@ def execute_floor(
     if floor == "untrained":
         atomic_torch_save(extractor.state_dict(), run_dir / "backbone.pt")
     scores = test_split_scores(cfg, data, extractor, seed, crop_size=crop_size)
+    scores.update(floor_measures(cfg, data, extractor, crop_size))
     on_probe = probe is not None and crop_size in (None, cfg.augmentations[0].crop_size)
     result = {
         "run_id": spec.run_id,

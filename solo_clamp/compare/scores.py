@@ -15,6 +15,7 @@ from solo_clamp.compare.data import (
     bank_indices,
     eval_split,
     knn_settings,
+    stratified_indices,
     test_indices,
 )
 from solo_clamp.compare.plan import RunSpec, parse, solo_cfg
@@ -40,7 +41,7 @@ def evaluation_device(cfg: DictConfig) -> torch.device:
     return torch.device(name)
 
 
-def _features(
+def split_features(
     cfg: DictConfig,
     data: ComparisonData,
     extractor: torch.nn.Module,
@@ -99,14 +100,25 @@ def check_few_label(cfg: DictConfig, data: ComparisonData) -> None:
     if settings is None:
         return
     targets = data.dataset("train", None).targets
-    counts = Counter(int(targets[i]) for i in bank_indices(cfg, data, targets))
-    label, fewest = min(counts.items(), key=lambda item: item[1])
-    if fewest < settings.per_class:
-        raise ConfigError(
-            f"evaluation.few_label.per_class ({settings.per_class}) must not exceed the images "
-            f"of any class in the kNN bank, where the draws come from: class {label} has "
-            f"{fewest}."
-        )
+    banks = [("the kNN bank", Counter(int(targets[i]) for i in bank_indices(cfg, data, targets)))]
+    if data.transfer is not None:
+        targets = data.transfer.dataset("train", None).targets
+        indices = transfer_indices(cfg, "train", targets)
+        banks.append(("the transfer bank", Counter(int(targets[i]) for i in indices)))
+    for bank, counts in banks:
+        label, fewest = min(counts.items(), key=lambda item: item[1])
+        if fewest < settings.per_class:
+            raise ConfigError(
+                f"evaluation.few_label.per_class ({settings.per_class}) must not exceed the "
+                f"images of any class in {bank}, where the draws come from: class {label} has "
+                f"{fewest}."
+            )
+
+
+def transfer_indices(cfg: DictConfig, split: str, targets: Sequence[int]) -> list[int]:
+    """The images of ``geometry.transfer``'s ``train`` split (its bank) or ``val`` split (its
+    test images) that transfer scores read: ``<split>_per_class`` per class (null: all)."""
+    return stratified_indices(targets, cfg.geometry.transfer.get(f"{split}_per_class"))
 
 
 def _few_label(settings: FewLabelSettings, bank, tests, augmenter=None) -> dict[str, Any]:
@@ -129,6 +141,26 @@ def _few_label(settings: FewLabelSettings, bank, tests, augmenter=None) -> dict[
     return scores
 
 
+def test_features(
+    cfg: DictConfig, data: ComparisonData, extractor: torch.nn.Module, crop_size=None
+) -> tuple[tuple, tuple]:
+    """``(bank, tests)``: features, labels and indices of the kNN bank and the test images."""
+    bank = split_features(
+        cfg, data, extractor, "train", lambda t: bank_indices(cfg, data, t), crop_size
+    )
+    tests = split_features(cfg, data, extractor, "val", lambda t: test_indices(cfg, t), crop_size)
+    return bank, tests
+
+
+def probe_scores(cfg: DictConfig, bank, tests) -> dict[str, Optional[float]]:
+    """``knn_top1`` and (``evaluation.few_label``, else None) ``few_label_mean`` of features
+    ``bank`` and ``tests`` (as :func:`test_features` gives them), with the comparison's
+    protocol."""
+    settings = few_label_settings(cfg)
+    few_label = _few_label(settings, bank, tests)["few_label_mean"] if settings else None
+    return {"knn_top1": _knn(cfg, bank, tests)[0], "few_label_mean": few_label}
+
+
 def test_split_scores(
     cfg: DictConfig,
     data: ComparisonData,
@@ -136,13 +168,13 @@ def test_split_scores(
     seed: int,
     crop_size: Optional[int] = None,
     augmenter=None,
+    features: Optional[tuple[tuple, tuple]] = None,
 ) -> dict[str, Any]:
     """kNN top-1/top-5, linear-probe top-1 and (``evaluation.few_label``) few-label probes
     of ``extractor``'s features on the test split; ``augmenter``: the method's feature
-    augmenter for ``few_label_augmented``."""
+    augmenter for ``few_label_augmented``; ``features``: :func:`test_features`'s, if done."""
     ev = cfg.evaluation
-    bank = _features(cfg, data, extractor, "train", lambda t: bank_indices(cfg, data, t), crop_size)
-    tests = _features(cfg, data, extractor, "val", lambda t: test_indices(cfg, t), crop_size)
+    bank, tests = features or test_features(cfg, data, extractor, crop_size)
     top1, top5 = _knn(cfg, bank, tests)
     knn_correct = knn_predictions(*bank[:2], tests[0], **knn_settings(cfg)) == tests[1]
     num_classes = int(max(bank[1].max(), tests[1].max())) + 1
@@ -184,8 +216,12 @@ def validation_scores(
     images left after the hold-out (as for the test scores), queries = the held-out
     validation images. Never reads the test split. Non-finite features raise
     FloatingPointError (a diverged backbone)."""
-    bank = _features(cfg, data, extractor, "train", lambda t: bank_indices(cfg, data, t), crop_size)
-    queries = _features(cfg, data, extractor, "train", lambda _: list(data.held_out), crop_size)
+    bank = split_features(
+        cfg, data, extractor, "train", lambda t: bank_indices(cfg, data, t), crop_size
+    )
+    queries = split_features(
+        cfg, data, extractor, "train", lambda _: list(data.held_out), crop_size
+    )
     if not (bank[0].isfinite().all() and queries[0].isfinite().all()):
         raise FloatingPointError("non-finite features: the backbone diverged.")
     top1, top5 = _knn(cfg, bank, queries)

@@ -4,12 +4,14 @@ as rows that pair by seed, and the verdicts against the floors
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from solo_clamp.compare.plan import FLOORS, Setting, run_budget
+from solo_clamp.compare.plan import FLOORS, Setting, final_run_id, run_budget
+from solo_clamp.compare.strength import strength_of, variant_names
 from solo_clamp.compare.tuning import Tuning
 from solo_clamp.compare.verdicts import BOOTSTRAPPED, compare_rows
 
@@ -86,20 +88,23 @@ def _failed(cfg: DictConfig, tuning: Optional[Tuning], method: str) -> str:
 def summary_rows(
     cfg: DictConfig, results: dict[str, dict[str, Any]], tuning: Optional[Tuning] = None
 ) -> list[dict[str, Any]]:
-    """Per (budget, method): each seed's scores, the setting, failed-baseline status, the
-    marks (:func:`verdicts.judge`) and the verdicts against both floors (``floor_verdicts``:
-    metric -> floor -> :class:`verdicts.Comparison`)."""
+    """Per (budget, method) (and variant: ``budget`` reads ``<budget>, <variant>``, so that
+    methods are compared within a variant): each seed's scores, the setting, failed-baseline
+    status, the marks (:func:`verdicts.judge`) and the verdicts against both floors
+    (``floor_verdicts``: metric -> floor -> :class:`verdicts.Comparison`)."""
     floors = floor_rows(cfg, results)
     rows = []
-    for budget in cfg.budgets:
+    for budget, variant in itertools.product(cfg.budgets, variant_names(cfg)):
         for method in cfg.methods:
             views = int(cfg.recipes[method].get("views", 2))
-            ids = [f"{method}-{run_budget(views, budget)}-s{seed}" for seed in cfg.seeds]
+            ids = [final_run_id(method, run_budget(views, budget), s, variant) for s in cfg.seeds]
             done = [results[i] for i in ids if i in results]
             if not done:
                 continue
             row = {
-                "budget": budget,
+                "budget": budget if variant is None else f"{budget}, {variant}",
+                "variant": variant,
+                "strength": strength_of(cfg, variant),
                 "method": method,
                 "views": views,
                 "shared": run_budget(views, budget) != budget,

@@ -114,6 +114,7 @@ class TrainedRun:
     curve: list[dict[str, Any]]
     train_s: float
     curve_s: float
+    projector: Optional[torch.nn.Module] = None  # the method's (every method here has one)
 
 
 def train(
@@ -155,6 +156,7 @@ def train(
         recorder.curve,
         elapsed - recorder.probe_s,
         recorder.probe_s,
+        getattr(model, "projector", None),
     )
 
 
@@ -163,8 +165,9 @@ def plot_curves(runs: list[dict[str, Any]], floors: dict[str, Any], out: Path) -
     (probe kNN top-1 vs epochs and vs views seen; floors as horizontal lines, on the probe set
     where they were scored there)."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault(f"{run['method']} ({run['budget']})", []).append(run)
+    for run in runs:  # a run of a strength variant (compare.strength) is its own line
+        variant = f", {run['variant']}" if run.get("variant") else ""
+        groups.setdefault(f"{run['method']} ({run['budget']}{variant})", []).append(run)
     methods = list(dict.fromkeys(r["method"] for r in runs))
     loss_fig = Figure(figsize=(4 * max(len(methods), 1), 3.2))
     loss_axes = loss_fig.subplots(1, max(len(methods), 1), squeeze=False)

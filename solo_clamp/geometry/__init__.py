@@ -13,6 +13,9 @@ The measures are pure torch (no solo-learn import) and are exported here:
   (ManifoldCLR): the posterior's ``c`` beside maps that need no learned operator, error and
   angular ratios, the generators' spectrum, norms and usage, and the nearest-neighbour check of
   prior samples against noise of equal norm.
+* :mod:`~solo_clamp.geometry.projection`: encoder against projector on the views of held-out
+  images (invariance, effective rank, participation ratio, tangent share), one function:
+  :func:`~solo_clamp.geometry.projection.encoder_projector_geometry`.
 
 The report's pieces are imported on their own (torchvision, matplotlib, scikit-learn):
 :mod:`~solo_clamp.geometry.views` (augmented views at a strength ``s`` and their embeddings),
@@ -27,6 +30,7 @@ from __future__ import annotations
 from solo_clamp.geometry.features import (
     class_centroids,
     class_radii,
+    effective_rank,
     mean_class_separation,
     participation_ratio,
 )
@@ -45,6 +49,11 @@ from solo_clamp.geometry.measures import (
     within_image_variance_fraction,
 )
 from solo_clamp.geometry.pairs import upper_pairs
+from solo_clamp.geometry.projection import (
+    encoder_projector_geometry,
+    tangent_share,
+    within_image_share,
+)
 
 __all__ = [
     "NEIGHBOUR_FACTOR",
@@ -52,6 +61,8 @@ __all__ = [
     "centroid_similarity",
     "class_centroids",
     "class_radii",
+    "effective_rank",
+    "encoder_projector_geometry",
     "mean_class_separation",
     "neighbour_counts",
     "orientation_similarity",
@@ -62,6 +73,8 @@ __all__ = [
     "submanifold_centroids",
     "submanifold_radii",
     "submanifold_traces",
+    "tangent_share",
     "upper_pairs",
+    "within_image_share",
     "within_image_variance_fraction",
 ]

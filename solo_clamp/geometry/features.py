@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from solo_clamp.geometry.checks import check_feats, check_labels
+from solo_clamp.geometry.checks import check_feats, check_labels, shape_of
 from solo_clamp.geometry.pairs import block_sq_distances, upper_pairs
 
 
@@ -36,6 +36,31 @@ def participation_ratio(feats: torch.Tensor) -> torch.Tensor:
     if total <= 0:
         return feats.new_zeros(())
     return (total.pow(2) / eigvals.pow(2).sum()).to(feats.dtype)
+
+
+def effective_rank(feats: torch.Tensor) -> torch.Tensor:
+    """Effective rank of a feature set (Roy & Vetterli, 2007).
+
+    ``exp(-sum_k p_k log p_k)`` with ``p_k = s_k / sum_j s_j`` over the singular values
+    ``s_k`` of the centred features: ``k`` for ``k`` orthogonal directions of equal spread, 1
+    for points on a line. Computed in float64.
+
+    Args:
+        feats: ``[N, F]`` with ``N >= 2``.
+
+    Returns:
+        Scalar (float64) in ``[1, min(N - 1, F)]``; 0 when the features have no variance
+        (non-finite features are not refused: they give NaN, or the SVD's error).
+    """
+    if not isinstance(feats, torch.Tensor) or feats.dim() != 2 or len(feats) < 2:
+        raise ValueError(f"feats must be a 2-D tensor [N, F] with N >= 2, got {shape_of(feats)}.")
+    feats = feats.double()
+    singular = torch.linalg.svdvals(feats - feats.mean(dim=0, keepdim=True))
+    total = singular.sum()
+    if total <= 0:
+        return total.new_zeros(())
+    p = singular / total
+    return (-(p * p.clamp_min(1e-300).log()).sum()).exp()
 
 
 def class_centroids(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
