@@ -24,6 +24,8 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from solo_clamp.errors import ConfigError
+
 STUDY_DEFAULTS: dict[str, Any] = {
     "variants": None,
     "geometry": {
@@ -91,7 +93,7 @@ def quick_geometry(cfg: DictConfig) -> None:
 
 
 def _fail(key: str, message: str) -> None:
-    raise ValueError(f"{key} {message}")
+    raise ConfigError(f"{key} {message}")
 
 
 def _number(value: Any) -> bool:
