@@ -158,6 +158,29 @@ PROTOCOLS = ("linear_probe", "semi_supervised")
 """The few-label protocols of ``protocol`` (module docstring); the first is the default."""
 
 
+def _header(protocol: str, description: str, source, per_class: int, draws) -> dict[str, Any]:
+    """The fields every few-label result starts with, whatever the protocol."""
+    return {
+        "protocol": protocol,
+        "backbone": description,
+        "method": source.method if source else None,
+        "labels_per_class": per_class,
+        "labelled_images": len(draws[0]),
+    }
+
+
+def _write_result(cfg: DictConfig, result: dict, draws, paths, root) -> Path:
+    """Adds the drawn images' names (``labelled``) to ``result`` and writes it as
+    ``few_label.json`` in a new run directory under ``output_dir``; returns that directory."""
+    names = relative_names(paths, root)
+    result["labelled"] = [[names[i] for i in draw] for draw in draws]
+    run_dir = Path(str(cfg.get("output_dir", "trained_models/few_label"))) / (
+        Checkpointer.random_string()
+    )
+    atomic_write_text(run_dir / "few_label.json", json.dumps(result, indent=2))
+    return run_dir
+
+
 def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     """Few-label evaluation of ``pretrained_feature_extractor`` (checkpoint, run directory, zoo
     name, or null for the untrained backbone) by ``protocol``: linear probes with and without
@@ -224,16 +247,8 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
                     **summarise(augmented),
                 }
 
-    names = relative_names(paths, train_set.root)
-    run_dir = Path(str(cfg.get("output_dir", "trained_models/few_label"))) / (
-        Checkpointer.random_string()
-    )
     result = {
-        "protocol": "linear_probe",
-        "backbone": description,
-        "method": source.method if source else None,
-        "labels_per_class": settings.per_class,
-        "labelled_images": len(draws[0]),
+        **_header("linear_probe", description, source, settings.per_class, draws),
         "draws": settings.draws,
         "seeds": list(settings.seeds),
         "training_images": len(train_set),
@@ -248,9 +263,8 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
             "threshold": augmenter.threshold if augmenter else None,
         },
         "results": results,
-        "labelled": [[names[i] for i in draw] for draw in draws],
     }
-    atomic_write_text(run_dir / "few_label.json", json.dumps(result, indent=2))
+    run_dir = _write_result(cfg, result, draws, paths, train_set.root)
     seeds = (
         f"{settings.draws} draws (seeds {settings.seeds[0]}-{settings.seeds[-1]})"
         if settings.draws > 1
@@ -368,16 +382,8 @@ def run_semi_supervised(cfg: DictConfig) -> dict[str, Any]:
                     **summarise(per_trial),
                 }
 
-    names = relative_names(paths, train_set.root)
-    run_dir = Path(str(cfg.get("output_dir", "trained_models/few_label"))) / (
-        Checkpointer.random_string()
-    )
     result = {
-        "protocol": "semi_supervised",
-        "backbone": description,
-        "method": source.method if source else None,
-        "labels_per_class": settings.per_class,
-        "labelled_images": len(draws[0]),
+        **_header("semi_supervised", description, source, settings.per_class, draws),
         "unlabelled_images": len(train_set) - len(draws[0]),
         "trials": settings.trials,
         "seeds": list(settings.seeds),
@@ -399,9 +405,8 @@ def run_semi_supervised(cfg: DictConfig) -> dict[str, Any]:
         },
         "notes": [note] if note else [],
         "results": results,
-        "labelled": [[names[i] for i in draw] for draw in draws],
     }
-    atomic_write_text(run_dir / "few_label.json", json.dumps(result, indent=2))
+    run_dir = _write_result(cfg, result, draws, paths, train_set.root)
     print(
         f"few-label, semi-supervised protocol: {settings.per_class} labelled images per class "
         f"({len(draws[0])} in all) and {result['unlabelled_images']} unlabelled, "
