@@ -10,26 +10,22 @@ The loss recomputes from differences the pairs whose Gram squared distance is be
 ``gram_only`` sets the threshold to 0, i.e. the Gram form for every pair (the behaviour before
 the fix). Two inputs: ``spread`` (random embeddings: almost no close pairs, the usual case) and
 ``duplicates`` (clusters of 16 near-duplicate images, centroids ~1e-3 apart: 15 close pairs per
-image, as in web-scale data with many near-copies). Cases are timed
-round-robin, best of ``--reps``, forward + backward; the ratio exact / gram_only is the number
-to read. Float32 error against float64 is printed beside it (max over the gradient, relative).
+image, as in web-scale data with many near-copies). Cases are timed round-robin, best of
+``--reps``, forward + backward, on 1 torch thread by default (2 oversubscribe a shared 2-core
+machine); the ratio exact / gram_only is the number to read. The float32 gradient's relative
+error against float64 is printed beside it.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
+from typing import Optional
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR.parent) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR.parent))
+import common
+import torch
 
-import torch  # noqa: E402
-
-import solo_clamp.losses.pair_distances as pair_distances  # noqa: E402
-from solo_clamp.losses.clamp import clamp_loss_func  # noqa: E402
+import solo_clamp.losses.pair_distances as pair_distances
+from solo_clamp.losses.clamp import clamp_loss_func
 
 VIEWS, DIM, RS = 4, 512, 7.0
 
@@ -45,6 +41,7 @@ def inputs(kind: str, images: int) -> torch.Tensor:
 
 
 def grad(z: torch.Tensor, threshold: float) -> tuple[float, torch.Tensor]:
+    """Seconds of forward + backward with ``threshold`` as CLOSE_SQ_DISTANCE, and the gradient."""
     pair_distances.CLOSE_SQ_DISTANCE = threshold
     leaf = z.detach().clone().requires_grad_(True)
     start = time.perf_counter()
@@ -52,53 +49,37 @@ def grad(z: torch.Tensor, threshold: float) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, leaf.grad
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (2 oversubscribe a shared 2-core machine)",
-    )
+def main(argv: Optional[list[str]] = None) -> list[dict]:
+    from tqdm import tqdm
+
+    parser = common.bench_parser(__doc__, quick="N = 256 and 1024", threads=1)
+    parser.add_argument("--reps", type=common.positive_int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shipped = pair_distances.CLOSE_SQ_DISTANCE
+    thresholds = {"gram_only": 0.0, "exact": shipped}
     sizes = (256, 1024) if args.quick else (1024, 8192)
     records = []
-    print(
-        "| N | input | gram_only ms | exact ms | exact / gram_only | grad error gram_only "
-        "| grad error exact |\n|---|---|---|---|---|---|---|"
-    )
-    for images in sizes:
-        for kind in ("spread", "duplicates"):
+    try:
+        for images, kind in tqdm([(n, k) for n in sizes for k in ("spread", "duplicates")]):
             z = inputs(kind, images)
-            times = {"gram_only": [], "exact": []}
+            times: dict[str, list[float]] = {name: [] for name in thresholds}
             grads = {}
             for _ in range(args.reps):
-                for name, threshold in (("gram_only", 0.0), ("exact", shipped)):
+                for name, threshold in thresholds.items():
                     seconds, grads[name] = grad(z, threshold)
                     times[name].append(seconds)
             _, reference = grad(z.double(), shipped)
-            errors = {
-                name: ((g.double() - reference).norm() / reference.norm()).item()
-                for name, g in grads.items()
-            }
-            best = {name: 1e3 * min(values) for name, values in times.items()}
-            record = {
-                "images": images,
-                "input": kind,
-                **{f"{k}_ms": v for k, v in best.items()},
-                "ratio": best["exact"] / best["gram_only"],
-                **{f"{k}_grad_error": v for k, v in errors.items()},
-            }
-            records.append(record)
-            print(
-                f"| {images} | {kind} | {best['gram_only']:.1f} | {best['exact']:.1f} | "
-                f"{record['ratio']:.2f} | {errors['gram_only']:.1e} | {errors['exact']:.1e} |"
-            )
-    pair_distances.CLOSE_SQ_DISTANCE = shipped
+            record = {"images": images, "input": kind}
+            for name in thresholds:
+                record[f"{name}_ms"] = 1e3 * min(times[name])
+                error = (grads[name].double() - reference).norm() / reference.norm()
+                record[f"{name}_grad_error"] = error.item()
+            records.append({**record, "ratio": record["exact_ms"] / record["gram_only_ms"]})
+    finally:
+        pair_distances.CLOSE_SQ_DISTANCE = shipped
+    print(common.render("close_pairs.md.j2", records=records), end="")
+    common.write_json(args.json, records)
     return records
 
 

@@ -5,156 +5,103 @@ Usage::
     python3 bench/gpu_check.py --out gpu_check/     # on a CUDA machine
     python3 bench/gpu_check.py --dry --out /tmp/g   # tiny sizes on the CPU (part of the tests)
 
-Three measurements, each written to ``gpu_check.json`` and ``gpu_check.md`` in ``--out``:
-
-1. **Training steps** of CLAMP (4 views) and SimCLR (2 views, its recipe) with bf16 autocast:
-   ResNet-50 at 224 px on synthetic images, each method at the largest batch of ``--batches``
-   that fits in memory; steps/s, images/s and views/s (views through the backbone per second).
-   The steps are ``bench/train_step_bench.py``'s: the method's own ``training_step``,
-   ``backward`` and LARS ``step``.
-2. **The loss at N = 32768 images** (4 views, D = 512) on the tiled path: forward + backward
-   time and peak memory above the inputs.
-3. **solo-learn's DALI pipeline** with 4 views (two transform sets of 2 crops) on synthetic
-   JPEGs, a few batches, when ``nvidia.dali`` is installed; otherwise recorded as skipped.
-
-``--dry`` runs every part at tiny sizes on the CPU (ResNet-18 at 32 px, N = 64) so that the
-script is tested without a GPU; its numbers mean nothing.
+It writes ``gpu_check.json`` and ``gpu_check.md`` in ``--out``: training steps/s of CLAMP (4
+views) and SimCLR (2 views) with bf16 autocast (``train_step_bench.py``'s steps; ResNet-50 at
+224 px on synthetic images, each at the largest of ``--batches`` that fits), the tiled loss at
+N = 32768 images (4 views, D = 512: time and peak memory above the inputs) and a few batches
+of solo-learn's DALI pipeline with 4 views (two transform sets of 2 crops) on synthetic JPEGs
+when ``nvidia.dali`` is installed. ``--dry`` runs every part at tiny sizes on the CPU
+(ResNet-18 at 32 px, N = 64) so that the script is tested without a GPU; its numbers mean
+nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 import warnings
+from argparse import Namespace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
+import common
+import loss_bench
+import torch
+import train_step_bench
 
-import torch  # noqa: E402
-
-FULL = {
-    "backbone": "resnet50",
-    "crop_size": 224,
-    "dataset": "imagenet100",
-    "loss_images": 32768,
-    "loss_dim": 512,
-    "steps": 5,
-    "dali_batches": 5,
-    "dali_batch": 128,
-}
-DRY = {
-    "backbone": "resnet18",
-    "crop_size": 32,
-    "dataset": "cifar10",
-    "loss_images": 64,
-    "loss_dim": 16,
-    "steps": 1,
-    "dali_batches": 1,
-    "dali_batch": 4,
-}
+FULL = dict(backbone="resnet50", crop_size=224, dataset="imagenet100", steps=5)
+FULL.update(loss_images=32768, loss_dim=512, dali_batches=5, dali_batch=128)
+DRY = dict(backbone="resnet18", crop_size=32, dataset="cifar10", steps=1)
+DRY.update(loss_images=64, loss_dim=16, dali_batches=1, dali_batch=4)
 METHOD_VIEWS = {"clamp": 4, "simclr": 2}
 
 
-def _synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+def train_step_seconds(method: str, batch: int, views: int, sizes: dict, device: str) -> float:
+    """Seconds per bf16-autocast training step of ``method`` (train_step_bench's runner): one
+    untimed warm-up step, then the mean of ``sizes["steps"]`` steps."""
+    runner = train_step_bench.build_runner(
+        method, batch, views, sizes["crop_size"], sizes["dataset"], sizes["backbone"], device
+    )
 
+    def step() -> None:
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            runner.step()
 
-def _autocast(device: str):
-    return torch.autocast(device_type=device, dtype=torch.bfloat16)
-
-
-def _is_out_of_memory(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err)
-
-
-def time_steps(step: Callable[[], None], steps: int, device: str) -> float:
-    """Seconds per step: one untimed warm-up step, then the mean of ``steps`` steps."""
     step()
-    _synchronize(device)
+    common.synchronize(device)
     start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(sizes["steps"]):
         step()
-    _synchronize(device)
-    return (time.perf_counter() - start) / steps
+    common.synchronize(device)
+    return (time.perf_counter() - start) / sizes["steps"]
 
 
 def training_steps(sizes: dict, batches: list[int], device: str) -> list[dict[str, Any]]:
     """Steps/s of CLAMP and SimCLR at the largest batch of ``batches`` that fits."""
-    from train_step_bench import build_runner
-
     records = []
     for method, views in METHOD_VIEWS.items():
         record: dict[str, Any] = {"method": method, "views": views, "status": "no batch fits"}
         for batch in sorted(batches, reverse=True):
-            runner = None
+            seconds = None
             try:
-                runner = build_runner(
-                    method,
-                    batch,
-                    views,
-                    sizes["crop_size"],
-                    sizes["dataset"],
-                    backbone=sizes["backbone"],
-                    device=device,
-                )
-
-                def step(runner=runner) -> None:
-                    with _autocast(device):
-                        runner.step()
-
-                seconds = time_steps(step, sizes["steps"], device)
+                seconds = train_step_seconds(method, batch, views, sizes, device)
             except RuntimeError as err:
-                if not _is_out_of_memory(err):
+                if not (
+                    isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err)
+                ):
                     raise
-                del runner
-                if device == "cuda":
-                    torch.cuda.empty_cache()
-                continue
-            record.update(
-                status="ok",
-                batch=batch,
-                step_ms=1e3 * seconds,
-                steps_per_s=1 / seconds,
-                images_per_s=batch / seconds,
-                views_per_s=batch * views / seconds,
-            )
-            del runner
-            if device == "cuda":
+            if device == "cuda":  # the model of a batch that did not fit is garbage by now
                 torch.cuda.empty_cache()
-            break
+            if seconds is not None:
+                record.update(
+                    status="ok",
+                    batch=batch,
+                    step_ms=1e3 * seconds,
+                    steps_per_s=1 / seconds,
+                    images_per_s=batch / seconds,
+                    views_per_s=batch * views / seconds,
+                )
+                break
         records.append(record)
     return records
 
 
 def tiled_loss(sizes: dict, device: str) -> dict[str, Any]:
-    """Forward + backward of the loss at ``loss_images`` images (4 views), tiled path."""
-    from solo_clamp.losses.clamp import clamp_loss_func
-
-    views, images, dim = 4, sizes["loss_images"], sizes["loss_dim"]
-    z = torch.randn(views * images, dim, device=device, requires_grad=True)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated() if device == "cuda" else 0
-
-    def step() -> None:
-        z.grad = None
-        clamp_loss_func(z, views, rs=8.5, tile_size=min(images, 4096)).backward()
-
-    seconds = time_steps(step, 2, device)
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else None
+    """Forward + backward of the loss at ``loss_images`` images (4 views) on the tiled path,
+    with the ImageNet-100 recipe's ``rs``: loss_bench's measurement, best of 2 runs."""
+    images, dim = sizes["loss_images"], sizes["loss_dim"]
+    settings = Namespace(
+        device=device, tile=min(images, 4096), rs=8.5, reps=2, case_seconds=600.0, cpu_time=False
+    )
+    record = loss_bench.measure(loss_bench.Case("clamp_tiled", images, 4, dim), settings)
     return {
         "images": images,
-        "views": views,
+        "views": 4,
         "dim": dim,
-        "fwd_bwd_ms": 1e3 * seconds,
-        "peak_mb_above_inputs": peak,
+        "fwd_bwd_ms": record["time_ms"],
+        # on the CPU (--dry) the peak is this process's RSS high-water mark: not the loss's
+        "peak_mb_above_inputs": record["peak_mb"] if device == "cuda" else None,
     }
 
 
@@ -172,7 +119,7 @@ def dali_pipeline(sizes: dict, device: str) -> dict[str, Any]:
     from solo.data.pretrain_dataloader import FullTransformPipeline, NCropAugmentation
 
     aug = OmegaConf.load(
-        BENCH_DIR.parent / "scripts/pretrain/imagenet-100/augmentations/clamp_2sets.yaml"
+        common.REPO_ROOT / "scripts/pretrain/imagenet-100/augmentations/clamp_2sets.yaml"
     )
     with tempfile.TemporaryDirectory() as root:
         for label in range(2):
@@ -213,19 +160,13 @@ def dali_pipeline(sizes: dict, device: str) -> dict[str, Any]:
     }
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """``gpu_check.md``: the result as a Markdown table and two sentences."""
-    from report import render_template
-
-    return render_template("gpu_check.md.j2", r=result)
-
-
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check"))
     parser.add_argument("--dry", action="store_true", help="tiny sizes on the CPU")
     parser.add_argument(
         "--batches",
+        type=lambda text: [int(batch) for batch in text.split(",")],
         default="512,384,256,192,128,64",
         help="candidate batch sizes, largest first that fits",
     )
@@ -234,7 +175,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU machine, or use --dry.")
     sizes = DRY if args.dry else FULL
-    batches = [2] if args.dry else [int(b) for b in args.batches.split(",")]
+    batches = [2] if args.dry else args.batches
     warnings.filterwarnings("ignore")
     import solo_clamp
 
@@ -249,10 +190,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "tiled_loss": tiled_loss(sizes, device),
         "dali": dali_pipeline(sizes, device),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
-    (args.out / "gpu_check.md").write_text(markdown(result))
-    print(markdown(result))
+    common.write_json(args.out / "gpu_check.json", result)
+    markdown = common.render("gpu_check.md.j2", r=result)
+    (args.out / "gpu_check.md").write_text(markdown)
+    print(markdown)
     return result
 
 

@@ -7,55 +7,34 @@ Usage::
     python3 bench/loss_bench.py --json out.json --skips-json skipped.json
     python3 bench/loss_bench.py --points 1024,4,512 --cpu-time   # one point, with CPU time
 
-Implementations, all on the same ``V * N`` embeddings of dimension ``D``:
+Implementations, all on the same ``V * N`` embeddings of dimension ``D``: ``clamp``
+(``clamp_loss_func``'s default path: the dense Gram matrix up to ``AUTO_TILE_MIN_IMAGES``
+images; skipped above, where it is the tiled path), ``clamp_tiled`` (the tiled path with
+``--tile`` rows per block), ``dense_reference`` (the tests' reference, checked against
+``clamp`` after the cases: a mismatch raises before anything is written) and solo-learn's
+``simclr``, ``vicreg`` and ``byol`` (``build`` pairs their views).
 
-* ``clamp``: ``clamp_loss_func`` with its default path (the dense Gram matrix up to
-  ``AUTO_TILE_MIN_IMAGES`` images, the tiled path above);
-* ``clamp_tiled``: the tiled path with ``--tile`` rows per block;
-* ``dense_reference``: the official code's ``N x N x D`` formulation, the tests' reference
-  (``reference_clamp_loss`` of tests/clamp_testing.py), checked against ``clamp`` (float64,
-  40 images) after the cases: a mismatch raises before anything is written;
-* ``simclr``: ``solo.losses.simclr.simclr_loss_func`` over all ``V * N`` rows, the views of an
-  image being its positives;
-* ``vicreg``: ``vicreg_loss_func(z[: V*N/2], z[V*N/2 :])``: view v is paired with view v + V/2;
-* ``byol``: ``byol_loss_func(p, t)`` with p the ``V * N`` rows (standing in for the predictor's
-  outputs) and t a detached target of the same shape, rolled so view v predicts view v + V/2.
-
-Memory on CPU: every case runs in a freshly forked process (the parent computes nothing
-until every case has run, so the fork is safe and the child's RSS high-water mark starts at
-its own size); ``peak_mb`` is ``ru_maxrss`` after the runs minus ``ru_maxrss`` once the inputs are
-allocated. On CUDA it is ``torch.cuda.max_memory_allocated`` above the memory held by the
-inputs. A case whose estimated memory exceeds the budget (``MEMORY_FRACTION`` of MemAvailable,
-or of the GPU's memory) is skipped with its estimate printed; so is ``clamp`` above
-``AUTO_TILE_MIN_IMAGES`` images, where the default path *is* the tiled path.
-
-Time: the best of ``--reps`` timed runs after one untimed warm-up run (the minimum is the
-least noisy estimator on a machine shared with other jobs), with fewer reps for cases whose
-warm-up exceeds ``--case-seconds`` (then the warm-up run itself is reported).
+On the CPU each case runs in a freshly forked process (its own RSS high-water mark); a case
+whose estimated memory exceeds the budget is skipped with its estimate. Time is the best of
+``--reps`` runs after a warm-up (the minimum is the least noisy estimator on a shared
+machine), fewer when the warm-up exceeds ``--case-seconds``; the details: docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import resource
-import sys
 import time
+from argparse import Namespace
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-for _path in (str(REPO_ROOT), str(BENCH_DIR), str(REPO_ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+import common
+import torch
+from clamp_testing import reference_clamp_loss
 
-import torch  # noqa: E402
-from clamp_testing import reference_clamp_loss  # noqa: E402
-
-import solo_clamp.losses.clamp as clamp_module  # noqa: E402
+import solo_clamp.losses.clamp as clamp_module
 
 try:
     from solo.losses.byol import byol_loss_func
@@ -77,7 +56,6 @@ FULL_GRID = [(n, v, d) for n in (256, 1024, 4096) for v in (4, 16) for d in (256
 TARGET_POINT = (1024, 4, 512)
 LARGE_N = [(8192, 4, 512), (16384, 4, 512), (32768, 4, 512)]
 QUICK_GRID = [(256, 4, 256), (1024, 4, 256)]
-QUICK_LARGE_N: list[tuple[int, int, int]] = []
 
 
 @dataclass(frozen=True)
@@ -90,11 +68,6 @@ class Case:
     D: int
 
 
-def dense_reference_loss(z: torch.Tensor, num_views: int, **kwargs: float) -> torch.Tensor:
-    """The loss of the tests' reference (``N x N x D`` differences of the centroids)."""
-    return reference_clamp_loss(z, num_views, **kwargs).loss
-
-
 def estimate_bytes(case: Case, tile: int) -> int:
     """A deliberately generous estimate of the peak extra memory of fwd + bwd.
 
@@ -102,46 +75,36 @@ def estimate_bytes(case: Case, tile: int) -> int:
     ``N x N`` (or ``V*N x V*N``, or ``N x N x D``) float tensors alive at the peak.
     """
     n, v, d = case.N, case.V, case.D
-    rows = v * n
-    embeddings = 8 * rows * d
-    if case.impl == "clamp":
-        pairs = n * n if n <= clamp_module.AUTO_TILE_MIN_IMAGES else n * min(n, tile)
-        return FLOAT_BYTES * (16 * pairs + embeddings)
-    if case.impl == "clamp_tiled":
-        return FLOAT_BYTES * (16 * n * min(n, tile) + embeddings)
-    if case.impl == "dense_reference":
-        return FLOAT_BYTES * (4 * n * n * d + 16 * n * n + embeddings)
-    if case.impl == "simclr":
-        return FLOAT_BYTES * (8 * rows * rows + embeddings)
-    if case.impl == "vicreg":
-        return FLOAT_BYTES * (2 * embeddings + 8 * d * d)
-    if case.impl == "byol":
-        return FLOAT_BYTES * (2 * embeddings)
-    raise ValueError(f"unknown impl {case.impl!r}; choose from {IMPLS}.")
+    embeddings = 8 * v * n * d
+    tiled = 16 * n * min(n, tile) + embeddings
+    floats = {
+        "clamp": 16 * n * n + embeddings if n <= clamp_module.AUTO_TILE_MIN_IMAGES else tiled,
+        "clamp_tiled": tiled,
+        "dense_reference": 4 * n * n * d + 16 * n * n + embeddings,
+        "simclr": 8 * (v * n) ** 2 + embeddings,
+        "vicreg": 2 * embeddings + 8 * d * d,
+        "byol": 2 * embeddings,
+    }
+    return FLOAT_BYTES * floats[case.impl]
 
 
 def memory_budget(device: str) -> int:
     """Bytes a single case may use: ``MEMORY_FRACTION`` of the available RAM or GPU memory."""
     if device == "cuda":
         return int(MEMORY_FRACTION * torch.cuda.get_device_properties(0).total_memory)
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(MEMORY_FRACTION * int(line.split()[1]) * 1024)
-    return 8 << 30
+    available = common.meminfo_bytes("MemAvailable")
+    return 8 << 30 if available is None else int(MEMORY_FRACTION * available)
 
 
-def plan(grid, large_n, impls, tile: int, budget: int) -> tuple[list[Case], list[dict]]:
+def plan(points, impls, tile: int, budget: int) -> tuple[list[Case], list[dict]]:
     """The cases to run and the skipped ones, each skip with its reason."""
     cases, skips = [], []
-    points = [(p, list(impls)) for p in grid] + [(p, list(impls)) for p in large_n]
-    for (n, v, d), names in points:
-        for impl in names:
-            case = Case(impl, n, v, d)
+    for point in points:
+        for case in (Case(impl, *point) for impl in impls):
             reason = None
-            if impl in SOLO_IMPLS and SOLO_ERROR is not None:
+            if case.impl in SOLO_IMPLS and SOLO_ERROR is not None:
                 reason = SOLO_ERROR
-            elif impl == "clamp" and n > clamp_module.AUTO_TILE_MIN_IMAGES:
+            elif case.impl == "clamp" and case.N > clamp_module.AUTO_TILE_MIN_IMAGES:
                 reason = (
                     f"N > AUTO_TILE_MIN_IMAGES={clamp_module.AUTO_TILE_MIN_IMAGES}: the "
                     "default path is the tiled path here (see clamp_tiled)"
@@ -158,23 +121,22 @@ def plan(grid, large_n, impls, tile: int, budget: int) -> tuple[list[Case], list
     return cases, skips
 
 
-def build(case: Case, tile: int, device: str) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
-    """Allocates the inputs of a case and returns (loss closure, leaf tensor)."""
+def build(case: Case, args: Namespace) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
+    """Allocates the inputs of a case on ``args.device`` and returns (loss closure, leaf)."""
+    device, rs, rows = args.device, args.rs, case.V * case.N
     gen = torch.Generator(device=device).manual_seed(0)
-    rows = case.V * case.N
     z = torch.randn(rows, case.D, generator=gen, device=device).requires_grad_(True)
     if case.impl == "clamp":
-        return (lambda: clamp_module.clamp_loss_func(z, case.V, rs=RS)), z
+        return (lambda: clamp_module.clamp_loss_func(z, case.V, rs=rs)), z
     if case.impl == "clamp_tiled":
-        return (lambda: clamp_module.clamp_loss_func(z, case.V, rs=RS, tile_size=tile)), z
+        return (lambda: clamp_module.clamp_loss_func(z, case.V, rs=rs, tile_size=args.tile)), z
     if case.impl == "dense_reference":
-        return (lambda: dense_reference_loss(z, case.V, rs=RS)), z
+        return (lambda: reference_clamp_loss(z, case.V, rs=rs).loss), z
     if case.impl == "simclr":
         indexes = torch.arange(case.N, device=device).repeat(case.V)
         return (lambda: simclr_loss_func(z, indexes=indexes, temperature=0.2)), z
     if case.impl == "vicreg":
-        half = rows // 2
-        return (lambda: vicreg_loss_func(z[:half], z[half:])), z
+        return (lambda: vicreg_loss_func(z[: rows // 2], z[rows // 2 :])), z
     if case.impl == "byol":
         target = torch.randn(rows, case.D, generator=gen, device=device)
         target = target.roll(shifts=(case.V // 2) * case.N, dims=0)
@@ -187,90 +149,66 @@ def check_dense_reference() -> None:
     ``clamp`` (float64, 40 images, about 3/4 of the pairs interacting, some ranges capped):
     the timings must compare one and the same function. Computes in this process."""
     z = torch.randn(4 * 40, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    values, grads = [], []
-    for loss_fn in (dense_reference_loss, clamp_module.clamp_loss_func):
-        leaf = z.clone().requires_grad_(True)
-        loss = loss_fn(leaf, 4, rs=0.8, lw0=0.1, max_range=0.9)
-        values.append(loss.detach())
-        grads.append(torch.autograd.grad(loss, leaf)[0])
-    torch.testing.assert_close(values[0], values[1], rtol=1e-10, atol=1e-10)
+    leaves = [z.clone().requires_grad_(True) for _ in range(2)]
+    settings = {"rs": 0.8, "lw0": 0.1, "max_range": 0.9}
+    reference = reference_clamp_loss(leaves[0], 4, **settings).loss
+    loss = clamp_module.clamp_loss_func(leaves[1], 4, **settings)
+    torch.testing.assert_close(reference, loss, rtol=1e-10, atol=1e-10)
+    grads = [torch.autograd.grad(value, leaf)[0] for value, leaf in zip((reference, loss), leaves)]
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-8, atol=1e-10)
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+def measure(case: Case, args: Namespace) -> dict:
+    """Runs one case in the current process (on ``args.device``) and returns its record; with
+    ``args.cpu_time`` it also holds ``cpu_ms``, the process's user + system time of the best
+    timed run, all threads (less sensitive than wall time to other jobs on the cores)."""
+    device = args.device
+    loss_fn, z = build(case, args)
+    common.synchronize(device)
 
+    def peak_bytes() -> int:
+        if device == "cuda":
+            return torch.cuda.max_memory_allocated()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
-def _max_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def measure(
-    case: Case, tile: int, device: str, reps: int, case_seconds: float, cpu_time: bool = False
-) -> dict:
-    """Runs one case in the current process and returns its record.
-
-    With ``cpu_time`` the record also holds ``cpu_ms``: the process's user + system time of
-    the best timed run, all threads (less sensitive than wall time to other jobs on the cores).
-    """
-    loss_fn, z = build(case, tile, device)
-    _sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-        baseline = torch.cuda.memory_allocated()
-    else:
-        baseline = _max_rss_bytes()
+    baseline = peak_bytes()
 
     def step() -> tuple[float, float]:
-        cpu_start, start = _cpu_seconds(), time.perf_counter()
+        cpu_start, start = common.cpu_seconds(), time.perf_counter()
         loss_fn().backward()
-        _sync(device)
-        elapsed = time.perf_counter() - start
-        cpu = _cpu_seconds() - cpu_start
+        common.synchronize(device)
+        elapsed, cpu = time.perf_counter() - start, common.cpu_seconds() - cpu_start
         z.grad = None
         return elapsed, cpu
 
     warmup = step()
-    timed = min(reps, int(case_seconds / warmup[0])) if warmup[0] > 0 else reps
+    timed = min(args.reps, int(args.case_seconds / warmup[0])) if warmup[0] > 0 else args.reps
     runs = [step() for _ in range(timed)] or [warmup]
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _max_rss_bytes()
     record = {
         **asdict(case),
         "time_ms": 1e3 * min(wall for wall, _ in runs),
-        "peak_mb": max(0, peak - baseline) / 2**20,
+        "peak_mb": max(0, peak_bytes() - baseline) / 2**20,
     }
-    if cpu_time:
+    if args.cpu_time:
         record["cpu_ms"] = 1e3 * min(cpu for _, cpu in runs)
     return record
 
 
-def _child(
-    case: Case, tile: int, threads: int, reps: int, case_seconds: float, cpu_time: bool, conn
-) -> None:
-    try:
-        torch.set_num_threads(threads)
-        conn.send(("ok", measure(case, tile, "cpu", reps, case_seconds, cpu_time)))
-    except BaseException as err:  # noqa: BLE001 - report any failure to the parent
-        conn.send(("error", f"{type(err).__name__}: {err}"))
-    finally:
-        conn.close()
-
-
-def run_forked(
-    case: Case, tile: int, threads: int, reps: int, case_seconds: float, cpu_time: bool = False
-) -> dict:
-    """Runs a case in a freshly forked process (fresh RSS high-water mark)."""
+def run_forked(case: Case, args: Namespace) -> dict:
+    """Runs a case on the CPU in a freshly forked process (fresh RSS high-water mark)."""
     context = mp.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=_child, args=(case, tile, threads, reps, case_seconds, cpu_time, sender)
-    )
+
+    def child() -> None:
+        try:
+            torch.set_num_threads(args.threads)
+            sender.send(("ok", measure(case, args)))
+        except BaseException as err:  # noqa: BLE001 - report any failure to the parent
+            sender.send(("error", f"{type(err).__name__}: {err}"))
+
+    process = context.Process(target=child)
     process.start()
     sender.close()
     try:
@@ -283,66 +221,39 @@ def run_forked(
     return payload
 
 
-def format_table(records: list[dict], skips: list[dict]) -> str:
-    """A plain-text table per (N, V, D) with time and memory ratios vs the default clamp."""
-    by_point: dict[tuple[int, int, int], dict[str, dict]] = {}
-    for rec in records:
-        by_point.setdefault((rec["N"], rec["V"], rec["D"]), {})[rec["impl"]] = rec
-    for skip in skips:
-        by_point.setdefault((skip["N"], skip["V"], skip["D"]), {})
-    with_cpu = any("cpu_ms" in rec for rec in records)
-    lines = [
-        f"{'N':>6} {'V':>3} {'D':>5}  {'impl':<16}{'time ms':>11}{'peak MB':>11}"
-        f"{'time/clamp':>12}{'mem/clamp':>11}"
-        + (f"{'cpu ms':>11}{'cpu/clamp':>11}" if with_cpu else "")
-    ]
-    for point in sorted(by_point):
-        base = by_point[point].get("clamp")
-        for impl in IMPLS:
-            rec = by_point[point].get(impl)
-            if rec is None:
-                reason = next(
-                    (
-                        s["reason"]
-                        for s in skips
-                        if (s["N"], s["V"], s["D"]) == point and s["impl"] == impl
-                    ),
-                    None,
-                )
-                if reason:
-                    lines.append(
-                        f"{point[0]:>6} {point[1]:>3} {point[2]:>5}  {impl:<16}skipped: {reason}"
-                    )
-                continue
-            t_ratio = m_ratio = "-"
-            if base is not None:
-                t_ratio = f"{rec['time_ms'] / base['time_ms']:.2f}"
-                m_ratio = f"{rec['peak_mb'] / base['peak_mb']:.2f}" if base["peak_mb"] > 0 else "-"
-            cpu = ""
-            if with_cpu and "cpu_ms" in rec:
-                c_ratio = (
-                    f"{rec['cpu_ms'] / base['cpu_ms']:.2f}"
-                    if base is not None and base.get("cpu_ms")
-                    else "-"
-                )
-                cpu = f"{rec['cpu_ms']:>11.1f}{c_ratio:>11}"
-            lines.append(
-                f"{point[0]:>6} {point[1]:>3} {point[2]:>5}  {impl:<16}"
-                f"{rec['time_ms']:>11.1f}{rec['peak_mb']:>11.1f}"
-                f"{t_ratio:>12}{m_ratio:>11}{cpu}"
-            )
-    return "\n".join(lines)
+def point_of(record: dict) -> tuple[int, int, int]:
+    return record["N"], record["V"], record["D"]
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small subset (< 60 s)")
-    parser.add_argument("--json", type=Path, help="write the records here")
+def loss_rows(records: list[dict], skips: list[dict]) -> list[dict]:
+    """The loss table's rows, point by point in ``IMPLS`` order: a record with its ratios to
+    the default ``clamp`` at its point (None where not measured), or a skip with its reason."""
+    clamp = {point_of(r): r for r in records if r["impl"] == "clamp"}
+    rows = []
+    for row in sorted([*records, *skips], key=lambda r: (*point_of(r), IMPLS.index(r["impl"]))):
+        base = clamp.get(point_of(row), {})
+        ratios = {
+            f"{name}_ratio": common.ratio(row.get(key), base.get(key))
+            for name, key in (("time", "time_ms"), ("peak", "peak_mb"), ("cpu", "cpu_ms"))
+        }
+        rows.append({"cpu_ms": None, **row, "skipped": row.get("reason"), **ratios})
+    return rows
+
+
+def point(text: str) -> tuple[int, ...]:
+    """An argparse type: ``N,V,D``, three positive integers."""
+    values = tuple(common.positive_int(x) for x in text.split(","))
+    if len(values) != 3:
+        raise ValueError(text)
+    return values
+
+
+def parse_args(argv: Optional[list[str]] = None) -> Namespace:
+    parser = common.bench_parser(__doc__, quick="a small subset (< 60 s)", threads=2)
     parser.add_argument("--skips-json", type=Path, help="write the skipped cases here")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
-    parser.add_argument("--tile", type=int, default=512, help="rows per block of clamp_tiled")
-    parser.add_argument("--reps", type=int, default=5, help="timed runs per case (max)")
+    parser.add_argument("--tile", type=common.positive_int, default=512, help="rows per block")
+    parser.add_argument("--reps", type=common.positive_int, default=5, help="timed runs per case")
     parser.add_argument(
         "--case-seconds", type=float, default=2.0, help="time budget of the timed runs of one case"
     )
@@ -350,6 +261,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--points",
         nargs="+",
+        type=point,
         metavar="N,V,D",
         help="run only these points instead of the grid, e.g. 1024,4,512",
     )
@@ -358,16 +270,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         action="store_true",
         help="add cpu_ms (process CPU time of the best run) to the records",
     )
+    parser.set_defaults(rs=RS)
     args = parser.parse_args(argv)
-    if args.points:
-        try:
-            args.points = [tuple(int(x) for x in p.split(",")) for p in args.points]
-        except ValueError:
-            parser.error("--points takes N,V,D triples of integers, e.g. 1024,4,512.")
-        if any(len(p) != 3 or min(p) < 1 for p in args.points):
-            parser.error("--points takes N,V,D triples of positive integers, e.g. 1024,4,512.")
-    if args.threads < 1 or args.tile < 1 or args.reps < 1:
-        parser.error("--threads, --tile and --reps must be positive integers.")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -379,13 +283,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     from tqdm import tqdm
 
     args = parse_args(argv)
-    grid, large_n = (
-        (QUICK_GRID, QUICK_LARGE_N) if args.quick else (FULL_GRID + [TARGET_POINT], LARGE_N)
-    )
-    if args.points:
-        grid, large_n = args.points, []
-    budget = memory_budget(args.device)
-    cases, skips = plan(grid, large_n, args.impls, args.tile, budget)
+    points = args.points or (QUICK_GRID if args.quick else FULL_GRID + [TARGET_POINT] + LARGE_N)
+    cases, skips = plan(points, args.impls, args.tile, memory_budget(args.device))
     if SOLO_ERROR is not None:
         print(f"note: {SOLO_ERROR}; simclr, vicreg and byol are skipped.")
     for skip in skips:
@@ -394,19 +293,11 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     records = []
     for case in tqdm(cases, desc="loss cases", unit="case"):
         try:
-            if args.device == "cpu":
-                rec = run_forked(
-                    case, args.tile, args.threads, args.reps, args.case_seconds, args.cpu_time
-                )
-            else:
-                rec = measure(
-                    case, args.tile, args.device, args.reps, args.case_seconds, args.cpu_time
-                )
-                torch.cuda.empty_cache()
+            records.append(run_forked(case, args) if args.device == "cpu" else measure(case, args))
         except RuntimeError as err:
             skips.append({**asdict(case), "reason": f"failed: {err}"})
-            continue
-        records.append(rec)
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
 
     if "dense_reference" in args.impls:
         # Not before the cases: a parent that computes on CPU hangs its forked children (its
@@ -415,13 +306,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     print(
         f"\ndevice={args.device} threads={args.threads} tile={args.tile} torch={torch.__version__}"
     )
-    print(format_table(records, skips))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1))
-    if args.skips_json:
-        args.skips_json.parent.mkdir(parents=True, exist_ok=True)
-        args.skips_json.write_text(json.dumps(skips, indent=1))
+    print(common.render("loss_table.md.j2", loss_rows=loss_rows(records, skips)), end="")
+    common.write_json(args.json, records)
+    common.write_json(args.skips_json, skips)
     return records
 
 

@@ -9,71 +9,39 @@ Usage::
     python3 bench/train_step_bench.py --methods simclr manifoldclr --views 2   # same 2 x B batch
 
 A step is what Lightning runs per batch, without Lightning: the method's own
-``training_step`` (backbone, projector, loss, online classifier), ``backward``,
-``optimizer.step()`` (LARS, as in solo-learn's CIFAR recipes) and, for BYOL, the momentum
-(EMA) update. Every method is built from its real class in ``solo.methods.METHODS`` with
-the same backbone (resnet18, CIFAR stem), input size (32 px) and optimizer, from a cfg that
-``solo_clamp.compare.plan.solo_cfg`` composes as for a comparison run (``scripts/compare/run.yaml``
-<- the entry's recipe <- its own values) and solo-learn's ``parse_cfg`` parses (so the
-learning rate is scaled by batch / 256, which does not change a step's cost).
-
-Equalising views: CLAMP and SimCLR take ``V`` large crops of ``B`` images. solo-learn's
-VICReg needs exactly 2 crops and its BYOL uses 2 large crops, so they take 2 crops of
-``B * V / 2`` images. Every method therefore pushes the same ``B * V`` views through the
-backbone per step, and ``views_per_s = B * V / step time`` is comparable across methods.
-Projectors are each method's CIFAR recipe (SimCLR 2048-256, BYOL 4096-256 + 4096
-predictor, VICReg 2048-2048-2048); CLAMP uses SimCLR's 2048-256 so that CLAMP vs SimCLR
-differs only in the loss and in CLAMP's joint forward: by default (``joint_forward: true``,
-as in the paper) CLAMP sends all views through the backbone as one batch of ``B * V``
-images; ``clamp_percrop`` is CLAMP with ``joint_forward: false``, one forward per crop as
-SimCLR does, which isolates the cost of the loss.
-
-ManifoldCLR (not in the default methods) takes exactly 2 crops, like BYOL and VICReg; with
-``--views 2`` it and SimCLR train on the very same ``2 x B`` batch and the table adds its
-step-time ratio to SimCLR's. Its settings are the MNIST recipe's
-(``scripts/pretrain/mnist/manifoldclr.yaml``: 32 operators of 16 x 16 blocks, 4 max-ELBO
-draws) in their steady state: the prior warm-up and the max-ELBO start are set to step 0, so
-every timed step samples the learned prior and takes the best of the draws (one matrix
-exponential of the operators per draw, plus the ones of the augmentation).
-
-Methods are timed round-robin (one step of each in turn), so that load from other jobs on
-a shared machine hits all of them alike; a method's step time is its best step. ``cpu_ms``
-(user + system time of the process in the step, best step) is less sensitive to other
-jobs taking the cores, but counts the threads' spin-waits.
-
-``loss_fraction``: every call of the method's loss function during the last step is
-recorded; the calls are replayed on detached copies of their inputs, forward + backward,
-and their best time is divided by the step time.
+``training_step``, ``backward``, ``optimizer.step()`` and, for BYOL, the momentum update.
+Every method is its real class in ``solo.methods.METHODS``, built from a cfg that
+``solo_clamp.compare.plan.solo_cfg`` composes as for a comparison run and solo-learn's
+``parse_cfg`` parses (the same LARS optimizer for all; the learning rate is scaled by
+batch / 256, which does not change a step's cost). Projectors are each method's CIFAR recipe;
+CLAMP uses SimCLR's, so that the two differ only in the loss and in CLAMP's joint forward
+(``clamp_percrop`` is CLAMP with ``joint_forward: false``, one forward per crop as SimCLR).
+Two-crop methods (BYOL, VICReg, ManifoldCLR) take 2 crops of ``B * V / 2`` images, so every
+method pushes the same ``B * V`` views through the backbone per step; with ``--views 2``
+ManifoldCLR and SimCLR train on the very same batch. ManifoldCLR runs the MNIST recipe
+(``scripts/pretrain/mnist/manifoldclr.yaml``) past its prior warm-up and max-ELBO start, so
+every timed step pays its matrix exponentials. Methods are timed round-robin, so that other
+jobs on a shared machine slow them alike; the table's columns: docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import sys
+import pkgutil
 import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
+from unittest import mock
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import common
+import torch
 
-import torch  # noqa: E402
-
+CLAMP_KWARGS = {"proj_hidden_dim": 2048, "proj_output_dim": 256, "rs": 7.0}
 METHOD_KWARGS: dict[str, dict[str, Any]] = {
-    "clamp": {"proj_hidden_dim": 2048, "proj_output_dim": 256, "rs": 7.0},
-    "clamp_percrop": {
-        "proj_hidden_dim": 2048,
-        "proj_output_dim": 256,
-        "rs": 7.0,
-        "joint_forward": False,
-    },
+    "clamp": CLAMP_KWARGS,
+    "clamp_percrop": {**CLAMP_KWARGS, "joint_forward": False},
     "simclr": {"proj_hidden_dim": 2048, "proj_output_dim": 256, "temperature": 0.2},
     "byol": {"proj_hidden_dim": 4096, "proj_output_dim": 256, "pred_hidden_dim": 4096},
     "vicreg": {
@@ -98,13 +66,12 @@ DEFAULT_METHODS = ("clamp", "clamp_percrop", "simclr", "byol", "vicreg")
 SOLO_METHOD = {"clamp_percrop": "clamp"}
 """Benchmark entries that are a variant of a solo method (default: the same name)."""
 LOSS_FUNCTIONS = {
-    # method -> (module holding the name the method calls, function name)
-    "clamp": ("solo_clamp.methods.clamp", "clamp_loss_and_stats"),
-    "clamp_percrop": ("solo_clamp.methods.clamp", "clamp_loss_and_stats"),
-    "simclr": ("solo.methods.simclr", "simclr_loss_func"),
-    "byol": ("solo.methods.byol", "byol_loss_func"),
-    "vicreg": ("solo.methods.vicreg", "vicreg_loss_func"),
-    "manifoldclr": ("solo_clamp.losses.manifoldclr", "ManifoldCLRLoss.forward"),
+    # solo method -> the name its training step calls for the loss
+    "clamp": "solo_clamp.methods.clamp.clamp_loss_and_stats",
+    "simclr": "solo.methods.simclr.simclr_loss_func",
+    "byol": "solo.methods.byol.byol_loss_func",
+    "vicreg": "solo.methods.vicreg.vicreg_loss_func",
+    "manifoldclr": "solo_clamp.losses.manifoldclr.ManifoldCLRLoss.forward",
 }
 OPTIMIZER = {
     "name": "lars",
@@ -166,56 +133,25 @@ def make_cfg(
     return parse(solo_cfg(comparison, spec, data))
 
 
-class LossRecorder:
-    """Wraps the loss function a method calls (or a loss module's ``Class.forward``) and keeps
-    the inputs of its calls."""
+def replay_seconds(loss_function: Callable, calls: list[Any], reps: int = 3) -> float:
+    """Best fwd + bwd time of the recorded ``calls`` of ``loss_function``, replayed on detached
+    copies of their inputs."""
 
-    def __init__(self, method: str):
-        import importlib
+    def copy(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().clone().requires_grad_(value.requires_grad)
+        return value
 
-        module_name, dotted = LOSS_FUNCTIONS[method]
-        *owners, self.name = dotted.split(".")
-        self.module = importlib.import_module(module_name)
-        for owner in owners:
-            self.module = getattr(self.module, owner)
-        self.original: Callable = getattr(self.module, self.name)
-        self.calls: list[tuple[tuple, dict]] = []
-
-    def __enter__(self) -> LossRecorder:
-        self.calls = []
-
-        def wrapper(*args, **kwargs):
-            self.calls.append((args, kwargs))
-            return self.original(*args, **kwargs)
-
-        setattr(self.module, self.name, wrapper)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        setattr(self.module, self.name, self.original)
-
-    def replay_seconds(self, reps: int = 3) -> float:
-        """Best fwd + bwd time of the recorded calls, on detached copies of their inputs."""
-
-        def copy(value):
-            if isinstance(value, torch.Tensor):
-                return value.detach().clone().requires_grad_(value.requires_grad)
-            return value
-
-        best = float("inf")
-        for _ in range(reps):
-            calls = [
-                ([copy(a) for a in args], {k: copy(v) for k, v in kw.items()})
-                for args, kw in self.calls
-            ]
-            start = time.perf_counter()
-            total = 0.0
-            for args, kw in calls:
-                out = self.original(*args, **kw)
-                total = total + (out[0] if isinstance(out, tuple) else out)
-            total.backward()
-            best = min(best, time.perf_counter() - start)
-        return best
+    best = float("inf")
+    for _ in range(reps):
+        copies = [
+            ([copy(a) for a in c.args], {k: copy(v) for k, v in c.kwargs.items()}) for c in calls
+        ]
+        start = time.perf_counter()
+        outputs = [loss_function(*args, **kwargs) for args, kwargs in copies]
+        sum(out[0] if isinstance(out, tuple) else out for out in outputs).backward()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 @dataclass
@@ -234,10 +170,13 @@ class Runner:
     loss_seconds: float = float("nan")
 
     def step(self, record_loss: bool = False) -> None:
-        recorder = LossRecorder(self.method)
-        cpu_start = _cpu_seconds()
-        start = time.perf_counter()
-        with recorder if record_loss else nullcontext():
+        """One timed step; with ``record_loss`` the loss calls are recorded (a mock that wraps
+        the loss function) and replayed to time the loss alone."""
+        loss_name = LOSS_FUNCTIONS[SOLO_METHOD.get(self.method, self.method)]
+        loss_function = pkgutil.resolve_name(loss_name)
+        spy = mock.patch(loss_name, autospec=True, side_effect=loss_function)
+        with spy if record_loss else nullcontext() as recorded:
+            cpu_start, start = common.cpu_seconds(), time.perf_counter()
             loss = self.model.training_step(self.batch, 0)
         if isinstance(loss, dict):
             loss = loss["loss"]
@@ -247,15 +186,9 @@ class Runner:
         for online, target in getattr(self.model, "momentum_pairs", []):
             self.model.momentum_updater.update(online, target)
         self.step_seconds.append(time.perf_counter() - start)
-        self.cpu_seconds.append(_cpu_seconds() - cpu_start)
+        self.cpu_seconds.append(common.cpu_seconds() - cpu_start)
         if record_loss:
-            self.loss_seconds = recorder.replay_seconds()
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process, all threads."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+            self.loss_seconds = replay_seconds(loss_function, recorded.call_args_list)
 
 
 def build_runner(
@@ -293,11 +226,10 @@ def build_runner(
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="batch 8, 2 timed steps")
-    parser.add_argument("--batch", type=int, help="images per step for V-view methods")
+    parser = common.bench_parser(__doc__, quick="batch 8, 2 timed steps", threads=2)
+    parser.add_argument("--batch", type=int, help="images per step for V-view methods (>= 2)")
     parser.add_argument("--views", type=int, default=4, help="views per image (even)")
-    parser.add_argument("--steps", type=int, help="timed steps per method")
+    parser.add_argument("--steps", type=common.positive_int, help="timed steps per method")
     parser.add_argument("--crop-size", type=int, default=32)
     parser.add_argument(
         "--dataset",
@@ -305,7 +237,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         choices=DATASETS,
         help="cifar10/cifar100 give resnet18 its CIFAR stem; else ImageNet's",
     )
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -313,14 +244,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         default=list(DEFAULT_METHODS),
         help=f"default: {' '.join(DEFAULT_METHODS)}; also manifoldclr",
     )
-    parser.add_argument("--json", type=Path, help="write the records here")
     args = parser.parse_args(argv)
     args.batch = args.batch or (8 if args.quick else 32)
     args.steps = args.steps or (2 if args.quick else 3)
     if args.views < 2 or args.views % 2:
         parser.error("--views must be an even integer >= 2 (2-crop methods get B*V/2 images).")
-    if args.batch < 2 or args.steps < 1 or args.threads < 1:
-        parser.error("--batch must be >= 2 and --steps, --threads >= 1.")
+    if args.batch < 2:
+        parser.error("--batch must be >= 2.")
     return args
 
 
@@ -375,42 +305,14 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
                 "loss_fraction": runner.loss_seconds / step,
             }
         )
-    print(format_table(records, args))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1))
-    return records
-
-
-def format_table(records: list[dict], args: argparse.Namespace) -> str:
-    base = next((r for r in records if r["method"] == "simclr"), None)
-    lines = [
+    print(
         f"resnet18 ({args.dataset} stem), {args.crop_size} px, {args.views} views x "
         f"{args.batch} images (2-crop methods: 2 x {args.batch * args.views // 2}), "
-        f"threads={args.threads}, torch={torch.__version__}",
-        f"{'method':<14}{'crops x imgs':>14}{'step ms':>10}{'cpu ms':>10}{'views/s':>10}"
-        f"{'vs simclr':>11}{'loss ms':>10}{'loss %':>8}",
-    ]
-    for rec in records:
-        ratio = f"{rec['views_per_s'] / base['views_per_s']:.3f}" if base else "-"
-        lines.append(
-            f"{rec['method']:<14}{rec['crops']:>5} x {rec['images_per_step']:<6}"
-            f"{rec['step_ms']:>10.0f}{rec['cpu_ms']:>10.0f}"
-            f"{rec['views_per_s']:>10.1f}{ratio:>11}"
-            f"{rec['loss_ms']:>10.2f}{100 * rec['loss_fraction']:>7.2f}%"
-        )
-    manifoldclr = next((r for r in records if r["method"] == "manifoldclr"), None)
-    if base and manifoldclr:
-        same = (manifoldclr["crops"], manifoldclr["images_per_step"]) == (
-            base["crops"],
-            base["images_per_step"],
-        )
-        batch = "same batch" if same else "same views per step (--views 2: same batch)"
-        lines.append(
-            f"manifoldclr / simclr step time, {batch}: "
-            f"{manifoldclr['step_ms'] / base['step_ms']:.2f}x"
-        )
-    return "\n".join(lines)
+        f"threads={args.threads}, torch={torch.__version__}"
+    )
+    print(common.render("steps_table.md.j2", steps=records), end="")
+    common.write_json(args.json, records)
+    return records
 
 
 if __name__ == "__main__":
