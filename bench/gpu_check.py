@@ -18,10 +18,10 @@ nothing.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 import warnings
-from argparse import Namespace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,23 +38,14 @@ METHOD_VIEWS = {"clamp": 4, "simclr": 2}
 
 
 def train_step_seconds(method: str, batch: int, views: int, sizes: dict, device: str) -> float:
-    """Seconds per bf16-autocast training step of ``method`` (train_step_bench's runner): one
-    untimed warm-up step, then the mean of ``sizes["steps"]`` steps."""
+    """Seconds per bf16-autocast training step of ``method`` (train_step_bench's runner): the
+    mean of ``sizes["steps"]`` steps after an untimed warm-up step."""
     runner = train_step_bench.build_runner(
         method, batch, views, sizes["crop_size"], sizes["dataset"], sizes["backbone"], device
     )
-
-    def step() -> None:
-        with torch.autocast(device_type=device, dtype=torch.bfloat16):
-            runner.step()
-
-    step()
-    common.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(sizes["steps"]):
-        step()
-    common.synchronize(device)
-    return (time.perf_counter() - start) / sizes["steps"]
+    for _ in range(sizes["steps"] + 1):
+        runner.step(autocast=True)
+    return statistics.mean(runner.step_seconds[1:])
 
 
 def training_steps(sizes: dict, batches: list[int], device: str) -> list[dict[str, Any]]:
@@ -66,10 +57,8 @@ def training_steps(sizes: dict, batches: list[int], device: str) -> list[dict[st
             seconds = None
             try:
                 seconds = train_step_seconds(method, batch, views, sizes, device)
-            except RuntimeError as err:
-                if not (
-                    isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err)
-                ):
+            except RuntimeError as err:  # torch.cuda.OutOfMemoryError among them
+                if "out of memory" not in str(err):
                     raise
             if device == "cuda":  # the model of a batch that did not fit is garbage by now
                 torch.cuda.empty_cache()
@@ -91,7 +80,7 @@ def tiled_loss(sizes: dict, device: str) -> dict[str, Any]:
     """Forward + backward of the loss at ``loss_images`` images (4 views) on the tiled path,
     with the ImageNet-100 recipe's ``rs``: loss_bench's measurement, best of 2 runs."""
     images, dim = sizes["loss_images"], sizes["loss_dim"]
-    settings = Namespace(
+    settings = argparse.Namespace(
         device=device, tile=min(images, 4096), rs=8.5, reps=2, case_seconds=600.0, cpu_time=False
     )
     record = loss_bench.measure(loss_bench.Case("clamp_tiled", images, 4, dim), settings)

@@ -240,7 +240,7 @@ def loss_rows(records: list[dict], skips: list[dict]) -> list[dict]:
     return rows
 
 
-def point(text: str) -> tuple[int, ...]:
+def parse_point(text: str) -> tuple[int, ...]:
     """An argparse type: ``N,V,D``, three positive integers."""
     values = tuple(common.positive_int(x) for x in text.split(","))
     if len(values) != 3:
@@ -261,7 +261,7 @@ def parse_args(argv: Optional[list[str]] = None) -> Namespace:
     parser.add_argument(
         "--points",
         nargs="+",
-        type=point,
+        type=parse_point,
         metavar="N,V,D",
         help="run only these points instead of the grid, e.g. 1024,4,512",
     )

@@ -61,45 +61,31 @@ def machine_info() -> dict[str, str]:
     }
 
 
-def load_average() -> str:
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "?"
-
-
 def targets(loss: list[dict], steps: list[dict]) -> dict[str, Any]:
-    """The measured values of the performance issue's targets (None: not measured)."""
-    by_point: dict[tuple[int, int, int], dict[str, dict]] = {}
-    for record in loss:
-        by_point.setdefault(loss_bench.point_of(record), {})[record["impl"]] = record
-    at_target = by_point.get(loss_bench.TARGET_POINT, {})
-
-    def vs_clamp(impl: str, key: str) -> Optional[float]:
-        return common.ratio(at_target.get(impl, {}).get(key), at_target.get("clamp", {}).get(key))
-
-    by_method = {record["method"]: record for record in steps}
-
-    def vs_simclr(method: str, key: str = "views_per_s") -> Optional[float]:
-        value, simclr = by_method.get(method, {}).get(key), by_method.get("simclr", {}).get(key)
-        # a time is better smaller: SimCLR's over the method's, a throughput the other way
-        return common.ratio(simclr, value) if key == "cpu_ms" else common.ratio(value, simclr)
-
+    """The measured values of the performance issue's targets (None: not measured), read from
+    the ratios of the two tables."""
+    loss_rows = loss_bench.loss_rows(loss, [])
+    at_target = {
+        r["impl"]: r for r in loss_rows if loss_bench.point_of(r) == loss_bench.TARGET_POINT
+    }
+    dense, simclr = at_target.get("dense_reference", {}), at_target.get("simclr", {})
+    by_method = {r["method"]: r for r in train_step_bench.steps_rows(steps)}
+    clamp, percrop = by_method.get("clamp", {}), by_method.get("clamp_percrop", {})
     return {
         "point": dict(zip("NVD", loss_bench.TARGET_POINT)),
-        "memory": vs_clamp("dense_reference", "peak_mb"),
-        "time": vs_clamp("dense_reference", "time_ms"),
-        "simclr": vs_clamp("simclr", "time_ms"),
-        "cpu_dense": vs_clamp("dense_reference", "cpu_ms"),
-        "cpu_simclr": vs_clamp("simclr", "cpu_ms"),
+        "memory": dense.get("peak_ratio"),
+        "time": dense.get("time_ratio"),
+        "simclr": simclr.get("time_ratio"),
+        "cpu_dense": dense.get("cpu_ratio"),
+        "cpu_simclr": simclr.get("cpu_ratio"),
         "grid": sorted(
-            impls["simclr"]["time_ms"] / impls["clamp"]["time_ms"]
-            for impls in by_point.values()
-            if "simclr" in impls and "clamp" in impls
+            r["time_ratio"]
+            for r in loss_rows
+            if r["impl"] == "simclr" and r["time_ratio"] is not None
         ),
-        "step": vs_simclr("clamp"),
-        "step_cpu": vs_simclr("clamp", "cpu_ms"),
-        "percrop": vs_simclr("clamp_percrop"),
+        "step": clamp.get("vs_simclr"),
+        "step_cpu": clamp.get("vs_simclr_cpu"),
+        "percrop": percrop.get("vs_simclr"),
     }
 
 
@@ -143,22 +129,6 @@ def plot(loss: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def render(loss: list[dict], skips: list[dict], steps: list[dict], meta: dict) -> str:
-    """The Markdown page. ``meta["loss_settings"]`` and ``meta["steps_settings"]`` are the
-    parsed arguments of the two benchmarks, so the page states the settings that ran."""
-    return common.render(
-        "benchmarks.md.j2",
-        meta=meta,
-        loss_settings=meta["loss_settings"],
-        steps_settings=meta["steps_settings"],
-        t=targets(loss, steps),
-        loss_rows=loss_bench.loss_rows(loss, skips),
-        steps=steps,
-        memory_fraction=loss_bench.MEMORY_FRACTION,
-        auto_tile=AUTO_TILE_MIN_IMAGES,
-    )
-
-
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="use the benches' --quick subsets")
@@ -172,16 +142,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--loss-args", default="", help="extra arguments for loss_bench.py")
     parser.add_argument("--steps-args", default="", help="extra arguments for train_step_bench.py")
     args = parser.parse_args(argv)
+    # the settings the benchmarks run with, which the page states (parsed first: a bad argument
+    # fails before the benchmarks run)
+    loss_settings = loss_bench.parse_args(args.loss_args.split())
+    steps_settings = train_step_bench.parse_args(args.steps_args.split())
 
-    load_before = load_average()
-    meta: dict = {
-        "date": dt.date.today().isoformat(),
-        "command": "python3 bench/report.py" + (" --quick" if args.quick else ""),
-        "timing": f"rendered from the JSON in {args.reuse}",
-        # the settings the benchmarks run with (parsed first: a bad argument fails early)
-        "loss_settings": loss_bench.parse_args(args.loss_args.split()),
-        "steps_settings": train_step_bench.parse_args(args.steps_args.split()),
-    }
+    load_before = f"{os.getloadavg()[0]:.2f}"
+    timing = f"rendered from the JSON in {args.reuse}"
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.reuse or args.json_dir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
@@ -197,7 +164,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             )
             steps_start = time.perf_counter()
             train_step_bench.main([*quick, "--json", str(steps_json), *args.steps_args.split()])
-            meta["timing"] = (
+            timing = (
                 f"loss benchmark {steps_start - start:.0f} s, "
                 f"training-step benchmark {time.perf_counter() - steps_start:.0f} s"
             )
@@ -205,12 +172,31 @@ def main(argv: Optional[list[str]] = None) -> None:
         skips = json.loads(skips_json.read_text()) if skips_json.exists() else []
         steps = json.loads(steps_json.read_text()) if steps_json.exists() else []
 
-    meta.update(machine=machine_info(), load_before=load_before, load_after=load_average())
+    meta = {
+        "date": dt.date.today().isoformat(),
+        "command": "python3 bench/report.py" + (" --quick" if args.quick else ""),
+        "timing": timing,
+        "machine": machine_info(),
+        "load_before": load_before,
+        "load_after": f"{os.getloadavg()[0]:.2f}",
+    }
+    measured = targets(loss, steps)
     args.docs.mkdir(parents=True, exist_ok=True)
     plot(loss, args.docs / "benchmarks_loss.png")
-    (args.docs / "benchmarks.md").write_text(render(loss, skips, steps, meta))
+    page = common.render(
+        "benchmarks.md.j2",
+        meta=meta,
+        loss_settings=loss_settings,
+        steps_settings=steps_settings,
+        t=measured,
+        loss_rows=loss_bench.loss_rows(loss, skips),
+        steps=train_step_bench.steps_rows(steps),
+        memory_fraction=loss_bench.MEMORY_FRACTION,
+        auto_tile=AUTO_TILE_MIN_IMAGES,
+    )
+    (args.docs / "benchmarks.md").write_text(page)
     print(f"wrote {args.docs / 'benchmarks.md'} and {args.docs / 'benchmarks_loss.png'}")
-    print(common.render("targets.md.j2", t=targets(loss, steps)), end="")
+    print(common.render("targets.md.j2", t=measured), end="")
 
 
 if __name__ == "__main__":

@@ -162,22 +162,39 @@ class Runner:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     batch: list
-    views_per_step: int
     images: int
     crops: int
+    device: str = "cpu"
     step_seconds: list[float] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)
     loss_seconds: float = float("nan")
 
-    def step(self, record_loss: bool = False) -> None:
-        """One timed step; with ``record_loss`` the loss calls are recorded (a mock that wraps
-        the loss function) and replayed to time the loss alone."""
+    def record(self) -> dict[str, Any]:
+        """The method's numbers from its best step (the first step, a warm-up, left out)."""
+        step, views = min(self.step_seconds[1:]), self.images * self.crops
+        return {
+            "method": self.method,
+            "images_per_step": self.images,
+            "crops": self.crops,
+            "views_per_step": views,
+            "step_ms": 1e3 * step,
+            "cpu_ms": 1e3 * min(self.cpu_seconds[1:]),
+            "views_per_s": views / step,
+            "images_per_s": self.images / step,
+            "loss_ms": 1e3 * self.loss_seconds,
+            "loss_fraction": self.loss_seconds / step,
+        }
+
+    def step(self, record_loss: bool = False, autocast: bool = False) -> None:
+        """One timed step, its forward in bf16 with ``autocast``; with ``record_loss`` the loss
+        calls are recorded (a mock that wraps the loss function) and replayed alone."""
         loss_name = LOSS_FUNCTIONS[SOLO_METHOD.get(self.method, self.method)]
         loss_function = pkgutil.resolve_name(loss_name)
         spy = mock.patch(loss_name, autospec=True, side_effect=loss_function)
         with spy if record_loss else nullcontext() as recorded:
             cpu_start, start = common.cpu_seconds(), time.perf_counter()
-            loss = self.model.training_step(self.batch, 0)
+            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=autocast):
+                loss = self.model.training_step(self.batch, 0)
         if isinstance(loss, dict):
             loss = loss["loss"]
         self.optimizer.zero_grad(set_to_none=True)
@@ -185,6 +202,7 @@ class Runner:
         self.optimizer.step()
         for online, target in getattr(self.model, "momentum_pairs", []):
             self.model.momentum_updater.update(online, target)
+        common.synchronize(self.device)
         self.step_seconds.append(time.perf_counter() - start)
         self.cpu_seconds.append(common.cpu_seconds() - cpu_start)
         if record_loss:
@@ -222,7 +240,21 @@ def build_runner(
     ]
     targets = torch.randint(0, NUM_CLASSES, (images,), generator=gen).to(device)
     batch = [torch.arange(images, device=device), crops_x, targets]
-    return Runner(method, model, optimizer, batch, images * crops, images, crops)
+    return Runner(method, model, optimizer, batch, images, crops, device)
+
+
+def steps_rows(records: list[dict]) -> list[dict]:
+    """The training-step table's rows: each record with its ratios to SimCLR (None without
+    SimCLR): of views per second, and of CPU time per step (SimCLR's over the method's)."""
+    simclr = next((r for r in records if r["method"] == "simclr"), {})
+    return [
+        {
+            **r,
+            "vs_simclr": common.ratio(r["views_per_s"], simclr.get("views_per_s")),
+            "vs_simclr_cpu": common.ratio(simclr.get("cpu_ms"), r["cpu_ms"]),
+        }
+        for r in records
+    ]
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -276,41 +308,18 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     runners = [
         build_runner(m, args.batch, args.views, args.crop_size, args.dataset) for m in args.methods
     ]
-    total = len(runners) * (args.steps + 1)
-    with tqdm(total=total, desc="train steps", unit="step") as bar:
-        for runner in runners:  # warm-up step, not timed
-            runner.step()
-            runner.step_seconds.clear()
-            runner.cpu_seconds.clear()
-            bar.update()
-        for index in range(args.steps):
+    with tqdm(total=len(runners) * (args.steps + 1), desc="train steps", unit="step") as bar:
+        for index in range(args.steps + 1):  # round-robin; step 0 is a warm-up
             for runner in runners:
-                runner.step(record_loss=index == args.steps - 1)
+                runner.step(record_loss=index == args.steps)
                 bar.update()
-
-    records = []
-    for runner in runners:
-        step = min(runner.step_seconds)
-        records.append(
-            {
-                "method": runner.method,
-                "images_per_step": runner.images,
-                "crops": runner.crops,
-                "views_per_step": runner.views_per_step,
-                "step_ms": 1e3 * step,
-                "cpu_ms": 1e3 * min(runner.cpu_seconds),
-                "views_per_s": runner.views_per_step / step,
-                "images_per_s": runner.images / step,
-                "loss_ms": 1e3 * runner.loss_seconds,
-                "loss_fraction": runner.loss_seconds / step,
-            }
-        )
+    records = [runner.record() for runner in runners]
     print(
         f"resnet18 ({args.dataset} stem), {args.crop_size} px, {args.views} views x "
         f"{args.batch} images (2-crop methods: 2 x {args.batch * args.views // 2}), "
         f"threads={args.threads}, torch={torch.__version__}"
     )
-    print(common.render("steps_table.md.j2", steps=records), end="")
+    print(common.render("steps_table.md.j2", steps=steps_rows(records)), end="")
     common.write_json(args.json, records)
     return records
 
