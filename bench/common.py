@@ -76,15 +76,9 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _verdict(value: Optional[float], threshold: float) -> str:
-    if value is None:
-        return "not measured"
-    return "met" if value >= threshold else "**missed**"
-
-
 def render(template: str, **context: Any) -> str:
-    """Renders ``bench/templates/<template>``; its filters: ``fmt`` (a number with ``digits``
-    decimals, None as "-") and ``verdict`` (met, missed or not measured against a threshold)."""
+    """Renders ``bench/templates/<template>``; its filter ``fmt`` writes a number with ``digits``
+    decimals (None as "-")."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(BENCH_DIR / "templates"),
         undefined=jinja2.StrictUndefined,
@@ -92,5 +86,5 @@ def render(template: str, **context: Any) -> str:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(fmt=_fmt, verdict=_verdict)
+    env.filters["fmt"] = _fmt
     return env.get_template(template).render(**context)

@@ -26,6 +26,7 @@ import multiprocessing as mp
 import resource
 import time
 from argparse import Namespace
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -197,28 +198,14 @@ def measure(case: Case, args: Namespace) -> dict:
 
 
 def run_forked(case: Case, args: Namespace) -> dict:
-    """Runs a case on the CPU in a freshly forked process (fresh RSS high-water mark)."""
+    """Runs a case on the CPU in a freshly forked process (fresh RSS high-water mark); any
+    failure there, the process's death included, is raised here as a RuntimeError."""
     context = mp.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-
-    def child() -> None:
+    with ProcessPoolExecutor(1, context, torch.set_num_threads, (args.threads,)) as process:
         try:
-            torch.set_num_threads(args.threads)
-            sender.send(("ok", measure(case, args)))
-        except BaseException as err:  # noqa: BLE001 - report any failure to the parent
-            sender.send(("error", f"{type(err).__name__}: {err}"))
-
-    process = context.Process(target=child)
-    process.start()
-    sender.close()
-    try:
-        status, payload = receiver.recv()
-    except EOFError:
-        status, payload = "error", "the worker died (out of memory?)"
-    process.join()
-    if status != "ok":
-        raise RuntimeError(payload)
-    return payload
+            return process.submit(measure, case, args).result()
+        except Exception as err:  # noqa: BLE001 - main records it as a failed case
+            raise RuntimeError(f"{type(err).__name__}: {err}") from err
 
 
 def point_of(record: dict) -> tuple[int, int, int]:
