@@ -15,10 +15,12 @@ import torch
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-# The scripts run as files: this checkout's solo_clamp, and tests/ for the one reference loss.
-for _path in (str(REPO_ROOT), str(REPO_ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+# The scripts run as files: this checkout's solo_clamp first, and tests/ (last, so that it
+# shadows nothing) for clamp_testing, the home of the one reference loss.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+if str(REPO_ROOT / "tests") not in sys.path:
+    sys.path.append(str(REPO_ROOT / "tests"))
 
 
 def cpu_seconds() -> float:

@@ -77,10 +77,9 @@ def estimate_bytes(case: Case, tile: int) -> int:
     """
     n, v, d = case.N, case.V, case.D
     embeddings = 8 * v * n * d
-    tiled = 16 * n * min(n, tile) + embeddings
     floats = {
-        "clamp": 16 * n * n + embeddings if n <= clamp_module.AUTO_TILE_MIN_IMAGES else tiled,
-        "clamp_tiled": tiled,
+        "clamp": 16 * n * n + embeddings,  # the Gram path: plan skips it above AUTO_TILE_MIN_IMAGES
+        "clamp_tiled": 16 * n * min(n, tile) + embeddings,
         "dense_reference": 4 * n * n * d + 16 * n * n + embeddings,
         "simclr": 8 * (v * n) ** 2 + embeddings,
         "vicreg": 2 * embeddings + 8 * d * d,
@@ -97,7 +96,9 @@ def memory_budget(device: str) -> int:
     return 8 << 30 if available is None else int(MEMORY_FRACTION * available)
 
 
-def plan(points, impls, tile: int, budget: int) -> tuple[list[Case], list[dict]]:
+def plan(
+    points: list[tuple[int, ...]], impls: list[str], tile: int, budget: int
+) -> tuple[list[Case], list[dict]]:
     """The cases to run and the skipped ones, each skip with its reason."""
     cases, skips = [], []
     for point in points:
@@ -110,11 +111,8 @@ def plan(points, impls, tile: int, budget: int) -> tuple[list[Case], list[dict]]
                     f"N > AUTO_TILE_MIN_IMAGES={clamp_module.AUTO_TILE_MIN_IMAGES}: the "
                     "default path is the tiled path here (see clamp_tiled)"
                 )
-            elif estimate_bytes(case, tile) > budget:
-                reason = (
-                    f"estimated {estimate_bytes(case, tile) / 2**30:.1f} GiB > budget "
-                    f"{budget / 2**30:.1f} GiB"
-                )
+            elif (needed := estimate_bytes(case, tile)) > budget:
+                reason = f"estimated {needed / 2**30:.1f} GiB > budget {budget / 2**30:.1f} GiB"
             if reason is None:
                 cases.append(case)
             else:
