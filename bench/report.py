@@ -29,7 +29,13 @@ import loss_bench
 import torch
 import train_step_bench
 
+from solo_clamp.io import write_below_marker
 from solo_clamp.losses.clamp import AUTO_TILE_MIN_IMAGES
+
+MARKER = (
+    "<!-- Below this line: `python3 bench/report.py`'s output; it rewrites everything below. "
+    "Hand-written text (measured separately) stays above it. -->"
+)
 
 
 def machine_info() -> dict[str, str]:
@@ -194,7 +200,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         memory_fraction=loss_bench.MEMORY_FRACTION,
         auto_tile=AUTO_TILE_MIN_IMAGES,
     )
-    (args.docs / "benchmarks.md").write_text(page)
+    write_below_marker(args.docs / "benchmarks.md", MARKER, page)
     print(f"wrote {args.docs / 'benchmarks.md'} and {args.docs / 'benchmarks_loss.png'}")
     print(common.render("targets.md.j2", t=measured), end="")
 

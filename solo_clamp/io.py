@@ -57,6 +57,18 @@ def atomic_write_text(path: PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_below_marker(page: PathLike, marker: str, generated: str) -> None:
+    """Writes a page whose lower part a tool generates: the page's hand-written text above
+    ``marker`` (all of an existing page without one) is kept, then ``marker`` and
+    ``generated`` byte for byte, atomically."""
+    page = Path(page)
+    above = ""
+    if page.exists():
+        text = page.read_text(encoding="utf-8")
+        above = text.split(marker)[0] if marker in text else text + "\n"
+    atomic_write_text(page, f"{above}{marker}\n\n{generated}")
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save(obj, path)``, atomically."""
     with atomic_path(path) as tmp:

@@ -22,7 +22,7 @@ from solo_clamp.compare.summary import FLOOR_NAMES, floor_rows, setting_of, summ
 from solo_clamp.compare.training import plot_curves
 from solo_clamp.compare.tuning import Tuning
 from solo_clamp.compare.verdicts import METRICS, judge
-from solo_clamp.io import atomic_path, atomic_write_text
+from solo_clamp.io import atomic_path, atomic_write_text, write_below_marker
 from solo_clamp.methods import facts_of
 from solo_clamp.provenance import COLUMNS as PROVENANCE_COLUMNS
 
@@ -236,12 +236,7 @@ def publish(out: Path, page_dir: Path) -> list[Path]:
     :data:`TOOL_OUTPUT_MARKER` (kept), the marker, then ``out/results.md`` byte for byte; and
     ``strength.png`` where the comparison drew one (``results.md`` names it)."""
     page = page_dir / "results.md"
-    above = ""
-    if page.exists():
-        text = page.read_text(encoding="utf-8")
-        above = text.split(TOOL_OUTPUT_MARKER)[0] if TOOL_OUTPUT_MARKER in text else text + "\n"
-    tool = (out / "results.md").read_text(encoding="utf-8")
-    atomic_write_text(page, f"{above}{TOOL_OUTPUT_MARKER}\n\n{tool}")
+    write_below_marker(page, TOOL_OUTPUT_MARKER, (out / "results.md").read_text(encoding="utf-8"))
     copied = [page]
     for name in ("results.csv", "strength.png"):
         if name == "results.csv" or (out / name).exists():

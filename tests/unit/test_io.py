@@ -8,7 +8,7 @@ import stat
 import pytest
 import torch
 
-from solo_clamp.io import atomic_path, atomic_torch_save, atomic_write_text
+from solo_clamp.io import atomic_path, atomic_torch_save, atomic_write_text, write_below_marker
 
 
 class Failure(Exception):
@@ -62,3 +62,19 @@ def test_permissions_are_those_of_a_plain_write(tmp_path):
     atomic.chmod(0o640)  # replacing a file keeps its permissions
     atomic_write_text(atomic, "y")
     assert stat.S_IMODE(atomic.stat().st_mode) == 0o640
+
+
+def test_write_below_marker_keeps_the_hand_written_text_and_replaces_the_rest(tmp_path):
+    page, marker = tmp_path / "page.md", "<!-- tool -->"
+    write_below_marker(page, marker, "first\n")  # a new page: the marker, then the output
+    assert page.read_text() == f"{marker}\n\nfirst\n"
+    page.write_text(f"# Notes\n\nhand-written\n{marker}\n\nfirst\n")
+    write_below_marker(page, marker, "second\n")
+    assert page.read_text() == f"# Notes\n\nhand-written\n{marker}\n\nsecond\n"
+
+
+def test_write_below_marker_keeps_a_page_without_a_marker_whole(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Study\ntext")
+    write_below_marker(page, "<!-- m -->", "out\n")
+    assert page.read_text() == "# Study\ntext\n<!-- m -->\n\nout\n"
