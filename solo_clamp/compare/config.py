@@ -15,13 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from solo_clamp.compare import strength
 from solo_clamp.compare.data import DATASETS, IDX_DATASETS
 from solo_clamp.compare.plan import RUN_YAML
-from solo_clamp.compare.schema import (
-    BUDGETS,
-    ComparisonConfig,
-    check_shapes,
-    checked,
-    defaults,
-)
+from solo_clamp.compare.schema import BUDGETS, ComparisonConfig, check_shapes, checked, defaults
 from solo_clamp.compare.tuning import validate_grid
 from solo_clamp.configs import config_dir
 from solo_clamp.errors import ConfigError
