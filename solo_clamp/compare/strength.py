@@ -1,5 +1,5 @@
 """The strength axis of a comparison (``variants:``) and the settings of the encoder-against-
-projector measurements (``geometry:``), with their checks.
+projector measurements (``geometry:``), with their checks (their types: compare/schema.py).
 
 ``variants`` (default null: one unnamed variant, the comparison as it always was) maps a name
 to ``{strength: <number>, augmentations: [<overrides>, ...]}``. Every method is trained under
@@ -26,25 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.errors import ConfigError
 
-STUDY_DEFAULTS: dict[str, Any] = {
-    "variants": None,
-    "geometry": {
-        "enabled": False,
-        "per_class": 50,  # held-out test images per class whose views are measured
-        "views": 8,  # augmented views per image, with the run's own training augmentations
-        "seed": 0,  # the views' random draws (the same for every run)
-        "transfer": {
-            "dataset": None,  # mnist, fashion_mnist or image_folder; null: no transfer scores
-            "source": None,  # idx directory (as data.source)
-            "train_path": None,  # image_folder: its two splits
-            "val_path": None,
-            "train_per_class": 500,  # the transfer bank (kNN, few-label draws)
-            "val_per_class": 200,  # the transfer test images
-            "seed": 0,
-        },
-    },
-}
-"""The fields a comparison config may leave out (merged into ``config.DEFAULTS``)."""
 TRANSFER_DATASETS = ("mnist", "fashion_mnist", "image_folder")
 SHARED_FIELDS = ("crop_size", "mean", "std", "num_crops")
 """Fields of a transform set that a variant may not change."""
@@ -163,13 +144,13 @@ def _check_variant(cfg: DictConfig, name: str, node: Any, strengths: dict) -> No
 
 
 def validate_study(cfg: DictConfig) -> None:
-    """Checks ``variants`` and ``geometry``; raises ValueError naming the field."""
+    """Checks ``variants`` and ``geometry``; raises ConfigError naming the field."""
     validate_variants(cfg)
     validate_geometry(cfg)
 
 
 def validate_variants(cfg: DictConfig) -> None:
-    """Checks ``variants``; raises ValueError naming the field."""
+    """Checks ``variants``; raises ConfigError naming the field."""
     variants = cfg.get("variants")
     if variants is None:
         return
@@ -197,22 +178,13 @@ def validate_variants(cfg: DictConfig) -> None:
 
 
 def validate_geometry(cfg: DictConfig) -> None:
-    """Checks ``geometry`` (and ``geometry.transfer``); raises ValueError naming the field."""
-    node = cfg.get("geometry")
-    enabled = node.get("enabled")
-    if not isinstance(enabled, bool):
-        _fail("geometry.enabled", f"must be true or false, got {enabled!r}.")
-    for key, minimum in (("per_class", 1), ("views", 2), ("seed", None)):
-        value = node.get(key)
-        low = minimum is not None and isinstance(value, int) and value < minimum
-        if isinstance(value, bool) or not isinstance(value, int) or low:
-            kind = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-            _fail(f"geometry.{key}", f"must be {kind}, got {value!r}.")
-    transfer = node.transfer
-    dataset = transfer.get("dataset")
+    """Checks ``geometry.transfer`` beyond its types (``schema.GeometryConfig``); raises
+    ConfigError naming the field."""
+    transfer = cfg.geometry.transfer
+    dataset = transfer.dataset
     if dataset is None:
         return
-    if not enabled:
+    if not cfg.geometry.enabled:
         _fail(
             "geometry.transfer.dataset",
             "needs geometry.enabled: true (transfer scores are part of the geometry measurements).",
@@ -235,9 +207,3 @@ def validate_geometry(cfg: DictConfig) -> None:
                     f"geometry.transfer.{key}",
                     "is required for geometry.transfer.dataset 'image_folder'.",
                 )
-    for key in ("train_per_class", "val_per_class"):
-        value = transfer.get(key)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            _fail(f"geometry.transfer.{key}", f"must be a positive integer or null, got {value!r}.")

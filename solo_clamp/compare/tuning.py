@@ -55,7 +55,7 @@ from solo_clamp.provenance import environment
 
 
 def _values(value: Any, key: str, positive: bool = False) -> list[Any]:
-    """A non-empty list of distinct scalars (``positive``: positive numbers), else ValueError
+    """A non-empty list of distinct scalars (``positive``: positive numbers), else ConfigError
     naming ``key``."""
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
@@ -133,9 +133,9 @@ def _check_kwargs(cfg: DictConfig) -> None:
 
 
 def validate_grid(cfg: DictConfig) -> None:
-    """Checks the grid of an enabled ``tuning`` (its other fields: ``validate_config``):
+    """Checks the grid of an enabled ``tuning`` (the types of its fields: the config's schema):
     every tuned kwarg is a field of its method, and every method gets the same number of
-    trials; raises ValueError naming the field."""
+    trials; raises ConfigError naming the field."""
     _check_kwargs(cfg)
     counts = {}
     for method in cfg.methods:
