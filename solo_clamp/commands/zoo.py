@@ -15,7 +15,6 @@ SoloClampErrors: ``solo-clamp`` prints them as one line.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,16 +26,6 @@ Handler = Callable[[argparse.Namespace], int]
 DTYPES = ("fp16", "fp32")  # those of zoo.publish, whose import would load torch for --help
 EVALUATIONS = ("knn", "linear")  # those of the manifest
 INDEX_HELP = "the zoo manifest (default: $SOLO_CLAMP_ZOO_INDEX, else the shipped zoo/index.yaml)"
-
-
-def _percent(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
-    if not 0 <= value <= 100 or math.isnan(value):
-        raise argparse.ArgumentTypeError(f"expected a percentage in [0, 100], got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="epochs trained (default: from '-ep=N' in the name, else max_epochs)",
     )
     for kind in EVALUATIONS:
-        sub.add_argument(f"--{kind}-top1", type=_percent, metavar="X", help=f"{kind} top-1 in %%")
+        sub.add_argument(f"--{kind}-top1", type=float, metavar="X", help=f"{kind} top-1 in %%")
         sub.add_argument(
             f"--{kind}-command", metavar="CMD", help=f"the command that measured --{kind}-top1"
         )

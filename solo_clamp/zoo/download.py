@@ -78,8 +78,8 @@ def _resuming_downloader(part: Path, size: int, progress: bool, timeout: float) 
                 start = offset if response.status_code == 206 else 0
                 fh.truncate(start)  # a 200 answers with the whole file: start over
                 length = response.headers.get("Content-Length", "")
-                if length.isdigit() and start + int(length) != size:
-                    served = start + int(length)
+                served = start + int(length) if length.isdigit() else size
+                if served != size:
                     raise HashMismatchError(
                         f"{url} serves {served} bytes, the manifest says {size}."
                     )
@@ -119,10 +119,10 @@ def _hf_downloader(source: SourceItem) -> Downloader:
         except ImportError as err:
             message = "huggingface_hub is not installed: pip install 'solo-clamp[hub]'"
             raise DownloadError(message) from err
-        repo, filename, revision = (
-            source.get(k) for k in ("hf_repo", "hf_filename", "hf_revision")
+        local = hf_hub_download(
+            source["hf_repo"], source["hf_filename"], revision=source.get("hf_revision")
         )
-        shutil.copyfile(hf_hub_download(repo, filename, revision=revision), output_file)
+        shutil.copyfile(local, output_file)
 
     return download
 

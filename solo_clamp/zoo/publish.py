@@ -42,18 +42,6 @@ DTYPES = {"fp16": "safetensors-fp16", "fp32": "safetensors-fp32"}
 _EPOCH_RE = re.compile(r"-ep=(\d+)\.ckpt$")  # solo-learn's N: the 0-based epoch just ended
 
 
-def lr_scale(cfg: Mapping[str, Any]) -> float:
-    """The factor solo-learn's ``parse_cfg`` multiplied the learning rates by. ``devices``
-    counts as solo-clamp passes it: a list by its length, an integer (or digit string) by its
-    value, anything else (``auto``) as one device."""
-    devices = cfg.get("devices", 1)
-    if isinstance(devices, (list, tuple)):
-        devices = len(devices)
-    count = int(devices) if str(devices).isdigit() else 1
-    batch_size = int((cfg.get("optimizer") or {}).get("batch_size") or 256)
-    return batch_size * max(count, 1) * int(cfg.get("num_nodes") or 1) / 256
-
-
 def _without_local_paths(node: Any) -> Any:
     if isinstance(node, Mapping):
         return {key: _without_local_paths(value) for key, value in node.items()}
@@ -74,6 +62,10 @@ def portable_config(args: Mapping[str, Any]) -> dict[str, Any]:
     optimizer = cfg.get("optimizer")
     if not isinstance(optimizer, dict):
         return cfg
+    devices = cfg.get("devices", 1)  # as solo-clamp passes it: a list, a count, or "auto" (1)
+    devices = len(devices) if isinstance(devices, (list, tuple)) else devices
+    count = max(int(devices) if str(devices).isdigit() else 1, 1)
+    scale = int(optimizer.get("batch_size") or 256) * count * int(cfg.get("num_nodes") or 1) / 256
     scaled = ["lr"]
     if (args.get("data") or {}).get("val_path") is not None:  # parse_cfg's own condition
         scaled.append("classifier_lr")
@@ -81,7 +73,7 @@ def portable_config(args: Mapping[str, Any]) -> dict[str, Any]:
         value = optimizer.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             # lr 0.1 at batch 192: 0.1, not 0.10000000000000002
-            optimizer[key] = float(f"{value / lr_scale(cfg):.12g}")
+            optimizer[key] = float(f"{value / scale:.12g}")
     return cfg
 
 
@@ -119,7 +111,7 @@ def publish(
         CheckpointError: the checkpoint or its cfg. ManifestError, ZooError: the entry or its
             file. BackboneError: the weights do not fit their backbone.
     """
-    name = check_name(name, "--name")
+    name = check_name(name, "--name")  # before it makes a path
     if dtype not in DTYPES:
         raise ManifestError(f"--dtype: {dtype!r} is not supported; allowed: {', '.join(DTYPES)}.")
     fmt = DTYPES[dtype]
