@@ -282,6 +282,7 @@ def test_every_source_failing_lists_each_source(server, tmp_path, cache):
     message = str(err.value)
     assert f"{missing}: HTTPError: HTTP 404" in message
     assert refused in message and "ConnectionError" in message
+    assert "\n" not in message  # one line, as solo-clamp prints it
     assert not isinstance(err.value, errors.HashMismatchError)
     assert leftovers(cache) == []
 
@@ -514,6 +515,21 @@ def test_publish_records_the_yaml_learning_rates_and_no_local_paths(tmp_path):
     assert _absolute_paths(config) == []
     assert config["data"]["train_path"] is None and config["prepare_data"]["name"] == "mnist"
     assert config["checkpoint"]["dir"] == "trained_models"  # relative paths are portable
+
+
+def test_publish_validates_the_entry_before_writing_anything(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"state_dict": {"backbone.w": torch.ones(3)}}, run / "tiny-ep=0.ckpt")
+    args = {"method": "clamp", "backbone": {"name": "resnet18"}, "data": {"dataset": "mnist"}}
+    (run / "args.json").write_text(json.dumps(args))
+    index = tmp_path / "zoo" / "index.yaml"
+    no_command = {"knn": {"top1": 50.0, "command": None}}  # --knn-top1 without --knn-command
+    with pytest.raises(errors.ManifestError, match=r"evaluation\.knn\.command: expected a non"):
+        publish(run, "tiny", index, evaluation=no_command, check=False)
+    with pytest.raises(errors.ManifestError, match="hf_filename: expected a non-empty string"):
+        publish(run, "tiny", index, sources=[{"hf_repo": "o/r", "hf_filename": None}], check=False)
+    assert not index.parent.exists()  # neither the weights nor the manifest were written
 
 
 def test_portable_config_undoes_solo_learns_scaling():
