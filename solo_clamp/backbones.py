@@ -31,14 +31,17 @@ from solo_clamp.checkpoints import (
     load_run,
     resolve_checkpoint,
 )
-from solo_clamp.errors import CheckpointError, ConfigError, SoloClampError
+from solo_clamp.errors import (
+    CheckpointError,
+    ConfigError,
+    SoloClampError,
+    UnknownModelError,
+    ZooError,
+)
 from solo_clamp.internals import SOLO_MISSING_MESSAGE, backbone_builders, solo_available
 from solo_clamp.io import PathLike
-from solo_clamp.zoo.download import download
-from solo_clamp.zoo.errors import UnknownModelError, ZooError
-from solo_clamp.zoo.index import lookup
-from solo_clamp.zoo.manifest import BackboneSpec, ZooEntry
-from solo_clamp.zoo.weights import read_weights
+from solo_clamp.zoo.download import download, read_weights
+from solo_clamp.zoo.manifest import BackboneSpec, ZooEntry, lookup
 
 SourceLike = Union[str, os.PathLike, ZooEntry]
 CIFAR_DATASETS = ("cifar10", "cifar100")

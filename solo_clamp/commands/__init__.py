@@ -5,9 +5,10 @@ solo-learn, torch (or any heavy dependency) only inside ``run``: the lazy bounda
 ``solo-clamp --help`` cheap (see docs/architecture.md).
 
 ``solo-clamp`` prints a :class:`~solo_clamp.errors.SoloClampError` (a bad config, checkpoint
-or data, a diverged run, a :class:`CommandError`) as one line and exits with status 2; any
-other exception is a bug and keeps its traceback. A command converts only the errors of
-libraries that do not raise those (the zoo's ``ZooError``) into a ``CommandError``.
+or data, a diverged run, a zoo failure, a :class:`CommandError`) as one line and exits with
+status 2; any other exception is a bug and keeps its traceback. A command converts only the
+errors of libraries that do not raise those (a missing solo-learn's ``ModuleNotFoundError``)
+into a ``CommandError``.
 """
 
 import solo_clamp

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from solo_clamp.commands import CommandError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -53,13 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from solo_clamp.backbones import resolve_backbone
     from solo_clamp.export import TARGETS, check_target, detectron2_settings, write_export
-    from solo_clamp.zoo import ZooError
 
     check_target(args.target)  # before a zoo model is downloaded
-    try:
-        source = resolve_backbone(args.source, index=args.index, cache=args.cache_dir)
-    except ZooError as err:  # CheckpointError and ExportError are SoloClampErrors already
-        raise CommandError(str(err)) from err
+    source = resolve_backbone(args.source, index=args.index, cache=args.cache_dir)
     spec = source.spec
     out = write_export(source.state, spec.name, spec.cifar_stem, args.target, args.out, spec.kwargs)
     print(f"{source.description} -> {out} [{args.target}]")

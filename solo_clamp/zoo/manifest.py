@@ -1,28 +1,34 @@
-"""Manifest entries: the dataclasses, and the validation that turns raw YAML into them.
+"""The zoo manifest, ``index.yaml``: its entries, their validation, reading and writing it.
 
-The schema of an entry (``zoo/index.yaml``) is documented once, in ``zoo/README.md``; the
-fields are those of :class:`ZooEntry`, in its order (required first, then optional).
+The schema is documented once, in ``zoo/README.md``; an entry's fields are those of
+:class:`ZooEntry`, in the manifest's order. Every error names the file, the entry and the field.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from importlib.resources import files
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
+import yaml
 
-from solo_clamp.zoo.errors import ManifestError
+from solo_clamp.errors import ManifestError, UnknownModelError
+from solo_clamp.io import PathLike, atomic_write_text
 
-FORMATS: dict[str, torch.dtype] = {
-    "safetensors-fp16": torch.float16,
-    "safetensors-fp32": torch.float32,
-}
+SCHEMA_VERSION = 1
+INDEX_ENV = "SOLO_CLAMP_ZOO_INDEX"
+INDEX_HEADER = (
+    "# solo-clamp model zoo manifest: schema in zoo/README.md.\n"
+    "# Add a model with: solo-clamp zoo publish CKPT --name NAME [--dtype fp16] ...\n"
+)
+FORMATS = {"safetensors-fp16": torch.float16, "safetensors-fp32": torch.float32}
 EVALUATIONS = ("knn", "linear")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -36,35 +42,18 @@ class BackboneSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     cifar_stem: bool = False
 
-    def to_manifest(self) -> dict[str, Any]:
-        """The backbone as the zoo manifest writes it."""
-        return asdict(self)
+
+SourceItem = Union[str, Mapping[str, str]]
+"""A ``sources`` item as the manifest writes it: a URL or ``{hf_repo, hf_filename[,
+hf_revision]}``."""
 
 
-@dataclass(frozen=True)
-class Source:
-    """One place an entry's file can be downloaded from: a URL or a Hugging Face file."""
-
-    url: Optional[str] = None
-    hf_repo: Optional[str] = None
-    hf_filename: Optional[str] = None
-    hf_revision: Optional[str] = None
-
-    def describe(self) -> str:
-        """A one-line name of the source, for messages."""
-        if self.url:
-            return self.url
-        revision = f"@{self.hf_revision}" if self.hf_revision else ""
-        return f"hf://{self.hf_repo}/{self.hf_filename}{revision}"
-
-    def to_manifest(self) -> Union[str, dict[str, str]]:
-        """The source as written in the manifest."""
-        if self.url:
-            return self.url
-        out = {"hf_repo": str(self.hf_repo), "hf_filename": str(self.hf_filename)}
-        if self.hf_revision:
-            out["hf_revision"] = self.hf_revision
-        return out
+def source_name(source: SourceItem) -> str:
+    """A source as messages name it: its URL, or ``hf://<repo>/<filename>[@<revision>]``."""
+    if isinstance(source, str):
+        return source
+    revision = f"@{source['hf_revision']}" if source.get("hf_revision") else ""
+    return f"hf://{source['hf_repo']}/{source['hf_filename']}{revision}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +64,7 @@ class Evaluation:
     command: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ZooEntry:
     """One model of the manifest (its fields: ``zoo/README.md``, "Manifest schema")."""
 
@@ -85,18 +74,13 @@ class ZooEntry:
     dataset: str
     epochs: int
     views: int
+    evaluation: dict[str, Evaluation] = field(default_factory=dict)
+    file: Optional[str] = None
     size: int
     sha256: str
     format: str
-    evaluation: dict[str, Evaluation] = field(default_factory=dict)
+    sources: tuple[SourceItem, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
-    file: Optional[str] = None
-    sources: tuple[Source, ...] = ()
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The floating dtype the weights are stored in."""
-        return FORMATS[self.format]
 
     @property
     def cache_name(self) -> str:
@@ -104,23 +88,10 @@ class ZooEntry:
         return f"{self.name}-{self.sha256[:12]}.safetensors"
 
     def to_manifest(self) -> dict[str, Any]:
-        """The entry as written in the manifest (field order of the schema)."""
-        out: dict[str, Any] = {
-            "name": self.name,
-            "method": self.method,
-            "backbone": self.backbone.to_manifest(),
-            "dataset": self.dataset,
-            "epochs": self.epochs,
-            "views": self.views,
-            "evaluation": {
-                k: {"top1": v.top1, "command": v.command} for k, v in self.evaluation.items()
-            },
-        }
-        if self.file is not None:
-            out["file"] = self.file
-        out.update(size=self.size, sha256=self.sha256, format=self.format)
-        out["sources"] = [s.to_manifest() for s in self.sources]
-        out["config"] = self.config
+        """The entry as the manifest writes it."""
+        out = asdict(self)
+        if self.file is None:
+            del out["file"]
         return out
 
 
@@ -130,177 +101,243 @@ REQUIRED_FIELDS = tuple(
 OPTIONAL_FIELDS = tuple(f.name for f in fields(ZooEntry) if f.name not in REQUIRED_FIELDS)
 
 
-def _where(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+def _mapping(
+    value: Any, where: str, required: Sequence[str] = (), optional: Optional[Sequence[str]] = None
+) -> Mapping[str, Any]:
+    """``value``, checked to be a mapping with the ``required`` keys and, unless ``optional``
+    is None (any keys), no others."""
+    if not isinstance(value, Mapping):
+        raise ManifestError(f"{where}: expected a mapping, got {type(value).__name__} ({value!r}).")
+    allowed = [*required, *(optional or ())]
+    unknown = sorted(str(k) for k in value if k not in allowed)
+    if optional is not None and unknown:
+        raise ManifestError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; allowed fields: {', '.join(allowed)}."
+        )
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise ManifestError(f"{where}: missing required field(s) {', '.join(missing)}.")
+    return value
 
 
-def _require_str(value: Any, where: str) -> str:
+def _text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ManifestError(f"{where}: expected a non-empty string, got {value!r}.")
     return value
 
 
-def _require_int(value: Any, where: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ManifestError(f"{where}: expected an integer >= {minimum}, got {value!r}.")
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ManifestError(f"{where}: expected an integer >= 1, got {value!r}.")
     return value
-
-
-def require_mapping(value: Any, where: str) -> Mapping[str, Any]:
-    """``value`` when it is a mapping, else a :class:`ManifestError` naming ``where``."""
-    if not isinstance(value, Mapping):
-        raise ManifestError(f"{where}: expected a mapping, got {type(value).__name__} ({value!r}).")
-    return value
-
-
-def check_keys(
-    raw: Mapping[str, Any], where: str, required: Sequence[str], optional: Sequence[str] = ()
-) -> None:
-    """Rejects unknown and missing fields of ``raw``, listing the allowed ones."""
-    unknown = sorted(str(k) for k in raw if k not in required and k not in optional)
-    if unknown:
-        allowed = ", ".join([*required, *optional])
-        raise ManifestError(
-            f"{where}: unknown field(s) {', '.join(unknown)}; allowed fields: {allowed}."
-        )
-    missing = [k for k in required if k not in raw]
-    if missing:
-        raise ManifestError(f"{where}: missing required field(s) {', '.join(missing)}.")
 
 
 def check_name(name: Any, where: str = "name") -> str:
-    """Checks a model name (it becomes a file name): lowercase letters, digits, ``._-``."""
+    """A model name (it becomes a file name): lowercase letters, digits, ``._-``."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ManifestError(
-            f"{where}: {name!r} is not a valid model name; use lowercase "
-            "letters, digits, '.', '_' and '-', starting with a letter or digit."
+            f"{where}: {name!r} is not a valid model name; use lowercase letters, digits, "
+            "'.', '_' and '-', starting with a letter or digit."
         )
     return name
 
 
 def check_sha256(value: Any, where: str = "sha256") -> str:
-    """Checks a sha256 digest: 64 lowercase hexadecimal digits."""
+    """A sha256 digest: 64 lowercase hexadecimal digits."""
     if not isinstance(value, str) or not _SHA256_RE.match(value):
         raise ManifestError(f"{where}: expected 64 lowercase hex digits, got {value!r}.")
     return value
 
 
-def check_url(url: Any, where: str = "url") -> str:
-    """Checks a download URL: ``https://``, or ``http://`` on a loopback host only."""
-    if not isinstance(url, str):
-        raise ManifestError(f"{where}: expected a URL string, got {url!r}.")
-    parsed = urllib.parse.urlsplit(url)
-    loopback = parsed.scheme == "http" and parsed.hostname in LOOPBACK_HOSTS
-    if not parsed.netloc or (parsed.scheme != "https" and not loopback):
-        raise ManifestError(
-            f"{where}: {url!r} is not an https:// URL (http:// is accepted "
-            f"only for the loopback hosts {', '.join(LOOPBACK_HOSTS)})."
-        )
-    return url
-
-
-def parse_source(raw: Any, where: str) -> Source:
-    """Validates one ``sources`` item: a URL or ``{hf_repo, hf_filename[, hf_revision]}``."""
+def parse_source(raw: Any, where: str) -> SourceItem:
+    """One ``sources`` item: an ``https://`` URL (``http://`` on a loopback host only) or
+    ``{hf_repo, hf_filename[, hf_revision]}``."""
     if isinstance(raw, str):
-        return Source(url=check_url(raw, where))
+        url = urllib.parse.urlsplit(raw)
+        loopback = url.scheme == "http" and url.hostname in LOOPBACK_HOSTS
+        if not url.netloc or (url.scheme != "https" and not loopback):
+            raise ManifestError(
+                f"{where}: {raw!r} is not an https:// URL (http:// is accepted only for the "
+                f"loopback hosts {', '.join(LOOPBACK_HOSTS)})."
+            )
+        return raw
     if not isinstance(raw, Mapping):
         raise ManifestError(
             f"{where}: expected an https:// URL or a mapping "
             f"{{hf_repo, hf_filename[, hf_revision]}}, got {raw!r}."
         )
-    check_keys(raw, where, ("hf_repo", "hf_filename"), ("hf_revision",))
-    revision = raw.get("hf_revision")
-    return Source(
-        hf_repo=_require_str(raw["hf_repo"], _where(where, "hf_repo")),
-        hf_filename=_require_str(raw["hf_filename"], _where(where, "hf_filename")),
-        hf_revision=None
-        if revision is None
-        else _require_str(revision, _where(where, "hf_revision")),
-    )
+    raw = _mapping(raw, where, ("hf_repo", "hf_filename"), ("hf_revision",))
+    given = {k: v for k, v in raw.items() if k != "hf_revision" or v is not None}  # null: main
+    return {k: _text(v, f"{where}.{k}") for k, v in given.items()}
 
 
-def _parse_backbone(raw: Any, where: str) -> BackboneSpec:
-    raw = require_mapping(raw, where)
-    check_keys(raw, where, ("name",), ("kwargs", "cifar_stem"))
-    name = _require_str(raw["name"], _where(where, "name"))
-    kwargs = dict(require_mapping(raw.get("kwargs") or {}, _where(where, "kwargs")))
-    cifar_stem = raw.get("cifar_stem", False)
-    if not isinstance(cifar_stem, bool):
+def _backbone(raw: Any, where: str) -> BackboneSpec:
+    raw = _mapping(raw, where, ("name",), ("kwargs", "cifar_stem"))
+    kwargs = dict(_mapping(raw.get("kwargs") or {}, f"{where}.kwargs"))
+    spec = BackboneSpec(_text(raw["name"], f"{where}.name"), kwargs, raw.get("cifar_stem", False))
+    if not isinstance(spec.cifar_stem, bool):
+        raise ManifestError(f"{where}.cifar_stem: expected true or false, got {spec.cifar_stem!r}.")
+    if spec.cifar_stem and not spec.name.startswith("resnet"):
         raise ManifestError(
-            f"{_where(where, 'cifar_stem')}: expected true or false, got {cifar_stem!r}."
+            f"{where}.cifar_stem: the CIFAR stem applies to resnet backbones only, "
+            f"not {spec.name!r}."
         )
-    if cifar_stem and not name.startswith("resnet"):
-        raise ManifestError(
-            f"{_where(where, 'cifar_stem')}: the CIFAR stem applies to "
-            f"resnet backbones only, not {name!r}."
-        )
-    return BackboneSpec(name=name, kwargs=kwargs, cifar_stem=cifar_stem)
+    return spec
 
 
-def _parse_evaluation(raw: Any, where: str) -> dict[str, Evaluation]:
-    raw = require_mapping(raw or {}, where)
-    check_keys(raw, where, (), EVALUATIONS)
+def _evaluation(raw: Any, where: str) -> dict[str, Evaluation]:
     out = {}
-    for kind, value in raw.items():
-        here = _where(where, kind)
-        value = require_mapping(value, here)
-        check_keys(value, here, ("top1", "command"))
+    for kind, value in _mapping(raw, where, (), EVALUATIONS).items():
+        value = _mapping(value, f"{where}.{kind}", ("top1", "command"), ())
         top1 = value["top1"]
         if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 0 <= top1 <= 100:
-            raise ManifestError(f"{here}.top1: expected a percentage in [0, 100], got {top1!r}.")
-        out[kind] = Evaluation(
-            top1=float(top1), command=_require_str(value["command"], f"{here}.command")
-        )
+            raise ManifestError(
+                f"{where}.{kind}.top1: expected a percentage in [0, 100], got {top1!r}."
+            )
+        out[kind] = Evaluation(float(top1), _text(value["command"], f"{where}.{kind}.command"))
     return out
 
 
-def _check_relative_file(value: Any, where: str) -> str:
-    value = _require_str(value, where)
-    path = Path(value)
+def _relative_file(value: Any, where: str) -> str:
+    path = Path(_text(value, where))
     if path.is_absolute() or ".." in path.parts or "\\" in value:
         raise ManifestError(
-            f"{where}: {value!r} must be a relative path inside the zoo "
-            "directory (no absolute paths, no '..')."
+            f"{where}: {value!r} must be a relative path inside the zoo directory "
+            "(no absolute paths, no '..')."
         )
     return path.as_posix()
 
 
-def parse_entry(raw: Any, where: str = "entry") -> ZooEntry:
-    """Validates one manifest entry and returns it as a :class:`ZooEntry`.
+def _format(value: Any, where: str) -> str:
+    if value not in tuple(FORMATS):
+        raise ManifestError(f"{where}: {value!r} is not supported; allowed: {', '.join(FORMATS)}.")
+    return value
 
-    Raises:
-        ManifestError: naming the entry and the offending field.
-    """
-    raw = require_mapping(raw, where)
-    check_keys(raw, where, REQUIRED_FIELDS, OPTIONAL_FIELDS)
-    name = check_name(raw["name"], _where(where, "name"))
-    where = f"{where} ({name})"
-    fmt = raw["format"]
-    if fmt not in FORMATS:
-        raise ManifestError(
-            f"{_where(where, 'format')}: {fmt!r} is not supported; allowed: {', '.join(FORMATS)}."
-        )
-    sources = raw.get("sources") or []
-    if not isinstance(sources, list):
-        raise ManifestError(f"{_where(where, 'sources')}: expected a list, got {sources!r}.")
-    file = raw.get("file")
+
+def _sources(raw: Any, where: str) -> tuple[SourceItem, ...]:
+    if not isinstance(raw, list):
+        raise ManifestError(f"{where}: expected a list, got {raw!r}.")
+    return tuple(parse_source(item, f"{where}[{i}]") for i, item in enumerate(raw))
+
+
+_FIELD_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "name": check_name,
+    "method": _text,
+    "backbone": _backbone,
+    "dataset": _text,
+    "epochs": _count,
+    "views": _count,
+    "evaluation": _evaluation,
+    "file": _relative_file,
+    "size": _count,
+    "sha256": check_sha256,
+    "format": _format,
+    "sources": _sources,
+    "config": lambda raw, where: dict(_mapping(raw, where)),
+}
+
+
+def parse_entry(raw: Any, where: str = "entry") -> ZooEntry:
+    """Validates one manifest entry; a :class:`ManifestError` names the entry and the field
+    (an optional field may be null: its default)."""
+    raw = _mapping(raw, where, REQUIRED_FIELDS, OPTIONAL_FIELDS)
+    where = f"{where} ({check_name(raw['name'], f'{where}.name')})"
     entry = ZooEntry(
-        name=name,
-        method=_require_str(raw["method"], _where(where, "method")),
-        backbone=_parse_backbone(raw["backbone"], _where(where, "backbone")),
-        dataset=_require_str(raw["dataset"], _where(where, "dataset")),
-        epochs=_require_int(raw["epochs"], _where(where, "epochs"), 1),
-        views=_require_int(raw["views"], _where(where, "views"), 1),
-        size=_require_int(raw["size"], _where(where, "size"), 1),
-        sha256=check_sha256(raw["sha256"], _where(where, "sha256")),
-        format=fmt,
-        evaluation=_parse_evaluation(raw.get("evaluation"), _where(where, "evaluation")),
-        config=dict(require_mapping(raw.get("config") or {}, _where(where, "config"))),
-        file=None if file is None else _check_relative_file(file, _where(where, "file")),
-        sources=tuple(
-            parse_source(s, f"{_where(where, 'sources')}[{i}]") for i, s in enumerate(sources)
-        ),
+        **{
+            key: _FIELD_PARSERS[key](value, f"{where}.{key}")
+            for key, value in raw.items()
+            if value is not None or key in REQUIRED_FIELDS
+        }
     )
     if entry.file is None and not entry.sources:
         raise ManifestError(f"{where}: needs a shipped 'file' or at least one of 'sources'.")
     return entry
+
+
+@dataclass
+class ZooIndex:
+    """A parsed manifest: its path (shipped files are relative to its folder) and entries."""
+
+    path: Path
+    entries: dict[str, ZooEntry]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def get(self, name: str) -> ZooEntry:
+        """The entry called ``name``; an :class:`UnknownModelError` lists the available ones."""
+        if name not in self.entries:
+            available = ", ".join(self.entries) or "none (the manifest is empty)"
+            raise UnknownModelError(
+                f"unknown zoo model {name!r} in {self.path}; available: {available}."
+            )
+        return self.entries[name]
+
+    def shipped_path(self, entry: ZooEntry) -> Optional[Path]:
+        """The shipped file of ``entry`` when it has one and it exists."""
+        path = self.root / entry.file if entry.file is not None else None
+        return path if path is not None and path.is_file() else None
+
+
+IndexLike = Union[ZooIndex, PathLike, None]
+
+
+def default_index_path() -> Path:
+    """``$SOLO_CLAMP_ZOO_INDEX``, else the package resource ``solo_clamp/zoo/index.yaml``: in
+    the repository a link to ``zoo/index.yaml``, resolved so that the shipped weights beside it
+    are found (the wheel holds the manifest only)."""
+    env = os.environ.get(INDEX_ENV)
+    return Path(env).expanduser() if env else Path(files(__package__) / "index.yaml").resolve()
+
+
+def index_path(index: IndexLike = None) -> Path:
+    """The manifest's path: an index's own, a given path, else :func:`default_index_path`."""
+    if isinstance(index, ZooIndex):
+        return index.path
+    return Path(index).expanduser() if index is not None else default_index_path()
+
+
+def load_index(index: IndexLike = None) -> ZooIndex:
+    """Reads and validates a manifest (``{version: 1, models: [...]}``; empty is allowed): a
+    path, an index already loaded, or the default one."""
+    if isinstance(index, ZooIndex):
+        return index
+    path = index_path(index)
+    if not path.is_file():
+        raise ManifestError(
+            f"no zoo manifest at {path}: pass --index PATH (index=...) or set ${INDEX_ENV}."
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{path}: not valid YAML: {err}") from err
+    data = _mapping(data, str(path), (), ("version", "models"))
+    if data.get("version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise ManifestError(
+            f"{path}: version: {data['version']!r} is not supported "
+            f"(this solo-clamp reads version {SCHEMA_VERSION})."
+        )
+    models = data.get("models") or []
+    if not isinstance(models, list):
+        raise ManifestError(f"{path}: models: expected a list of entries, got {models!r}.")
+    entries: dict[str, ZooEntry] = {}
+    for i, raw in enumerate(models):
+        entry = parse_entry(raw, f"{path}: models[{i}]")
+        if entry.name in entries:
+            raise ManifestError(f"{path}: models[{i}].name: duplicate model name {entry.name!r}.")
+        entries[entry.name] = entry
+    return ZooIndex(path, entries)
+
+
+def lookup(name: Union[str, ZooEntry], index: IndexLike = None) -> tuple[ZooIndex, ZooEntry]:
+    """The loaded manifest and its entry ``name`` (an entry is passed through)."""
+    idx = load_index(index)
+    return idx, idx.get(name) if isinstance(name, str) else name
+
+
+def write_index(index: ZooIndex) -> None:
+    """Writes ``index`` to its path atomically."""
+    data = {"version": SCHEMA_VERSION, "models": [e.to_manifest() for e in index.entries.values()]}
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    atomic_write_text(index.path, INDEX_HEADER + text)

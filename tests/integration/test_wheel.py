@@ -25,7 +25,7 @@ PROBE = """
 import json
 import solo_clamp
 from solo_clamp.cli import COMMANDS, build_parser
-from solo_clamp.zoo import default_index_path
+from solo_clamp.zoo.manifest import default_index_path
 
 cfg = COMMANDS["pretrain"][0].compose(build_parser(["pretrain"]).parse_args(["pretrain"]))
 print(json.dumps({"package": solo_clamp.__file__, "name": cfg.name, "method": cfg.method,

@@ -15,7 +15,7 @@ import torchvision
 from solo_clamp.backbones import resolve_backbone
 from solo_clamp.cli import main
 from solo_clamp.export import ExportError, write_export
-from solo_clamp.zoo.weights import read_weights
+from solo_clamp.zoo import read_weights
 
 ZOO_MODEL = "clamp-mnist-resnet18"
 MNIST_MEAN, MNIST_STD = [0.1307] * 3, [0.3081] * 3

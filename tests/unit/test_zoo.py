@@ -24,9 +24,12 @@ import pytest
 import torch
 import yaml
 
-from solo_clamp import zoo
+from solo_clamp import errors, zoo
 from solo_clamp.cli import main as cli_main
-from solo_clamp.zoo.publish import publish
+from solo_clamp.zoo.download import CACHE_ENV
+from solo_clamp.zoo.manifest import ZooIndex
+from solo_clamp.zoo.manifest import write_index as write_zoo_index
+from solo_clamp.zoo.publish import portable_config, publish
 
 PAYLOAD = os.urandom(200_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -137,7 +140,7 @@ def retrieved(monkeypatch) -> list[str]:
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
-    monkeypatch.setenv(zoo.CACHE_ENV, str(path))
+    monkeypatch.setenv(CACHE_ENV, str(path))
     return path
 
 
@@ -195,7 +198,7 @@ def test_download_verifies_and_caches(hosted, server, cache, retrieved):
 
 def test_interrupted_download_resumes_on_the_next_call(hosted, server, cache, retrieved):
     server.drop_after["/tiny.bin"] = 70_000
-    with pytest.raises(zoo.DownloadError, match="partial data kept") as err:
+    with pytest.raises(errors.DownloadError, match="partial data kept") as err:
         zoo.download("tiny", hosted, progress=False, attempts=1)
     assert server.url("/tiny.bin") in str(err.value)
     part = cache / (zoo.load_index(hosted).get("tiny").cache_name + ".part")
@@ -204,7 +207,7 @@ def test_interrupted_download_resumes_on_the_next_call(hosted, server, cache, re
 
     path = zoo.download("tiny", hosted, progress=True)
     assert server.gets("/tiny.bin") == [None, f"bytes={kept}-"]
-    assert zoo.sha256_file(path) == SHA
+    assert pooch.file_hash(str(path)) == SHA
     assert not part.exists()
     assert retrieved == [server.url("/tiny.bin")] * 2
 
@@ -230,7 +233,7 @@ def test_tampered_file_is_rejected_and_not_kept(hosted, server, cache, retrieved
     tampered = bytearray(PAYLOAD)
     tampered[1234] ^= 0xFF
     server.files["/tiny.bin"] = bytes(tampered)
-    with pytest.raises(zoo.HashMismatchError, match="nothing was kept") as err:
+    with pytest.raises(errors.HashMismatchError, match="nothing was kept") as err:
         zoo.download("tiny", hosted, progress=False)
     assert SHA in str(err.value) and "does not match the known hash" in str(err.value)  # pooch's
     assert leftovers(cache) == []  # no final file, no .part to poison a later download
@@ -242,7 +245,7 @@ def test_tampered_file_is_rejected_and_not_kept(hosted, server, cache, retrieved
 
 def test_wrong_size_is_rejected_before_downloading(hosted, server, cache):
     server.files["/tiny.bin"] = PAYLOAD + b"extra"
-    with pytest.raises(zoo.HashMismatchError, match="serves"):
+    with pytest.raises(errors.HashMismatchError, match="serves"):
         zoo.download("tiny", hosted, progress=False)
     assert leftovers(cache) == []
 
@@ -274,12 +277,13 @@ def test_every_source_failing_lists_each_source(server, tmp_path, cache):
     refused = f"http://127.0.0.1:{_closed_port()}/tiny.bin"
     missing = server.url("/missing.bin")
     index = write_index(tmp_path / "index.yaml", raw_entry(sources=[missing, refused]))
-    with pytest.raises(zoo.DownloadError, match="every source failed") as err:
+    with pytest.raises(errors.DownloadError, match="every source failed") as err:
         zoo.download("tiny", index, progress=False, retry_wait=0, timeout=5)
     message = str(err.value)
     assert f"{missing}: HTTPError: HTTP 404" in message
     assert refused in message and "ConnectionError" in message
-    assert not isinstance(err.value, zoo.HashMismatchError)
+    assert "\n" not in message  # one line, as solo-clamp prints it
+    assert not isinstance(err.value, errors.HashMismatchError)
     assert leftovers(cache) == []
 
 
@@ -297,7 +301,7 @@ def test_unknown_name_lists_the_available_names(hosted, tmp_path):
         raw_entry(sources=["https://x.org/a"]),
         raw_entry(name="other", sources=["https://x.org/b"]),
     )
-    with pytest.raises(zoo.UnknownModelError, match="available: tiny, other"):
+    with pytest.raises(errors.UnknownModelError, match="available: tiny, other"):
         zoo.download("nope", index)
     assert cli_main(["zoo", "--index", str(index), "info", "nope"]) == 2
 
@@ -335,7 +339,7 @@ def test_shipped_file_resolves_locally_without_network(tmp_path, cache):
     assert leftovers(cache) == []
 
     (root / "weights" / "tiny.safetensors").write_bytes(PAYLOAD[:-1] + b"?")
-    with pytest.raises(zoo.HashMismatchError, match="sha256"):
+    with pytest.raises(errors.HashMismatchError, match="sha256"):
         zoo.download("tiny", index)
 
 
@@ -392,7 +396,7 @@ def test_manifest_validation_names_the_field(tmp_path, change, message):
     index = write_index(
         tmp_path / "index.yaml", raw_entry(**{"sources": ["https://x.org/a"], **change})
     )
-    with pytest.raises(zoo.ManifestError) as err:
+    with pytest.raises(errors.ManifestError) as err:
         zoo.load_index(index)
     assert message in str(err.value)
     assert str(index) in str(err.value)
@@ -400,21 +404,21 @@ def test_manifest_validation_names_the_field(tmp_path, change, message):
 
 def test_manifest_level_errors(tmp_path):
     entry = raw_entry(sources=["https://x.org/a"])
-    with pytest.raises(zoo.ManifestError, match="duplicate model name 'tiny'"):
+    with pytest.raises(errors.ManifestError, match="duplicate model name 'tiny'"):
         zoo.load_index(write_index(tmp_path / "dup.yaml", entry, entry))
     (tmp_path / "v.yaml").write_text("version: 9\nmodels: []\n")
-    with pytest.raises(zoo.ManifestError, match="version: 9 is not supported"):
+    with pytest.raises(errors.ManifestError, match="version: 9 is not supported"):
         zoo.load_index(tmp_path / "v.yaml")
     (tmp_path / "m.yaml").write_text("models: {tiny: 1}\n")
-    with pytest.raises(zoo.ManifestError, match="models: expected a list"):
+    with pytest.raises(errors.ManifestError, match="models: expected a list"):
         zoo.load_index(tmp_path / "m.yaml")
     (tmp_path / "y.yaml").write_text("models: [\n")
-    with pytest.raises(zoo.ManifestError, match="not valid YAML"):
+    with pytest.raises(errors.ManifestError, match="not valid YAML"):
         zoo.load_index(tmp_path / "y.yaml")
-    with pytest.raises(zoo.ManifestError, match="no zoo manifest at"):
+    with pytest.raises(errors.ManifestError, match="no zoo manifest at"):
         zoo.load_index(tmp_path / "absent.yaml")
     (tmp_path / "empty.yaml").write_text("")
-    assert zoo.load_index(tmp_path / "empty.yaml").names() == []
+    assert zoo.load_index(tmp_path / "empty.yaml").entries == {}
 
 
 def test_repository_manifest_is_valid(repo_root):
@@ -434,8 +438,8 @@ def test_manifest_round_trip(tmp_path):
             ),
         )
     )
-    out = zoo.ZooIndex(tmp_path / "copy.yaml", index.entries)
-    zoo.write_index(out)
+    out = ZooIndex(tmp_path / "copy.yaml", index.entries)
+    write_zoo_index(out)
     assert zoo.load_index(out.path).entries == index.entries
 
 
@@ -513,9 +517,22 @@ def test_publish_records_the_yaml_learning_rates_and_no_local_paths(tmp_path):
     assert config["checkpoint"]["dir"] == "trained_models"  # relative paths are portable
 
 
-def test_portable_config_undoes_solo_learns_scaling():
-    from solo_clamp.zoo.portable import portable_config
+def test_publish_validates_the_entry_before_writing_anything(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"state_dict": {"backbone.w": torch.ones(3)}}, run / "tiny-ep=0.ckpt")
+    args = {"method": "clamp", "backbone": {"name": "resnet18"}, "data": {"dataset": "mnist"}}
+    (run / "args.json").write_text(json.dumps(args))
+    index = tmp_path / "zoo" / "index.yaml"
+    no_command = {"knn": {"top1": 50.0, "command": None}}  # --knn-top1 without --knn-command
+    with pytest.raises(errors.ManifestError, match=r"evaluation\.knn\.command: expected a non"):
+        publish(run, "tiny", index, evaluation=no_command, check=False)
+    with pytest.raises(errors.ManifestError, match="hf_filename: expected a non-empty string"):
+        publish(run, "tiny", index, sources=[{"hf_repo": "o/r", "hf_filename": None}], check=False)
+    assert not index.parent.exists()  # neither the weights nor the manifest were written
 
+
+def test_portable_config_undoes_solo_learns_scaling():
     args = {
         "optimizer": {"batch_size": 64, "lr": 0.25, "classifier_lr": 0.1},
         "data": {"val_path": None},
