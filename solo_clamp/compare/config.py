@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.compare import strength
 from solo_clamp.compare.data import DATASETS, IDX_DATASETS
-from solo_clamp.compare.plan import RUN_YAML
+from solo_clamp.compare.plan import RUN_YAML, method_of
 from solo_clamp.compare.schema import BUDGETS, ComparisonConfig, check_shapes, checked, defaults
 from solo_clamp.compare.tuning import validate_grid
 from solo_clamp.configs import config_dir
@@ -85,7 +85,8 @@ def apply_quick(cfg: DictConfig) -> DictConfig:
 
 def validate_config(cfg: DictConfig) -> None:
     """Checks a comparison config: every field's type and minimum by :class:`ComparisonConfig`,
-    then what a type cannot say; raises ConfigError naming the field and the allowed values."""
+    then what a type cannot say; raises ConfigError naming the field and the allowed values.
+    Completes the recipe of an entry that names another method (``recipes.<entry>.method``)."""
     if OmegaConf.select(cfg, "floors.seed") is not None:
         raise ConfigError(
             "floors.seed was removed: the untrained backbone is scored for every seed of "
@@ -97,6 +98,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"`method_kwargs: {{clamp: {{rs: {list(cfg.tuning.clamp_rs)}}}}}`."
         )
     checked(ComparisonConfig, cfg, "comparison config")
+    _complete_entries(cfg)
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {cfg.dataset!r}.")
     recipes, methods = cfg.recipes, list(cfg.methods)
@@ -107,8 +109,10 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"methods: {method!r} has no recipe in this config; allowed: {sorted(recipes)}."
             )
-        if method not in known():
-            raise ConfigError(f"methods: {method!r} is not supported; allowed: {known()}.")
+        solo_method = method_of(cfg, method)
+        if solo_method not in known():
+            field = f"recipes.{method}.method" if solo_method != method else "methods"
+            raise ConfigError(f"{field}: {solo_method!r} is not supported; allowed: {known()}.")
     budgets = list(cfg.budgets)
     if not budgets or any(b not in BUDGETS for b in budgets):
         raise ConfigError(f"budgets must be a non-empty subset of {list(BUDGETS)}, got {budgets}.")
@@ -126,7 +130,7 @@ def validate_config(cfg: DictConfig) -> None:
     if any(aug.get("crop_size") != crop for aug in augmentations):
         raise ConfigError("augmentations[*].crop_size must be equal: all views are large crops.")
     for method in methods:
-        _validate_recipe(method, recipes[method], len(augmentations))
+        _validate_recipe(method, method_of(cfg, method), recipes[method], len(augmentations))
     if cfg.evaluation.distance not in ("cosine", "euclidean"):
         raise ConfigError(
             f"evaluation.distance must be 'cosine' or 'euclidean', got {cfg.evaluation.distance!r}."
@@ -149,9 +153,20 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_tuning(cfg)
 
 
-def _validate_recipe(method: str, recipe: DictConfig, sets: int) -> None:
-    """``recipes.<method>``'s views (the method's rule, a multiple of the augmentation sets)
-    and its lack of a warm-up of its own."""
+def _complete_entries(cfg: DictConfig) -> None:
+    """An entry whose recipe names another method (``recipes.<entry>.method``, e.g. an
+    ablation) gets that method's recipe under its own fields, so it states only what differs
+    (the method's recipe as ``--set`` left it)."""
+    for entry in cfg.methods:
+        recipe = cfg.recipes.get(entry)
+        method = recipe.get("method") if OmegaConf.is_dict(recipe) else None
+        if method and method != entry and OmegaConf.is_dict(cfg.recipes.get(method)):
+            cfg.recipes[entry] = OmegaConf.merge(cfg.recipes[method], recipe)
+
+
+def _validate_recipe(method: str, solo_method: str, recipe: DictConfig, sets: int) -> None:
+    """``recipes.<method>``'s views (its solo-learn method's rule, a multiple of the
+    augmentation sets) and its lack of a warm-up of its own."""
     if not OmegaConf.is_dict(recipe):
         raise ConfigError(
             f"recipes.{method} must be a mapping of solo-learn fields, got {recipe!r}."
@@ -164,7 +179,7 @@ def _validate_recipe(method: str, recipe: DictConfig, sets: int) -> None:
             f"recipes.{method}.views ({views}) must be a multiple of the number of "
             f"augmentation sets ({sets}): each set gives views/sets crops."
         )
-    rule = facts_of(method).views
+    rule = facts_of(solo_method).views
     if not rule.allows(views):
         raise ConfigError(
             f"recipes.{method}.views must be {rule.wanted} ({rule.why}), got {views}."

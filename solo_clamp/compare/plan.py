@@ -179,6 +179,14 @@ def expected_run_ids(
     return floors + [s.run_id for s in plan_runs(cfg, spe, settings)]
 
 
+def method_of(cfg: DictConfig, entry: str) -> str:
+    """The solo-learn method an entry of ``methods`` trains: ``recipes.<entry>.method``, else
+    the entry's own name. Two entries of one method (e.g. an ablation beside the full method)
+    are compared as two methods."""
+    recipe = cfg.recipes[entry]
+    return str((recipe.get("method") if OmegaConf.is_dict(recipe) else None) or entry)
+
+
 def _scaled_kwargs(method: str, kwargs: DictConfig, scale: float) -> dict[str, Any]:
     """``kwargs`` with the projector's (and BYOL's predictor's) widths times ``projector_scale``:
     the fields ``method``'s facts name in ``projector_width_fields`` (e.g. not ManifoldCLR's
@@ -193,24 +201,29 @@ def _scaled_kwargs(method: str, kwargs: DictConfig, scale: float) -> dict[str, A
 
 def solo_cfg(cfg: DictConfig, spec: RunSpec, data: ComparisonData) -> DictConfig:
     """The run's pretraining cfg in solo-learn's layout, before solo-learn's ``parse_cfg``:
-    ``run.yaml`` (its ``${study.*}`` fields read from the comparison config) <- the method's
-    recipe (``recipes.<method>`` without ``views``) <- the run's own values: name, method,
-    seed, data, views, batch size, steps, and ``spec.setting``'s lr and ``method_kwargs``."""
+    ``run.yaml`` (its ``${study.*}`` fields read from the comparison config) <- the entry's
+    recipe (``recipes.<entry>`` without ``views`` and ``method``) <- the run's own values:
+    name, method, seed, data, views, batch size, steps, and ``spec.setting``'s lr and
+    ``method_kwargs``."""
     root = OmegaConf.create({"study": cfg, "run": OmegaConf.load(RUN_YAML)})
     OmegaConf.resolve(root)
     recipe = cfg.recipes[spec.method]
-    recipe = OmegaConf.masked_copy(recipe, [key for key in recipe if key != "views"])
+    recipe = OmegaConf.masked_copy(
+        recipe, [key for key in recipe if key not in ("views", "method")]
+    )
     setting = spec.setting
     kwargs = OmegaConf.merge(recipe.method_kwargs, setting.tuned if setting else {})
     own = {
         "name": spec.run_id,
-        "method": spec.method,
+        "method": method_of(cfg, spec.method),
         "seed": spec.seed,
         "data": {"dataset": data.solo_dataset, "train_path": data.train_path},
         "augmentations": [
             OmegaConf.to_container(a) for a in augmentation_sets(cfg, spec.views, spec.variant)
         ],
-        "method_kwargs": _scaled_kwargs(spec.method, kwargs, cfg.get("projector_scale", 1.0)),
+        "method_kwargs": _scaled_kwargs(
+            method_of(cfg, spec.method), kwargs, cfg.get("projector_scale", 1.0)
+        ),
         "optimizer": {"batch_size": spec.batch_size, **({"lr": setting.lr} if setting else {})},
         "max_epochs": spec.max_epochs,
         "max_steps": spec.steps,

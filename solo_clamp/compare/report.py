@@ -15,7 +15,7 @@ import jinja2
 from omegaconf import DictConfig
 
 from solo_clamp.compare.encoder_projector import COLUMNS as GEOMETRY_COLUMNS
-from solo_clamp.compare.plan import expected_run_ids
+from solo_clamp.compare.plan import expected_run_ids, method_of
 from solo_clamp.compare.scores import few_label_settings
 from solo_clamp.compare.strength_report import plot_strength, strength_context
 from solo_clamp.compare.summary import FLOOR_NAMES, floor_rows, setting_of, summary_rows
@@ -215,7 +215,14 @@ def write_results_md(
             untuned=[m for m in cfg.methods if settings is not None and m not in settings],
             missing=[r for r in expected_run_ids(cfg, settings=settings) if r not in results],
             few_label=few_label_settings(cfg),
-            augmenting=[m for m in cfg.methods if facts_of(m).feature_augmenter is not None],
+            augmenting=[  # an entry without a trained augmentation (an ablation) has no scores
+                m
+                for m in cfg.methods
+                if any(
+                    r.get("method") == m and "few_label_augmented_mean" in r
+                    for r in results.values()
+                )
+            ],
             tuning=_tuning_context(cfg, tuning) if tuning is not None else None,
             strength=strength_context(cfg, results),
             provenance=provenance_summary(records),
@@ -260,7 +267,8 @@ def write_reports(
     write_results_md(cfg, results, out / "results.md", tuning)
     runs = [r for r in results.values() if r.get("kind") != "floor"]
     floors = {k: r for k, r in results.items() if r.get("kind") == "floor"}
-    figures = plot_curves(runs, floors, out) if results else []
+    loss_keys = {m: facts_of(method_of(cfg, m)).loss_key for m in cfg.methods}
+    figures = plot_curves(runs, floors, out, loss_keys) if results else []
     strength = strength_context(cfg, results) if results else None
     figure = plot_strength(strength, out / "strength.png") if strength else None
     return [out / "results.csv", out / "results.md", *figures, *([figure] if figure else [])]

@@ -30,6 +30,7 @@ from solo_clamp.compare.plan import (
     expected_run_ids,
     finished_result,
     floor_fingerprint,
+    method_of,
     parse,
     plan_floors,
     plan_runs,
@@ -55,9 +56,10 @@ from solo_clamp.provenance import environment
 
 def _augmenter(cfg: DictConfig, spec: RunSpec, trained):
     """The method's feature augmenter (few-label ``feature_augment``), from the trained
-    model's whole state; None when the method has none or augmentation is off."""
+    model's whole state; None when the method has none, augmentation is off or the run has no
+    trained augmentation (an ablation of it)."""
     settings = few_label_settings(cfg)
-    build = facts_of(spec.method).feature_augmenter
+    build = facts_of(method_of(cfg, spec.method)).feature_augmenter
     if settings is None or not settings.samples or build is None:
         return None
     return build(trained.solo_cfg, trained.state)
@@ -201,7 +203,9 @@ def write_run_configs(cfg: DictConfig, out: os.PathLike) -> list[Path]:
     specs += [(out / "runs" / s.run_id, s) for s in plan_runs(cfg, spe, settings)]
     paths = []
     for run_dir, spec in specs:
-        solo = METHODS[spec.method].add_and_assert_specific_cfg(parse(solo_cfg(cfg, spec, data)))
+        solo = METHODS[method_of(cfg, spec.method)].add_and_assert_specific_cfg(
+            parse(solo_cfg(cfg, spec, data))
+        )
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(solo))
         paths.append(run_dir / "config.yaml")
     return paths

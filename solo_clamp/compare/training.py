@@ -130,13 +130,13 @@ def train(
     solo_clamp.register()
     solo = parse(solo_cfg(cfg, spec, data))
     seed_everything(spec.seed, workers=True)
-    model = METHODS[spec.method](solo)  # fills the method's defaults into solo
+    model = METHODS[solo.method](solo)  # fills the method's defaults into solo
     make_contiguous(model)
     if not solo.performance.disable_channel_last:
         model = model.to(memory_format=torch.channels_last)
     loader = train_loader(solo, spec.seed, data.held_out)
     recorder = CurveRecorder(
-        probe, facts_of(spec.method).loss_key, cfg.curves.every_n_epochs, fail_on_divergence
+        probe, facts_of(solo.method).loss_key, cfg.curves.every_n_epochs, fail_on_divergence
     )
     trainer = build_trainer(solo, [], [recorder])
     start = time.perf_counter()
@@ -160,10 +160,12 @@ def train(
     )
 
 
-def plot_curves(runs: list[dict[str, Any]], floors: dict[str, Any], out: Path) -> list[Path]:
-    """``curves_loss.png`` (SSL loss per epoch, one panel per method) and ``curves_knn.png``
-    (probe kNN top-1 vs epochs and vs views seen; floors as horizontal lines, on the probe set
-    where they were scored there)."""
+def plot_curves(
+    runs: list[dict[str, Any]], floors: dict[str, Any], out: Path, loss_keys: dict[str, str]
+) -> list[Path]:
+    """``curves_loss.png`` (SSL loss per epoch, one panel per method; ``loss_keys``: the
+    logged loss of each) and ``curves_knn.png`` (probe kNN top-1 vs epochs and vs views seen;
+    floors as horizontal lines, on the probe set where they were scored there)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:  # a run of a strength variant (compare.strength) is its own line
         variant = f", {run['variant']}" if run.get("variant") else ""
@@ -188,7 +190,7 @@ def plot_curves(runs: list[dict[str, Any]], floors: dict[str, Any], out: Path) -
             knn_axes[0].plot(epochs, accs, label=label, **style)
             knn_axes[1].plot(views, accs, label=label, **style)
     for ax, method in zip(loss_axes[0], methods):
-        ax.set(title=f"{method}: {facts_of(method).loss_key}", xlabel="epoch", ylabel="loss")
+        ax.set(title=f"{method}: {loss_keys.get(method, 'loss')}", xlabel="epoch", ylabel="loss")
         ax.legend(fontsize=7)
     for floor, style in (("raw_pixels", ":"), ("untrained", "--")):
         # the curves are scored on the probe set: so is the floor, where it was (the mean

@@ -44,6 +44,7 @@ from solo_clamp.compare.plan import (
     Setting,
     finished_result,
     floor_fingerprint,
+    method_of,
     run_fingerprint,
 )
 from solo_clamp.compare.scores import floor_extractor, validation_scores
@@ -122,7 +123,8 @@ def _check_kwargs(cfg: DictConfig) -> None:
         if method not in cfg.recipes:
             raise ConfigError(f"tuning.method_kwargs.{method}: {method!r} has no recipe.")
         fields = set(cfg.recipes[method].get("method_kwargs") or {})
-        schema = facts_of(method).kwargs_schema if method in known() else None
+        solo_method = method_of(cfg, method)
+        schema = facts_of(solo_method).kwargs_schema if solo_method in known() else None
         fields |= set(schema.__dataclass_fields__) if schema else set()
         for kwarg in grids or {}:
             if kwarg not in fields:

@@ -92,7 +92,8 @@ class MethodFacts:
     unscaled radius with no range cap."""
     feature_augmenter: Optional[Callable[[DictConfig, Mapping[str, Any]], Any]] = None
     """``(run cfg, checkpoint) -> augmenter`` with ``augment(z, samples, generator)``
-    (few-label feature augmentation); None: the method has none."""
+    (few-label feature augmentation), or None for a run without a trained one (an ablation);
+    None here: the method has none."""
     learned_transport: Optional[Callable[[Any, Mapping[str, Any]], Any]] = None
     """``(the run's built method, its checkpoint) -> LearnedTransport``
     (:class:`solo_clamp.geometry.transport.LearnedTransport`: operators, posterior and prior in

@@ -164,19 +164,13 @@ def _operators_on(kwargs: Mapping[str, Any]) -> bool:
     return bool(kwargs.get("use_operators", True))
 
 
-ABLATION_NOTE = (
-    "the run is the c = 0 ablation (method_kwargs.use_operators=false): its operators and "
-    "coefficient networks were never trained"
-)
-
-
-def _prior_augmenter(cfg: omegaconf.DictConfig, checkpoint: Mapping[str, Any]) -> PriorAugmenter:
-    """The augmenter of a ManifoldCLR run: its cfg and its checkpoint (or ``state_dict``).
-
-    Raises:
-        ValueError: the run is the ``c ≡ 0`` ablation (its prior was never trained)."""
+def _prior_augmenter(
+    cfg: omegaconf.DictConfig, checkpoint: Mapping[str, Any]
+) -> Optional[PriorAugmenter]:
+    """The augmenter of a ManifoldCLR run: its cfg and its checkpoint (or ``state_dict``);
+    None for the ``c ≡ 0`` ablation (its prior was never trained)."""
     if not _operators_on(cfg.method_kwargs):
-        raise ValueError(f"{ABLATION_NOTE}, so it has no feature augmentation.")
+        return None
     manifold = ManifoldCLR(cfg).manifold
     manifold.load_state_dict(backbone_state(checkpoint, prefix="manifold"))
     return PriorAugmenter(manifold)

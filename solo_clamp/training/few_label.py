@@ -131,11 +131,15 @@ def load_feature_augmenter(source):
     level = root_logger.level
     root_logger.setLevel(logging.ERROR)  # solo-learn's warnings about training-only settings
     try:
-        return facts_of(run_cfg.method).feature_augmenter(run_cfg, run.checkpoint)
-    except ValueError as err:  # the method's feature augmenter (methods/) refuses the run
-        raise CheckpointError(f"feature_augment.samples: {err}") from err
+        augmenter = facts_of(run_cfg.method).feature_augmenter(run_cfg, run.checkpoint)
     finally:
         root_logger.setLevel(level)
+    if augmenter is None:
+        raise CheckpointError(
+            f"feature_augment.samples: {source.origin} has no trained feature augmentation "
+            "(an ablation whose method_kwargs turn it off)."
+        )
+    return augmenter
 
 
 def _extractors(cfg: DictConfig, source, backbone, description: str, floors, seed: int) -> dict:

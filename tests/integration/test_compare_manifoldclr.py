@@ -186,3 +186,47 @@ def test_manifoldclr_views_must_be_two():
         ValueError, match=r"recipes.manifoldclr.views must be exactly 2 \(the method's"
     ):
         compare.validate_config(cfg)
+
+
+def test_an_ablation_entry_trains_beside_the_full_method(tmp_path, image_folder_factory):
+    """``recipes.<entry>.method``: the c = 0 ablation as its own entry of ``methods``; its runs
+    are ManifoldCLR with the operators off, compared as a method, without prior samples."""
+    few_label = {"enabled": True, "per_class": 2, "draws": 2, "feature_augment": {"samples": 3}}
+    cfg = tiny_comparison_config(
+        image_folder_factory,
+        8,
+        methods=["manifoldclr", "manifoldclr_c0"],
+        seeds=[0],
+        epochs=1,
+        evaluation={"linear": {"epochs": 2}, "few_label": few_label},
+        recipes={
+            "manifoldclr": {"method_kwargs": TINY_KWARGS},
+            # only what differs: the rest is recipes.manifoldclr's
+            "manifoldclr_c0": {"method": "manifoldclr", "method_kwargs": {"use_operators": False}},
+        },
+    )
+    config = tmp_path / "tiny.yaml"
+    OmegaConf.save(OmegaConf.create(cfg), config)
+    out = tmp_path / "out"
+    assert _compare(config, out) == 0
+    solo = OmegaConf.load(out / "runs" / "manifoldclr_c0-equal_epochs-s0" / "config.yaml")
+    assert solo.method == "manifoldclr" and solo.method_kwargs.use_operators is False
+    assert solo.method_kwargs.dictionary_size == TINY_KWARGS["dictionary_size"]
+    assert solo.optimizer.name == "adamw"  # the full method's recipe
+    assert "method" not in OmegaConf.load(out / "runs" / RUN / "config.yaml").method_kwargs
+    with (out / "results.csv").open() as handle:
+        rows = {row["run_id"]: row for row in csv.DictReader(handle) if row["kind"] == "run"}
+    assert rows["manifoldclr_c0-equal_epochs-s0"]["method"] == "manifoldclr_c0"
+    assert rows["manifoldclr_c0-equal_epochs-s0"]["few_label_augmented_mean"] == ""
+    assert rows[RUN]["few_label_augmented_mean"] != ""
+    md = (out / "results.md").read_text()
+    assert "methods that have one: manifoldclr)" in md
+    assert "| equal_epochs | manifoldclr_c0 |" in md
+
+
+def test_an_entry_names_a_method_that_exists():
+    cfg = compare.load_config(None)
+    cfg.recipes.typo = {"method": "manifoldcl", "views": 2}
+    cfg.methods = ["typo"]
+    with pytest.raises(ValueError, match=r"recipes.typo.method: 'manifoldcl' is not supported"):
+        compare.validate_config(cfg)

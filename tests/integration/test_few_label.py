@@ -216,3 +216,18 @@ def test_feature_augmentation_is_allowed_for_manifoldclr_runs_or_when_off():
     check_feature_augment(5, "manifoldclr", "runs/manifoldclr/last.ckpt")
     check_feature_augment(0, "clamp", "runs/clamp/last.ckpt")
     check_feature_augment(0, None, "null")
+
+
+def test_the_c_zero_ablation_has_no_prior_to_augment_with(data, capsys, tmp_path):
+    ablation = pretrain(
+        {**data, "root": tmp_path},
+        "manifoldclr.yaml",
+        *TINY_MANIFOLDCLR,
+        "method_kwargs.use_operators=false",
+    )
+    assert few_label(data, ablation, "feature_augment.samples=3", "floors=[]") == 2
+    err = capsys.readouterr().err
+    assert "has no trained feature augmentation (an ablation whose method_kwargs" in err
+    assert few_label(data, ablation, *SEMI, "floors=[]") == 0
+    report = reports(data)[-1]
+    assert report["arms"] == ["none"] and "no prior arm" in report["notes"][0]
