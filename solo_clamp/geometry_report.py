@@ -41,13 +41,9 @@ from solo_clamp.errors import SoloClampError
 from solo_clamp.evaluation import IMAGENET_MEAN, IMAGENET_STD
 from solo_clamp.geometry.embedding import Embedder
 from solo_clamp.geometry.figures import plot_training_curves
+from solo_clamp.geometry.operators import prior_neighbour_check, spectrum_summary
 from solo_clamp.geometry.stats import read_curves
-from solo_clamp.geometry.transport import (
-    LearnedTransport,
-    held_out_transport,
-    prior_neighbour_check,
-    spectrum_summary,
-)
+from solo_clamp.geometry.transport import LearnedTransport, held_out_transport
 from solo_clamp.geometry.views import (
     AugmentedViews,
     augmentation_settings,

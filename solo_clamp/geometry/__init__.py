@@ -11,8 +11,9 @@ The measures are pure torch (no solo-learn import) and are exported here:
 * :mod:`~solo_clamp.geometry.pairs`: pair distances from Gram matrices, in row blocks;
 * :mod:`~solo_clamp.geometry.transport`: the held-out check of learned transport operators
   (ManifoldCLR): the posterior's ``c`` beside maps that need no learned operator, error and
-  angular ratios, the generators' spectrum, norms and usage, and the nearest-neighbour check of
-  prior samples against noise of equal norm.
+  angular ratios, coefficient usage; :mod:`~solo_clamp.geometry.operators`: the generators'
+  spectrum and norms, and the nearest-neighbour check of prior samples against noise of equal
+  norm.
 * :mod:`~solo_clamp.geometry.projection`: encoder against projector on the views of held-out
   images (invariance, effective rank, participation ratio, tangent share), one function:
   :func:`~solo_clamp.geometry.projection.encoder_projector_geometry`.
