@@ -22,8 +22,9 @@ The report's pieces are imported on their own (torchvision, matplotlib, scikit-l
 :mod:`~solo_clamp.geometry.views` (augmented views at a strength ``s`` and their embeddings),
 :mod:`~solo_clamp.geometry.figures` (matplotlib, t-SNE), :mod:`~solo_clamp.geometry.embedding`
 (the two passes over an ImageFolder) and :mod:`~solo_clamp.geometry.stats`. The report itself,
-which loads a run and builds its method through solo-learn, is a tool above this package:
-:mod:`solo_clamp.geometry_report`.
+which loads a run and builds its method through solo-learn, is a tool above the measures (layer
+5 of docs/architecture.md): :mod:`solo_clamp.geometry.report` and its held-out transport check,
+:mod:`solo_clamp.geometry.report_transport`.
 """
 
 from __future__ import annotations
