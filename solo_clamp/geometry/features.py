@@ -1,4 +1,5 @@
-"""Geometry of a feature set and of its classes: effective dimension, class centroids, radii
+"""Geometry of a feature set and of its classes: effective dimension, how spread out the
+features are (and whether they collapsed: the pretrain report's check), class centroids, radii
 and separation.
 
 Pure torch (no solo-learn import). The functions take ``feats [N, F]`` (one row per image)
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from solo_clamp.geometry.checks import check_feats, check_labels, shape_of
 from solo_clamp.geometry.pairs import block_sq_distances, upper_pairs
@@ -61,6 +63,35 @@ def effective_rank(feats: torch.Tensor) -> torch.Tensor:
         return total.new_zeros(())
     p = singular / total
     return (-(p * p.clamp_min(1e-300).log()).sum()).exp()
+
+
+COLLAPSE_EFFECTIVE_RANK = 8.0
+"""Features collapsed: an effective rank below this and below half the untrained backbone's
+(a tiny set of images caps the rank). Measured on 2,000 MNIST training images: untrained
+ResNet-18 220, CLAMP's main job 113; the diverged ManifoldCLR run of issue 22 had 2.4. The mean
+cosine is reported beside it but is no collapse test: an untrained ResNet-18 scores 0.93 (its
+post-ReLU features share one direction), above that diverged run's 0.81."""
+
+
+def feature_spread(features: torch.Tensor) -> dict[str, float]:
+    """How spread out ``[N, F]`` features are: ``mean_cosine``, the mean cosine similarity over
+    the pairs of distinct rows, and ``effective_rank``, ``exp`` of the entropy of the centred
+    features' normalised singular values (Roy & Vetterli, 2007;
+    :func:`effective_rank`)."""
+    if features.dim() != 2 or len(features) < 2:
+        raise ValueError(f"features must be [N, F] with N >= 2, got {tuple(features.shape)}.")
+    unit = F.normalize(features.double(), dim=-1)
+    n = len(unit)
+    total = unit.sum(dim=0)
+    mean_cosine = (total @ total - n) / (n * (n - 1))  # sum over i != j of <u_i, u_j>
+    return {"mean_cosine": float(mean_cosine), "effective_rank": float(effective_rank(features))}
+
+
+def collapsed(spread: dict[str, float], untrained: dict[str, float]) -> bool:
+    """The effective rank of ``spread`` is below :data:`COLLAPSE_EFFECTIVE_RANK` and below half
+    that of ``untrained`` (the same images through the backbone at initialisation)."""
+    bound = min(COLLAPSE_EFFECTIVE_RANK, untrained["effective_rank"] / 2)
+    return not spread["effective_rank"] >= bound
 
 
 def class_centroids(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

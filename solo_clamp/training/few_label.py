@@ -43,9 +43,7 @@ from solo_clamp.errors import CheckpointError, ConfigError, DataError
 from solo_clamp.evaluation import (
     FLOORS,
     RawPixels,
-    check_few_label_cfg,
     eval_transform,
-    format_table,
     label_draws,
     probe_draws,
     subset_features,
@@ -54,13 +52,14 @@ from solo_clamp.evaluation import (
 from solo_clamp.io import atomic_write_text
 from solo_clamp.methods import facts_of, known
 from solo_clamp.training.checks import check_field_types, check_image_folders
+from solo_clamp.training.few_label_settings import (
+    check_few_label_cfg,
+    check_semi_supervised_cfg,
+    format_table,
+)
 from solo_clamp.training.finetune import check_disjoint
 from solo_clamp.training.linear import build_probed_backbone, compute_threads
-from solo_clamp.training.semi_supervised import (
-    SemiSupervisedSettings,
-    check_semi_supervised_cfg,
-    semi_supervised_trials,
-)
+from solo_clamp.training.semi_supervised import SemiSupervisedSettings, semi_supervised_trials
 
 
 def check_feature_augment(

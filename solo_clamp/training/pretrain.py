@@ -44,19 +44,17 @@ from solo_clamp.data import prepare_image_folder
 from solo_clamp.data.robust import check_enough_images, guard_train_dataset
 from solo_clamp.errors import CheckpointError, ConfigError, DivergedError
 from solo_clamp.evaluation import (
-    COLLAPSE_EFFECTIVE_RANK,
     FLOORS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     RawPixels,
-    collapsed,
     eval_transform,
     extract_features,
-    feature_spread,
     image_folder_loader,
     knn_accuracy,
     untrained_backbone,
 )
+from solo_clamp.geometry.features import COLLAPSE_EFFECTIVE_RANK, collapsed, feature_spread
 from solo_clamp.methods import facts_of
 from solo_clamp.training.checks import check_field_types, num_processes, preflight
 from solo_clamp.training.common import (
@@ -357,7 +355,8 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Any]:
 
 def collapse_problems(report: dict[str, Any], method: str, name: str) -> list[str]:
     """A sentence when the trained backbone's bank features have collapsed
-    (:func:`solo_clamp.evaluation.collapsed`), with the untrained backbone's values beside."""
+    (:func:`solo_clamp.geometry.features.collapsed`), with the untrained backbone's values
+    beside."""
     keys = ("mean_cosine", "effective_rank")
     spread = {key: report[f"{method}_{key}"] for key in keys}
     untrained = {key: report[f"untrained_{key}"] for key in keys}
