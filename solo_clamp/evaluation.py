@@ -1,7 +1,7 @@
 """Frozen-feature evaluation, the one home of it: feature extraction, solo-learn's weighted kNN,
 a linear probe, few-label probes and the two floors (raw pixels, the untrained backbone).
 
-Used by the pretrain report (``solo_clamp.training.pretrain.knn_report``), ``solo-clamp
+Used by the pretrain report (``solo_clamp.training.pretrain_report.knn_report``), ``solo-clamp
 compare``, ``solo-clamp knn`` and ``solo-clamp few-label``: every kNN, probe and floor number
 of the project is computed here, with the same transform and the same rules.
 """
