@@ -23,13 +23,8 @@ def participation_ratio(feats: torch.Tensor) -> torch.Tensor:
 
     ``PR = (sum_k lambda_k)^2 / sum_k lambda_k^2`` over the eigenvalues ``lambda_k`` of the
     feature covariance (from the singular values of the centred features): ``k`` for an
-    isotropic cloud in ``k`` dimensions, 1 for points on a line.
-
-    Args:
-        feats: ``[N, F]`` with ``N >= 2``.
-
-    Returns:
-        Scalar in ``[1, min(N - 1, F)]``; 0 when the features have no variance.
+    isotropic cloud in ``k`` dimensions, 1 for points on a line. A scalar in ``[1, min(N - 1,
+    F)]`` (``N >= 2``); 0 when the features have no variance.
     """
     feats = check_feats(feats, min_rows=2)
     centred = feats - feats.mean(dim=0, keepdim=True)
@@ -45,14 +40,9 @@ def effective_rank(feats: torch.Tensor) -> torch.Tensor:
 
     ``exp(-sum_k p_k log p_k)`` with ``p_k = s_k / sum_j s_j`` over the singular values
     ``s_k`` of the centred features: ``k`` for ``k`` orthogonal directions of equal spread, 1
-    for points on a line. Computed in float64.
-
-    Args:
-        feats: ``[N, F]`` with ``N >= 2``.
-
-    Returns:
-        Scalar (float64) in ``[1, min(N - 1, F)]``; 0 when the features have no variance
-        (non-finite features are not refused: they give NaN, or the SVD's error).
+    for points on a line. A float64 scalar in ``[1, min(N - 1, F)]`` (``N >= 2``); 0 when the
+    features have no variance (non-finite features are not refused: they give NaN, or the SVD's
+    error).
     """
     if not isinstance(feats, torch.Tensor) or feats.dim() != 2 or len(feats) < 2:
         raise ValueError(f"feats must be a 2-D tensor [N, F] with N >= 2, got {shape_of(feats)}.")
@@ -95,15 +85,8 @@ def collapsed(spread: dict[str, float], untrained: dict[str, float]) -> bool:
 
 
 def class_centroids(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean feature of every class.
-
-    Args:
-        feats: ``[N, F]``.
-        labels: ``[N]`` integer class ids.
-
-    Returns:
-        ``(classes [K], centroids [K, F])`` with ``classes`` the sorted distinct labels.
-    """
+    """``(classes [K], centroids [K, F])``: the mean feature of every class, ``classes`` the
+    sorted distinct labels."""
     feats = check_feats(feats)
     labels = check_labels(feats, labels)
     classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
@@ -117,14 +100,8 @@ def class_radii(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor
     ``R_c = sqrt(trace(Cov_c) / min(F, n_c))`` with the unbiased covariance ``Cov_c`` of the
     ``n_c`` features of class ``c``: a class is measured like an image sub-manifold whose
     views are the class members. (It is not the RMS distance to the class centroid, which
-    is ``sqrt(trace(Cov_c) * (n_c - 1) / n_c)``.)
-
-    Args:
-        feats: ``[N, F]``.
-        labels: ``[N]`` integer class ids.
-
-    Returns:
-        ``(classes [K], radii [K])``, classes sorted; NaN for a class with one member.
+    is ``sqrt(trace(Cov_c) * (n_c - 1) / n_c)``.) Returns ``(classes [K], radii [K])``,
+    classes sorted; NaN for a class with one member.
     """
     feats = check_feats(feats)
     labels = check_labels(feats, labels)
@@ -140,15 +117,8 @@ def class_radii(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor
 
 
 def mean_class_separation(feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean Euclidean distance between the centroids of distinct classes.
-
-    Args:
-        feats: ``[N, F]``.
-        labels: ``[N]`` integer class ids, at least two distinct.
-
-    Returns:
-        Scalar: mean over the ``K * (K - 1) / 2`` class pairs.
-    """
+    """The mean Euclidean distance between the centroids of distinct classes (at least two),
+    over the ``K * (K - 1) / 2`` class pairs."""
     classes, centroids = class_centroids(feats, labels)
     if len(classes) < 2:
         raise ValueError(
