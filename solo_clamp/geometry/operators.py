@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from solo_clamp.geometry.checks import shape_of
 from solo_clamp.geometry.pairs import block_sq_distances, row_blocks
-from solo_clamp.geometry.transport import LearnedTransport, draw_coefficients, transport_in_chunks
+from solo_clamp.geometry.transport import LearnedTransport, transport_in_chunks
+from solo_clamp.losses.variational import laplace_draw
 
 
 def _check_psi(psi: torch.Tensor) -> torch.Tensor:
@@ -140,9 +141,7 @@ def prior_neighbour_check(
     repeated = features[sources]
     with torch.no_grad():
         distribution = learned.prior(features)
-        draws = [
-            draw_coefficients(distribution, learned.threshold, generator) for _ in range(samples)
-        ]
+        draws = [laplace_draw(distribution, learned.threshold, generator) for _ in range(samples)]
         c = torch.stack(draws, dim=1).reshape(len(sources), -1).clamp(-1.0, 1.0)
         augmented = transport_in_chunks(learned.transport, repeated, c)
     noisy = equal_norm_noise(repeated, augmented, generator)

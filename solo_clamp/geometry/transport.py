@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from solo_clamp.geometry.checks import shape_of
-from solo_clamp.losses.variational import Laplace, laplace_sample
+from solo_clamp.losses.variational import Laplace, laplace_draw
 
 CONTROLS = (
     "identity",
@@ -210,14 +210,6 @@ def control_table(
     }
 
 
-def draw_coefficients(
-    distribution: Laplace, threshold: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """One soft-thresholded draw of ``distribution``, its noise from ``generator`` (CPU)."""
-    noise = torch.rand(distribution.shift.shape, generator=generator) - 0.5
-    return laplace_sample(distribution, noise.to(distribution.shift.device), threshold)
-
-
 def held_out_transport(
     learned: LearnedTransport,
     z0: torch.Tensor,
@@ -243,8 +235,8 @@ def held_out_transport(
     z0, z1 = z0.float(), z1.float()
     with torch.no_grad():
         posterior = learned.posterior(z0, z1)
-        c = draw_coefficients(posterior, learned.threshold, generator)
-        prior_c = draw_coefficients(learned.prior(z0), learned.threshold, generator)
+        c = laplace_draw(posterior, learned.threshold, generator)
+        prior_c = laplace_draw(learned.prior(z0), learned.threshold, generator)
         source, target = z0, z1
         if learned.normalize:
             source, target = F.normalize(z0, dim=-1), F.normalize(z1, dim=-1)
