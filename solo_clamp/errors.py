@@ -1,5 +1,6 @@
 """The errors solo-clamp raises for what a user can fix: a bad config, a bad checkpoint, bad
-data, a diverged run, a zoo model that cannot be found or downloaded.
+data, a diverged run, a run the geometry report cannot use, a zoo model that cannot be found or
+downloaded.
 
 ``solo-clamp`` prints a :class:`SoloClampError` as one line (exit status 2) and any other
 exception with its traceback, so that a bug is never mistaken for bad input. Raise one of
@@ -33,6 +34,10 @@ class DataError(SoloClampError, ValueError):
 class DivergedError(SoloClampError, FloatingPointError):
     """Training diverged (non-finite embeddings, losses or weights); the message says where
     and suggests a remedy."""
+
+
+class GeometryError(SoloClampError, ValueError):
+    """A run, data folder or setting the geometry report cannot use; the message says which."""
 
 
 class ZooError(SoloClampError):

@@ -1,7 +1,7 @@
 """Frozen-feature evaluation, the one home of it: feature extraction, solo-learn's weighted kNN,
 a linear probe, few-label probes and the two floors (raw pixels, the untrained backbone).
 
-Used by the pretrain report (``solo_clamp.training.pretrain.knn_report``), ``solo-clamp
+Used by the pretrain report (``solo_clamp.training.pretrain_report.knn_report``), ``solo-clamp
 compare``, ``solo-clamp knn`` and ``solo-clamp few-label``: every kNN, probe and floor number
 of the project is computed here, with the same transform and the same rules.
 """
@@ -23,8 +23,6 @@ from tqdm.auto import tqdm
 
 from solo_clamp.backbones import build_backbone, method_of, spec_from_cfg
 from solo_clamp.data.label_subset import stratified_draw
-from solo_clamp.errors import ConfigError
-from solo_clamp.geometry.features import effective_rank
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -171,35 +169,6 @@ def knn_predictions(
     return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)
 
 
-COLLAPSE_EFFECTIVE_RANK = 8.0
-"""Features collapsed: an effective rank below this and below half the untrained backbone's
-(a tiny set of images caps the rank). Measured on 2,000 MNIST training images: untrained
-ResNet-18 220, CLAMP's main job 113; the diverged ManifoldCLR run of issue 22 had 2.4. The mean
-cosine is reported beside it but is no collapse test: an untrained ResNet-18 scores 0.93 (its
-post-ReLU features share one direction), above that diverged run's 0.81."""
-
-
-def feature_spread(features: torch.Tensor) -> dict[str, float]:
-    """How spread out ``[N, F]`` features are: ``mean_cosine``, the mean cosine similarity over
-    the pairs of distinct rows, and ``effective_rank``, ``exp`` of the entropy of the centred
-    features' normalised singular values (Roy & Vetterli, 2007;
-    :func:`solo_clamp.geometry.features.effective_rank`)."""
-    if features.dim() != 2 or len(features) < 2:
-        raise ValueError(f"features must be [N, F] with N >= 2, got {tuple(features.shape)}.")
-    unit = F.normalize(features.double(), dim=-1)
-    n = len(unit)
-    total = unit.sum(dim=0)
-    mean_cosine = (total @ total - n) / (n * (n - 1))  # sum over i != j of <u_i, u_j>
-    return {"mean_cosine": float(mean_cosine), "effective_rank": float(effective_rank(features))}
-
-
-def collapsed(spread: dict[str, float], untrained: dict[str, float]) -> bool:
-    """The effective rank of ``spread`` is below :data:`COLLAPSE_EFFECTIVE_RANK` and below half
-    that of ``untrained`` (the same images through the backbone at initialisation)."""
-    bound = min(COLLAPSE_EFFECTIVE_RANK, untrained["effective_rank"] / 2)
-    return not spread["effective_rank"] >= bound
-
-
 def linear_probe_accuracy(
     train_feats: torch.Tensor,
     train_labels: torch.Tensor,
@@ -271,48 +240,6 @@ class FewLabelSettings:
     weight_decay: float
 
 
-def _integer(value: Any, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{field} must be an integer >= {minimum}, got {value!r}.")
-    return value
-
-
-def check_few_label_cfg(cfg: DictConfig) -> FewLabelSettings:
-    """The few-label fields of ``cfg``, checked; errors name the field."""
-    labels = cfg.get("labels") or {}
-    per_class = _integer(labels.get("per_class", 5), "labels.per_class", 1)
-    first_seed = _integer(labels.get("seed", 0), "labels.seed", 0)
-    draws = _integer(cfg.get("draws", 5), "draws", 1)
-    samples = _integer(
-        (cfg.get("feature_augment") or {}).get("samples", 0), "feature_augment.samples", 0
-    )
-    floors = tuple(cfg.get("floors", list(FLOORS)) or ())
-    unknown = [floor for floor in floors if floor not in FLOORS]
-    if unknown:
-        raise ConfigError(f"floors must be a list of {sorted(FLOORS)}, got {unknown!r}.")
-    probe = cfg.get("probe") or {}
-    epochs = _integer(probe.get("epochs", 100), "probe.epochs", 1)
-    lr, weight_decay = probe.get("lr", 1e-2), probe.get("weight_decay", 1e-5)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ConfigError(f"probe.lr must be a number > 0, got {lr!r}.")
-    if (
-        isinstance(weight_decay, bool)
-        or not isinstance(weight_decay, (int, float))
-        or (weight_decay < 0)
-    ):
-        raise ConfigError(f"probe.weight_decay must be a number >= 0, got {weight_decay!r}.")
-    return FewLabelSettings(
-        per_class,
-        draws,
-        tuple(range(first_seed, first_seed + draws)),
-        samples,
-        floors,
-        epochs,
-        float(lr),
-        float(weight_decay),
-    )
-
-
 def label_draws(targets: Sequence[int], settings: FewLabelSettings) -> list[list[int]]:
     """The labelled images of every draw: sorted positions in ``targets``, class-stratified
     (:func:`~solo_clamp.data.label_subset.stratified_draw`, one seed per draw)."""
@@ -366,16 +293,3 @@ def summarise(per_draw: Sequence[float]) -> dict[str, Any]:
         "mean": statistics.fmean(values),
         "std": statistics.stdev(values) if len(values) > 1 else None,
     }
-
-
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """One line per probed feature set: description, mean ± std and the per-draw values."""
-    width = max(len(row["description"]) for row in results.values())
-    lines = [f"{'features':<{width}}  {'mean ± std':>14}  per draw (top-1 %)"]
-    for row in results.values():
-        spread = "n/a" if row["std"] is None else f"{row['std']:.2f}"
-        per_draw = ", ".join(f"{v:.2f}" for v in row["per_draw"])
-        lines.append(
-            f"{row['description']:<{width}}  {row['mean']:>6.2f} ± {spread:>5}  {per_draw}"
-        )
-    return "\n".join(lines)

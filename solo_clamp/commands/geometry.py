@@ -26,7 +26,7 @@ any solo-learn method with a projector).
   ``c`` beside maps that need no learned operator (the best global and per-pair scalar,
   another pair's ``c``, the mean ``c``, a prior draw); the generators' eigenvalue real parts,
   norms and usage; and the nearest-neighbour label accuracy of prior samples against noise of
-  equal norm (:mod:`solo_clamp.geometry.transport`).
+  equal norm (:mod:`solo_clamp.geometry.report_transport`).
 
 Augmentation strength ``s`` scales the training pipeline of ``augmentations[0]``: the
 RandomResizedCrop scale range becomes ``(1 - s * (1 - crop_min_scale), 1)`` and its log
@@ -35,7 +35,7 @@ the colour-jitter strengths are multiplied by ``s`` (probability unchanged). The
 augmentations (grayscale, blur, solarization, flip) are left out. Sub-manifold statistics use
 ``s = 1`` and the geometry of :mod:`solo_clamp.geometry` with the loss's normalisation.
 
-The work is done by :func:`solo_clamp.geometry_report.write_report`; torch, torchvision,
+The work is done by :func:`solo_clamp.geometry.report.write_report`; torch, torchvision,
 matplotlib, scikit-learn and solo-learn are imported when the command runs.
 """
 
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             f"--views must be at least 2 (a sub-manifold needs 2 views), got {args.views}."
         )
     require_solo()
-    from solo_clamp.geometry_report import write_report
+    from solo_clamp.geometry.report import write_report
 
     # GeometryError and CheckpointError are SoloClampErrors: solo-clamp prints them as one line
     out, result = write_report(

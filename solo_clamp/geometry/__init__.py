@@ -11,8 +11,9 @@ The measures are pure torch (no solo-learn import) and are exported here:
 * :mod:`~solo_clamp.geometry.pairs`: pair distances from Gram matrices, in row blocks;
 * :mod:`~solo_clamp.geometry.transport`: the held-out check of learned transport operators
   (ManifoldCLR): the posterior's ``c`` beside maps that need no learned operator, error and
-  angular ratios, the generators' spectrum, norms and usage, and the nearest-neighbour check of
-  prior samples against noise of equal norm.
+  angular ratios, coefficient usage; :mod:`~solo_clamp.geometry.operators`: the generators'
+  spectrum and norms, and the nearest-neighbour check of prior samples against noise of equal
+  norm.
 * :mod:`~solo_clamp.geometry.projection`: encoder against projector on the views of held-out
   images (invariance, effective rank, participation ratio, tangent share), one function:
   :func:`~solo_clamp.geometry.projection.encoder_projector_geometry`.
@@ -21,8 +22,9 @@ The report's pieces are imported on their own (torchvision, matplotlib, scikit-l
 :mod:`~solo_clamp.geometry.views` (augmented views at a strength ``s`` and their embeddings),
 :mod:`~solo_clamp.geometry.figures` (matplotlib, t-SNE), :mod:`~solo_clamp.geometry.embedding`
 (the two passes over an ImageFolder) and :mod:`~solo_clamp.geometry.stats`. The report itself,
-which loads a run and builds its method through solo-learn, is a tool above this package:
-:mod:`solo_clamp.geometry_report`.
+which loads a run and builds its method through solo-learn, is a tool above the measures (layer
+5 of docs/architecture.md): :mod:`solo_clamp.geometry.report` and its held-out transport check,
+:mod:`solo_clamp.geometry.report_transport`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ Definitions, for image ``i`` with (prepared) views ``x_vi`` and centroid
 * ``j != i`` is a neighbour of ``i`` when ``d_ij < min(0.99 * rs * (r_i + r_j), max_range)``
   with ``d_ij = ||c_i - c_j||``.
 
+Every function takes ``z`` and a ``normalize`` flag (:func:`prepare_views` gives its meaning).
 Pair distances always come from a Gram matrix of the centroids (never an
 ``N x N x D`` tensor); functions returning per-image values process the rows in blocks so
 that their memory stays ``O(B * block)``. The functions are diagnostics, evaluated under
@@ -72,28 +73,13 @@ def _centroids_and_radii(
 
 
 def submanifold_centroids(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Centroid of every image's views.
-
-    Args:
-        z: ``[V, B, D]``.
-        normalize: see :func:`prepare_views`.
-
-    Returns:
-        ``[B, D]``: ``c_i = mean_v x_vi``.
-    """
+    """``[B, D]``: the centroid ``c_i = mean_v x_vi`` of every image's views."""
     return _centroids_and_radii(z, normalize)[0]
 
 
 def submanifold_traces(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Trace of every image's sub-manifold covariance.
-
-    Args:
-        z: ``[V, B, D]``.
-        normalize: see :func:`prepare_views`.
-
-    Returns:
-        ``[B]``: ``trace(C_i) = sum_v ||x_vi - c_i||^2 / (V - 1)`` (unbiased covariance).
-    """
+    """``[B]``: the trace of every image's sub-manifold covariance, ``trace(C_i) = sum_v
+    ||x_vi - c_i||^2 / (V - 1)`` (unbiased covariance)."""
     return _traces(prepare_views(z, normalize))
 
 
@@ -104,19 +90,10 @@ def _traces(views: torch.Tensor) -> torch.Tensor:
 
 
 def submanifold_radii(z: torch.Tensor, rs: float = 1.0, normalize: bool = True) -> torch.Tensor:
-    """Radius of every image's sub-manifold, as the CLAMP loss defines it.
-
-    With ``normalize=True`` these are the radii of
-    :func:`solo_clamp.losses.clamp.submanifold_geometry` (with its ``1e-12`` under the root).
-
-    Args:
-        z: ``[V, B, D]``.
-        rs: radius scale (> 0); ``rs=1`` gives the unscaled radius ``r_i``.
-        normalize: see :func:`prepare_views`.
-
-    Returns:
-        ``[B]``: ``rs * sqrt(trace(C_i) / min(D, V))``.
-    """
+    """``[B]``: the radius ``rs * sqrt(trace(C_i) / min(D, V))`` of every image's sub-manifold,
+    as the CLAMP loss defines it (radius scale ``rs > 0``; ``rs=1`` gives the unscaled radius
+    ``r_i``). With ``normalize=True`` these are the radii of
+    :func:`solo_clamp.losses.clamp.submanifold_geometry` (with its ``1e-12`` under the root)."""
     return _centroids_and_radii(z, normalize, check_positive(rs, "rs"))[1]
 
 
@@ -142,10 +119,8 @@ def neighbour_counts(
     in row blocks (memory ``O(B * block)``, never ``B x B x D``).
 
     Args:
-        z: ``[V, B, D]``.
         rs: radius scale (> 0).
         max_range: cap on the interaction distance (> 0); the default ``inf`` applies none.
-        normalize: see :func:`prepare_views`.
         factor: multiplies the contact distance (> 0).
 
     Returns:
@@ -168,16 +143,9 @@ def neighbour_counts(
 
 
 def centroid_distances(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Euclidean distances between the centroids of all images (from a Gram matrix).
-
-    Args:
-        z: ``[V, B, D]``.
-        normalize: see :func:`prepare_views`.
-
-    Returns:
-        ``[B, B]`` symmetric matrix with an exact zero diagonal; :func:`upper_pairs` turns it
-        into the ``[B * (B - 1) / 2]`` vector of distinct pairs.
-    """
+    """``[B, B]``: the Euclidean distances between the centroids of all images (from a Gram
+    matrix), symmetric with an exact zero diagonal; :func:`upper_pairs` turns it into the
+    ``[B * (B - 1) / 2]`` vector of distinct pairs."""
     centroids = submanifold_centroids(z, normalize)
     sq_norms = centroids.pow(2).sum(dim=1)
     dist = torch.sqrt(block_sq_distances(centroids, centroids, sq_norms))
@@ -186,35 +154,20 @@ def centroid_distances(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
 
 
 def centroid_similarity(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Cosine similarity between the centroids of distinct images.
-
-    Args:
-        z: ``[V, B, D]`` with ``B >= 2``.
-        normalize: see :func:`prepare_views`.
-
-    Returns:
-        ``[B * (B - 1) / 2]`` values in ``[-1, 1]`` for pairs ``i < j`` (row-major); a
-        zero-norm centroid has similarity 0 with every other.
-    """
+    """``[B * (B - 1) / 2]``: the cosine similarity in ``[-1, 1]`` between the centroids of
+    distinct images ``i < j`` (row-major; ``B >= 2``); a zero-norm centroid has similarity 0
+    with every other."""
     check_views(z, min_images=2)
     centroids = F.normalize(submanifold_centroids(z, normalize), dim=-1)
     return upper_pairs(centroids @ centroids.T).clamp(-1.0, 1.0)
 
 
 def principal_axes(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Top eigenvector (principal axis) of every image's sub-manifold covariance.
-
-    Computed from the ``V x V`` Gram matrix of the centred views (cost ``O(B V^2 D)``),
-    never from the ``D x D`` covariance.
-
-    Args:
-        z: ``[V, B, D]``.
-        normalize: see :func:`prepare_views`.
-
-    Returns:
-        ``[B, D]`` unit vectors, defined up to sign (and arbitrary within a degenerate top
-        eigenspace); the zero vector for an image whose views coincide.
-    """
+    """``[B, D]``: the top eigenvector (principal axis) of every image's sub-manifold
+    covariance, a unit vector defined up to sign (and arbitrary within a degenerate top
+    eigenspace); the zero vector for an image whose views coincide. Computed from the ``V x V``
+    Gram matrix of the centred views (cost ``O(B V^2 D)``), never from the ``D x D``
+    covariance."""
     views = prepare_views(z, normalize)
     centred = (views - views.mean(dim=0, keepdim=True)).transpose(0, 1)  # [B, V, D]
     gram = centred @ centred.transpose(1, 2)  # [B, V, V]
@@ -227,33 +180,18 @@ def principal_axes(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
 
 
 def orientation_similarity(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Alignment of the principal axes of distinct sub-manifolds.
-
-    Args:
-        z: ``[V, B, D]`` with ``B >= 2``.
-        normalize: see :func:`prepare_views`.
-
-    Returns:
-        ``[B * (B - 1) / 2]`` squared cosines ``(u_i . u_j)^2`` in ``[0, 1]`` between the
-        principal axes (:func:`principal_axes`) for pairs ``i < j``: 1 for parallel axes
-        (either sign), 0 for orthogonal ones; ``1 / D`` is the mean for random axes.
-    """
+    """``[B * (B - 1) / 2]``: the alignment of the principal axes (:func:`principal_axes`) of
+    distinct sub-manifolds ``i < j`` (``B >= 2``), squared cosines ``(u_i . u_j)^2`` in ``[0,
+    1]``: 1 for parallel axes (either sign), 0 for orthogonal ones; ``1 / D`` is the mean for
+    random axes."""
     check_views(z, min_images=2)
     axes = principal_axes(z, normalize)
     return upper_pairs(axes @ axes.T).pow(2).clamp(0.0, 1.0)
 
 
 def own_centroid_fraction(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Fraction of views whose nearest centroid (among all images') is their own image's.
-
-    Args:
-        z: ``[V, B, D]``.
-        normalize: see :func:`prepare_views`.
-
-    Returns:
-        Scalar in ``[0, 1]`` over all ``V * B`` views (Euclidean distance; a tie goes to the
-        image of lowest index).
-    """
+    """The fraction in ``[0, 1]`` of the ``V * B`` views whose nearest centroid (among all
+    images', Euclidean; a tie goes to the image of lowest index) is their own image's."""
     views = prepare_views(z, normalize)
     num_views, num_images, dim = views.shape
     centroids = views.mean(dim=0)
@@ -272,14 +210,8 @@ def within_image_variance_fraction(z: torch.Tensor, normalize: bool = False) -> 
 
     ``sum_{v,i} ||x_vi - c_i||^2 / sum_{v,i} ||x_vi - mean||^2`` (law of total variance):
     0 when every image's views coincide (invariant features), 1 when the centroids coincide.
-    Scale-invariant, hence ``normalize=False`` by default (raw features).
-
-    Args:
-        z: ``[V, B, D]``.
-        normalize: see :func:`prepare_views`.
-
-    Returns:
-        Scalar in ``[0, 1]``; 0 when the total variance is 0.
+    Scale-invariant, hence ``normalize=False`` by default (raw features). A scalar in
+    ``[0, 1]``; 0 when the total variance is 0.
     """
     views = prepare_views(z, normalize)
     within = (views - views.mean(dim=0, keepdim=True)).pow(2).sum()

@@ -43,13 +43,9 @@ def within_image_share(z: torch.Tensor) -> torch.Tensor:
     of the image give 1 (in expectation; exactly 1 whenever the centroids spread no more than
     the noise alone would make them). Unlike the raw ratio of sums of squares
     (:func:`~solo_clamp.geometry.measures.within_image_variance_fraction`, ``(V - 1) / V``
-    for pure noise) it does not depend on ``V``. Scale-invariant.
-
-    Args:
-        z: ``[V, B, F]`` with ``V >= 2`` views and ``B >= 2`` images.
-
-    Returns:
-        Scalar in ``[0, 1]`` (float64); 0 when the features do not vary at all.
+    for pure noise) it does not depend on ``V``. Scale-invariant. ``z [V, B, F]`` with ``V >= 2``
+    views and ``B >= 2`` images gives a float64 scalar in ``[0, 1]``; 0 when the features do not
+    vary at all.
     """
     z = check_views(z, min_images=2).double()
     num_views, num_images, _ = z.shape
@@ -63,10 +59,8 @@ def within_image_share(z: torch.Tensor) -> torch.Tensor:
 
 
 def augmentation_bases(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormal bases of each image's augmentation directions in the encoder's space.
-
-    Args:
-        views: ``[V, B, F]``.
+    """Orthonormal bases of each image's augmentation directions in the encoder's space, of
+    ``views [V, B, F]``.
 
     Returns:
         ``(bases [B, F, V], dims [B])``: the columns ``0 .. dims[i] - 1`` of ``bases[i]`` span
@@ -158,9 +152,6 @@ def encoder_projector_geometry(
         views: ``[V, B, F]`` encoder features of ``V`` augmented views of ``B >= 2`` images.
         projector: ``[N, F] -> [N, D]`` (e.g. a method's ``projector`` in eval mode).
         chunk_size: images per batch of Jacobians.
-
-    Returns:
-        The measures above as floats.
     """
     views = check_views(views, min_images=2)
     num_views, num_images, dim = views.shape

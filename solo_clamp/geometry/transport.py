@@ -25,11 +25,8 @@ mean(1 − cos(z0, z1))``, which any positive rescaling leaves at exactly 1: onl
 ``z0`` towards ``z1`` lowers it. With ``normalize`` (the run's ``normalize_transport``) both
 views are L2-normalised first, as the transport MSE compares them in training.
 
-The diagnostics of the official code's logger (``transop_plots`` and ``AugmentationNNEval``):
-the real parts of the generators' eigenvalues (positive: ``T`` grows features along that
-direction), the generators' Frobenius norms, how often each coefficient is non-zero, and the
-nearest-neighbour label accuracy of prior-augmented features, here set beside the same
-features moved by Gaussian noise of the same norm.
+How often each coefficient is used is reported beside the rows; the generators' spectrum and
+the nearest-neighbour check of prior samples are in :mod:`solo_clamp.geometry.operators`.
 """
 
 from __future__ import annotations
@@ -41,8 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from solo_clamp.geometry.checks import shape_of
-from solo_clamp.geometry.pairs import block_sq_distances, row_blocks
-from solo_clamp.losses.variational import Laplace, laplace_sample
+from solo_clamp.losses.variational import Laplace, laplace_draw
 
 CONTROLS = (
     "identity",
@@ -60,6 +56,9 @@ use the learned operators with the pair's own coefficients; every other row is a
 CHUNK = 256
 """Pairs transported at once: bounds the ``[chunk, S, k, k]`` matrix exponentials."""
 
+Transport = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(z [..., d], c [..., M]) -> [..., d]``: the operators ``T(c) z``."""
+
 
 @dataclass(frozen=True)
 class LearnedTransport:
@@ -76,7 +75,7 @@ class LearnedTransport:
         normalize: the transport error is measured on L2-normalised features.
     """
 
-    transport: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    transport: Transport
     psi: torch.Tensor
     posterior: Callable[[torch.Tensor, torch.Tensor], Laplace]
     prior: Callable[[torch.Tensor], Laplace]
@@ -95,26 +94,16 @@ def _check_pairs(z0: torch.Tensor, z1: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def best_scalar(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
-    """The one scalar ``a`` minimising ``Σ_i ‖a·z0_i − z1_i‖²``: ``Σ⟨z0, z1⟩ / Σ‖z0‖²``.
-
-    Args:
-        z0, z1: ``[B, d]`` pairs.
-
-    Returns:
-        A float64 scalar (0 when every ``z0`` is zero).
-    """
+    """The float64 scalar ``a`` minimising ``Σ_i ‖a·z0_i − z1_i‖²`` over ``[B, d]`` pairs:
+    ``Σ⟨z0, z1⟩ / Σ‖z0‖²`` (0 when every ``z0`` is zero)."""
     z0, z1 = _check_pairs(z0, z1)
     denominator = z0.pow(2).sum()
     return (z0 * z1).sum() / denominator if denominator > 0 else denominator
 
 
 def best_scalars(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
-    """For each pair, the scalar ``a_i`` minimising ``‖a_i·z0_i − z1_i‖²``:
-    ``⟨z0_i, z1_i⟩ / ‖z0_i‖²`` (0 for a zero ``z0_i``).
-
-    Returns:
-        ``[B]`` float64.
-    """
+    """``[B]`` float64: for each pair the scalar ``a_i`` minimising ``‖a_i·z0_i − z1_i‖²``,
+    ``⟨z0_i, z1_i⟩ / ‖z0_i‖²`` (0 for a zero ``z0_i``)."""
     z0, z1 = _check_pairs(z0, z1)
     denominator = z0.pow(2).sum(dim=-1)
     safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
@@ -122,15 +111,8 @@ def best_scalars(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
 
 
 def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random permutation ``π`` of ``range(n)`` with ``π(i) ≠ i`` for every ``i``: a random
-    order, each element sent to the next one in it (a single cycle).
-
-    Args:
-        n: at least 2.
-
-    Returns:
-        ``[n]`` long tensor.
-    """
+    """A random ``[n]`` permutation ``π`` of ``range(n)`` (``n >= 2``) with ``π(i) ≠ i`` for
+    every ``i``: a random order, each element sent to the next one in it (a single cycle)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (a derangement moves every index), got {n!r}.")
     order = torch.randperm(n, generator=generator)
@@ -156,7 +138,7 @@ def angular_ratio(moved: torch.Tensor, z0: torch.Tensor, z1: torch.Tensor) -> fl
     return float(moved_error / identity_error)
 
 
-def _transport(transport, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def transport_in_chunks(transport: Transport, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """``transport(z, c)`` in chunks of :data:`CHUNK` rows, without gradients."""
     with torch.no_grad():
         parts = [
@@ -167,7 +149,7 @@ def _transport(transport, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def control_maps(
-    transport: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    transport: Transport,
     z0: torch.Tensor,
     z1: torch.Tensor,
     c: torch.Tensor,
@@ -203,13 +185,13 @@ def control_maps(
         "identity": z0d,
         "scalar_global": best_scalar(z0d, z1d) * z0d,
         "scalar_per_pair": best_scalars(z0d, z1d)[:, None] * z0d,
-        "posterior": _transport(transport, z0, c),
+        "posterior": transport_in_chunks(transport, z0, c),
     }
     if location is not None:
-        moved["posterior_location"] = _transport(transport, z0, location)
-    moved["shuffled"] = _transport(transport, z0, c[permutation])
-    moved["mean_c"] = _transport(transport, z0, c.mean(dim=0, keepdim=True).expand_as(c))
-    moved["prior"] = _transport(transport, z0, prior_c)
+        moved["posterior_location"] = transport_in_chunks(transport, z0, location)
+    moved["shuffled"] = transport_in_chunks(transport, z0, c[permutation])
+    moved["mean_c"] = transport_in_chunks(transport, z0, c.mean(dim=0, keepdim=True).expand_as(c))
+    moved["prior"] = transport_in_chunks(transport, z0, prior_c)
     return moved, permutation
 
 
@@ -226,11 +208,6 @@ def control_table(
         }
         for name, value in moved.items()
     }
-
-
-def _draw(distribution: Laplace, threshold: float, generator) -> torch.Tensor:
-    noise = torch.rand(distribution.shift.shape, generator=generator) - 0.5
-    return laplace_sample(distribution, noise.to(distribution.shift.device), threshold)
 
 
 def held_out_transport(
@@ -258,8 +235,8 @@ def held_out_transport(
     z0, z1 = z0.float(), z1.float()
     with torch.no_grad():
         posterior = learned.posterior(z0, z1)
-        c = _draw(posterior, learned.threshold, generator)
-        prior_c = _draw(learned.prior(z0), learned.threshold, generator)
+        c = laplace_draw(posterior, learned.threshold, generator)
+        prior_c = laplace_draw(learned.prior(z0), learned.threshold, generator)
         source, target = z0, z1
         if learned.normalize:
             source, target = F.normalize(z0, dim=-1), F.normalize(z1, dim=-1)
@@ -293,146 +270,6 @@ def coefficient_usage(c: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}.")
     return (c.abs() > tolerance).double().mean(dim=0)
-
-
-def _check_psi(psi: torch.Tensor) -> torch.Tensor:
-    if not isinstance(psi, torch.Tensor) or psi.dim() != 4 or psi.shape[-1] != psi.shape[-2]:
-        raise ValueError(f"psi must be a 4-D tensor [M, S, k, k], got {shape_of(psi)}.")
-    return psi.detach().double().cpu()
-
-
-def generator_norms(psi: torch.Tensor) -> torch.Tensor:
-    """The Frobenius norm of each generator ``Ψ_m`` (all its blocks): ``[M]``, as the official
-    logger's ``avg_transop_mag``."""
-    psi = _check_psi(psi)
-    return psi.reshape(len(psi), -1).norm(dim=-1)
-
-
-def generator_eigenvalue_real_parts(psi: torch.Tensor) -> torch.Tensor:
-    """Real parts of the eigenvalues of each generator: ``[M, S * k]`` (a block-diagonal
-    matrix's eigenvalues are its blocks'). ``expm(c Ψ)`` scales a direction by ``exp(c·Re λ)``:
-    0 for a pure rotation, positive where it grows features, negative where it shrinks them."""
-    psi = _check_psi(psi)
-    return torch.linalg.eigvals(psi).real.reshape(len(psi), -1)
-
-
-def spectrum_summary(psi: torch.Tensor) -> dict[str, Any]:
-    """The generators' eigenvalue real parts and norms, summarised for a report."""
-    eigenvalues = torch.linalg.eigvals(_check_psi(psi)).reshape(len(psi), -1)
-    real, norms = eigenvalues.real, generator_norms(psi)
-    scale = real.abs().max().clamp_min(1e-12)
-    return {
-        "eigenvalue_real_max": float(real.max()),
-        "eigenvalue_real_min": float(real.min()),
-        "eigenvalue_real_mean": float(real.mean()),
-        "eigenvalue_real_abs_mean": float(real.abs().mean()),
-        "eigenvalue_imag_abs_mean": float(eigenvalues.imag.abs().mean()),
-        "eigenvalue_positive_fraction": float((real > 1e-6 * scale).double().mean()),
-        "eigenvalue_real_max_per_generator": real.max(dim=-1).values.tolist(),
-        "norm_per_generator": norms.tolist(),
-        "norm_mean": float(norms.mean()),
-    }
-
-
-def equal_norm_noise(
-    features: torch.Tensor, augmented: torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """``features`` moved by Gaussian noise of the norm of each augmentation: row ``i`` is
-    ``features[i] + ‖augmented[i] − features[i]‖ · u_i`` with ``u_i`` a uniform random unit
-    vector: the control of :func:`neighbour_label_accuracy` that needs no operator.
-
-    Args:
-        features, augmented: ``[N, d]`` (a feature and its augmentation, row by row).
-    """
-    if features.shape != augmented.shape or features.dim() != 2:
-        raise ValueError(
-            f"features and augmented must be 2-D tensors of one shape, got "
-            f"{shape_of(features)} and {shape_of(augmented)}."
-        )
-    features, augmented = features.double(), augmented.double()
-    direction = F.normalize(torch.randn(features.shape, generator=generator, dtype=torch.float64))
-    distance = (augmented - features).norm(dim=-1, keepdim=True)
-    return features + distance * direction
-
-
-def neighbour_label_accuracy(
-    bank: torch.Tensor,
-    labels: torch.Tensor,
-    queries: torch.Tensor,
-    sources: torch.Tensor,
-) -> float:
-    """The fraction of ``queries`` whose nearest neighbour (Euclidean) in ``bank`` has the
-    label of the query's source image, the source itself left out (the official
-    ``AugmentationNNEval`` keeps it, which lets a small augmentation find its own image).
-
-    Args:
-        bank: ``[N, d]`` features of ``N`` images; ``labels``: ``[N]``.
-        queries: ``[Q, d]`` features (augmentations of bank images).
-        sources: ``[Q]`` the bank row each query comes from.
-    """
-    if bank.dim() != 2 or queries.dim() != 2 or bank.shape[1] != queries.shape[1]:
-        raise ValueError(
-            f"bank [N, d] and queries [Q, d] must share d, got {shape_of(bank)} and "
-            f"{shape_of(queries)}."
-        )
-    if len(bank) < 2 or labels.shape != (len(bank),) or sources.shape != (len(queries),):
-        raise ValueError(
-            f"need labels [N] for N >= 2 bank rows and sources [Q], got {shape_of(labels)} "
-            f"labels, {len(bank)} rows and {shape_of(sources)} sources."
-        )
-    bank, queries = bank.double(), queries.double()
-    sq_norms = bank.pow(2).sum(dim=1)
-    correct = 0
-    for rows in row_blocks(len(queries), len(bank)):
-        distances = block_sq_distances(queries[rows], bank, sq_norms)
-        own = sources[rows]
-        distances[torch.arange(len(own)), own] = float("inf")
-        nearest = distances.argmin(dim=1)
-        correct += int((labels[nearest] == labels[own]).sum())
-    return correct / max(1, len(queries))
-
-
-def prior_neighbour_check(
-    learned: LearnedTransport,
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    samples: int = 8,
-    generator: torch.Generator | None = None,
-) -> dict[str, Any]:
-    """Nearest-neighbour label accuracy of prior-augmented features ``T(c) z``, ``c ~ p(c | z)``
-    (``samples`` per image, soft-thresholded, clamped to ``[−1, 1]`` as the official
-    ``AugmentationNNEval``), beside the same images moved by noise of equal norm and the
-    unaugmented features, each against the bank of unaugmented ``features`` (own image left
-    out).
-
-    Returns:
-        ``{"images", "samples", "unaugmented", "prior", "equal_norm_noise",
-        "displacement_over_norm"}``: accuracies in ``[0, 1]`` and the mean
-        ``‖T(c) z − z‖ / ‖z‖``.
-    """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an integer >= 1, got {samples!r}.")
-    features = features.float()
-    sources = torch.arange(len(features)).repeat_interleave(samples)
-    repeated = features[sources]
-    with torch.no_grad():
-        distribution = learned.prior(features)
-        draws = [_draw(distribution, learned.threshold, generator) for _ in range(samples)]
-        c = torch.stack(draws, dim=1).reshape(len(sources), -1).clamp(-1.0, 1.0)
-        augmented = _transport(learned.transport, repeated, c)
-    noisy = equal_norm_noise(repeated, augmented, generator)
-    displacement = (augmented - repeated.double()).norm(dim=-1)
-    norms = repeated.double().norm(dim=-1).clamp_min(1e-12)
-    return {
-        "images": len(features),
-        "samples": samples,
-        "unaugmented": neighbour_label_accuracy(
-            features, labels, features, torch.arange(len(features))
-        ),
-        "prior": neighbour_label_accuracy(features, labels, augmented, sources),
-        "equal_norm_noise": neighbour_label_accuracy(features, labels, noisy, sources),
-        "displacement_over_norm": float((displacement / norms).mean()),
-    }
 
 
 def transport_table(check: dict[str, Any]) -> str:

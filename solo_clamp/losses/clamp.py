@@ -15,8 +15,9 @@ like particles in a jammed packing:
 Unlike the official implementation, pair distances come from one Gram matrix of the
 centroids, so no ``N x N x D`` tensor is ever built. Above ``AUTO_TILE_MIN_IMAGES`` images
 (or when ``tile_size`` is given) the pair energy is evaluated in row blocks by a custom
-autograd function whose backward recomputes each block: peak memory is then
-``O(N * tile_size + N * V * D)`` instead of ``O(N**2)``.
+autograd function whose backward recomputes each block
+(:mod:`solo_clamp.losses.pair_energy`): peak memory is then ``O(N * tile_size + N * V * D)``
+instead of ``O(N**2)``.
 
 Close pairs of centroids, where the Gram form cancels, are recomputed from their differences
 (:mod:`solo_clamp.losses.pair_distances`), so float32 matches float64 down to separations of
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 
 from solo_clamp.errors import DivergedError
 from solo_clamp.losses.gather import DDP_GRADIENTS, gather_images
-from solo_clamp.losses.pair_distances import accumulate_pair_forces, block_squared_distances
+from solo_clamp.losses.pair_energy import EPS_SQRT, dense_pair_energy, tiled_pair_energy
 
 AUTO_TILE_MIN_IMAGES = 4096
 """Above this many images (global batch) the tiled path is used when ``tile_size`` is None."""
@@ -52,8 +53,6 @@ AUTO_TILE_MIN_IMAGES = 4096
 _TILE_ELEMENTS = 1 << 24
 """Elements of one ``tile_size x N`` block used to pick the automatic tile size."""
 
-_EPS_SQRT = 1e-12
-_EPS_RANGE = 1e-6
 _EPS_LOG = 1e-6
 
 STAT_NAMES = ("mean_radius", "neighbours", "centroid_distance", "overlap_fraction")
@@ -124,111 +123,8 @@ def submanifold_geometry(z_views: torch.Tensor, rs: float) -> tuple[torch.Tensor
     z_views = normalize_views(z_views)
     centroids = z_views.mean(dim=0)
     spread = (z_views - centroids).pow(2).sum(dim=(0, 2)) / (num_views - 1)
-    radii = rs * torch.sqrt(spread / min(dim, num_views) + _EPS_SQRT)
+    radii = rs * torch.sqrt(spread / min(dim, num_views) + EPS_SQRT)
     return centroids, radii
-
-
-def _pair_block(
-    centroids: torch.Tensor,
-    radii: torch.Tensor,
-    sq_norms: torch.Tensor,
-    row_start: int,
-    rows: int,
-    min_margin: float,
-    max_range: float,
-):
-    """Distances, interaction ranges, interaction mask, off-diagonal mask and the close pairs
-    (see :func:`block_squared_distances`) for rows ``row_start:row_start + rows`` vs all."""
-    sq_dist, close = block_squared_distances(centroids, sq_norms, row_start, rows)
-    dist_ = torch.sqrt(sq_dist + _EPS_SQRT)
-    r_rows = radii[row_start : row_start + rows]
-    reach = (r_rows[:, None] + radii[None, :] + _EPS_RANGE).clamp(max=max_range)
-    cols = torch.arange(centroids.shape[0], device=centroids.device)
-    off_diag = cols[None, :] != (cols[row_start : row_start + rows])[:, None]
-    mask = off_diag & (dist_ > min_margin) & (dist_ < reach)
-    return dist_, reach, mask, off_diag, close
-
-
-def _soft_sphere(dist_, reach, mask, pot_pow: float) -> torch.Tensor:
-    # The masked-out base is set to 1 so that pow() has a finite gradient there (for
-    # pot_pow < 1 a zero base would give inf * 0 = NaN in backward).
-    base = torch.where(mask, 1.0 - dist_ / reach, torch.ones_like(dist_))
-    return torch.where(mask, base.pow(pot_pow), torch.zeros_like(dist_))
-
-
-def _dense_pair_energy(centroids, radii, min_margin, max_range, pot_pow):
-    sq_norms = centroids.pow(2).sum(dim=1)
-    dist_, reach, mask, off_diag, _ = _pair_block(
-        centroids, radii, sq_norms, 0, centroids.shape[0], min_margin, max_range
-    )
-    energy = _soft_sphere(dist_, reach, mask, pot_pow).sum()
-    counts = torch.stack([mask.sum().to(dist_.dtype), (dist_.detach() * off_diag).sum()])
-    return energy, counts
-
-
-class _TiledPairEnergy(torch.autograd.Function):
-    """Sum over ordered pairs of the soft-sphere energy, evaluated in row blocks.
-
-    Forward keeps only the inputs; backward recomputes each block and applies the
-    analytic gradient, so no ``N x N`` intermediate outlives its block.
-    """
-
-    @staticmethod
-    def forward(ctx, centroids, radii, tile, min_margin, max_range, pot_pow):  # type: ignore[override]
-        sq_norms = centroids.pow(2).sum(dim=1)
-        energy = centroids.new_zeros(())
-        counts = centroids.new_zeros(2)
-        for start in range(0, centroids.shape[0], tile):
-            rows = min(tile, centroids.shape[0] - start)
-            dist_, reach, mask, off_diag, _ = _pair_block(
-                centroids, radii, sq_norms, start, rows, min_margin, max_range
-            )
-            energy += _soft_sphere(dist_, reach, mask, pot_pow).sum()
-            counts[0] += mask.sum()
-            counts[1] += (dist_ * off_diag).sum()
-        ctx.save_for_backward(centroids, radii)
-        ctx.hyper = (tile, min_margin, max_range, pot_pow)
-        ctx.mark_non_differentiable(counts)
-        return energy, counts
-
-    @staticmethod
-    def backward(ctx, grad_energy, _grad_counts):  # type: ignore[override]
-        # Recompute in float32 even if backward is called inside an autocast region.
-        with torch.autocast(device_type=grad_energy.device.type, enabled=False):
-            return _TiledPairEnergy._backward(ctx, grad_energy)
-
-    @staticmethod
-    def _backward(ctx, grad_energy):
-        centroids, radii = ctx.saved_tensors
-        tile, min_margin, max_range, pot_pow = ctx.hyper
-        sq_norms = centroids.pow(2).sum(dim=1)
-        grad_c = torch.zeros_like(centroids)
-        grad_r = torch.zeros_like(radii)
-        for start in range(0, centroids.shape[0], tile):
-            rows = min(tile, centroids.shape[0] - start)
-            c_rows, r_rows = centroids[start : start + rows], radii[start : start + rows]
-            dist_, reach, mask, _, (close_rows, close_cols) = _pair_block(
-                centroids, radii, sq_norms, start, rows, min_margin, max_range
-            )
-            base = torch.where(mask, 1.0 - dist_ / reach, torch.ones_like(dist_))
-            slope = torch.where(mask, pot_pow * base.pow(pot_pow - 1.0), torch.zeros_like(dist_))
-            # d e / d d_ij = -slope / S_ij ;  d e / d S_ij = slope * d_ij / S_ij**2
-            weight = -slope / (reach * dist_)
-            unclamped = (r_rows[:, None] + radii[None, :] + _EPS_RANGE) < max_range
-            # Each unordered pair appears twice (ij and ji) with equal terms, hence the 2.
-            # Close pairs take sum_j w_ij (c_i - c_j) from their differences: the expanded
-            # form w_ij c_i - w_ij c_j cancels like the Gram distance does.
-            close_weight = weight[close_rows, close_cols]
-            weight = weight.index_put((close_rows, close_cols), torch.zeros_like(close_weight))
-            block_grad = weight.sum(dim=1, keepdim=True) * c_rows - weight @ centroids
-            grad_c[start : start + rows] = 2.0 * block_grad
-            accumulate_pair_forces(
-                centroids, close_rows + start, close_cols, 2.0 * close_weight, grad_c
-            )
-            grad_r[start : start + rows] = 2.0 * (slope * dist_ / reach.pow(2) * unclamped).sum(
-                dim=1
-            )
-        return grad_c * grad_energy, grad_r * grad_energy, None, None, None, None
 
 
 def _resolve_tile(tile_size: Optional[int], num_images: int) -> Optional[int]:
@@ -296,12 +192,12 @@ def clamp_loss_and_stats(
         centroids, radii = submanifold_geometry(z_views, rs)
         tile = _resolve_tile(tile_size, num_images)
         if tile is None:
-            pair_energy, counts = _dense_pair_energy(
+            pair_energy, counts = dense_pair_energy(
                 centroids, radii, min_margin, max_range, pot_pow
             )
         else:
-            pair_energy, counts = _TiledPairEnergy.apply(
-                centroids, radii, tile, min_margin, max_range, float(pot_pow)
+            pair_energy, counts = tiled_pair_energy(
+                centroids, radii, tile, min_margin, max_range, pot_pow
             )
         energy = 0.5 * lw1 * pair_energy + lw0 * radii.sum()
         loss = torch.log(energy + _EPS_LOG)
@@ -336,16 +232,6 @@ def clamp_loss_func(
         >>> clamp_loss_func(z, num_views=16, rs=7.0).backward()
     """
     loss, _ = clamp_loss_and_stats(
-        z,
-        num_views,
-        rs,
-        pot_pow,
-        lw0,
-        lw1,
-        min_margin,
-        max_range,
-        gather,
-        tile_size,
-        ddp_gradient,
+        z, num_views, rs, pot_pow, lw0, lw1, min_margin, max_range, gather, tile_size, ddp_gradient
     )
     return loss

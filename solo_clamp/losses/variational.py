@@ -68,6 +68,15 @@ def laplace_sample(
     return sample + (value - sample.detach())
 
 
+def laplace_draw(
+    distribution: Laplace, threshold: float = 0.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One :func:`laplace_sample` of ``distribution`` whose noise comes from the CPU
+    ``generator`` (repeatable on any device)."""
+    noise = torch.rand(distribution.shift.shape, generator=generator) - 0.5
+    return laplace_sample(distribution, noise.to(distribution.shift.device), threshold)
+
+
 def laplace_kl(q: Laplace, p: Laplace) -> torch.Tensor:
     """Closed-form ``KL(q ‖ p)`` between Laplace distributions, summed over the last axis.
 
@@ -276,7 +285,6 @@ def prior_augment(
         distribution = prior(z, step=prior.warmup_steps)
         draws = []
         for _ in range(samples):
-            noise = torch.rand(distribution.shift.shape, generator=generator) - 0.5
-            c = laplace_sample(distribution, noise.to(z.device), threshold)
+            c = laplace_draw(distribution, threshold, generator)
             draws.append(transport(z, c, detach_operators=True))
     return torch.stack(draws, dim=1).reshape(len(z) * samples, z.shape[-1])

@@ -13,7 +13,7 @@ from solo.methods.base import BaseMethod
 
 from solo_clamp.losses.clamp import STAT_NAMES, NonFiniteEmbeddingsError, clamp_loss_and_stats
 from solo_clamp.losses.gather import DDP_GRADIENTS
-from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require
+from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require, require_each
 from solo_clamp.methods.online import online_evaluation
 from solo_clamp.methods.registry import register_method
 from solo_clamp.views import forward_by_resolution, large_crop_indices, view_major
@@ -54,21 +54,10 @@ class ClampKwargs:
     ddp_gradient: str = "full"
 
     def __post_init__(self) -> None:
-        for name in ("proj_hidden_dim", "proj_output_dim"):
-            value = getattr(self, name)
-            require(value >= 1, name, "an integer >= 1", value)
-        require(
-            self.proj_hidden_layers >= 0,
-            "proj_hidden_layers",
-            "an integer >= 0",
-            self.proj_hidden_layers,
-        )
-        for name in ("rs", "pot_pow", "max_range"):
-            value = getattr(self, name)
-            require(value > 0, name, "> 0", value)
-        for name in ("lw0", "lw1", "min_margin"):
-            value = getattr(self, name)
-            require(value >= 0, name, ">= 0", value)
+        require_each(self, ("proj_hidden_dim", "proj_output_dim"), "an integer >= 1")
+        require_each(self, ("proj_hidden_layers",), "an integer >= 0")
+        require_each(self, ("rs", "pot_pow", "max_range"), "> 0")
+        require_each(self, ("lw0", "lw1", "min_margin"), ">= 0")
         if self.lw0 == 0 and self.lw1 == 0:
             raise field_error("lw0", "and method_kwargs.lw1 cannot both be 0.")
         if not self.max_range > self.min_margin:

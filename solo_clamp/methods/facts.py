@@ -152,6 +152,24 @@ def require(ok: bool, name: str, rule: str, value: Any) -> None:
         raise field_error(name, f"must be {rule}, got {value!r}.")
 
 
+RULES: dict[str, Callable[[Any], bool]] = {
+    "an integer >= 1": lambda value: value >= 1,
+    "an integer >= 0": lambda value: value >= 0,
+    "> 0": lambda value: value > 0,
+    ">= 0": lambda value: value >= 0,
+    "> 0 or null": lambda value: value is None or value > 0,
+}
+"""The range rules of :func:`require_each`, by the words its message gives them."""
+
+
+def require_each(kwargs: Any, names: tuple[str, ...], rule: str) -> None:
+    """:func:`require` the :data:`RULES` ``rule`` of each field of ``names`` of the ``kwargs``
+    dataclass, in order."""
+    for name in names:
+        value = getattr(kwargs, name)
+        require(RULES[rule](value), name, rule, value)
+
+
 def _type_word(schema: type, name: str) -> str:
     hints = {f.name: f.type for f in dataclasses.fields(schema)}
     text = str(hints.get(name, ""))

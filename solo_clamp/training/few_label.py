@@ -23,86 +23,43 @@ to ``few_label.json`` in the run directory.
 
 from __future__ import annotations
 
-import copy
 import json
-import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 from solo.utils.checkpointer import Checkpointer
+from torch.utils.data import Dataset
 from torchvision import datasets
 
-from solo_clamp.backbones import build_backbone, pretrained_from_cfg
-from solo_clamp.checkpoints import load_run
+from solo_clamp.backbones import PretrainedBackbone, pretrained_from_cfg
 from solo_clamp.data import prepare_image_folder
 from solo_clamp.data.label_subset import relative_names, stratified_draw
-from solo_clamp.errors import CheckpointError, ConfigError, DataError
+from solo_clamp.errors import ConfigError, DataError
 from solo_clamp.evaluation import (
-    FLOORS,
-    RawPixels,
-    check_few_label_cfg,
     eval_transform,
-    format_table,
     label_draws,
     probe_draws,
     subset_features,
     summarise,
 )
 from solo_clamp.io import atomic_write_text
-from solo_clamp.methods import facts_of, known
 from solo_clamp.training.checks import check_field_types, check_image_folders
-from solo_clamp.training.finetune import check_disjoint
-from solo_clamp.training.linear import build_probed_backbone, compute_threads
-from solo_clamp.training.semi_supervised import (
-    SemiSupervisedSettings,
-    check_semi_supervised_cfg,
-    semi_supervised_trials,
+from solo_clamp.training.feature_augment import (
+    check_feature_augment,
+    load_feature_augmenter,
+    semi_supervised_arms,
 )
-
-
-def check_feature_augment(
-    samples: int,
-    method: Optional[str],
-    origin: str,
-    asked: Optional[str] = None,
-    fix: str = "set feature_augment.samples=0",
-) -> None:
-    """Refuses feature augmentation for a backbone whose method has no feature augmenter
-    (``facts.feature_augmenter``: ManifoldCLR's operators and prior).
-
-    Args:
-        samples: ``feature_augment.samples`` (0: nothing to check).
-        method: the pretraining method of the backbone (None: the untrained backbone).
-        origin: where the backbone comes from (a checkpoint path, ``zoo:<name>``).
-        asked, fix: the field that asks for the augmentation (default
-            ``feature_augment.samples=<samples>``) and how to turn it off, for the message.
-    """
-    if samples == 0:
-        return
-    asked = asked or f"feature_augment.samples={samples}"
-    why = None
-    if method is None:
-        why = (
-            "pretrained_feature_extractor is null: the untrained backbone has no transport "
-            "operators"
-        )
-    elif method not in known() or facts_of(method).feature_augmenter is None:
-        why = (
-            f"{origin} was pretrained with method {method!r}, which has no transport "
-            "operators (nor a coefficient prior)"
-        )
-    elif origin.startswith("zoo:"):
-        why = (
-            f"{origin} holds the backbone's weights only, not the transport operators: "
-            "give the ManifoldCLR run's .ckpt or run directory"
-        )
-    if why:
-        raise ConfigError(
-            f"{asked} draws features from the method's learned prior, but {why}; {fix}."
-        )
+from solo_clamp.training.few_label_settings import (
+    check_few_label_cfg,
+    check_semi_supervised_cfg,
+    format_table,
+)
+from solo_clamp.training.finetune import check_disjoint
+from solo_clamp.training.linear import build_probed_backbone, compute_threads, probed_with_floors
+from solo_clamp.training.semi_supervised import SemiSupervisedSettings, semi_supervised_trials
 
 
 def _apply_prepare_data(cfg: DictConfig) -> None:
@@ -120,49 +77,18 @@ def _apply_prepare_data(cfg: DictConfig) -> None:
     cfg.data.train_path, cfg.data.val_path = str(prepared.train), str(prepared.val)
 
 
-def load_feature_augmenter(source):
-    """The feature augmenter (``facts.feature_augmenter``) of the run of a checked ``source``
-    (a :class:`PretrainedBackbone` whose method has one): for ManifoldCLR, its operators,
-    prior and threshold in eval mode."""
-    run = load_run(source.origin)
-    run_cfg = OmegaConf.create(run.cfg)
-    OmegaConf.set_struct(run_cfg, False)
-    root_logger = logging.getLogger()
-    level = root_logger.level
-    root_logger.setLevel(logging.ERROR)  # solo-learn's warnings about training-only settings
-    try:
-        augmenter = facts_of(run_cfg.method).feature_augmenter(run_cfg, run.checkpoint)
-    finally:
-        root_logger.setLevel(level)
-    if augmenter is None:
-        raise CheckpointError(
-            f"feature_augment.samples: {source.origin} has no trained feature augmentation "
-            "(an ablation whose method_kwargs turn it off)."
-        )
-    return augmenter
-
-
-def _extractors(cfg: DictConfig, source, backbone, description: str, floors, seed: int) -> dict:
-    """``{key: (feature extractor, description)}``: the probed backbone and the floors (the
-    untrained floor only for a pretrained backbone)."""
-    label = f"{source.method} backbone" if source else description
-    extractors = {"backbone": (backbone, label)}
-    for floor in [f for f in floors if not (f == "untrained" and source is None)]:
-        if floor == "raw_pixels":
-            extractors[floor] = (RawPixels(int(cfg.data.augmentations.crop_size)), FLOORS[floor])
-        else:
-            extractors[floor] = (
-                build_backbone(source.spec, source.method, seed=seed),
-                f"untrained {source.spec.name} (seed {seed})",
-            )
-    return extractors
-
-
 PROTOCOLS = ("linear_probe", "semi_supervised")
 """The few-label protocols of ``protocol`` (module docstring); the first is the default."""
+ARM_DESCRIPTIONS = {
+    "none": "no augmentation",
+    "prior": "consistency on prior samples T(c) z of unlabelled features",
+}
+"""How the semi-supervised protocol's result rows describe each arm."""
 
 
-def _header(protocol: str, description: str, source, per_class: int, draws) -> dict[str, Any]:
+def _header(
+    protocol: str, description: str, source: Optional[PretrainedBackbone], per_class: int, draws
+) -> dict[str, Any]:
     """The fields every few-label result starts with, whatever the protocol."""
     return {
         "protocol": protocol,
@@ -173,16 +99,43 @@ def _header(protocol: str, description: str, source, per_class: int, draws) -> d
     }
 
 
-def _write_result(cfg: DictConfig, result: dict, draws, paths, root) -> Path:
+def _write_result(
+    cfg: DictConfig, result: dict[str, Any], draws: list[list[int]], train_set: datasets.ImageFolder
+) -> dict[str, Any]:
     """Adds the drawn images' names (``labelled``) to ``result`` and writes it as
-    ``few_label.json`` in a new run directory under ``output_dir``; returns that directory."""
-    names = relative_names(paths, root)
+    ``few_label.json`` in a new run directory under ``output_dir``; returns it with
+    ``run_dir``."""
+    names = relative_names([path for path, _ in train_set.samples], train_set.root)
     result["labelled"] = [[names[i] for i in draw] for draw in draws]
-    run_dir = Path(str(cfg.get("output_dir", "trained_models/few_label"))) / (
-        Checkpointer.random_string()
-    )
+    output_dir = Path(str(cfg.get("output_dir", "trained_models/few_label")))
+    run_dir = output_dir / Checkpointer.random_string()
     atomic_write_text(run_dir / "few_label.json", json.dumps(result, indent=2))
-    return run_dir
+    return {"run_dir": str(run_dir), **result}
+
+
+def _prepare(
+    cfg: DictConfig, source: Optional[PretrainedBackbone]
+) -> tuple[int, torch.nn.Module, str, datasets.ImageFolder, datasets.ImageFolder]:
+    """What both protocols start from: the data prepared and checked, the seed set, then
+    ``(seed, backbone, description, training images, evaluation images)``."""
+    _apply_prepare_data(cfg)
+    check_image_folders(cfg, ("data.train_path", "data.val_path"))
+    seed = int(cfg.get("seed", 0))
+    seed_everything(seed)
+    backbone, description = build_probed_backbone(cfg, source)
+    aug = cfg.data.augmentations
+    transform = eval_transform(aug.crop_size, aug.mean, aug.std)
+    train_set = datasets.ImageFolder(str(cfg.data.train_path), transform)
+    test_set = datasets.ImageFolder(str(cfg.data.val_path), transform)
+    return seed, backbone, description, train_set, test_set
+
+
+def _features(
+    cfg: DictConfig, extractor: torch.nn.Module, images: Dataset, indices: Sequence[int], desc: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``extractor``'s features and the labels of the images ``indices`` of ``images``."""
+    batch_size, workers = int(cfg.get("batch_size", 256)), int(cfg.data.get("num_workers", 0))
+    return subset_features(extractor, images, indices, batch_size, workers, desc=desc)
 
 
 def run_few_label(cfg: DictConfig) -> dict[str, Any]:
@@ -203,43 +156,23 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
         settings.samples, source and source.method, source.origin if source else "null"
     )
     augmenter = load_feature_augmenter(source) if settings.samples else None
-    _apply_prepare_data(cfg)
-    check_image_folders(cfg, ("data.train_path", "data.val_path"))
-    seed = int(cfg.get("seed", 0))
-    seed_everything(seed)
-    backbone, description = build_probed_backbone(cfg, source)
-    aug = cfg.data.augmentations
-    transform = eval_transform(aug.crop_size, aug.mean, aug.std)
-    train_set = datasets.ImageFolder(str(cfg.data.train_path), transform)
-    test_set = datasets.ImageFolder(str(cfg.data.val_path), transform)
+    seed, backbone, description, train_set, test_set = _prepare(cfg, source)
     draws = label_draws(train_set.targets, settings)
     labelled = sorted({i for draw in draws for i in draw})
-    paths = [path for path, _ in train_set.samples]
-    check_disjoint(paths, labelled, test_set)
+    check_disjoint([path for path, _ in train_set.samples], labelled, test_set)
     row_of = {index: row for row, index in enumerate(labelled)}
     draw_rows = torch.tensor([[row_of[i] for i in draw] for draw in draws])
 
-    extractors = _extractors(cfg, source, backbone, description, settings.floors, seed)
+    extractors = probed_with_floors(cfg, source, backbone, description, settings.floors, seed)
+    everything = range(len(test_set))
     results: dict[str, dict[str, Any]] = {}
     with compute_threads(cfg):
         for key, (extractor, text) in extractors.items():
-            loading = dict(
-                batch_size=int(cfg.get("batch_size", 256)),
-                num_workers=int(cfg.data.get("num_workers", 0)),
-            )
-            train_z, train_y = subset_features(
-                extractor, train_set, labelled, desc=f"{key} labelled", **loading
-            )
-            test_z, test_y = subset_features(
-                extractor, test_set, range(len(test_set)), desc=f"{key} evaluation", **loading
-            )
+            train_z, train_y = _features(cfg, extractor, train_set, labelled, f"{key} labelled")
+            test_z, test_y = _features(cfg, extractor, test_set, everything, f"{key} evaluation")
+            extra = augmenter if key == "backbone" else None
             plain, augmented = probe_draws(
-                train_z[draw_rows],
-                train_y[draw_rows],
-                test_z,
-                test_y,
-                settings,
-                augmenter if key == "backbone" else None,
+                train_z[draw_rows], train_y[draw_rows], test_z, test_y, settings, extra
             )
             results[key] = {"description": text, **summarise(plain)}
             if augmented:
@@ -268,7 +201,7 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
         },
         "results": results,
     }
-    run_dir = _write_result(cfg, result, draws, paths, train_set.root)
+    summary = _write_result(cfg, result, draws, train_set)
     seeds = (
         f"{settings.draws} draws (seeds {settings.seeds[0]}-{settings.seeds[-1]})"
         if settings.draws > 1
@@ -281,37 +214,8 @@ def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     )
     print(f"probed: {description}")
     print(format_table(results))
-    print(f"results: {run_dir / 'few_label.json'}")
-    return {"run_dir": str(run_dir), **result}
-
-
-def _prior_arm(settings: SemiSupervisedSettings, source) -> tuple[list[str], Any, Optional[str]]:
-    """The arms of the semi-supervised protocol, the augmenter of the ``prior`` arm (None
-    without it) and a note when the ``prior`` arm was dropped from the default arms."""
-    asked = "semi_supervised.augmentations with prior"
-    fix = "set semi_supervised.augmentations=[none]"
-    method, origin = (source.method, source.origin) if source else (None, "null")
-    if settings.augmentations is not None:
-        arms = list(settings.augmentations)
-        if "prior" in arms:
-            check_feature_augment(1, method, origin, asked, fix)
-            return arms, load_feature_augmenter(source), None
-        return arms, None, None
-    try:  # the default: both arms when the backbone's method has a learned augmentation
-        check_feature_augment(1, method, origin, asked, fix)
-        augmenter = load_feature_augmenter(source)
-    except (ConfigError, CheckpointError) as err:
-        return ["none"], None, f"no prior arm: {err}"
-    return ["none", "prior"], augmenter, None
-
-
-def _prior_augment(augmenter, soft_threshold: bool):
-    """``(z, generator) -> T(c) z``, one prior draw per row; without ``soft_threshold`` the
-    draws are not thresholded (the official ``eval_ssl.py`` sets the prior's λ to 0)."""
-    if not soft_threshold and hasattr(augmenter, "threshold"):
-        augmenter = copy.copy(augmenter)
-        augmenter.threshold = 0.0
-    return lambda z, generator: augmenter.augment(z, 1, generator)
+    print(f"results: {Path(summary['run_dir']) / 'few_label.json'}")
+    return summary
 
 
 def run_semi_supervised(cfg: DictConfig) -> dict[str, Any]:
@@ -327,64 +231,35 @@ def run_semi_supervised(cfg: DictConfig) -> dict[str, Any]:
             "with semi_supervised.augmentations: set feature_augment.samples=0."
         )
     source = pretrained_from_cfg(cfg)
-    arms, augmenter, note = _prior_arm(settings, source)
-    _apply_prepare_data(cfg)
-    check_image_folders(cfg, ("data.train_path", "data.val_path"))
-    seed = int(cfg.get("seed", 0))
-    seed_everything(seed)
-    backbone, description = build_probed_backbone(cfg, source)
-    aug = cfg.data.augmentations
-    transform = eval_transform(aug.crop_size, aug.mean, aug.std)
-    train_set = datasets.ImageFolder(str(cfg.data.train_path), transform)
-    test_set = datasets.ImageFolder(str(cfg.data.val_path), transform)
+    arms, augment, note = semi_supervised_arms(settings, source)
+    seed, backbone, description, train_set, test_set = _prepare(cfg, source)
     draws = [
         stratified_draw(train_set.targets, per_class=settings.per_class, seed=s).tolist()
         for s in settings.seeds
     ]
-    paths = [path for path, _ in train_set.samples]
-    check_disjoint(paths, sorted({i for draw in draws for i in draw}), test_set)
+    labelled = sorted({i for draw in draws for i in draw})
+    check_disjoint([path for path, _ in train_set.samples], labelled, test_set)
     if len(train_set) <= len(draws[0]):
         raise DataError(
             f"data.train_path holds {len(train_set)} images, all labelled at "
             f"labels.per_class={settings.per_class}: the protocol needs unlabelled images."
         )
-    augment = _prior_augment(augmenter, settings.soft_threshold) if augmenter else None
-    extractors = _extractors(cfg, source, backbone, description, linear.floors, seed)
+    extractors = probed_with_floors(cfg, source, backbone, description, linear.floors, seed)
     progress = bool(cfg.get("progress", True))
+    whole_pool, everything = range(len(train_set)), range(len(test_set))
     results: dict[str, dict[str, Any]] = {}
     with compute_threads(cfg):
         for key, (extractor, text) in extractors.items():
-            loading = dict(
-                batch_size=int(cfg.get("batch_size", 256)),
-                num_workers=int(cfg.data.get("num_workers", 0)),
-            )
-            pool_z, pool_y = subset_features(
-                extractor, train_set, range(len(train_set)), desc=f"{key} pool", **loading
-            )
-            test_z, test_y = subset_features(
-                extractor, test_set, range(len(test_set)), desc=f"{key} evaluation", **loading
-            )
+            pool_z, pool_y = _features(cfg, extractor, train_set, whole_pool, f"{key} pool")
+            test_z, test_y = _features(cfg, extractor, test_set, everything, f"{key} evaluation")
             for arm in arms if key == "backbone" else ["none"]:
+                arm_augment = augment if arm == "prior" else None
                 per_trial = semi_supervised_trials(
-                    pool_z,
-                    pool_y,
-                    draws,
-                    test_z,
-                    test_y,
-                    settings,
-                    augment if arm == "prior" else None,
-                    progress,
+                    pool_z, pool_y, draws, test_z, test_y, settings, arm_augment, progress
                 )
                 name = key if arm == "none" else f"{key}_prior"
-                what = (
-                    "no augmentation"
-                    if arm == "none"
-                    else "consistency on prior samples T(c) z of unlabelled features"
-                )
-                results[name] = {
-                    "description": f"{text}, semi-supervised, {what}",
-                    **summarise(per_trial),
-                }
+                description_of_arm = f"{text}, semi-supervised, {ARM_DESCRIPTIONS[arm]}"
+                results[name] = {"description": description_of_arm, **summarise(per_trial)}
 
     result = {
         **_header("semi_supervised", description, source, settings.per_class, draws),
@@ -410,7 +285,7 @@ def run_semi_supervised(cfg: DictConfig) -> dict[str, Any]:
         "notes": [note] if note else [],
         "results": results,
     }
-    run_dir = _write_result(cfg, result, draws, paths, train_set.root)
+    summary = _write_result(cfg, result, draws, train_set)
     print(
         f"few-label, semi-supervised protocol: {settings.per_class} labelled images per class "
         f"({len(draws[0])} in all) and {result['unlabelled_images']} unlabelled, "
@@ -422,5 +297,5 @@ def run_semi_supervised(cfg: DictConfig) -> dict[str, Any]:
     if note:
         print(note)
     print(format_table(results))
-    print(f"results: {run_dir / 'few_label.json'}")
-    return {"run_dir": str(run_dir), **result}
+    print(f"results: {Path(summary['run_dir']) / 'few_label.json'}")
+    return summary

@@ -23,7 +23,7 @@ import json
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torchvision.datasets
@@ -47,7 +47,7 @@ from solo_clamp.backbones import (
     spec_from_cfg,
 )
 from solo_clamp.errors import ConfigError, DataError
-from solo_clamp.evaluation import RawPixels, eval_transform
+from solo_clamp.evaluation import FLOORS, RawPixels, eval_transform
 from solo_clamp.internals import torchvision_image_files
 from solo_clamp.io import atomic_write_text
 from solo_clamp.training.checks import check_field_types, check_image_folders
@@ -148,6 +148,31 @@ def build_probed_backbone(
         backbone = build_backbone(spec_from_cfg(cfg), method_of(cfg), seed=int(cfg.seed))
         return backbone, f"untrained {cfg.backbone.name} (seed {cfg.seed})"
     return source.build(), source.description
+
+
+def probed_with_floors(
+    cfg: DictConfig,
+    source: Optional[PretrainedBackbone],
+    backbone: torch.nn.Module,
+    description: str,
+    floors: Sequence[str],
+    seed: int,
+) -> dict[str, tuple[torch.nn.Module, str]]:
+    """``{key: (feature extractor, description)}``: the probed ``backbone`` (of
+    :func:`build_probed_backbone`) under ``backbone`` and the ``floors`` of
+    :data:`~solo_clamp.evaluation.FLOORS` (the untrained floor only for a pretrained
+    backbone)."""
+    label = f"{source.method} backbone" if source else description
+    extractors = {"backbone": (backbone, label)}
+    for floor in [f for f in floors if not (f == "untrained" and source is None)]:
+        if floor == "raw_pixels":
+            extractors[floor] = (RawPixels(int(cfg.data.augmentations.crop_size)), FLOORS[floor])
+        else:
+            extractors[floor] = (
+                build_backbone(source.spec, source.method, seed=seed),
+                f"untrained {source.spec.name} (seed {seed})",
+            )
+    return extractors
 
 
 def set_num_classes(cfg: DictConfig) -> None:

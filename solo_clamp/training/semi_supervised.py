@@ -15,7 +15,8 @@ UNLABELLED features only. ``aug`` is the learned augmentation ``T(c) z_u``, ``c 
 (a fresh prior draw each step; the official script turns the soft threshold off) or, without
 augmentation, ``aug(z) = z``. The EMA head (``ema_new = m · ema + (1 − m) · head``) is scored on
 the evaluation features. Pure torch: the program that extracts the features and writes the
-report is :mod:`solo_clamp.training.few_label`.
+report is :mod:`solo_clamp.training.few_label`, its fields are checked by
+:mod:`solo_clamp.training.few_label_settings`.
 
 The official run takes 10,000 iterations; on a CPU a step with prior samples costs ~0.4 s at the
 MNIST recipe's operators (480 features × 32 matrix exponentials of 16 × 16 each), so the
@@ -28,15 +29,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from tqdm.auto import tqdm
-
-from solo_clamp.errors import ConfigError
 
 ARMS = ("none", "prior")
 """The unlabelled features' augmentation: ``none`` (``aug(z) = z``) or ``prior`` (the learned
@@ -77,95 +75,6 @@ class SemiSupervisedSettings:
         if self.ema is not None:
             return self.ema
         return max(0.0, 1.0 - 10.0 / self.iterations)
-
-
-def _integer(node: Any, key: str, field: str, default: int, minimum: int) -> int:
-    value = node.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{field} must be an integer >= {minimum}, got {value!r}.")
-    return value
-
-
-def _number(node: Any, key: str, field: str, default: float, low: float, high=None) -> float:
-    value = node.get(key, default)
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value >= low
-    if high is not None:
-        ok = ok and value <= high
-    if not ok:
-        span = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        raise ConfigError(f"{field} must be a number {span}, got {value!r}.")
-    return float(value)
-
-
-def check_semi_supervised_cfg(cfg: DictConfig) -> SemiSupervisedSettings:
-    """The protocol's fields of a few-label cfg, checked; errors name the field."""
-    labels = cfg.get("labels") or {}
-    node = cfg.get("semi_supervised") or {}
-    known = {f for f in SemiSupervisedSettings.__dataclass_fields__} - {"per_class", "first_seed"}
-    unknown = sorted(set(node) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown semi_supervised fields {unknown}; the fields are {sorted(known)}."
-        )
-    defaults = SemiSupervisedSettings()
-    lr = _number(node, "lr", "semi_supervised.lr", defaults.lr, 0.0)
-    if not lr > 0:
-        raise ConfigError(f"semi_supervised.lr must be a number > 0, got {lr!r}.")
-    ema = node.get("ema", None)
-    if ema is not None:
-        ema = _number(node, "ema", "semi_supervised.ema", 0.0, 0.0, 1.0)
-    soft_threshold = node.get("soft_threshold", defaults.soft_threshold)
-    if not isinstance(soft_threshold, bool):
-        raise ConfigError(
-            f"semi_supervised.soft_threshold must be true or false, got {soft_threshold!r}."
-        )
-    arms = node.get("augmentations", None)
-    if arms is not None:
-        arms = tuple(arms)
-        if not arms or any(arm not in ARMS for arm in arms) or len(set(arms)) < len(arms):
-            raise ConfigError(
-                f"semi_supervised.augmentations must be null (both arms when the backbone's "
-                f"method has a learned augmentation) or a list of distinct {list(ARMS)}, got "
-                f"{list(arms)!r}."
-            )
-    return SemiSupervisedSettings(
-        per_class=_integer(labels, "per_class", "labels.per_class", 5, 1),
-        trials=_integer(node, "trials", "semi_supervised.trials", defaults.trials, 1),
-        first_seed=_integer(labels, "seed", "labels.seed", 0, 0),
-        iterations=_integer(
-            node, "iterations", "semi_supervised.iterations", defaults.iterations, 1
-        ),
-        hidden_dim=_integer(
-            node, "hidden_dim", "semi_supervised.hidden_dim", defaults.hidden_dim, 1
-        ),
-        lr=lr,
-        weight_decay=_number(
-            node, "weight_decay", "semi_supervised.weight_decay", defaults.weight_decay, 0.0
-        ),
-        labelled_batch=_integer(
-            node, "labelled_batch", "semi_supervised.labelled_batch", defaults.labelled_batch, 1
-        ),
-        unlabelled_batch=_integer(
-            node,
-            "unlabelled_batch",
-            "semi_supervised.unlabelled_batch",
-            defaults.unlabelled_batch,
-            1,
-        ),
-        confidence=_number(
-            node, "confidence", "semi_supervised.confidence", defaults.confidence, 0.0, 1.0
-        ),
-        consistency_weight=_number(
-            node,
-            "consistency_weight",
-            "semi_supervised.consistency_weight",
-            defaults.consistency_weight,
-            0.0,
-        ),
-        ema=ema,
-        soft_threshold=soft_threshold,
-        augmentations=arms,
-    )
 
 
 def make_head(feature_dim: int, hidden_dim: int, num_classes: int, seed: int) -> nn.Sequential:

@@ -158,7 +158,7 @@ def test_the_untrained_backbone_gets_the_no_augmentation_arm_only(data, manifold
 
 def test_the_augmenter_is_the_checkpoints_operators_and_prior(manifoldclr_run):
     from solo_clamp.backbones import resolve_backbone
-    from solo_clamp.training.few_label import load_feature_augmenter
+    from solo_clamp.training.feature_augment import load_feature_augmenter
 
     augmenter = load_feature_augmenter(resolve_backbone(manifoldclr_run))
     (checkpoint,) = manifoldclr_run.glob("*.ckpt")
@@ -183,7 +183,7 @@ def test_feature_augmentation_of_a_clamp_checkpoint_is_refused(data, capsys):
 
 
 def test_feature_augmentation_of_a_clamp_checkpoint_is_refused_by_its_facts():
-    from solo_clamp.training.few_label import check_feature_augment
+    from solo_clamp.training.feature_augment import check_feature_augment
 
     with pytest.raises(ValueError) as err:
         check_feature_augment(20, "clamp", "runs/clamp/last.ckpt")
@@ -204,14 +204,14 @@ def test_feature_augmentation_of_a_clamp_checkpoint_is_refused_by_its_facts():
     ],
 )
 def test_feature_augmentation_without_operators_is_refused(method, origin, reason):
-    from solo_clamp.training.few_label import check_feature_augment
+    from solo_clamp.training.feature_augment import check_feature_augment
 
     with pytest.raises(ValueError, match=f"feature_augment.samples=1 .*{reason}"):
         check_feature_augment(1, method, origin)
 
 
 def test_feature_augmentation_is_allowed_for_manifoldclr_runs_or_when_off():
-    from solo_clamp.training.few_label import check_feature_augment
+    from solo_clamp.training.feature_augment import check_feature_augment
 
     check_feature_augment(5, "manifoldclr", "runs/manifoldclr/last.ckpt")
     check_feature_augment(0, "clamp", "runs/clamp/last.ckpt")

@@ -17,7 +17,7 @@ from solo_clamp.evaluation import (  # noqa: E402
     image_folder_loader,
     knn_accuracy,
 )
-from solo_clamp.training.pretrain import format_knn_report  # noqa: E402
+from solo_clamp.training.pretrain_report import format_knn_report  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 

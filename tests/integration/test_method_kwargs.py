@@ -14,7 +14,7 @@ from solo.methods import METHODS  # noqa: E402
 
 from solo_clamp.methods import CLAMP, ManifoldCLR, facts_of, known  # noqa: E402
 from solo_clamp.methods.clamp import ClampKwargs  # noqa: E402
-from solo_clamp.methods.manifoldclr import ManifoldCLRKwargs  # noqa: E402
+from solo_clamp.methods.manifoldclr_kwargs import ManifoldCLRKwargs  # noqa: E402
 from solo_clamp.training.checks import preflight  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from solo_clamp.evaluation import check_few_label_cfg, format_table, probe_draws, summarise
+from solo_clamp.evaluation import probe_draws, summarise
 from solo_clamp.losses.transport import TransportOperators
 from solo_clamp.losses.variational import CoefficientPrior, prior_augment
+from solo_clamp.training.few_label_settings import check_few_label_cfg, format_table
 
 
 @pytest.fixture(autouse=True)

@@ -33,11 +33,18 @@ LAYERS: dict[int, tuple[str, ...]] = {
     2: ("internals.py", "checkpoints.py", "backbones.py", "evaluation.py", "provenance.py", "zoo/"),
     3: ("__init__.py", "methods/", "views.py"),
     4: ("training/",),
-    5: ("compare/", "export/", "zoo/publish.py", "geometry_report.py"),
+    5: (
+        "compare/",
+        "export/",
+        "zoo/publish.py",
+        "geometry/report.py",
+        "geometry/report_transport.py",
+    ),
     6: ("cli.py", "__main__.py", "commands/"),
 }
 """Paths relative to ``solo_clamp/``: ``name.py`` a module, ``name/`` a package and every module
-under it; a module's own entry wins over its folder's (``zoo/publish.py`` over ``zoo/``)."""
+under it; a module's own entry wins over its folder's (``zoo/publish.py`` over ``zoo/``,
+``geometry/report.py`` over ``geometry/``)."""
 TORCH_ONLY_LAYER = 1
 FRAMEWORKS = ("solo", "lightning", "pytorch_lightning")
 """Top-level packages a torch-only module must not reach."""

@@ -41,7 +41,7 @@ def test_standardisation_matches_a_float64_reference_on_ordinary_features():
 
 
 def test_feature_spread_matches_the_pairwise_definition():
-    from solo_clamp.evaluation import feature_spread
+    from solo_clamp.geometry.features import feature_spread
 
     torch.manual_seed(0)
     features = torch.randn(40, 6) + 2.0
@@ -60,7 +60,7 @@ def test_feature_spread_matches_the_pairwise_definition():
 
 
 def test_collapse_is_a_low_effective_rank_also_against_the_untrained_backbone():
-    from solo_clamp.evaluation import collapsed, feature_spread
+    from solo_clamp.geometry.features import collapsed, feature_spread
 
     torch.manual_seed(0)
     untrained = feature_spread(torch.randn(200, 64))

@@ -8,6 +8,7 @@ import torch
 from clamp_testing import reference_clamp_loss
 
 import solo_clamp.losses.clamp as clamp_module
+import solo_clamp.losses.pair_energy as pair_energy
 from solo_clamp.losses.clamp import clamp_loss_and_stats, clamp_loss_func
 
 RS = 5.0
@@ -152,13 +153,13 @@ def test_automatic_selection_uses_tiled_function(monkeypatch):
     monkeypatch.setattr(clamp_module, "AUTO_TILE_MIN_IMAGES", 8)
     monkeypatch.setattr(clamp_module, "_TILE_ELEMENTS", 20 * 6)  # 6 rows per tile
     calls = []
-    original_apply = clamp_module._TiledPairEnergy.apply
+    original_apply = pair_energy._TiledPairEnergy.apply
 
     def spy_apply(*args):
         calls.append(args[2])  # the tile size
         return original_apply(*args)
 
-    monkeypatch.setattr(clamp_module._TiledPairEnergy, "apply", spy_apply)
+    monkeypatch.setattr(pair_energy._TiledPairEnergy, "apply", spy_apply)
     tiled_loss = clamp_loss_func(z, 4, rs=RS, max_range=MAX_RANGE)
     assert calls == [6]
     assert "_TiledPairEnergyBackward" in graph_node_names(tiled_loss)

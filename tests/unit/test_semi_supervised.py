@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from solo_clamp.errors import ConfigError
 from solo_clamp.training import semi_supervised
+from solo_clamp.training.few_label_settings import check_semi_supervised_cfg
 from solo_clamp.training.semi_supervised import (
     SemiSupervisedSettings,
-    check_semi_supervised_cfg,
     consistency_loss,
     ema_update,
     make_head,

@@ -1,6 +1,7 @@
-"""The held-out transport check's measures (solo_clamp.geometry.transport) on hand-built cases
-with known answers: each control, the error and angular ratios, the generators' spectrum and
-norms, coefficient usage and the nearest-neighbour check against noise of equal norm."""
+"""The held-out transport check's measures (solo_clamp.geometry.transport and .operators) on
+hand-built cases with known answers: each control, the error and angular ratios, the
+generators' spectrum and norms, coefficient usage and the nearest-neighbour check against noise
+of equal norm."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import math
 import pytest
 import torch
 
+from solo_clamp.geometry.operators import (
+    equal_norm_noise,
+    generator_eigenvalue_real_parts,
+    generator_norms,
+    neighbour_label_accuracy,
+    prior_neighbour_check,
+    spectrum_summary,
+)
 from solo_clamp.geometry.transport import (
     CONTROLS,
     LearnedTransport,
@@ -19,14 +28,8 @@ from solo_clamp.geometry.transport import (
     control_maps,
     control_table,
     derangement,
-    equal_norm_noise,
     error_ratio,
-    generator_eigenvalue_real_parts,
-    generator_norms,
     held_out_transport,
-    neighbour_label_accuracy,
-    prior_neighbour_check,
-    spectrum_summary,
 )
 from solo_clamp.losses.transport import TransportOperators
 from solo_clamp.losses.variational import Laplace

@@ -10,11 +10,7 @@ depend on the loss; only the radius scale does: CLAMP's ``rs`` and ``max_range``
 unscaled radius (``rs = 1``, no range cap).
 
 For a method whose facts have a ``learned_transport`` hook (ManifoldCLR's operators), the report
-adds the held-out transport check (:mod:`solo_clamp.geometry.transport`): on the images of
-``--data`` that are not in the run's ``data.train_path``, two views each from the run's own
-training pipeline (``augmentations[0]``), the model in eval mode, the posterior's ``c`` beside
-maps that need no learned operator, the generators' spectrum, norms and usage, and the
-nearest-neighbour label accuracy of prior samples against noise of equal norm. It is written to
+adds the held-out transport check (:mod:`solo_clamp.geometry.report_transport`), written to
 ``transport_check.json`` and under ``transport_check`` in ``geometry.json``.
 """
 
@@ -23,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,41 +27,23 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from solo.methods import METHODS
 from torch import nn
-from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from solo_clamp.backbones import BackboneError, load_state
 from solo_clamp.checkpoints import CheckpointNotFoundError, Run, backbone_state, load_run
-from solo_clamp.errors import SoloClampError
+from solo_clamp.errors import GeometryError
 from solo_clamp.evaluation import IMAGENET_MEAN, IMAGENET_STD
 from solo_clamp.geometry.embedding import Embedder
 from solo_clamp.geometry.figures import plot_training_curves
+from solo_clamp.geometry.report_transport import learned_transport, transport_check
 from solo_clamp.geometry.stats import read_curves
-from solo_clamp.geometry.transport import (
-    LearnedTransport,
-    held_out_transport,
-    prior_neighbour_check,
-    spectrum_summary,
-)
-from solo_clamp.geometry.views import (
-    AugmentedViews,
-    augmentation_settings,
-    base_transform,
-    embed_views,
-    scaled_transform,
-)
+from solo_clamp.geometry.views import augmentation_settings
 from solo_clamp.methods import facts_of  # importing it puts solo-clamp's methods in METHODS
-from solo_clamp.training.transforms import build_transform_pipeline
 
 # solo-learn normalises these datasets with their own statistics, whatever the cfg says.
 DATASET_STATS_NOTE = ("cifar10", "cifar100", "stl10")
-TRANSPORT_SAMPLES = 8
-"""Prior samples per image in the nearest-neighbour check (the official ``AugmentationNNEval``
-draws 8)."""
-
-
-class GeometryError(SoloClampError, ValueError):
-    """A run, data folder or setting the report cannot use; the message says which."""
+BUILD_ERRORS = (ValueError, KeyError, AttributeError, AssertionError, TypeError)
+"""What solo-learn raises for a cfg it cannot build a method from (OmegaConf's errors too)."""
 
 
 def _load_run(checkpoint: os.PathLike) -> Run:
@@ -90,14 +67,7 @@ def _build_model(cfg: dict[str, Any], where: Path) -> nn.Module:
         )
     try:
         model = METHODS[method](OmegaConf.create(cfg))
-    except (
-        ValueError,
-        KeyError,
-        AttributeError,
-        AssertionError,
-        TypeError,
-        OmegaConfBaseException,
-    ) as err:
+    except (*BUILD_ERRORS, OmegaConfBaseException) as err:
         raise GeometryError(f"cannot build {method} from args.json: {err}") from None
     if not isinstance(getattr(model, "projector", None), nn.Module):
         raise GeometryError(
@@ -107,14 +77,20 @@ def _build_model(cfg: dict[str, Any], where: Path) -> nn.Module:
     return model.eval()
 
 
+def _fact(method: str, name: str) -> Any:
+    """The fact ``name`` of ``method``; None for a solo-learn method solo-clamp has no facts
+    for."""
+    try:
+        return getattr(facts_of(method), name)
+    except ValueError:
+        return None
+
+
 def _radius_scale(model: nn.Module, method: str, notes: list[str]) -> tuple[float, float]:
     """``(rs, max_range)`` of the sub-manifold radii and neighbour counts: the method's
     ``facts.radius_scale`` (CLAMP's ``rs`` and ``max_range``), else the unscaled radius and no
     range cap (with a note)."""
-    try:
-        scale = facts_of(method).radius_scale
-    except ValueError:  # a solo-learn method solo-clamp has no facts for
-        scale = None
+    scale = _fact(method, "radius_scale")
     if scale is not None:
         return scale(model.cfg.method_kwargs)
     notes.append(
@@ -192,10 +168,7 @@ def _training_curves(logs: Path, method: str, out: Path, figures: list[str], not
     """The ``training_curves`` entry of ``geometry.json``: the per-epoch statistics the
     method's ``facts.curve_keys`` name, read from its log (None, with a note, when the method
     logs none or the log gives none); plots them."""
-    try:
-        metrics = facts_of(method).curve_keys
-    except ValueError:  # a solo-learn method solo-clamp has no facts for
-        metrics = {}
+    metrics = _fact(method, "curve_keys")
     if not metrics:
         notes.append(
             f"method {method!r} logs no per-epoch geometry statistics: training curves skipped."
@@ -212,120 +185,6 @@ def _training_curves(logs: Path, method: str, out: Path, figures: list[str], not
         return None
     plot_training_curves(curves, out, figures)
     return {"source": str(logs), **curves}
-
-
-def _learned_transport(
-    model: nn.Module, run: Run, method: str, notes: list[str]
-) -> Optional[LearnedTransport]:
-    """The run's operators and coefficient networks (``facts.learned_transport``), loaded from
-    its checkpoint; None (with a note when the run's operators are off) when there are none."""
-    try:
-        hook = facts_of(method).learned_transport
-    except ValueError:  # a solo-learn method solo-clamp has no facts for
-        hook = None
-    if hook is None:
-        return None
-    try:
-        learned = hook(model, run.checkpoint)
-    except (RuntimeError, KeyError) as err:
-        raise GeometryError(
-            f"{run.checkpoint_path}: the transport operators do not match args.json: {err}"
-        ) from None
-    if learned is None:
-        notes.append(
-            f"method {method!r}: this run's transport operators are off (an ablation): no "
-            "transport check."
-        )
-    return learned
-
-
-def _not_trained_on(
-    cfg: dict[str, Any], dataset, indices: list[int], notes: list[str]
-) -> tuple[list[int], Optional[int]]:
-    """The images of ``indices`` that are not files of the run's ``data.train_path``, and how
-    many were left out (None, with a note, when that folder is not on this machine)."""
-    train_path = (cfg.get("data") or {}).get("train_path")
-    if not train_path or not Path(str(train_path)).is_dir():
-        notes.append(
-            f"transport check: the run's data.train_path ({train_path}) is not a folder here, "
-            "so --data could not be checked for training images; give held-out images."
-        )
-        return indices, None
-    trained = {
-        os.path.realpath(os.path.join(root, name))
-        for root, _, names in os.walk(str(train_path))
-        for name in names
-    }
-    kept = [i for i in indices if os.path.realpath(dataset.samples[i][0]) not in trained]
-    if len(kept) < len(indices):
-        notes.append(
-            f"transport check: {len(indices) - len(kept)} of the {len(indices)} images of --data "
-            f"are in the run's data.train_path ({train_path}) and were left out."
-        )
-    return kept, len(indices) - len(kept)
-
-
-def _transport_check(
-    learned: LearnedTransport,
-    model: nn.Module,
-    cfg: dict[str, Any],
-    dataset,
-    indices: list[int],
-    embed,
-    seed: int,
-    notes: list[str],
-) -> Optional[dict[str, Any]]:
-    """The held-out transport check (module docstring) of ``learned`` on the images
-    ``indices`` of ``dataset``; None (with a note) when fewer than 2 held-out images remain.
-    ``embed(indices, transform, views, desc)`` returns the backbone features ``[V, N, F]`` and
-    labels."""
-    held_out, left_out = _not_trained_on(cfg, dataset, indices, notes)
-    if len(held_out) < 2:
-        notes.append("transport check skipped: fewer than 2 held-out images in --data.")
-        return None
-    aug = cfg["augmentations"][0]
-    crop = int(aug.get("crop_size", 224))
-    mean, std, _ = _normalization(cfg, [])
-    dataset_name = str((cfg.get("data") or {}).get("dataset", "custom"))
-    try:
-        pipeline = build_transform_pipeline(dataset_name, OmegaConf.create(aug))
-        source = "the run's training pipeline (augmentations[0])"
-    except (AttributeError, KeyError, TypeError, OmegaConfBaseException) as err:
-        settings, _ = augmentation_settings(aug)
-        pipeline = scaled_transform(1.0, crop, settings, mean, std)
-        source = "the report's views at s = 1 (augmentations[0] is incomplete)"
-        notes.append(
-            f"transport check: augmentations[0] does not build solo-learn's pipeline ({err}); "
-            "its views are the report's crops and colour jitter at s = 1."
-        )
-    torch.manual_seed(seed)
-    views, _ = embed(held_out, pipeline, 2, "transport views")
-    plain, labels = embed(held_out, base_transform(crop, mean, std), 1, "transport bank")
-    model.cpu()  # the measures run on the CPU, where the features are
-    generator = torch.Generator().manual_seed(seed)
-    check = held_out_transport(learned, views[0], views[1], generator)
-    return {
-        "images": len(held_out),
-        "left_out_training_images": left_out,
-        "views": f"2 per image, {source}",
-        "seed": seed,
-        **check,
-        "generators": spectrum_summary(learned.psi),
-        "prior_neighbours": prior_neighbour_check(
-            learned, plain[0], labels, TRANSPORT_SAMPLES, generator
-        ),
-    }
-
-
-def _embed_backbone(model, dataset, device, batch_size, progress, indices, transform, views, desc):
-    """Backbone features ``[V, N, F]`` of ``views`` views of the images ``indices``, and their
-    labels (the projector runs too: :func:`embed_views` measures both)."""
-    loader = DataLoader(
-        AugmentedViews(dataset, indices, transform, views),
-        batch_size=max(1, batch_size // views),
-    )
-    ((feats, _),), labels = embed_views([model], loader, device, desc, progress)
-    return feats, labels
 
 
 def write_report(
@@ -360,7 +219,7 @@ def write_report(
     model = _build_model(cfg, run.cfg_path)
     _load_weights(model, run)
     method = str(cfg["method"])
-    learned = _learned_transport(model, run, method, notes)
+    learned = learned_transport(model, run, _fact(method, "learned_transport"), method, notes)
     torch.manual_seed(seed)
     untrained = _build_model(cfg, run.cfg_path)
     models = [model.to(torch_device), untrained.to(torch_device)]
@@ -371,11 +230,8 @@ def write_report(
     mean, std, stats_source = _normalization(cfg, notes)
     settings, defaults_used = augmentation_settings(aug)
     if defaults_used:
-        notes.append(
-            "augmentations[0] lacks "
-            + ", ".join(defaults_used)
-            + ": solo-learn's usual values were used."
-        )
+        lacking = ", ".join(defaults_used)
+        notes.append(f"augmentations[0] lacks {lacking}: solo-learn's usual values were used.")
     try:
         dataset = ImageFolder(str(data))
     except (FileNotFoundError, RuntimeError) as err:
@@ -399,8 +255,10 @@ def write_report(
     curves = _training_curves(logs, method, out, figures, notes)
     transport = None
     if learned is not None:
-        embed = partial(_embed_backbone, model, dataset, torch_device, batch_size, progress)
-        transport = _transport_check(learned, model, cfg, dataset, indices, embed, seed, notes)
+        loading = (torch_device, batch_size, progress)
+        transport = transport_check(
+            learned, model, cfg, dataset, indices, (mean, std), loading, seed, notes
+        )
         if transport is not None:
             (out / "transport_check.json").write_text(
                 json.dumps(_json_safe(transport), indent=2) + "\n"
