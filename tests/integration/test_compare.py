@@ -307,7 +307,7 @@ def test_shipped_configs_build_solo_learn_cfgs(path, tmp_path):
     (tmp_path / "class_a").mkdir(exist_ok=True)
     for spec in compare.plan_runs(cfg, steps_per_epoch=10):
         solo = parse(solo_cfg(cfg, spec, data))
-        solo = METHODS[spec.method].add_and_assert_specific_cfg(solo)
+        solo = METHODS[solo.method].add_and_assert_specific_cfg(solo)
         assert solo.data.num_large_crops == spec.views and solo.data.num_small_crops == 0
         assert solo.max_steps == spec.steps
 
