@@ -41,7 +41,8 @@ from solo_clamp.errors import (
 from solo_clamp.internals import SOLO_MISSING_MESSAGE, backbone_builders, solo_available
 from solo_clamp.io import PathLike
 from solo_clamp.zoo.download import download, read_weights
-from solo_clamp.zoo.manifest import BackboneSpec, ZooEntry, lookup
+from solo_clamp.zoo.entry import BackboneSpec, ZooEntry
+from solo_clamp.zoo.manifest import lookup
 
 SourceLike = Union[str, os.PathLike, ZooEntry]
 CIFAR_DATASETS = ("cifar10", "cifar100")

@@ -193,7 +193,7 @@ def _verify(args: argparse.Namespace) -> int:
     import pooch
 
     from solo_clamp.zoo import load_index, verify_file
-    from solo_clamp.zoo.manifest import check_sha256
+    from solo_clamp.zoo.entry import check_sha256
 
     if not args.path.is_file():
         raise CommandError(f"{args.path} is not a file.")

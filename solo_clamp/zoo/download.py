@@ -28,7 +28,8 @@ from safetensors.torch import load_file
 from solo_clamp.errors import DownloadError, HashMismatchError, ZooError
 from solo_clamp.io import PathLike
 from solo_clamp.version import __version__
-from solo_clamp.zoo.manifest import IndexLike, SourceItem, ZooEntry, lookup, source_name
+from solo_clamp.zoo.entry import SourceItem, ZooEntry, source_name
+from solo_clamp.zoo.manifest import IndexLike, lookup
 
 CACHE_ENV = "SOLO_CLAMP_CACHE"
 USER_AGENT = f"solo-clamp/{__version__}"

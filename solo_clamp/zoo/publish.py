@@ -26,17 +26,8 @@ from solo_clamp.internals import solo_available
 from solo_clamp.io import PathLike, atomic_path
 from solo_clamp.version import __version__
 from solo_clamp.views import count_views
-from solo_clamp.zoo.manifest import (
-    FORMATS,
-    IndexLike,
-    ZooEntry,
-    ZooIndex,
-    check_name,
-    index_path,
-    load_index,
-    parse_entry,
-    write_index,
-)
+from solo_clamp.zoo.entry import FORMATS, ZooEntry, check_name, parse_entry
+from solo_clamp.zoo.manifest import IndexLike, ZooIndex, index_path, load_index, write_index
 
 DTYPES = {"fp16": "safetensors-fp16", "fp32": "safetensors-fp32"}
 _EPOCH_RE = re.compile(r"-ep=(\d+)\.ckpt$")  # solo-learn's N: the 0-based epoch just ended

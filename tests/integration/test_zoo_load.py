@@ -16,7 +16,7 @@ from solo_clamp.backbones import load_backbone  # noqa: E402
 from solo_clamp.cli import main as cli_main  # noqa: E402
 from solo_clamp.errors import CheckpointError, ManifestError  # noqa: E402
 from solo_clamp.zoo.download import CACHE_ENV  # noqa: E402
-from solo_clamp.zoo.manifest import BackboneSpec, Evaluation  # noqa: E402
+from solo_clamp.zoo.entry import BackboneSpec, Evaluation  # noqa: E402
 from solo_clamp.zoo.publish import publish  # noqa: E402
 
 NAME = "tiny-clamp"
