@@ -12,7 +12,6 @@ exist and nothing is distinguishable.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -105,10 +104,6 @@ def verdict(*intervals: Optional[Interval]) -> str:
     if signs == {-1}:
         return WORSE
     return TIED
-
-
-def finite(values: Sequence[Optional[float]]) -> bool:
-    return bool(values) and all(v is not None and math.isfinite(v) for v in values)
 
 
 METRICS = {

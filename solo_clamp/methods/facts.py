@@ -57,11 +57,6 @@ class ViewRule:
             f"augmentations[*].num_crops) must be {self.wanted}, got {views!r}."
         )
 
-    @property
-    def fixed(self) -> Optional[int]:
-        """The one number of views the method takes, or None when it takes several."""
-        return self.minimum if self.maximum == self.minimum else None
-
 
 @dataclass(frozen=True)
 class MethodFacts:

@@ -1,20 +1,15 @@
 """``solo-clamp few-label``: few-label evaluation of a frozen backbone, by one of two protocols
-(``protocol``):
+(``protocol``; both in ``docs/downstream.md``, "Few-label evaluation"):
 
-* ``linear_probe`` (the default; this command's protocol before ``protocol`` existed): for each
-  of ``draws`` seeds, ``labels.per_class`` labelled training images per class are drawn
-  (class-stratified, :func:`~solo_clamp.data.label_subset.stratified_draw`) and a linear probe
-  (:func:`~solo_clamp.evaluation.linear_probe_accuracy`) is trained on their frozen backbone
-  features and scored on the evaluation split. With ``feature_augment.samples = n > 0`` a
-  second probe per draw is trained on the labelled features plus ``n`` prior samples ``T(c) z``,
-  ``c ~ p(c | z)``, of each, with the same label: prior samples as extra labelled features
-  (:func:`~solo_clamp.losses.variational.prior_augment`; a ManifoldCLR checkpoint is needed).
-  It is not the paper's protocol: no unlabelled data, a linear probe. Only the labelled images
-  of the draws and the evaluation split go through a backbone.
-* ``semi_supervised``: the paper's semi-supervised protocol (official ``eval_ssl.py``): an MLP
-  head with an EMA copy, trained on the labelled features and a FixMatch consistency term on the
-  learned augmentation ``T(c) z`` of the UNLABELLED features (every other training image), with
-  and without that augmentation (:mod:`solo_clamp.training.semi_supervised`).
+* ``linear_probe`` (the default): per draw of ``labels.per_class`` labelled training images per
+  class (:func:`~solo_clamp.data.label_subset.stratified_draw`), a linear probe on their frozen
+  features, and with ``feature_augment.samples = n`` a second one with ``n`` prior samples
+  ``T(c) z`` of each as extra labelled features (a ManifoldCLR checkpoint is needed). Only the
+  labelled images and the evaluation split go through a backbone.
+* ``semi_supervised``: the paper's protocol (official ``eval_ssl.py``,
+  :mod:`solo_clamp.training.semi_supervised`): an MLP head with an EMA copy, trained on the
+  labelled features and a FixMatch consistency term on the UNLABELLED ones (every other training
+  image), with and without the learned augmentation ``T(c) z``.
 
 The floors (raw pixels, the untrained backbone) are evaluated on the same draws. Per-draw (or
 per-trial) top-1 %, their mean and sample standard deviation are printed as a table and written
@@ -140,9 +135,7 @@ def _features(
 
 def run_few_label(cfg: DictConfig) -> dict[str, Any]:
     """Few-label evaluation of ``pretrained_feature_extractor`` (checkpoint, run directory, zoo
-    name, or null for the untrained backbone) by ``protocol``: linear probes with and without
-    prior samples as extra labelled features (default), or the paper's semi-supervised
-    protocol (``protocol=semi_supervised``)."""
+    name, or null for the untrained backbone) by ``protocol`` (module docstring)."""
     OmegaConf.set_struct(cfg, False)
     check_field_types(cfg)
     protocol = cfg.get("protocol", PROTOCOLS[0])
