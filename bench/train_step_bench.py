@@ -11,7 +11,7 @@ Usage::
 A step is what Lightning runs per batch, without Lightning: the method's own
 ``training_step``, ``backward``, ``optimizer.step()`` and, for BYOL, the momentum update.
 Every method is its real class in ``solo.methods.METHODS``, built from a cfg that
-``solo_clamp.compare.plan.solo_cfg`` composes as for a comparison run and solo-learn's
+``solo_clamp.compare.run_cfg.solo_cfg`` composes as for a comparison run and solo-learn's
 ``parse_cfg`` parses (the same LARS optimizer for all; the learning rate is scaled by
 batch / 256, which does not change a step's cost). Projectors are each method's CIFAR recipe;
 CLAMP uses SimCLR's, so that the two differ only in the loss and in CLAMP's joint forward
@@ -101,7 +101,8 @@ def make_cfg(
 
     from solo_clamp.compare.config import DEFAULTS
     from solo_clamp.compare.data import ComparisonData
-    from solo_clamp.compare.plan import RunSpec, parse, solo_cfg
+    from solo_clamp.compare.plan import RunSpec
+    from solo_clamp.compare.run_cfg import parse, solo_cfg
 
     solo_method = SOLO_METHOD.get(method, method)
     recipe: dict[str, Any] = {"method_kwargs": METHOD_KWARGS[method], "optimizer": OPTIMIZER}

@@ -19,42 +19,29 @@ Budgets (``B`` images per step for every method, ``E`` = ``epochs``, ``S`` = ste
   BYOL's momentum encoder adds forward passes that neither budget counts.
 
 Fair tuning (``tuning.enabled``, :mod:`solo_clamp.compare.tuning`): first every method's
-learning rate (and any ``method_kwargs`` in ``tuning.method_kwargs``) is chosen from a grid
-with the same number of trials per method, by kNN top-1 on a validation split held out of the
-training images (it never trains, is in no kNN bank and no few-label draw, and no trial reads
-the test split); the final runs use each method's selected setting. A diverging trial is
-recorded as failed and never selected. Bracketing (``tuning.max_extensions``): a selected lr
-on an edge of the grid tries the next lr past it. One warm-up for every method: the study's
-``scheduler.warmup_epochs`` of its ``epochs``, scaled to each run's length.
+learning rate (and any ``tuning.method_kwargs``) is chosen from a grid, with as many trials
+for every method, by kNN top-1 on a validation split held out of the training images (no
+trial reads the test split); the final runs use each method's selected setting.
 
 Scores (``evaluation``, :mod:`solo_clamp.compare.scores`): kNN and a linear probe on the test
-split; with ``evaluation.few_label.enabled`` also few-label probes (``per_class`` labelled
-images per class, ``draws`` draws from the kNN bank, the same for every method, seed and
-floor), with the method's feature augmentation where it has one
-(``feature_augment.samples``, e.g. ManifoldCLR's learned prior).
+split; with ``evaluation.few_label.enabled`` also few-label probes (the same draws from the kNN
+bank for every method, seed and floor), with the method's feature augmentation where it has one.
 
 Each run's solo-learn cfg is ``scripts/compare/run.yaml`` <- the method's recipe <- the run's
-own values (:func:`solo_clamp.compare.plan.solo_cfg`).
+own values (:func:`solo_clamp.compare.run_cfg.solo_cfg`), with one warm-up for every method:
+the study's ``scheduler.warmup_epochs`` of its ``epochs``, scaled to each run's length.
 
-Augmentation strength (``variants``, :mod:`solo_clamp.compare.strength`): named augmentation
-variants, each with a ``strength``; every method trains under every variant, run ids carry
-the variant. Encoder against projector (``geometry.enabled``,
-:mod:`solo_clamp.compare.encoder_projector`): per run, invariance, effective rank,
-participation ratio and tangent share on the views of held-out images, kNN and few-label from
-the encoder's and the projector's features, and (``geometry.transfer``) both on a dataset the
-runs did not train on (:mod:`solo_clamp.compare.transfer`).
+Augmentation strength (``variants``, :mod:`solo_clamp.compare.strength`): every method trains
+under every named variant of the augmentations. Encoder against projector (``geometry``,
+:mod:`solo_clamp.compare.encoder_projector`, :mod:`solo_clamp.compare.transfer`): per run,
+the geometry and the scores of both, also on a dataset the runs did not train on.
 
-Output directory: ``results.csv`` (one long table, a ``kind`` column telling apart runs,
-floors, tuning trials, validation floors and curve points), ``results.md`` (mean ± std and
-per-seed values, verdicts from paired intervals (:mod:`solo_clamp.compare.verdicts`) against
-the best and against the floors (raw pixels; the untrained backbone of every seed),
-few-label probes, the tuning trials, every run, and the provenance of every row:
-commit, versions, CPU, threads, data sha256), ``curves_loss.png``, ``curves_knn.png``,
-``compare_config.yaml``, ``strength.png`` (variants with geometry), and for resuming
-``runs/<run>/{config.yaml, backbone.pt, projector.pt, result.json}`` and
-``tuning/<trial>/{config.yaml, result.json}``. ``result.json`` is written last and
-atomically: a run or trial that has one (with the same settings) is skipped on restart; any
-other starts over.
+Output directory (every file: ``docs/compare.md``, "Output"): ``results.csv`` and
+``results.md`` (:mod:`solo_clamp.compare.report`, verdicts from paired intervals:
+:mod:`solo_clamp.compare.verdicts`), the figures, and for resuming ``runs/<run>/`` and
+``tuning/<trial>/``. Their ``result.json`` is written last and atomically: a run or trial that
+has one with the same settings (:mod:`solo_clamp.compare.fingerprints`) is skipped on restart;
+any other starts over.
 """
 
 from __future__ import annotations

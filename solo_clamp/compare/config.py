@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from solo_clamp.compare import strength
 from solo_clamp.compare.data import DATASETS, IDX_DATASETS
-from solo_clamp.compare.plan import RUN_YAML, method_of
+from solo_clamp.compare.plan import method_of
+from solo_clamp.compare.run_cfg import RUN_YAML
 from solo_clamp.compare.schema import BUDGETS, ComparisonConfig, check_shapes, checked, defaults
 from solo_clamp.compare.tuning import validate_grid
 from solo_clamp.configs import config_dir

@@ -1,5 +1,6 @@
 """The comparison's data: where the images are, which images each stage reads (the tuning
-validation split, the kNN bank, the test images), the views, and the curves' kNN probe."""
+validation split, the kNN bank, the test images), the views, the evaluation transform and the
+kNN protocol."""
 
 from __future__ import annotations
 
@@ -10,18 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Optional, Sequence
 
-import torch
 import torchvision.datasets
 from omegaconf import DictConfig, OmegaConf
 from solo.data.pretrain_dataloader import build_transform_pipeline
-from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
 from solo_clamp.compare.strength import transfer_config, variant_augmentations
 from solo_clamp.data.prepare import DATASETS as IDX_SPECS
 from solo_clamp.data.prepare import locate_source, prepare_image_folder
 from solo_clamp.errors import DataError
-from solo_clamp.evaluation import eval_transform, knn_accuracy
+from solo_clamp.evaluation import eval_transform
 from solo_clamp.provenance import sha256_of_images
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet100", "image_folder")
@@ -231,77 +230,6 @@ def eval_split(cfg: DictConfig, data: ComparisonData, split: str, crop_size: Opt
     return data.dataset(
         split, eval_transform(crop_size or cfg.augmentations[0].crop_size, mean, std)
     )
-
-
-def _load_tensors(
-    dataset, indices: list[int], batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
-    images, labels = zip(*loader)
-    return torch.cat(images), torch.cat(labels)
-
-
-@dataclass
-class KnnProbe:
-    """A small held-out kNN set held in memory, scored at epoch ends (training curves)."""
-
-    bank: torch.Tensor
-    bank_labels: torch.Tensor
-    test: torch.Tensor
-    test_labels: torch.Tensor
-    k: int = 20
-    temperature: float = 0.07
-    distance: str = "cosine"
-    batch_size: int = 256
-
-    @torch.no_grad()
-    def features(self, backbone: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        weights = next(backbone.parameters(), None)  # raw pixels (Flatten) have none
-        device = weights.device if weights is not None else torch.device("cpu")
-        was_training = backbone.training
-        backbone.eval()
-        feats = [
-            backbone(images[i : i + self.batch_size].to(device)).float().cpu()
-            for i in range(0, len(images), self.batch_size)
-        ]
-        backbone.train(was_training)
-        return torch.cat(feats)
-
-    def __call__(self, backbone: torch.nn.Module) -> float:
-        top1, _ = knn_accuracy(
-            self.features(backbone, self.bank),
-            self.bank_labels,
-            self.features(backbone, self.test),
-            self.test_labels,
-            k=self.k,
-            temperature=self.temperature,
-            distance=self.distance,
-        )
-        return top1
-
-
-def build_probe(cfg: DictConfig, data: ComparisonData, validation: bool = False) -> KnnProbe:
-    """The training curves' kNN set: ``curves.per_class`` training images per class as the bank
-    and as many test images as queries; ``validation``: the tuning's validation score instead
-    (bank = the training images left after the hold-out, queries = the held-out images), so a
-    trial's curve never reads the test split."""
-    train_set = eval_split(cfg, data, "train")
-    batch_size = cfg.evaluation.batch_size
-    if validation:
-        bank = bank_indices(cfg, data, train_set.targets)
-        tensors = [
-            *_load_tensors(train_set, bank, batch_size),
-            *_load_tensors(train_set, list(data.held_out), batch_size),
-        ]
-    else:
-        per_class = cfg.curves.get("per_class")
-        test_set = eval_split(cfg, data, "val")
-        bank = stratified_indices(train_set.targets, per_class, data.held_out)
-        tensors = [
-            *_load_tensors(train_set, bank, batch_size),
-            *_load_tensors(test_set, stratified_indices(test_set.targets, per_class), batch_size),
-        ]
-    return KnnProbe(*tensors, **knn_settings(cfg), batch_size=batch_size)
 
 
 def knn_settings(cfg: DictConfig) -> dict[str, Any]:

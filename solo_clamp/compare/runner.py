@@ -16,29 +16,20 @@ from tqdm.auto import tqdm
 
 import solo_clamp
 from solo_clamp.compare.config import torch_threads, validate_config
-from solo_clamp.compare.data import (
-    ComparisonData,
-    KnnProbe,
-    build_probe,
-    data_sha256,
-    prepare_data,
-)
+from solo_clamp.compare.data import ComparisonData, data_sha256, prepare_data
 from solo_clamp.compare.encoder_projector import floor_measures, run_measures
+from solo_clamp.compare.fingerprints import finished_result, floor_fingerprint, run_fingerprint
 from solo_clamp.compare.plan import (
     FloorSpec,
     RunSpec,
     expected_run_ids,
-    finished_result,
-    floor_fingerprint,
     method_of,
-    parse,
     plan_floors,
     plan_runs,
-    run_fingerprint,
-    solo_cfg,
     steps_per_epoch,
 )
 from solo_clamp.compare.report import write_reports
+from solo_clamp.compare.run_cfg import parse, solo_cfg
 from solo_clamp.compare.scores import (
     check_few_label,
     few_label_settings,
@@ -47,8 +38,9 @@ from solo_clamp.compare.scores import (
     test_split_scores,
 )
 from solo_clamp.compare.strength import strength_of
-from solo_clamp.compare.training import train
-from solo_clamp.compare.tuning import Tuning, run_tuning, settle, trial_specs
+from solo_clamp.compare.training import KnnProbe, build_probe, train
+from solo_clamp.compare.trials import run_tuning
+from solo_clamp.compare.tuning import Tuning, settle, trial_specs
 from solo_clamp.io import atomic_torch_save, atomic_write_text
 from solo_clamp.methods import facts_of
 from solo_clamp.provenance import environment

@@ -149,7 +149,7 @@ class ComparisonConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     projector_scale: float = 1.0
     # One warm-up for every method: warmup_epochs of the `epochs` budget, scaled to each run's
-    # length (plan.solo_cfg); recipes may not set their own.
+    # length (run_cfg.solo_cfg); recipes may not set their own.
     scheduler: Dict[str, Any] = field(
         default_factory=lambda: {"name": "warmup_cosine", "warmup_epochs": 0}
     )

@@ -18,7 +18,8 @@ from solo_clamp.compare.data import (
     stratified_indices,
     test_indices,
 )
-from solo_clamp.compare.plan import RunSpec, parse, solo_cfg
+from solo_clamp.compare.plan import RunSpec
+from solo_clamp.compare.run_cfg import parse, solo_cfg
 from solo_clamp.errors import ConfigError
 from solo_clamp.evaluation import (
     FewLabelSettings,

@@ -1,5 +1,5 @@
 """One run's training: solo-learn's method and data pipeline, the Lightning Trainer, and its
-curves: recorded per epoch (loss, probe kNN) and drawn for the study."""
+curves: recorded per epoch (loss, kNN on a probe set held in memory) and drawn for the study."""
 
 from __future__ import annotations
 
@@ -19,10 +19,89 @@ from solo.utils.misc import make_contiguous
 from torch.utils.data import DataLoader, Subset
 
 import solo_clamp
-from solo_clamp.compare.data import ComparisonData, KnnProbe
-from solo_clamp.compare.plan import RunSpec, parse, solo_cfg
+from solo_clamp.compare.data import (
+    ComparisonData,
+    bank_indices,
+    eval_split,
+    knn_settings,
+    stratified_indices,
+)
+from solo_clamp.compare.plan import RunSpec
+from solo_clamp.compare.run_cfg import parse, solo_cfg
+from solo_clamp.evaluation import knn_accuracy
 from solo_clamp.methods import facts_of
 from solo_clamp.training.common import build_trainer, solo_pretrain_dataset
+
+
+def _load_tensors(
+    dataset, indices: list[int], batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
+    images, labels = zip(*loader)
+    return torch.cat(images), torch.cat(labels)
+
+
+@dataclass
+class KnnProbe:
+    """A small held-out kNN set held in memory, scored at epoch ends (training curves)."""
+
+    bank: torch.Tensor
+    bank_labels: torch.Tensor
+    test: torch.Tensor
+    test_labels: torch.Tensor
+    k: int = 20
+    temperature: float = 0.07
+    distance: str = "cosine"
+    batch_size: int = 256
+
+    @torch.no_grad()
+    def features(self, backbone: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        weights = next(backbone.parameters(), None)  # raw pixels (Flatten) have none
+        device = weights.device if weights is not None else torch.device("cpu")
+        was_training = backbone.training
+        backbone.eval()
+        feats = [
+            backbone(images[i : i + self.batch_size].to(device)).float().cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
+        backbone.train(was_training)
+        return torch.cat(feats)
+
+    def __call__(self, backbone: torch.nn.Module) -> float:
+        top1, _ = knn_accuracy(
+            self.features(backbone, self.bank),
+            self.bank_labels,
+            self.features(backbone, self.test),
+            self.test_labels,
+            k=self.k,
+            temperature=self.temperature,
+            distance=self.distance,
+        )
+        return top1
+
+
+def build_probe(cfg: DictConfig, data: ComparisonData, validation: bool = False) -> KnnProbe:
+    """The training curves' kNN set: ``curves.per_class`` training images per class as the bank
+    and as many test images as queries; ``validation``: the tuning's validation score instead
+    (bank = the training images left after the hold-out, queries = the held-out images), so a
+    trial's curve never reads the test split."""
+    train_set = eval_split(cfg, data, "train")
+    batch_size = cfg.evaluation.batch_size
+    if validation:
+        bank = bank_indices(cfg, data, train_set.targets)
+        tensors = [
+            *_load_tensors(train_set, bank, batch_size),
+            *_load_tensors(train_set, list(data.held_out), batch_size),
+        ]
+    else:
+        per_class = cfg.curves.get("per_class")
+        test_set = eval_split(cfg, data, "val")
+        bank = stratified_indices(train_set.targets, per_class, data.held_out)
+        tensors = [
+            *_load_tensors(train_set, bank, batch_size),
+            *_load_tensors(test_set, stratified_indices(test_set.targets, per_class), batch_size),
+        ]
+    return KnnProbe(*tensors, **knn_settings(cfg), batch_size=batch_size)
 
 
 class CurveRecorder(Callback):

@@ -1,58 +1,35 @@
 """Fair tuning: each method's learning rate (and any ``method_kwargs``) chosen from a grid by a
-validation score, with the same number of trials for every method.
+validation score, with the same number of trials for every method; the trials are trained and
+scored by :mod:`~solo_clamp.compare.trials`. The whole protocol: ``docs/compare.md``, "Fair
+tuning".
 
-Config (``tuning:``; see ``scripts/compare/fashion_mnist_tuned.yaml``):
-
-* ``lr_multipliers``: multipliers of each recipe's ``optimizer.lr`` (per 256 images), one list
-  for every method, or a mapping ``method -> list`` (then every method needs its list).
-* ``method_kwargs``: ``{method: {kwarg: [values, ...]}}``, values a method's trials also try.
-* **Equal trials** (the rule): a method's trials are its lr multipliers × the product of its
-  ``method_kwargs`` grids, and all methods must get the same number (:func:`validate_grid`).
-* ``val_per_class``, ``seed``: the validation split, drawn from the training images and held
-  out of everything else (``solo_clamp.compare.data.held_out_indices``).
-* ``epochs``: every trial trains this many epochs (equal_epochs budget) with seed ``seed``.
-* ``max_extensions``: **bracketing**. When a method's selected lr is the smallest or largest
-  of its grid, its grid is extended one step past that edge, by the ratio of the grid's two
-  values at that edge (×0.1, ×0.3 → ×0.0333), and the selection is made again; at most this
-  many extensions per method (the same policy for every method; 0: never extend). The report
-  says per method "bracketed" or "at the edge after N extensions".
-
-Selection: the highest validation kNN top-1 among the finished trials with a finite score
-(a diverged trial is never selected); an exact tie goes to the earlier grid point. Test
-images and test labels are never read by a trial. Trials live in
-``tuning/<method>-<setting>-s<seed>/`` and are skipped on restart like the runs.
+* Grid: ``tuning.lr_multipliers`` (of each recipe's ``optimizer.lr``, per 256 images; one list
+  for every method, or a mapping ``method -> list``) × the product of the method's
+  ``tuning.method_kwargs`` grids, and every method gets the same number of trials
+  (:func:`validate_grid`).
+* Selection: the highest validation kNN top-1 among the finished trials with a finite score
+  (a diverged trial is never selected); an exact tie goes to the earlier grid point.
+* Bracketing (``tuning.max_extensions``): when a method's selected lr is the smallest or
+  largest it tried, its grid is extended one step past that edge, by the ratio of the grid's
+  two values at that edge (×0.1, ×0.3 → ×0.0333), and the selection is made again, at most
+  ``max_extensions`` times per method (0: never).
 """
 
 from __future__ import annotations
 
-import gc
 import itertools
-import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
-from solo_clamp.compare.data import ComparisonData, KnnProbe, build_probe
-from solo_clamp.compare.plan import (
-    FLOORS,
-    RunSpec,
-    Setting,
-    finished_result,
-    floor_fingerprint,
-    method_of,
-    run_fingerprint,
-)
-from solo_clamp.compare.scores import floor_extractor, validation_scores
-from solo_clamp.compare.training import train
+from solo_clamp.compare.data import ComparisonData
+from solo_clamp.compare.fingerprints import finished_result, run_fingerprint
+from solo_clamp.compare.plan import RunSpec, Setting, method_of
 from solo_clamp.errors import ConfigError
-from solo_clamp.io import atomic_write_text
 from solo_clamp.methods import facts_of, known
-from solo_clamp.provenance import environment
 
 
 def _values(value: Any, key: str, positive: bool = False) -> list[Any]:
@@ -281,111 +258,3 @@ def settle(
                 f"its lr grid: trying ×{tuning.extensions[method][-1]:g} (extension {count} "
                 f"of at most {cfg.tuning.max_extensions})"
             )
-
-
-def execute_trial(
-    cfg: DictConfig,
-    spec: RunSpec,
-    data: ComparisonData,
-    out: Path,
-    probe: Optional[KnnProbe],
-    stamp: dict[str, Any],
-) -> dict[str, Any]:
-    """Trains one trial and scores it on the validation split; a diverged trial (non-finite
-    loss, weights or features) is recorded with ``status: diverged``. ``result.json`` last.
-    ``probe``: the validation probe of ``tuning.curves`` (the curve's kNN per epoch);
-    ``stamp``: the data's provenance."""
-    trial_dir = out / "tuning" / spec.run_id
-    (trial_dir / "result.json").unlink(missing_ok=True)
-    result: dict[str, Any] = {
-        "run_id": spec.run_id,
-        "kind": "trial",
-        "method": spec.method,
-        "seed": spec.seed,
-        "views": spec.views,
-        "epochs": spec.epochs,
-        "steps": spec.steps,
-        "lr": spec.setting.lr,
-        "lr_multiplier": spec.setting.lr_multiplier,
-        "tuned": spec.setting.tuned,
-    }
-    start = time.perf_counter()
-    try:
-        trained = train(cfg, spec, data, probe, fail_on_divergence=True)
-        atomic_write_text(trial_dir / "config.yaml", OmegaConf.to_yaml(trained.solo_cfg))
-        scores = validation_scores(cfg, data, trained.backbone)
-    except FloatingPointError as err:
-        result.update(status="diverged", error=str(err), val_knn_top1=None, curve=[])
-        result["train_s"] = time.perf_counter() - start
-    else:
-        result.update(status="ok", error="", train_s=trained.train_s, **scores)
-        result["curve"] = trained.curve
-    result["fingerprint"] = run_fingerprint(cfg, spec, data)
-    result.update(environment(), **stamp)
-    atomic_write_text(trial_dir / "result.json", json.dumps(result, indent=2))
-    return result
-
-
-def validation_floors(
-    cfg: DictConfig, data: ComparisonData, out: Path, stamp: dict[str, Any]
-) -> dict[str, Any]:
-    """Raw pixels and the untrained backbone every trial starts from (seed ``tuning.seed``),
-    scored on the validation split as the trials are, each kept in
-    ``tuning/floor-<name>/result.json`` and reused while its settings are unchanged."""
-    floors = {}
-    seed = int(cfg.tuning.seed)
-    for name in FLOORS:
-        floor_dir = out / "tuning" / f"floor-{name}"
-        expected = floor_fingerprint(cfg, name, data, validation=True)
-        floor = finished_result(floor_dir, expected)
-        if floor is None:
-            extractor, crop_size = floor_extractor(cfg, data, name, seed)
-            scores = validation_scores(cfg, data, extractor, crop_size)
-            floor = {"run_id": f"floor-{name}", "kind": "floor", "method": name, "seed": seed}
-            floor.update(scores, fingerprint=expected, **environment(), **stamp)
-            atomic_write_text(floor_dir / "result.json", json.dumps(floor, indent=2))
-        floors[name] = floor
-    return floors
-
-
-def run_tuning(
-    cfg: DictConfig,
-    data: ComparisonData,
-    out: Path,
-    tuning: Tuning,
-    stamp: dict[str, Any],
-    log: Callable[[str], None] = print,
-) -> Tuning:
-    """Runs (or resumes) every trial of ``tuning``, bracketing as it goes (:func:`settle`), and
-    selects each method's setting once all have finished; ``tuning`` holds what is finished
-    also when interrupted."""
-    tuning.floors = validation_floors(cfg, data, out, stamp)
-    log(
-        "tuning: validation floors: "
-        + ", ".join(f"{name} {floor['val_knn_top1']:.2f}" for name, floor in tuning.floors.items())
-    )
-    todo = settle(cfg, data, out, tuning, log)
-    if tuning.skipped:
-        log(f"tuning: skipping {len(tuning.skipped)} finished trial(s)")
-    probe = build_probe(cfg, data, validation=True) if todo and cfg.tuning.get("curves") else None
-    with tqdm(total=len(tuning.specs), initial=len(tuning.results), desc="tuning") as bar:
-        while todo:
-            log(f"tuning: {len(todo)} trial(s) to do: " + ", ".join(s.run_id for s in todo))
-            bar.total = len(tuning.specs)
-            bar.refresh()
-            for spec in todo:
-                bar.set_postfix_str(spec.run_id)
-                result = execute_trial(cfg, spec, data, out, probe, stamp)
-                tuning.results[spec.run_id] = result
-                tuning.trained.append(spec.run_id)
-                bar.write(
-                    f"{spec.run_id}: validation kNN top-1 {result['val_knn_top1']:.2f}"
-                    if result["status"] == "ok"
-                    else f"{spec.run_id}: diverged ({result['error']})"
-                )
-                bar.update(1)
-                gc.collect()
-            if probe is None and cfg.tuning.get("curves"):
-                probe = build_probe(cfg, data, validation=True)
-            todo = settle(cfg, data, out, tuning, log)
-    return tuning

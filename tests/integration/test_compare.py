@@ -19,8 +19,8 @@ from solo_clamp.commands import CommandError
 from solo_clamp.commands import compare as compare_command
 from solo_clamp.compare import report, runner
 from solo_clamp.compare.data import ComparisonData
-from solo_clamp.compare.plan import RUN_YAML, parse, solo_cfg
 from solo_clamp.compare.report import write_results_md
+from solo_clamp.compare.run_cfg import RUN_YAML, parse, solo_cfg
 
 SHIPPED = sorted(p for p in compare.CONFIG_DIR.glob("*.yaml") if p != RUN_YAML)
 EXPECTED_RUNS = [

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from solo_clamp import compare
 from solo_clamp.cli import main
-from solo_clamp.compare.plan import RUN_YAML
+from solo_clamp.compare.run_cfg import RUN_YAML
 from solo_clamp.errors import ConfigError
 
 SHIPPED = sorted(p for p in compare.CONFIG_DIR.glob("*.yaml") if p != RUN_YAML)

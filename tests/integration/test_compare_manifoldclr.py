@@ -17,7 +17,7 @@ from solo_clamp import compare
 from solo_clamp.cli import main
 from solo_clamp.compare import runner
 from solo_clamp.compare.data import ComparisonData
-from solo_clamp.compare.plan import parse, solo_cfg
+from solo_clamp.compare.run_cfg import parse, solo_cfg
 from solo_clamp.compare.tuning import trial_specs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,7 +17,8 @@ from solo_clamp import compare
 from solo_clamp.cli import main
 from solo_clamp.compare import runner
 from solo_clamp.compare.encoder_projector import COLUMNS, floor_measures
-from solo_clamp.compare.plan import RunSpec, solo_cfg
+from solo_clamp.compare.plan import RunSpec
+from solo_clamp.compare.run_cfg import solo_cfg
 
 VARIANTS = {
     "strong": {"strength": 1.5, "augmentations": [{"rrc": {"crop_min_scale": 0.1}}]},

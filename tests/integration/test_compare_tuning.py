@@ -19,9 +19,8 @@ from omegaconf import OmegaConf
 
 from solo_clamp import compare
 from solo_clamp.cli import main
-from solo_clamp.compare import data as data_module
 from solo_clamp.compare import runner, training
-from solo_clamp.compare import tuning as tuning_module
+from solo_clamp.compare import trials as trials_module
 from solo_clamp.compare.data import ComparisonData, held_out_indices, prepare_data
 from solo_clamp.compare.plan import RunSpec, Setting
 from solo_clamp.compare.report import summary_rows, write_results_md
@@ -79,7 +78,7 @@ class Spy:
         extract, loader, load_tensors = (
             evaluation.extract_features,
             training.train_loader,
-            data_module._load_tensors,
+            training._load_tensors,
         )
         run_tuning, dataset = runner.run_tuning, ComparisonData.dataset
 
@@ -112,7 +111,7 @@ class Spy:
 
         monkeypatch.setattr(evaluation, "extract_features", spy_extract)
         monkeypatch.setattr(training, "train_loader", spy_loader)
-        monkeypatch.setattr(data_module, "_load_tensors", spy_load_tensors)
+        monkeypatch.setattr(training, "_load_tensors", spy_load_tensors)
         monkeypatch.setattr(runner, "run_tuning", spy_tuning)
         monkeypatch.setattr(ComparisonData, "dataset", spy_dataset)
 
@@ -248,9 +247,9 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished trial or run was trained again")
 
-    monkeypatch.setattr(tuning_module, "train", no_training)
+    monkeypatch.setattr(trials_module, "train", no_training)
     monkeypatch.setattr(runner, "train", no_training)
-    monkeypatch.setattr(tuning_module, "floor_extractor", no_training)  # in tuning/floor-*/
+    monkeypatch.setattr(trials_module, "floor_extractor", no_training)  # in tuning/floor-*/
     assert main(["compare", "--config", str(tuned_config), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "tuning: trained 0 trial(s), skipped 4 finished" in printed
@@ -294,8 +293,8 @@ def _fake_training(monkeypatch, scores: Callable[[RunSpec], float], interrupt_at
         return {"val_knn_top1": scores(current[0]) if current else 10.0, "val_images": 6}
 
     current: list = []
-    monkeypatch.setattr(tuning_module, "train", fake_train)
-    monkeypatch.setattr(tuning_module, "validation_scores", fake_scores)
+    monkeypatch.setattr(trials_module, "train", fake_train)
+    monkeypatch.setattr(trials_module, "validation_scores", fake_scores)
     return calls
 
 
@@ -317,7 +316,7 @@ def test_tuning_picks_the_best_validation_score_and_brackets_it(
 
     calls = _fake_training(monkeypatch, score)
     data = prepare_data(cfg)
-    tuning = tuning_module.run_tuning(
+    tuning = trials_module.run_tuning(
         cfg, data, tmp_path, Tuning(trial_specs(cfg, 3)), {}, log=lambda _: None
     )
     multipliers = {m: sorted(tuning.multipliers(cfg, m)) for m in cfg.methods}
@@ -346,7 +345,7 @@ def test_tuning_picks_the_best_validation_score_and_brackets_it(
 
     # a restart reads every trial back, extensions included, and trains nothing
     calls[:] = []
-    again = tuning_module.run_tuning(
+    again = trials_module.run_tuning(
         cfg, data, tmp_path, Tuning(trial_specs(cfg, 3)), {}, log=lambda _: None
     )
     assert calls == [] and again.selected == tuning.selected
@@ -389,7 +388,7 @@ def test_tuning_grid_is_lr_times_any_method_kwargs_with_equal_trials():
         "vicreg-lr0.03-sim_loss_weight10-s0",
     ]
     data = ComparisonData("fashion_mnist", "custom", "unused", "unused")
-    from solo_clamp.compare.plan import solo_cfg
+    from solo_clamp.compare.run_cfg import solo_cfg
 
     assert solo_cfg(cfg, specs[0], data).method_kwargs.rs == 5.0
     assert solo_cfg(cfg, specs[3], data).method_kwargs.sim_loss_weight == 10
@@ -686,7 +685,7 @@ def test_a_few_label_draw_larger_than_a_bank_class_is_refused_before_training(
     def no_training(*args, **kwargs):
         raise AssertionError("trained before the few-label settings were checked")
 
-    monkeypatch.setattr(tuning_module, "train", no_training)
+    monkeypatch.setattr(trials_module, "train", no_training)
     out = tmp_path / "out"
     args = ["compare", "--config", str(tuned_config), "--out", str(out), "--set"]
     assert main([*args, "evaluation.few_label.per_class=9"]) == 2
