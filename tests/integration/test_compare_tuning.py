@@ -51,7 +51,7 @@ def tuned_config(tmp_path, image_folder_factory) -> Path:
             "val_per_class": 2,
             "epochs": 1,
             "seed": 0,
-            "max_extensions": 0,  # bracketing: tests/unit/test_compare_bracketing.py
+            "max_extensions": 0,  # bracketing: see test_tuning_picks_the_best_..._brackets_it
         },
     )
     path = tmp_path / "tuned.yaml"
