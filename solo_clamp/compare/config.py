@@ -99,7 +99,6 @@ def validate_config(cfg: DictConfig) -> None:
             f"`method_kwargs: {{clamp: {{rs: {list(cfg.tuning.clamp_rs)}}}}}`."
         )
     checked(ComparisonConfig, cfg, "comparison config")
-    _complete_entries(cfg)
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {cfg.dataset!r}.")
     recipes, methods = cfg.recipes, list(cfg.methods)
@@ -114,6 +113,7 @@ def validate_config(cfg: DictConfig) -> None:
         if solo_method not in known():
             field = f"recipes.{method}.method" if solo_method != method else "methods"
             raise ConfigError(f"{field}: {solo_method!r} is not supported; allowed: {known()}.")
+    _complete_entries(cfg)
     budgets = list(cfg.budgets)
     if not budgets or any(b not in BUDGETS for b in budgets):
         raise ConfigError(f"budgets must be a non-empty subset of {list(BUDGETS)}, got {budgets}.")
@@ -159,10 +159,9 @@ def _complete_entries(cfg: DictConfig) -> None:
     ablation) gets that method's recipe under its own fields, so it states only what differs
     (the method's recipe as ``--set`` left it)."""
     for entry in cfg.methods:
-        recipe = cfg.recipes.get(entry)
-        method = recipe.get("method") if OmegaConf.is_dict(recipe) else None
-        if method and method != entry and OmegaConf.is_dict(cfg.recipes.get(method)):
-            cfg.recipes[entry] = OmegaConf.merge(cfg.recipes[method], recipe)
+        method = method_of(cfg, entry)
+        if method != entry and OmegaConf.is_dict(cfg.recipes.get(method)):
+            cfg.recipes[entry] = OmegaConf.merge(cfg.recipes[method], cfg.recipes[entry])
 
 
 def _validate_recipe(method: str, solo_method: str, recipe: DictConfig, sets: int) -> None:
