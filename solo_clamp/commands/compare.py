@@ -124,8 +124,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="after the comparison, write its results.csv and results.md into the study page "
-        "DIR (results.md below a marker, byte for byte; the page's own text above it is kept)",
+        help="the study page DIR: its runs.json.gz (every finished run and trial) is restored "
+        "into --out first and refreshed after each one, so a study resumes on another machine "
+        "from the committed page; after the comparison its results.csv and results.md are "
+        "written there (results.md below a marker, byte for byte; the page's own text above "
+        "it is kept)",
     )
     parser.add_argument(
         "--configs-only",
@@ -225,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
             for path in compare.write_run_configs(cfg, out):
                 print(path)
             return 0
-        summary = compare.run_comparison(cfg, out)
+        archive = args.publish / compare.ARCHIVE_NAME if args.publish is not None else None
+        summary = compare.run_comparison(cfg, out, archive=archive)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

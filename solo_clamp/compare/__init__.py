@@ -41,17 +41,21 @@ Output directory (every file: ``docs/compare.md``, "Output"): ``results.csv`` an
 :mod:`solo_clamp.compare.verdicts`), the figures, and for resuming ``runs/<run>/`` and
 ``tuning/<trial>/``. Their ``result.json`` is written last and atomically: a run or trial that
 has one with the same settings (:mod:`solo_clamp.compare.fingerprints`) is skipped on restart;
-any other starts over.
+any other starts over. ``--publish DIR`` also keeps every finished result in
+``DIR/runs.json.gz`` (:mod:`solo_clamp.compare.archive`): a study resumes from its committed
+page on another machine.
 """
 
 from __future__ import annotations
 
+from solo_clamp.compare.archive import ARCHIVE_NAME
 from solo_clamp.compare.config import BUDGETS, CONFIG_DIR, apply_quick, load_config, validate_config
 from solo_clamp.compare.plan import plan_runs
 from solo_clamp.compare.report import RESULT_COLUMNS, publish
 from solo_clamp.compare.runner import run_comparison, write_run_configs
 
 __all__ = [
+    "ARCHIVE_NAME",
     "BUDGETS",
     "CONFIG_DIR",
     "RESULT_COLUMNS",

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -15,6 +16,7 @@ from solo.methods import METHODS
 from tqdm.auto import tqdm
 
 import solo_clamp
+from solo_clamp.compare.archive import restore_archive, save_archive
 from solo_clamp.compare.config import torch_threads, validate_config
 from solo_clamp.compare.data import ComparisonData, data_sha256, prepare_data
 from solo_clamp.compare.encoder_projector import floor_measures, run_measures
@@ -163,12 +165,23 @@ class ComparisonSummary:
 
 
 def run_comparison(
-    cfg: DictConfig, out: os.PathLike, log: Callable[[str], None] = print
+    cfg: DictConfig,
+    out: os.PathLike,
+    log: Callable[[str], None] = print,
+    archive: Optional[os.PathLike] = None,
 ) -> ComparisonSummary:
-    """Runs (or resumes) the whole comparison into ``out`` and writes the reports."""
+    """Runs (or resumes) the whole comparison into ``out`` and writes the reports. With
+    ``archive`` (:mod:`solo_clamp.compare.archive`), its finished results are restored into
+    ``out`` first and every newly finished run or trial is saved into it at once."""
     validate_config(cfg)
+    out = Path(out)
+    if archive is not None and Path(archive).exists():
+        restored = restore_archive(Path(archive), out)
+        if restored:
+            log(f"restored {len(restored)} finished run(s) and trial(s) from {archive}")
+    saved = partial(save_archive, out, Path(archive)) if archive is not None else (lambda: None)
     with torch_threads(cfg):
-        return _run_comparison(cfg, Path(out), log)
+        return _run_comparison(cfg, out, log, saved)
 
 
 def write_run_configs(cfg: DictConfig, out: os.PathLike) -> list[Path]:
@@ -222,7 +235,9 @@ def _pending(
     return results, list(results), todo
 
 
-def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> ComparisonSummary:
+def _run_comparison(
+    cfg: DictConfig, out: Path, log: Callable[[str], None], saved: Callable[[], Any]
+) -> ComparisonSummary:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "compare_config.yaml", OmegaConf.to_yaml(cfg))
     data = prepare_data(cfg)
@@ -236,7 +251,7 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
     try:
         if tuning is not None:
             stamp = {"data_sha256": data_sha256(cfg, data, validation=True)}
-            run_tuning(cfg, data, out, tuning, stamp, log)
+            run_tuning(cfg, data, out, tuning, stamp, log, saved)
             settings = tuning.selected
             for method in cfg.methods:
                 if method in settings:
@@ -267,6 +282,7 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
                 bar.set_postfix_str(name)
                 execute = execute_floor if kind == "floor" else execute_run
                 result = results[name] = execute(cfg, item, data, probe, out, stamp)
+                saved()
                 summary.trained.append(name)
                 bar.write(
                     f"{name}: kNN top-1 {result['knn_top1']:.2f}, linear top-1 "
@@ -276,6 +292,7 @@ def _run_comparison(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> C
                 gc.collect()
         finished = True
     finally:  # reports of what is finished, also when interrupted
+        saved()
         ordered = {k: results[k] for k in expected_run_ids(cfg, spe, settings) if k in results}
         summary.files += write_reports(cfg, ordered, out, tuning)
         if not finished:

@@ -94,11 +94,13 @@ def run_tuning(
     tuning: Tuning,
     stamp: dict[str, Any],
     log: Callable[[str], None] = print,
+    saved: Callable[[], Any] = lambda: None,
 ) -> Tuning:
     """Runs (or resumes) every trial of ``tuning``, bracketing as it goes (:func:`settle`), and
     selects each method's setting once all have finished; ``tuning`` holds what is finished
-    also when interrupted."""
+    also when interrupted. ``saved`` is called after the floors and after every trial."""
     tuning.floors = validation_floors(cfg, data, out, stamp)
+    saved()
     log(
         "tuning: validation floors: "
         + ", ".join(f"{name} {floor['val_knn_top1']:.2f}" for name, floor in tuning.floors.items())
@@ -117,6 +119,7 @@ def run_tuning(
                 result = execute_trial(cfg, spec, data, out, probe, stamp)
                 tuning.results[spec.run_id] = result
                 tuning.trained.append(spec.run_id)
+                saved()
                 bar.write(
                     f"{spec.run_id}: validation kNN top-1 {result['val_knn_top1']:.2f}"
                     if result["status"] == "ok"

@@ -21,6 +21,7 @@ from solo_clamp import compare
 from solo_clamp.cli import main
 from solo_clamp.compare import runner, training
 from solo_clamp.compare import trials as trials_module
+from solo_clamp.compare.archive import load_archive
 from solo_clamp.compare.data import ComparisonData, held_out_indices, prepare_data
 from solo_clamp.compare.plan import RunSpec, Setting
 from solo_clamp.compare.report import summary_rows, write_results_md
@@ -254,6 +255,20 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "tuning: trained 0 trial(s), skipped 4 finished" in printed
     assert "trained 0 run(s), skipped 7 finished" in printed
+    #    On another machine: the published page's runs.json.gz restores every trial, floor and
+    #    run into an empty --out; nothing trains and the report is the same, byte for byte.
+    page = tmp_path / "page"
+    argv = ["compare", "--config", str(tuned_config), "--publish", str(page)]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert len(load_archive(page / "runs.json.gz")) == 4 + 2 + 7
+    moved = tmp_path / "moved"
+    assert main([*argv, "--out", str(moved)]) == 0
+    printed = capsys.readouterr().out
+    assert f"restored 13 finished run(s) and trial(s) from {page / 'runs.json.gz'}" in printed
+    assert "tuning: trained 0 trial(s), skipped 4 finished" in printed
+    assert "trained 0 run(s), skipped 7 finished" in printed
+    assert (moved / "results.md").read_bytes() == (out / "results.md").read_bytes()
+    assert (moved / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
     monkeypatch.undo()
 
     # 6. --configs-only: the trials' cfgs always; the final runs' once the trials finished.
