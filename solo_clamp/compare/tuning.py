@@ -33,14 +33,14 @@ from solo_clamp.methods import facts_of, known
 
 
 def _values(value: Any, key: str, positive: bool = False) -> list[Any]:
-    """A non-empty list of distinct scalars (``positive``: positive numbers), else ConfigError
-    naming ``key``."""
+    """A non-empty list of distinct scalars or nulls (``positive``: positive numbers), else
+    ConfigError naming ``key``."""
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
 
     def ok(v: Any) -> bool:
         if not positive:
-            return isinstance(v, (int, float, str, bool))
+            return v is None or isinstance(v, (int, float, str, bool))
         number = isinstance(v, (int, float)) and not isinstance(v, bool)
         return number and math.isfinite(v) and v > 0
 

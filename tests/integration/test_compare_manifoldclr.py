@@ -178,6 +178,21 @@ def test_tuning_grid_is_the_lr_multipliers_without_rs():
     assert solo_cfg(cfg, trials[0], data).optimizer.lr == 4.5e-05
 
 
+def test_the_mechanism_grid_keeps_the_stopped_gradient_as_its_control():
+    """A null in a kwarg grid is a value: the shipped recipe's stopped transport gradient
+    trains beside the recipes in which the transport term trains the backbone."""
+    cfg = compare.load_config(compare.CONFIG_DIR / "mnist_manifoldclr_mechanism.yaml")
+    compare.validate_config(cfg)
+    trials = trial_specs(cfg, steps_per_epoch=156)
+    assert len(trials) == 9 and {s.steps for s in trials} == {312}
+    starts = [s.setting.tuned["transport_grad_start_step"] for s in trials]
+    assert starts == [None] * 3 + [0] * 3 + [156] * 3
+    assert trials[0].run_id == "manifoldclr-lr0.0015-transport_grad_start_stepNone-mse_weight50-s0"
+    data = ComparisonData("mnist", "custom", "unused", "unused")
+    assert solo_cfg(cfg, trials[0], data).method_kwargs.transport_grad_start_step is None
+    assert solo_cfg(cfg, trials[3], data).method_kwargs.transport_grad_start_step == 0
+
+
 def test_manifoldclr_views_must_be_two():
     cfg = compare.load_config(None)
     cfg.methods = ["manifoldclr"]
