@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Optional, Sequence
@@ -17,9 +17,10 @@ from solo.data.pretrain_dataloader import build_transform_pipeline
 from torchvision.datasets import ImageFolder
 
 from solo_clamp.compare.strength import transfer_config, variant_augmentations
+from solo_clamp.data.label_subset import stratified_draw
 from solo_clamp.data.prepare import DATASETS as IDX_SPECS
 from solo_clamp.data.prepare import locate_source, prepare_image_folder
-from solo_clamp.errors import DataError
+from solo_clamp.errors import ConfigError, DataError
 from solo_clamp.evaluation import eval_transform
 from solo_clamp.provenance import sha256_of_images
 
@@ -116,39 +117,27 @@ def _locate_data(cfg: DictConfig) -> ComparisonData:
 
 
 def held_out_indices(targets: Sequence[int], per_class: int, seed: int) -> list[int]:
-    """``per_class`` indices of every class drawn at random with ``seed`` (sorted)."""
-    by_class: dict[int, list[int]] = {}
-    for index, target in enumerate(targets):
-        by_class.setdefault(int(target), []).append(index)
-    rng = random.Random(seed)
-    chosen = []
-    for target, indices in sorted(by_class.items()):
-        if len(indices) <= per_class:
-            raise ValueError(
+    """``per_class`` indices of every class drawn at random with ``seed`` (sorted;
+    :func:`~solo_clamp.data.label_subset.stratified_draw`)."""
+    counts = Counter(int(t) for t in targets)
+    for target, count in sorted(counts.items()):
+        if count <= per_class:
+            raise ConfigError(
                 f"tuning.val_per_class ({per_class}) must be smaller than the training images "
-                f"of every class: class {target} has {len(indices)}."
+                f"of every class: class {target} has {count}."
             )
-        chosen += rng.sample(indices, per_class)
-    return sorted(chosen)
+    return stratified_draw(targets, per_class=per_class, seed=seed).tolist()
 
 
 def stratified_indices(
     targets: Sequence[int], per_class: Optional[int], exclude: Collection[int] = ()
 ) -> list[int]:
-    """The first ``per_class`` indices of every class (all when None), ``exclude`` left out."""
-    excluded = set(exclude)
-    if per_class is None:
-        return [i for i in range(len(targets)) if i not in excluded]
-    seen: dict[int, int] = {}
-    keep = []
-    for index, target in enumerate(targets):
-        if index in excluded:
-            continue
-        target = int(target)
-        if seen.get(target, 0) < per_class:
-            seen[target] = seen.get(target, 0) + 1
-            keep.append(index)
-    return keep
+    """The first ``per_class`` indices of every class (all when None), ``exclude`` left out:
+    nested subsets of the prepared images, which are already a seeded draw."""
+    if not len(targets):
+        return []
+    count = {"per_class": per_class} if per_class is not None else {"fraction": 1.0}
+    return stratified_draw(targets, seed=None, exclude=list(exclude), up_to=True, **count).tolist()
 
 
 def bank_indices(cfg: DictConfig, data: ComparisonData, targets: Sequence[int]) -> list[int]:

@@ -23,7 +23,7 @@ def stratified_draw(
     labels: Sequence[int],
     fraction: Optional[float] = None,
     per_class: Optional[int] = None,
-    seed: int = 0,
+    seed: Optional[int] = 0,
     *,
     exclude: Optional[Sequence[int]] = None,
     up_to: bool = False,
@@ -32,11 +32,14 @@ def stratified_draw(
     ``fraction`` of each class (rounded, at least one image), none of them in ``exclude``.
 
     The project's one stratified sampler (fine-tuning's labelled subset, the few-label draws,
-    the subsets ``prepare-data`` writes): each class's indices, ``exclude`` left out, are
-    permuted by one ``numpy.random.default_rng(seed)``, class after class in the order of the
-    sorted labels, and the first ``count`` of each are kept.
+    the subsets ``prepare-data`` writes, compare's validation split and scored subsets): each
+    class's indices, ``exclude`` left out, are permuted by one
+    ``numpy.random.default_rng(seed)``, class after class in the order of the sorted labels,
+    and the first ``count`` of each are kept.
 
     Args:
+        seed: None keeps the first ``count`` of each class in index order, no draw: subsets of
+            an already drawn set that nest (a smaller count gives a subset of a larger one).
         up_to: a class with fewer than ``per_class`` images gives all of them instead of an
             error.
 
@@ -58,7 +61,7 @@ def stratified_draw(
     allowed = np.ones(len(labels), dtype=bool)
     if exclude is not None:
         allowed[np.asarray(exclude, dtype=int)] = False
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # unused when seed is None
     chosen = []
     for label in np.unique(labels):
         members = np.flatnonzero((labels == label) & allowed)
@@ -68,7 +71,7 @@ def stratified_draw(
                 f"labels.per_class={per_class} but class {int(label)} has only "
                 f"{len(members)} training images."
             )
-        chosen.append(rng.permutation(members)[: int(count)])
+        chosen.append((members if seed is None else rng.permutation(members))[: int(count)])
     return np.sort(np.concatenate(chosen))
 
 

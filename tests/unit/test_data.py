@@ -138,3 +138,35 @@ def test_the_one_stratified_sampler_excludes_and_caps_per_class():
         stratified_draw(labels, per_class=5, seed=3, exclude=exclude)
     unexcluded = stratified_draw(labels, per_class=2, seed=3)
     assert unexcluded.tolist() == stratified_draw(labels, per_class=2, seed=3, exclude=[]).tolist()
+
+
+def test_without_a_seed_the_sampler_keeps_each_class_prefix_so_subsets_nest():
+    """``seed=None`` (compare's scored subsets of prepared images): the first ``per_class`` of
+    each class in index order, ``exclude`` skipped; a smaller count is a subset of a larger."""
+    from solo_clamp.data.label_subset import stratified_draw
+
+    labels = np.array([1, 0, 1, 1, 0, 2, 0, 1, 2, 0])
+    assert stratified_draw(labels, per_class=2, seed=None).tolist() == [0, 1, 2, 4, 5, 8]
+    assert stratified_draw(labels, per_class=2, seed=None, exclude=[0, 4]).tolist() == [
+        1,
+        2,
+        3,
+        5,
+        6,
+        8,
+    ]
+    assert stratified_draw(labels, fraction=1.0, seed=None, exclude=[3]).tolist() == [
+        0,
+        1,
+        2,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+    ]
+    for count in (1, 2, 3):
+        small = set(stratified_draw(labels, per_class=count, seed=None, up_to=True).tolist())
+        large = set(stratified_draw(labels, per_class=count + 1, seed=None, up_to=True).tolist())
+        assert small < large
