@@ -134,7 +134,11 @@ def test_a_tiny_comparison_with_two_variants_writes_both_variants_rows(
     assert "| equal_epochs, weak | clamp | 4 | 1 |" in md
     assert "| equal_epochs, strong | simclr | 2 | 1 |" in md
     assert "## Augmentation strength: encoder against projector" in md
-    assert "| clamp | equal_epochs | weak | 0.5 | 1 |" in md
+    weak_row = rows[RUNS[0]]  # invariance near 1: 4 decimals, the other measures 2
+    invariance = (float(weak_row[f"{space}_invariance"]) for space in ("encoder", "projector"))
+    knn = (float(weak_row[f"{space}_knn_top1"]) for space in ("encoder", "projector"))
+    assert "| clamp | equal_epochs | weak | 0.5 | 1 | {:.4f} / {:.4f} |".format(*invariance) in md
+    assert " | {:.2f} / {:.2f} | ".format(*knn) in md
     assert "| simclr | equal_epochs | strong | 1.5 | 1 |" in md
     assert "Transfer floors on image_folder" in md
     assert (out / "strength.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
