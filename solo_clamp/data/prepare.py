@@ -143,8 +143,16 @@ def locate_source(
 
     root = Path(download_root or tempfile.gettempdir()) / "torchvision"
     dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
-    dataset_class(str(root), train=True, download=True)
-    dataset_class(str(root), train=False, download=True)
+    try:
+        dataset_class(str(root), train=True, download=True)
+        dataset_class(str(root), train=False, download=True)
+    except (RuntimeError, OSError) as error:  # torchvision's "Error downloading ..." when offline
+        looked = ", ".join(str(d) for d in [*candidates, *spec.default_dirs])
+        first = str(error).strip().splitlines()[0]
+        raise SourceNotFoundError(
+            f"no {name} idx files in {looked} (set ${spec.env_var} or prepare_data.source) and "
+            f"the download into {root} failed: {first}"
+        ) from error
     return root / spec.torchvision_class / "raw"
 
 

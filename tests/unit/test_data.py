@@ -170,3 +170,28 @@ def test_without_a_seed_the_sampler_keeps_each_class_prefix_so_subsets_nest():
         small = set(stratified_draw(labels, per_class=count, seed=None, up_to=True).tolist())
         large = set(stratified_draw(labels, per_class=count + 1, seed=None, up_to=True).tolist())
         assert small < large
+
+
+def test_an_offline_machine_without_the_idx_files_gets_one_line_naming_where_it_looked(
+    tmp_path, monkeypatch
+):
+    """torchvision's download error (no network) becomes a DataError that says where the
+    files were looked for and how to point at them, not a traceback."""
+    import torchvision.datasets
+
+    from solo_clamp.data.prepare import SourceNotFoundError, locate_source
+    from solo_clamp.errors import DataError
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://...")
+
+    monkeypatch.chdir(tmp_path)  # no ../shared/data/mnist beside it
+    monkeypatch.delenv("SOLO_CLAMP_MNIST_DIR", raising=False)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(SourceNotFoundError) as raised:
+        locate_source("mnist", download_root=tmp_path)
+    message = str(raised.value)
+    assert isinstance(raised.value, DataError) and "\n" not in message
+    assert "no mnist idx files in ../shared/data/mnist" in message
+    assert "set $SOLO_CLAMP_MNIST_DIR or prepare_data.source" in message
+    assert message.endswith("failed: Error downloading train-images-idx3-ubyte.gz:")
