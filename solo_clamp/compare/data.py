@@ -134,8 +134,6 @@ def stratified_indices(
 ) -> list[int]:
     """The first ``per_class`` indices of every class (all when None), ``exclude`` left out:
     nested subsets of the prepared images, which are already a seeded draw."""
-    if not len(targets):
-        return []
     count = {"per_class": per_class} if per_class is not None else {"fraction": 1.0}
     return stratified_draw(targets, seed=None, exclude=list(exclude), up_to=True, **count).tolist()
 

@@ -72,7 +72,7 @@ def stratified_draw(
                 f"{len(members)} training images."
             )
         chosen.append((members if seed is None else rng.permutation(members))[: int(count)])
-    return np.sort(np.concatenate(chosen))
+    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
 
 
 def _as_relative(line: str) -> str:

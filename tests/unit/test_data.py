@@ -166,6 +166,7 @@ def test_without_a_seed_the_sampler_keeps_each_class_prefix_so_subsets_nest():
         8,
         9,
     ]
+    assert stratified_draw([], per_class=2, seed=None, up_to=True).tolist() == []  # no images
     for count in (1, 2, 3):
         small = set(stratified_draw(labels, per_class=count, seed=None, up_to=True).tolist())
         large = set(stratified_draw(labels, per_class=count + 1, seed=None, up_to=True).tolist())
