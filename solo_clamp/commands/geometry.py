@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"solo-clamp geometry: wrote {len(result['figures'])} figures and geometry.json to {out}")
     check = result.get("transport_check")
     if check:
-        from solo_clamp.geometry.transport import transport_table
+        from solo_clamp.geometry.report_transport import transport_table
 
         neighbours = check["prior_neighbours"]
         print(

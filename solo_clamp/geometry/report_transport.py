@@ -164,3 +164,36 @@ def _embed_backbone(
     )
     ((feats, _),), labels = embed_views([model], loader, device, desc, progress)
     return feats, labels
+
+
+def transport_table(check: dict[str, Any]) -> str:
+    """The rows of a :func:`held_out_transport` result as text: one line per map with its
+    error and angular ratios to the identity's and their intervals, then each learned row's
+    difference from each control."""
+
+    def cell(value: list[float]) -> str:
+        return f"{value[0]:.4f} [{value[1]:.4f}, {value[2]:.4f}]"
+
+    intervals = check.get("intervals", {})
+    width = 22
+    lines = [f"{'map':<{width}} {'error ratio':>26} {'angular ratio':>26}"]
+    for name, row in check["rows"].items():
+        ci = intervals.get("rows", {}).get(name)
+        if ci:
+            lines.append(
+                f"{name:<{width}} {cell(ci['error_ratio']):>26} {cell(ci['angular_ratio']):>26}"
+            )
+        else:
+            lines.append(
+                f"{name:<{width}} {row['error_ratio']:>26.4f} {row['angular_ratio']:>26.4f}"
+            )
+    if intervals.get("differences"):
+        confidence = round(100 * intervals["confidence"])
+        lines.append(
+            f"learned row minus control ({confidence} % bootstrap over pairs; < 0: beats it)"
+        )
+        for name, diff in intervals["differences"].items():
+            lines.append(
+                f"{name:<34} {cell(diff['error_ratio']):>26} {cell(diff['angular_ratio']):>26}"
+            )
+    return "\n".join(lines)

@@ -25,7 +25,11 @@ mean(1 − cos(z0, z1))``, which any positive rescaling leaves at exactly 1: onl
 ``z0`` towards ``z1`` lowers it. With ``normalize`` (the run's ``normalize_transport``) both
 views are L2-normalised first, as the transport MSE compares them in training.
 
-How often each coefficient is used is reported beside the rows; the generators' spectrum and
+Each ratio comes with a 95 % percentile bootstrap interval over the pairs, and each learned row
+(``posterior``, ``posterior_location``) with the paired difference of its ratios from every
+control's on the same resampled pairs (``scipy.stats.bootstrap``): "beats a control" is read
+from that interval, not from two point values. How often each coefficient is used is reported
+beside the rows; the generators' spectrum and
 the nearest-neighbour check of prior samples are in :mod:`solo_clamp.geometry.operators`.
 """
 
@@ -38,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from solo_clamp.geometry.checks import shape_of
+from solo_clamp.geometry.transport_intervals import ratio_intervals
 from solo_clamp.losses.variational import Laplace, laplace_draw
 
 CONTROLS = (
@@ -247,6 +252,7 @@ def held_out_transport(
         "pairs": len(z0),
         "normalized": bool(learned.normalize),
         "rows": control_table(moved, source, target),
+        "intervals": ratio_intervals(moved, source, target),
         "coefficients": {
             "posterior_usage": coefficient_usage(c).tolist(),
             "posterior_active_mean": float((c != 0).float().sum(dim=-1).mean()),
@@ -270,12 +276,3 @@ def coefficient_usage(c: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}.")
     return (c.abs() > tolerance).double().mean(dim=0)
-
-
-def transport_table(check: dict[str, Any]) -> str:
-    """The rows of a :func:`held_out_transport` result as text: one line per map with its
-    error and angular ratios to the identity's."""
-    lines = [f"{'map':<20} {'error ratio':>12} {'angular ratio':>14}"]
-    for name, row in check["rows"].items():
-        lines.append(f"{name:<20} {row['error_ratio']:>12.4f} {row['angular_ratio']:>14.4f}")
-    return "\n".join(lines)

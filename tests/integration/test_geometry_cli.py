@@ -362,6 +362,14 @@ def test_the_held_out_transport_check_of_a_manifoldclr_run(
     assert rows["scalar_per_pair"]["error_ratio"] <= 1.0 + 1e-9
     for row in rows.values():
         assert row["error_ratio"] >= 0 and row["angular_ratio"] >= 0
+    intervals = check["intervals"]  # every ratio's bootstrap interval, printed
+    assert list(intervals["rows"]) == list(rows)[1:]
+    for name, row in intervals["rows"].items():
+        value, low, high = row["error_ratio"]
+        assert value == pytest.approx(rows[name]["error_ratio"]) and low <= value <= high
+    assert len(intervals["differences"]) == 2 * 6  # each learned row minus each control
+    assert "posterior_location - scalar_per_pair" in intervals["differences"]
+    assert "learned row minus control (95 % bootstrap over pairs" in printed
     generators = check["generators"]
     psi = model.manifold.transport.psi.detach()
     assert len(generators["norm_per_generator"]) == 4
