@@ -10,6 +10,7 @@ against noise of equal norm (:mod:`solo_clamp.geometry.operators`).
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -125,6 +126,7 @@ def transport_check(
             "its views are the report's crops and colour jitter at s = 1."
         )
     torch.manual_seed(seed)
+    random.seed(seed)  # solo-learn's blur draws its sigma from Python's generator
     views, _ = _embed_backbone(model, dataset, held_out, pipeline, 2, "transport views", loading)
     plain_transform = base_transform(crop, mean, std)
     plain, labels = _embed_backbone(

@@ -394,3 +394,20 @@ def test_no_transport_check_for_the_c_zero_ablation_nor_for_clamp(
     assert not (tmp_path / "ablation" / "transport_check.json").exists()
     assert geometry(tiny_checkpoint, data, tmp_path / "clamp") == 0
     assert json.loads((tmp_path / "clamp" / "geometry.json").read_text())["transport_check"] is None
+
+
+def test_the_transport_check_repeats_exactly(tmp_path, clamp_cfg_factory, image_folder_factory):
+    """The views are seeded, Python's generator included (solo-learn's blur draws its sigma
+    from it): two checks of one run from different generator states agree bit for bit."""
+    import random
+
+    train = image_folder_factory("train", classes=3, per_class=4)
+    data = image_folder_factory("held_out", classes=3, per_class=4, seed=1)
+    run, _ = manifoldclr_run(tmp_path, clamp_cfg_factory, str(train))
+    checks = []
+    for attempt in range(2):
+        random.seed(100 + attempt)
+        out = tmp_path / f"out{attempt}"
+        assert geometry(run, data, out, "--max-images", "12") == 0
+        checks.append((out / "transport_check.json").read_text())
+    assert checks[0] == checks[1]
