@@ -49,7 +49,25 @@ def _read_yaml(path: Path, depth: int = 0) -> DictConfig:
         return loaded
     if depth >= 4:
         raise ConfigError(f"config {str(path)!r}: base chains deeper than 4 files (a cycle?).")
-    return OmegaConf.merge(_read_yaml(path.parent / str(base), depth + 1), loaded)
+    below = _read_yaml(path.parent / str(base), depth + 1)
+    _clear_reshaped(below, loaded)
+    return OmegaConf.merge(below, loaded)
+
+
+def _clear_reshaped(below: DictConfig, over: DictConfig) -> None:
+    """Sets to null every value of ``below`` that ``over`` gives another shape (a mapping for a
+    list, e.g. per-method ``tuning.lr_multipliers`` over a base's list), so that the file's value
+    replaces its base's instead of failing OmegaConf's merge."""
+    for key in over:
+        if key not in below:
+            continue
+        old, new = below[key], over[key]
+        if OmegaConf.is_dict(old) and OmegaConf.is_dict(new):
+            _clear_reshaped(old, new)
+        elif OmegaConf.is_dict(old) != OmegaConf.is_dict(new) or (
+            OmegaConf.is_list(old) != OmegaConf.is_list(new)
+        ):
+            below[key] = None
 
 
 def load_config(path: Optional[os.PathLike] = None, dataset: Optional[str] = None) -> DictConfig:

@@ -145,3 +145,27 @@ def test_the_defaults_fill_what_a_config_leaves_out(tmp_path):
     assert cfg.evaluation.few_label.per_class == 5 and cfg.tuning.max_extensions == 2
     assert cfg.scheduler == {"name": "warmup_cosine", "warmup_epochs": 0}
     assert set(list(cfg)[-len(required) :]) == set(required)  # after the defaults' fields
+
+
+@pytest.mark.parametrize(
+    "base_value, file_value, expected",
+    [
+        ("[0.1, 0.3, 1.0]", "{clamp: [0.3], simclr: [1.0]}", {"clamp": [0.3], "simclr": [1.0]}),
+        ("{clamp: [0.3]}", "[0.1, 1.0]", [0.1, 1.0]),
+    ],
+)
+def test_a_file_may_give_a_field_another_shape_than_its_base(
+    tmp_path, base_value, file_value, expected
+):
+    """tuning.lr_multipliers is a list or a per-method mapping: a file's replaces its base's
+    (OmegaConf alone cannot merge a mapping over a list)."""
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        f"base: {compare.CONFIG_DIR / 'fashion_mnist.yaml'}\n"
+        f"tuning:\n  enabled: true\n  lr_multipliers: {base_value}\n"
+    )
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: base.yaml\ntuning:\n  lr_multipliers: {file_value}\n")
+    cfg = compare.load_config(child)
+    assert OmegaConf.to_container(cfg.tuning.lr_multipliers) == expected
+    assert cfg.tuning.enabled is True  # the rest of the section still merges
