@@ -28,9 +28,9 @@ views are L2-normalised first, as the transport MSE compares them in training.
 Each ratio comes with a 95 % percentile bootstrap interval over the pairs, and each learned row
 (``posterior``, ``posterior_location``) with the paired difference of its ratios from every
 control's on the same resampled pairs (``scipy.stats.bootstrap``): "beats a control" is read
-from that interval, not from two point values. How often each coefficient is used is reported
-beside the rows; the generators' spectrum and
-the nearest-neighbour check of prior samples are in :mod:`solo_clamp.geometry.operators`.
+from that interval, not from two point values (:mod:`solo_clamp.geometry.transport_intervals`).
+How often each coefficient is used is reported beside the rows; the generators' spectrum and the
+nearest-neighbour check of prior samples are in :mod:`solo_clamp.geometry.operators`.
 """
 
 from __future__ import annotations
