@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -29,8 +28,10 @@ import loss_bench
 import torch
 import train_step_bench
 
+from solo_clamp.internals import installed_version
 from solo_clamp.io import write_below_marker
 from solo_clamp.losses.clamp import AUTO_TILE_MIN_IMAGES
+from solo_clamp.provenance import cpu_name
 
 MARKER = (
     "<!-- Below this line: `python3 bench/report.py`'s output; it rewrites everything below. "
@@ -40,30 +41,15 @@ MARKER = (
 
 def machine_info() -> dict[str, str]:
     """CPU model, cores, memory, GPU and library versions of this machine."""
-    cpu: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            cpu.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    model = cpu.get("model name", platform.processor() or "unknown")
-    if "cpu family" in cpu:
-        model += f" (family {cpu['cpu family']}, model {cpu.get('model', '?')})"
     memory = common.meminfo_bytes("MemTotal")
-    versions = {"torch": torch.__version__}
-    for dist in ("solo-learn", "lightning"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
     return {
-        "CPU": model,
+        "CPU": cpu_name(),
         "logical cores": str(os.cpu_count()),
         "memory": "unknown" if memory is None else f"{memory / 2**30:.1f} GiB",
         "GPU": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU run)",
         "python": platform.python_version(),
-        **versions,
+        "torch": torch.__version__,
+        **{dist: installed_version(dist) for dist in ("solo-learn", "lightning")},
     }
 
 
