@@ -38,11 +38,18 @@ def _git(*args: str) -> str:
 
 def code_state() -> dict[str, Any]:
     """``commit`` (the checkout's HEAD, ``unknown`` outside a git checkout) and ``dirty``
-    (whether tracked files differ from it; None when unknown)."""
+    (whether tracked files differ from it; None when unknown), as at this process's first call:
+    a long study keeps naming the code it loaded when its checkout moves on meanwhile."""
+    return dict(_code_state_at_first_call())
+
+
+@functools.lru_cache(maxsize=1)
+def _code_state_at_first_call() -> tuple[tuple[str, Any], ...]:
     commit = _git("rev-parse", "HEAD")
     if not commit:
-        return {"commit": "unknown", "dirty": None}
-    return {"commit": commit, "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+        return (("commit", "unknown"), ("dirty", None))
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return (("commit", commit), ("dirty", dirty))
 
 
 @functools.lru_cache(maxsize=1)
