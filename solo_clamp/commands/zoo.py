@@ -192,13 +192,15 @@ def _load(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     import pooch
 
+    from solo_clamp.errors import ManifestError
+    from solo_clamp.validation import validated
     from solo_clamp.zoo import load_index, verify_file
-    from solo_clamp.zoo.entry import check_sha256
+    from solo_clamp.zoo.entry import Sha256
 
     if not args.path.is_file():
         raise CommandError(f"{args.path} is not a file.")
     if args.sha256 is not None:
-        expected = check_sha256(args.sha256.lower(), "--sha256")
+        expected = validated(Sha256, args.sha256.lower(), "--sha256", ManifestError)
         verify_file(args.path, expected)
         print(f"OK {args.path} sha256={expected}")
         return 0

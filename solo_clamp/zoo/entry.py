@@ -1,41 +1,91 @@
 """A zoo manifest entry: its fields (:class:`ZooEntry`, in the manifest's order; documented once,
-in ``zoo/README.md``) and their validation, each error naming the entry and the field."""
+in ``zoo/README.md``) as a typed schema that pydantic checks, each error naming the entry and the
+field (:func:`solo_clamp.validation.validated`)."""
 
 from __future__ import annotations
 
 import re
 import urllib.parse
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
 import torch
+from pydantic import AfterValidator, ConfigDict, Discriminator, Field, StrictInt, StrictStr, Tag
+from pydantic.dataclasses import dataclass
+from typing_extensions import NotRequired, TypedDict
 
 from solo_clamp.errors import ManifestError
+from solo_clamp.validation import validated
 
 FORMATS = {"safetensors-fp16": torch.float16, "safetensors-fp32": torch.float32}
-EVALUATIONS = ("knn", "linear")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_CLOSED = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to rebuild a backbone: solo-learn's name and kwargs, and the CIFAR stem flag
-    (:func:`solo_clamp.backbones.build_backbone` builds it)."""
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    cifar_stem: bool = False
-
-
-SourceItem = Union[str, Mapping[str, str]]
-"""A ``sources`` item as the manifest writes it: a URL or ``{hf_repo, hf_filename[,
-hf_revision]}``."""
+def _model_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid model name; use lowercase letters, digits, '.', '_' and "
+            "'-', starting with a letter or digit"
+        )
+    return name
 
 
-def source_name(source: SourceItem) -> str:
+def _non_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError(f"expected a non-empty string, got {text!r}")
+    return text
+
+
+def _https(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    loopback = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    if not parts.netloc or (parts.scheme != "https" and not loopback):
+        raise ValueError(
+            f"{url!r} is not an https:// URL (http:// is accepted only for the loopback hosts "
+            f"{', '.join(LOOPBACK_HOSTS)})"
+        )
+    return url
+
+
+def _relative(path: str) -> str:
+    if Path(path).is_absolute() or ".." in Path(path).parts or "\\" in path:
+        raise ValueError(
+            f"{path!r} must be a relative path inside the zoo directory (no absolute paths, "
+            "no '..')"
+        )
+    return Path(path).as_posix()
+
+
+Text = Annotated[StrictStr, AfterValidator(_non_blank)]
+ModelName = Annotated[StrictStr, AfterValidator(_model_name)]
+Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+Count = Annotated[StrictInt, Field(ge=1)]
+
+
+class HubSource(TypedDict):
+    """A Hugging Face file: ``{hf_repo, hf_filename[, hf_revision]}`` (no revision: main)."""
+
+    __pydantic_config__ = _CLOSED  # type: ignore[misc]
+    hf_repo: Text
+    hf_filename: Text
+    hf_revision: NotRequired[Optional[Text]]
+
+
+SourceItem = Annotated[
+    Union[
+        Annotated[Annotated[StrictStr, AfterValidator(_https)], Tag("<url>")],
+        Annotated[HubSource, Tag("<hub>")],
+    ],
+    Discriminator(lambda raw: "<url>" if isinstance(raw, str) else "<hub>"),
+]
+"""A ``sources`` item: an ``https://`` URL (``http://`` on a loopback host only) or a
+:class:`HubSource`."""
+
+
+def source_name(source: Union[str, Mapping[str, Any]]) -> str:
     """A source as messages name it: its URL, or ``hf://<repo>/<filename>[@<revision>]``."""
     if isinstance(source, str):
         return source
@@ -43,31 +93,51 @@ def source_name(source: SourceItem) -> str:
     return f"hf://{source['hf_repo']}/{source['hf_filename']}{revision}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CLOSED)
+class BackboneSpec:
+    """How to rebuild a backbone: solo-learn's name and kwargs, and the CIFAR stem flag
+    (:func:`solo_clamp.backbones.build_backbone` builds it)."""
+
+    name: Text
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    cifar_stem: bool = Field(default=False, strict=True)
+
+    def __post_init__(self) -> None:
+        if self.cifar_stem and not self.name.startswith("resnet"):
+            raise ValueError(
+                f"the CIFAR stem (cifar_stem) applies to resnet backbones only, not {self.name!r}"
+            )
+
+
+@dataclass(frozen=True, config=_CLOSED)
 class Evaluation:
     """A top-1 accuracy (percent) and the command that measured it."""
 
-    top1: float
-    command: str
+    top1: Annotated[float, Field(strict=True, ge=0, le=100)]
+    command: Text
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, config=_CLOSED)
 class ZooEntry:
     """One model of the manifest (its fields: ``zoo/README.md``, "Manifest schema")."""
 
-    name: str
-    method: str
+    name: ModelName
+    method: Text
     backbone: BackboneSpec
-    dataset: str
-    epochs: int
-    views: int
-    evaluation: dict[str, Evaluation] = field(default_factory=dict)
-    file: Optional[str] = None
-    size: int
-    sha256: str
-    format: str
+    dataset: Text
+    epochs: Count
+    views: Count
+    evaluation: dict[Literal["knn", "linear"], Evaluation] = field(default_factory=dict)
+    file: Optional[Annotated[Text, AfterValidator(_relative)]] = None
+    size: Count
+    sha256: Sha256
+    format: Literal["safetensors-fp16", "safetensors-fp32"]
     sources: tuple[SourceItem, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.file is None and not self.sources:
+            raise ValueError("needs a shipped 'file' or at least one of 'sources'")
 
     @property
     def cache_name(self) -> str:
@@ -85,157 +155,17 @@ class ZooEntry:
 REQUIRED_FIELDS = tuple(
     f.name for f in fields(ZooEntry) if f.default is MISSING and f.default_factory is MISSING
 )
-OPTIONAL_FIELDS = tuple(f.name for f in fields(ZooEntry) if f.name not in REQUIRED_FIELDS)
-
-
-def checked_mapping(
-    value: Any, where: str, required: Sequence[str] = (), optional: Optional[Sequence[str]] = None
-) -> Mapping[str, Any]:
-    """``value``, checked to be a mapping with the ``required`` keys and, unless ``optional``
-    is None (any keys), no others."""
-    if not isinstance(value, Mapping):
-        raise ManifestError(f"{where}: expected a mapping, got {type(value).__name__} ({value!r}).")
-    allowed = [*required, *(optional or ())]
-    unknown = sorted(str(k) for k in value if k not in allowed)
-    if optional is not None and unknown:
-        raise ManifestError(
-            f"{where}: unknown field(s) {', '.join(unknown)}; allowed fields: {', '.join(allowed)}."
-        )
-    missing = [k for k in required if k not in value]
-    if missing:
-        raise ManifestError(f"{where}: missing required field(s) {', '.join(missing)}.")
-    return value
-
-
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ManifestError(f"{where}: expected a non-empty string, got {value!r}.")
-    return value
-
-
-def _count(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ManifestError(f"{where}: expected an integer >= 1, got {value!r}.")
-    return value
 
 
 def check_name(name: Any, where: str = "name") -> str:
     """A model name (it becomes a file name): lowercase letters, digits, ``._-``."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ManifestError(
-            f"{where}: {name!r} is not a valid model name; use lowercase letters, digits, "
-            "'.', '_' and '-', starting with a letter or digit."
-        )
-    return name
-
-
-def check_sha256(value: Any, where: str = "sha256") -> str:
-    """A sha256 digest: 64 lowercase hexadecimal digits."""
-    if not isinstance(value, str) or not _SHA256_RE.match(value):
-        raise ManifestError(f"{where}: expected 64 lowercase hex digits, got {value!r}.")
-    return value
-
-
-def parse_source(raw: Any, where: str) -> SourceItem:
-    """One ``sources`` item: an ``https://`` URL (``http://`` on a loopback host only) or
-    ``{hf_repo, hf_filename[, hf_revision]}``."""
-    if isinstance(raw, str):
-        url = urllib.parse.urlsplit(raw)
-        loopback = url.scheme == "http" and url.hostname in LOOPBACK_HOSTS
-        if not url.netloc or (url.scheme != "https" and not loopback):
-            raise ManifestError(
-                f"{where}: {raw!r} is not an https:// URL (http:// is accepted only for the "
-                f"loopback hosts {', '.join(LOOPBACK_HOSTS)})."
-            )
-        return raw
-    if not isinstance(raw, Mapping):
-        raise ManifestError(
-            f"{where}: expected an https:// URL or a mapping "
-            f"{{hf_repo, hf_filename[, hf_revision]}}, got {raw!r}."
-        )
-    raw = checked_mapping(raw, where, ("hf_repo", "hf_filename"), ("hf_revision",))
-    given = {k: v for k, v in raw.items() if k != "hf_revision" or v is not None}  # null: main
-    return {k: _text(v, f"{where}.{k}") for k, v in given.items()}
-
-
-def _backbone(raw: Any, where: str) -> BackboneSpec:
-    raw = checked_mapping(raw, where, ("name",), ("kwargs", "cifar_stem"))
-    kwargs = dict(checked_mapping(raw.get("kwargs") or {}, f"{where}.kwargs"))
-    spec = BackboneSpec(_text(raw["name"], f"{where}.name"), kwargs, raw.get("cifar_stem", False))
-    if not isinstance(spec.cifar_stem, bool):
-        raise ManifestError(f"{where}.cifar_stem: expected true or false, got {spec.cifar_stem!r}.")
-    if spec.cifar_stem and not spec.name.startswith("resnet"):
-        raise ManifestError(
-            f"{where}.cifar_stem: the CIFAR stem applies to resnet backbones only, "
-            f"not {spec.name!r}."
-        )
-    return spec
-
-
-def _evaluation(raw: Any, where: str) -> dict[str, Evaluation]:
-    out = {}
-    for kind, value in checked_mapping(raw, where, (), EVALUATIONS).items():
-        value = checked_mapping(value, f"{where}.{kind}", ("top1", "command"), ())
-        top1 = value["top1"]
-        if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 0 <= top1 <= 100:
-            raise ManifestError(
-                f"{where}.{kind}.top1: expected a percentage in [0, 100], got {top1!r}."
-            )
-        out[kind] = Evaluation(float(top1), _text(value["command"], f"{where}.{kind}.command"))
-    return out
-
-
-def _relative_file(value: Any, where: str) -> str:
-    path = Path(_text(value, where))
-    if path.is_absolute() or ".." in path.parts or "\\" in value:
-        raise ManifestError(
-            f"{where}: {value!r} must be a relative path inside the zoo directory "
-            "(no absolute paths, no '..')."
-        )
-    return path.as_posix()
-
-
-def _format(value: Any, where: str) -> str:
-    if value not in tuple(FORMATS):
-        raise ManifestError(f"{where}: {value!r} is not supported; allowed: {', '.join(FORMATS)}.")
-    return value
-
-
-def _sources(raw: Any, where: str) -> tuple[SourceItem, ...]:
-    if not isinstance(raw, list):
-        raise ManifestError(f"{where}: expected a list, got {raw!r}.")
-    return tuple(parse_source(item, f"{where}[{i}]") for i, item in enumerate(raw))
-
-
-_FIELD_PARSERS: dict[str, Callable[[Any, str], Any]] = {
-    "name": check_name,
-    "method": _text,
-    "backbone": _backbone,
-    "dataset": _text,
-    "epochs": _count,
-    "views": _count,
-    "evaluation": _evaluation,
-    "file": _relative_file,
-    "size": _count,
-    "sha256": check_sha256,
-    "format": _format,
-    "sources": _sources,
-    "config": lambda raw, where: dict(checked_mapping(raw, where)),
-}
+    return validated(ModelName, name, where, ManifestError)
 
 
 def parse_entry(raw: Any, where: str = "entry") -> ZooEntry:
     """Validates one manifest entry; a :class:`ManifestError` names the entry and the field
     (an optional field may be null: its default)."""
-    raw = checked_mapping(raw, where, REQUIRED_FIELDS, OPTIONAL_FIELDS)
-    where = f"{where} ({check_name(raw['name'], f'{where}.name')})"
-    entry = ZooEntry(
-        **{
-            key: _FIELD_PARSERS[key](value, f"{where}.{key}")
-            for key, value in raw.items()
-            if value is not None or key in REQUIRED_FIELDS
-        }
-    )
-    if entry.file is None and not entry.sources:
-        raise ManifestError(f"{where}: needs a shipped 'file' or at least one of 'sources'.")
-    return entry
+    if isinstance(raw, Mapping):
+        where = f"{where} ({check_name(raw.get('name'), f'{where}.name')})"
+        raw = {k: v for k, v in raw.items() if v is not None or k in REQUIRED_FIELDS}
+    return validated(ZooEntry, raw, where, ManifestError)

@@ -7,13 +7,15 @@ import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Literal, Optional, Union
 
+import pydantic
 import yaml
 
 from solo_clamp.errors import ManifestError, UnknownModelError
 from solo_clamp.io import PathLike, atomic_write_text
-from solo_clamp.zoo.entry import ZooEntry, checked_mapping, parse_entry
+from solo_clamp.validation import validated
+from solo_clamp.zoo.entry import ZooEntry, parse_entry
 
 SCHEMA_VERSION = 1
 INDEX_ENV = "SOLO_CLAMP_ZOO_INDEX"
@@ -52,6 +54,14 @@ class ZooIndex:
 IndexLike = Union[ZooIndex, PathLike, None]
 
 
+@pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid"))
+class _Layout:
+    """A manifest's top level; each entry is checked on its own (its name goes in messages)."""
+
+    version: Literal[1] = SCHEMA_VERSION
+    models: Optional[list[Any]] = None
+
+
 def default_index_path() -> Path:
     """``$SOLO_CLAMP_ZOO_INDEX``, else the package resource ``solo_clamp/zoo/index.yaml``: in
     the repository a link to ``zoo/index.yaml``, resolved so that the shipped weights beside it
@@ -81,17 +91,9 @@ def load_index(index: IndexLike = None) -> ZooIndex:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ManifestError(f"{path}: not valid YAML: {err}") from err
-    data = checked_mapping(data, str(path), (), ("version", "models"))
-    if data.get("version", SCHEMA_VERSION) != SCHEMA_VERSION:
-        raise ManifestError(
-            f"{path}: version: {data['version']!r} is not supported "
-            f"(this solo-clamp reads version {SCHEMA_VERSION})."
-        )
-    models = data.get("models") or []
-    if not isinstance(models, list):
-        raise ManifestError(f"{path}: models: expected a list of entries, got {models!r}.")
+    layout = validated(_Layout, data, f"{path}:", ManifestError)
     entries: dict[str, ZooEntry] = {}
-    for i, raw in enumerate(models):
+    for i, raw in enumerate(layout.models or []):
         entry = parse_entry(raw, f"{path}: models[{i}]")
         if entry.name in entries:
             raise ManifestError(f"{path}: models[{i}].name: duplicate model name {entry.name!r}.")

@@ -29,7 +29,16 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / PACKAGE
 ARCHITECTURE = PACKAGE_DIR.parent / "docs" / "architecture.md"
 
 LAYERS: dict[int, tuple[str, ...]] = {
-    1: ("version.py", "errors.py", "io.py", "configs/", "losses/", "geometry/", "data/"),
+    1: (
+        "version.py",
+        "errors.py",
+        "io.py",
+        "validation.py",
+        "configs/",
+        "losses/",
+        "geometry/",
+        "data/",
+    ),
     2: ("internals.py", "checkpoints.py", "backbones.py", "evaluation.py", "provenance.py", "zoo/"),
     3: ("__init__.py", "methods/", "views.py"),
     4: ("training/",),
