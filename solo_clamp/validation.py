@@ -1,22 +1,47 @@
 """Checking user data against a typed schema (pydantic), with one sentence per error.
 
-:func:`validated` returns the typed value or raises the project's error (a
-:class:`~solo_clamp.errors.SoloClampError` subclass) whose message names the field by its
-dotted path, says what is wrong and shows the value, e.g.
-``models[0] (tiny).epochs: input should be greater than or equal to 1, got 0.``
-
+A schema is a pydantic dataclass with ``config=CLOSED`` (unknown fields refused) whose fields
+use pydantic's strict types (``StrictInt``, ``StrictBool``, ``StrictStr``, :data:`Number`), so
+that ``'yes'`` is not read as true nor ``2.5`` as 2; ``Field(ge=...)`` gives a range, and
+``__post_init__`` (or an ``AfterValidator``) raises ``ValueError("must be ..., got ...")`` for a
+rule a type cannot say. :func:`validated` returns the typed value or raises the project's error
+whose message names the field by its dotted path, e.g.
+``method_kwargs.rs must be > 0, got 0.0.`` or ``epoch is not a field; fields: [...]``.
 A union member's tag written in angle brackets (``Tag("<url>")``) is left out of the path.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from functools import cache
-from typing import Any, Union
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError
 
 from solo_clamp.errors import ConfigError, SoloClampError
 
+CLOSED = ConfigDict(extra="forbid")
+Number = Annotated[float, Strict()]
+"""A float field that takes an integer but neither a bool nor a string."""
+
+_RULES = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "dataclass_type": "a mapping",
+    "list_type": "a list",
+    "finite_number": "a finite number",
+    "greater_than": "> {gt}",
+    "greater_than_equal": ">= {ge}",
+    "less_than": "< {lt}",
+    "less_than_equal": "<= {le}",
+    "literal_error": "{expected}",
+    "string_pattern_mismatch": "a string matching {pattern}",
+}
+"""What a field must be, by pydantic's error type (the words of the project's messages)."""
 _UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
 
 
@@ -39,30 +64,58 @@ def field_path(loc: tuple[Union[str, int], ...], where: str = "") -> str:
     return f"{where}.{path}" if where and path and not path.startswith("[") else where + path
 
 
-def describe(error: dict[str, Any], where: str = "") -> str:
-    """One sentence for one of pydantic's errors (an item of ``ValidationError.errors()``)."""
-    kind, value, loc = error["type"], error.get("input"), error["loc"]
-    message = f"{error['msg'][0].lower()}{error['msg'][1:]}"
-    if loc and loc[-1] == "[key]":  # a mapping's key: (..., key, "[key]")
-        loc, text = loc[:-2], f"key {value!r}: {message}"
+def _fields_at(schema: Any, loc: tuple[Union[str, int], ...]) -> Optional[list[str]]:
+    """The field names of the dataclass (or TypedDict) that ``schema`` holds at ``loc``."""
+    for part in loc:
+        hints = typing.get_type_hints(schema) if isinstance(schema, type) else {}
+        if part not in hints:
+            return None
+        schema = hints[part]
+        if typing.get_origin(schema) is Union:  # Optional[X]
+            schema = next(a for a in typing.get_args(schema) if a is not type(None))
+    if dataclasses.is_dataclass(schema):
+        return [f.name for f in dataclasses.fields(schema)]
+    return list(typing.get_type_hints(schema)) if typing.is_typeddict(schema) else None
+
+
+def describe(error: dict[str, Any], where: str = "", schema: Any = None) -> str:
+    """One sentence for one of pydantic's errors (an item of ``ValidationError.errors()``);
+    ``schema``: the validated one, whose fields an unknown field's message lists."""
+    kind, value, loc = error["type"], error.get("input"), tuple(error["loc"])
+    bounds = {
+        k: f"{v:g}" if isinstance(v, float) else v for k, v in (error.get("ctx") or {}).items()
+    }
+    rule = _RULES.get(kind, "").format(**bounds)
+    key = bool(loc) and loc[-1] == "[key]"  # a mapping's key: (..., key, "[key]")
+    if key:
+        loc = loc[:-2]
+    path = field_path(loc, where)
+    if key:
+        text = f"{path} key {value!r} must be {rule or error['msg']}"
     elif kind == "missing":
-        text = "missing required field"
+        text = f"{path} is required"
     elif kind in _UNKNOWN:
-        text = "unknown field"
-    elif kind in ("value_error", "assertion_error"):
-        text = str(error["ctx"]["error"])
+        known = _fields_at(schema, loc[:-1])
+        text = f"{path} is not a field" + (f"; fields: {known}" if known is not None else "")
+    elif kind in ("value_error", "assertion_error"):  # a rule a type cannot say
+        message = str(error["ctx"]["error"])
+        text = f"{path} {message}" if message.startswith("must ") else f"{path}: {message}"
+    elif rule:
+        text = f"{path} must be {rule}, got {value!r}"
     else:
-        text = f"{message}, got {value!r}"
-    path, text = field_path(loc, where), text.rstrip(".")
-    return f"{path}: {text}." if path else f"{text[0].upper()}{text[1:]}."
+        text = f"{path}: {error['msg'][0].lower()}{error['msg'][1:]}, got {value!r}"
+    text = text.strip().lstrip(": ").rstrip(".")
+    return f"{text[0].upper()}{text[1:]}." if not path else f"{text}."
 
 
 def validated(
     schema: Any, data: Any, where: str = "", error: type[SoloClampError] = ConfigError
 ) -> Any:
-    """``data`` validated as ``schema`` (a pydantic model or dataclass, or any type pydantic
+    """``data`` validated as ``schema`` (a pydantic dataclass, or any type pydantic
     validates); its first error raises ``error`` with :func:`describe`'s sentence."""
     try:
         return _adapter(schema).validate_python(data)
     except ValidationError as err:
-        raise error(describe(err.errors(include_url=False)[0], where)) from None
+        errors = err.errors(include_url=False)  # a misspelt field first, before its "required"
+        first = next((e for e in errors if e["type"] in _UNKNOWN), errors[0])
+        raise error(describe(first, where, schema)) from None

@@ -114,11 +114,19 @@ def small_method_kwargs(schema: type) -> dict:
     """The required fields of a ``method_kwargs`` schema (no default) set to small valid
     values: 16 for an integer (a width), 0.5 for a number; the others keep their defaults."""
     import dataclasses
+    import typing
 
-    from omegaconf import MISSING
+    from pydantic.fields import FieldInfo
 
+    def required(field: dataclasses.Field) -> bool:
+        default = field.default
+        return default is dataclasses.MISSING or (
+            isinstance(default, FieldInfo) and default.is_required()
+        )
+
+    hints = typing.get_type_hints(schema)
     return {
-        field.name: 16 if str(field.type).startswith("int") else 0.5
+        field.name: 16 if hints[field.name] is int else 0.5
         for field in dataclasses.fields(schema)
-        if field.default is dataclasses.MISSING or field.default == MISSING
+        if required(field)
     }

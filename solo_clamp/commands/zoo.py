@@ -26,6 +26,24 @@ Handler = Callable[[argparse.Namespace], int]
 DTYPES = ("fp16", "fp32")  # those of zoo.publish, whose import would load torch for --help
 EVALUATIONS = ("knn", "linear")  # those of the manifest
 INDEX_HELP = "the zoo manifest (default: $SOLO_CLAMP_ZOO_INDEX, else the shipped zoo/index.yaml)"
+CACHE_HELP = "download cache (default: $SOLO_CLAMP_CACHE, else the OS cache)"
+PUBLISH_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("ckpt", {"type": Path, "help": "Lightning .ckpt (args.json beside it) or run folder"}),
+    ("--name", {"required": True, "help": "model name ([a-z0-9][a-z0-9._-]*)"}),
+    ("--dtype", {"choices": DTYPES, "default": "fp16", "help": "precision (default: fp16)"}),
+    ("--out", {"type": Path, "metavar": "DIR", "help": "default: the manifest's folder"}),
+    ("--args", {"type": Path, "metavar": "PATH", "help": "default: args.json beside CKPT"}),
+    ("--epochs", {"type": int, "help": "default: '-ep=N' + 1, else max_epochs"}),
+    (
+        "--source",
+        {"action": "append", "default": [], "metavar": "URL", "help": "download URL (repeatable)"},
+    ),
+    ("--hf-repo", {"help": "Hugging Face repo holding the file"}),
+    ("--hf-filename", {"help": "file name in --hf-repo"}),
+    ("--overwrite", {"action": "store_true", "help": "replace an entry of the same name"}),
+    ("--no-check", {"action": "store_true", "help": "skip the test-load into a backbone"}),
+]
+"""``publish``'s arguments (``--source`` repeats: each a URL the file is downloadable from)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--index", type=Path, default=argparse.SUPPRESS, metavar="PATH", help=INDEX_HELP
     )
     cache = argparse.ArgumentParser(add_help=False)
-    cache.add_argument(
-        "--cache-dir",
-        type=Path,
-        metavar="DIR",
-        help="download cache (default: $SOLO_CLAMP_CACHE, else the OS cache)",
-    )
+    cache.add_argument("--cache-dir", type=Path, metavar="DIR", help=CACHE_HELP)
     cache.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     actions = parser.add_subparsers(dest="zoo_action", metavar="ACTION", required=True)
 
@@ -64,56 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     expected = sub.add_mutually_exclusive_group()
     expected.add_argument("--sha256", help="the expected digest")
     expected.add_argument("--name", help="check against this manifest entry")
-
     sub = action("publish", _publish, "add a pretrain checkpoint to the zoo")
-    sub.add_argument(
-        "ckpt",
-        type=Path,
-        help="Lightning .ckpt with args.json beside it (or a run directory: its newest .ckpt)",
-    )
-    sub.add_argument("--name", required=True, help="model name ([a-z0-9][a-z0-9._-]*)")
-    sub.add_argument(
-        "--dtype", choices=DTYPES, default="fp16", help="stored precision (default: fp16)"
-    )
-    sub.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="where the weights go (default: the manifest's folder)",
-    )
-    sub.add_argument(
-        "--args",
-        type=Path,
-        metavar="PATH",
-        help="the training cfg (default: args.json beside CKPT)",
-    )
-    sub.add_argument(
-        "--epochs",
-        type=int,
-        help="epochs trained (default: from '-ep=N' in the name, else max_epochs)",
-    )
+    for flag, options in PUBLISH_OPTIONS:
+        sub.add_argument(flag, **options)
     for kind in EVALUATIONS:
         sub.add_argument(f"--{kind}-top1", type=float, metavar="X", help=f"{kind} top-1 in %%")
-        sub.add_argument(
-            f"--{kind}-command", metavar="CMD", help=f"the command that measured --{kind}-top1"
-        )
-    sub.add_argument(
-        "--source",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="https:// URL the file will be downloadable from (repeatable)",
-    )
-    sub.add_argument("--hf-repo", help="Hugging Face repo holding the file")
-    sub.add_argument("--hf-filename", help="file name in --hf-repo")
-    sub.add_argument(
-        "--overwrite", action="store_true", help="replace an entry / weights file of the same name"
-    )
-    sub.add_argument(
-        "--no-check",
-        action="store_true",
-        help="skip the strict test-load into a solo-learn backbone",
-    )
+        sub.add_argument(f"--{kind}-command", metavar="CMD", help=f"what measured --{kind}-top1")
 
 
 def _location(idx: Any, entry: Any, cache: Any) -> str:
@@ -221,14 +190,11 @@ def _publish(args: argparse.Namespace) -> int:
     from solo_clamp.zoo.manifest import default_index_path
     from solo_clamp.zoo.publish import publish
 
-    evaluation = {}  # a figure without its command (or the reverse) fails the manifest's check
-    for kind in EVALUATIONS:
-        measured = {
-            "top1": getattr(args, f"{kind}_top1"),
-            "command": getattr(args, f"{kind}_command"),
-        }
-        if any(value is not None for value in measured.values()):
-            evaluation[kind] = measured
+    given = {
+        k: {"top1": getattr(args, f"{k}_top1"), "command": getattr(args, f"{k}_command")}
+        for k in EVALUATIONS
+    }  # a figure without its command fails the manifest's check
+    evaluation = {k: v for k, v in given.items() if any(x is not None for x in v.values())}
     hub = {"hf_repo": args.hf_repo, "hf_filename": args.hf_filename}
     entry = publish(
         args.ckpt,

@@ -12,64 +12,49 @@ attribute error when the class is built). Each loss key is the one its ``trainin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
+from pydantic import Field, StrictInt
+from pydantic.dataclasses import dataclass
 from solo.methods import BYOL, SimCLR, VICReg
 
-from solo_clamp.methods.facts import MethodFacts, ViewRule, require
+from solo_clamp.methods.facts import MethodFacts, ViewRule
 from solo_clamp.methods.registry import register_method
+from solo_clamp.validation import CLOSED, Number
 
 _SOLO_RECIPE = ViewRule(minimum=2, maximum=2, why="solo-learn's recipe")
 _PROJECTOR = ("proj_hidden_dim", "proj_output_dim")
+Width = Annotated[StrictInt, Field(ge=1)]
 
 
-def _require_widths(kwargs: object, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(kwargs, name)
-        require(value >= 1, name, "a positive integer", value)
-
-
-@dataclass
+@dataclass(config=CLOSED)
 class SimCLRKwargs:
     """solo-learn's SimCLR ``method_kwargs`` (its class reads exactly these)."""
 
-    proj_hidden_dim: int
-    proj_output_dim: int
-    temperature: float
-
-    def __post_init__(self) -> None:
-        _require_widths(self, _PROJECTOR)
-        require(self.temperature > 0, "temperature", "a number > 0", self.temperature)
+    proj_hidden_dim: Width
+    proj_output_dim: Width
+    temperature: Number = Field(gt=0)
 
 
-@dataclass
+@dataclass(config=CLOSED)
 class BYOLKwargs:
     """solo-learn's BYOL ``method_kwargs`` (solo/methods/byol.py: all three required)."""
 
-    proj_hidden_dim: int
-    proj_output_dim: int
-    pred_hidden_dim: int
-
-    def __post_init__(self) -> None:
-        _require_widths(self, (*_PROJECTOR, "pred_hidden_dim"))
+    proj_hidden_dim: Width
+    proj_output_dim: Width
+    pred_hidden_dim: Width
 
 
-@dataclass
+@dataclass(config=CLOSED)
 class VICRegKwargs:
     """solo-learn's VICReg ``method_kwargs`` (solo/methods/vicreg.py: the projector's widths
     required, the loss weights defaulting to 25, 25 and 1)."""
 
-    proj_hidden_dim: int
-    proj_output_dim: int
-    sim_loss_weight: float = 25.0
-    var_loss_weight: float = 25.0
-    cov_loss_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        _require_widths(self, _PROJECTOR)
-        for name in ("sim_loss_weight", "var_loss_weight", "cov_loss_weight"):
-            value = getattr(self, name)
-            require(value >= 0, name, ">= 0", value)
+    proj_hidden_dim: Width
+    proj_output_dim: Width
+    sim_loss_weight: Number = Field(25.0, ge=0)
+    var_loss_weight: Number = Field(25.0, ge=0)
+    cov_loss_weight: Number = Field(1.0, ge=0)
 
 
 register_method(

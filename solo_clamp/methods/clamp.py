@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Sequence
 
 import omegaconf
 import torch
 import torch.nn as nn
-from omegaconf import MISSING
+from pydantic import Field, StrictBool, StrictInt
+from pydantic.dataclasses import dataclass
 from solo.methods.base import BaseMethod
 
 from solo_clamp.losses.clamp import STAT_NAMES, NonFiniteEmbeddingsError, clamp_loss_and_stats
 from solo_clamp.losses.gather import DDP_GRADIENTS
-from solo_clamp.methods.facts import MethodFacts, ViewRule, field_error, require, require_each
+from solo_clamp.methods.facts import MethodFacts, ViewRule
 from solo_clamp.methods.online import online_evaluation
 from solo_clamp.methods.registry import register_method
+from solo_clamp.validation import CLOSED, Number
 from solo_clamp.views import forward_by_resolution, large_crop_indices, view_major
 
 
-@dataclass
+@dataclass(config=CLOSED)
 class ClampKwargs:
-    """CLAMP's ``method_kwargs``: defaults, types, and the checks of ``__post_init__``.
+    """CLAMP's ``method_kwargs``: defaults, types and ranges (cross-field rules in
+    ``__post_init__``).
 
     Attributes:
         proj_hidden_dim: width of the projector's hidden layers.
@@ -40,40 +42,27 @@ class ClampKwargs:
             count) or "local" (other ranks' embeddings detached, as the official code).
     """
 
-    proj_hidden_dim: int = MISSING
-    proj_output_dim: int = MISSING
-    rs: float = MISSING
-    proj_hidden_layers: int = 1
-    pot_pow: float = 2.0
-    lw0: float = 0.0
-    lw1: float = 1.0
-    min_margin: float = 1e-3
-    max_range: float = 1.5
-    joint_forward: bool = True
-    tile_size: Optional[int] = None
-    ddp_gradient: str = "full"
+    proj_hidden_dim: StrictInt = Field(ge=1)
+    proj_output_dim: StrictInt = Field(ge=1)
+    rs: Number = Field(gt=0)
+    proj_hidden_layers: StrictInt = Field(1, ge=0)
+    pot_pow: Number = Field(2.0, gt=0)
+    lw0: Number = Field(0.0, ge=0)
+    lw1: Number = Field(1.0, ge=0)
+    min_margin: Number = Field(1e-3, ge=0)
+    max_range: Number = Field(1.5, gt=0)
+    joint_forward: StrictBool = True
+    tile_size: Optional[StrictInt] = Field(None, ge=1)
+    ddp_gradient: Literal[DDP_GRADIENTS] = "full"  # type: ignore[valid-type]
 
     def __post_init__(self) -> None:
-        require_each(self, ("proj_hidden_dim", "proj_output_dim"), "an integer >= 1")
-        require_each(self, ("proj_hidden_layers",), "an integer >= 0")
-        require_each(self, ("rs", "pot_pow", "max_range"), "> 0")
-        require_each(self, ("lw0", "lw1", "min_margin"), ">= 0")
         if self.lw0 == 0 and self.lw1 == 0:
-            raise field_error("lw0", "and method_kwargs.lw1 cannot both be 0.")
+            raise ValueError("lw0 and lw1 cannot both be 0")
         if not self.max_range > self.min_margin:
-            raise field_error(
-                "max_range",
-                f"must be > method_kwargs.min_margin, got max_range={self.max_range!r}, "
-                f"min_margin={self.min_margin!r}.",
+            raise ValueError(
+                f"max_range must be > min_margin, got max_range={self.max_range!r}, "
+                f"min_margin={self.min_margin!r}"
             )
-        if self.tile_size is not None:
-            require(self.tile_size >= 1, "tile_size", "an integer >= 1", self.tile_size)
-        require(
-            self.ddp_gradient in DDP_GRADIENTS,
-            "ddp_gradient",
-            f"one of {list(DDP_GRADIENTS)}",
-            self.ddp_gradient,
-        )
 
 
 def build_projector(in_dim: int, hidden_dim: int, output_dim: int, hidden_layers: int) -> nn.Module:

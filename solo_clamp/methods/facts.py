@@ -2,13 +2,13 @@
 
 Every method module (``solo_clamp/methods/<name>.py``) gives its class a ``facts``
 (:class:`MethodFacts`) and registers it with :func:`~solo_clamp.methods.registry.register_method`:
-the name it is known by in ``solo.methods.METHODS``, the ``method_kwargs`` schema (a dataclass:
-defaults, types, unknown keys refused, range checks in ``__post_init__``), the views it takes,
-the loss and statistics it logs (its ``training_step`` logs through these very keys), the fields
-that fix a run's shape, those that are projector widths, and the hooks geometry (its held-out
-transport check) and few-label probes use. Preflight, auto-resume, compare, geometry and
-few-label read these through :func:`solo_clamp.methods.facts_of`; none keeps a table of its
-own or branches on a method's name.
+the name it is known by in ``solo.methods.METHODS``, the ``method_kwargs`` schema (a pydantic
+dataclass, :mod:`solo_clamp.validation`: defaults, types, ranges, unknown keys refused), the
+views it takes, the loss and statistics it logs (its ``training_step`` logs through these very
+keys), the fields that fix a run's shape, those that are projector widths, and the hooks
+geometry (its held-out transport check) and few-label probes use. Preflight, auto-resume,
+compare, geometry and few-label read these through :func:`solo_clamp.methods.facts_of`; none
+keeps a table of its own or branches on a method's name.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from solo_clamp.errors import ConfigError
+from solo_clamp.validation import validated
 from solo_clamp.views import count_views
-
-_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,8 @@ class MethodFacts:
     ``training_step`` passes to ``self.log``."""
     views: ViewRule = ViewRule()
     kwargs_schema: Optional[type] = None
-    """A dataclass of the ``method_kwargs``; None: the method checks them itself."""
+    """A pydantic dataclass of the ``method_kwargs`` (:mod:`solo_clamp.validation`); None: the
+    method checks them itself."""
     stat_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """The statistics the ``training_step`` logs beside the loss: statistic -> metric key (the
     step logs ``{key: stats[name]}`` from this very mapping)."""
@@ -130,90 +129,15 @@ class MethodFacts:
         ``method_kwargs`` with :attr:`kwargs_schema` (in place); returns ``cfg``."""
         self.views.check(count_views(cfg), self.name)
         if self.kwargs_schema is not None:
-            cfg.method_kwargs = check_kwargs(
-                self.kwargs_schema, cfg.get("method_kwargs"), self.name
-            )
+            cfg.method_kwargs = check_kwargs(self.kwargs_schema, cfg.get("method_kwargs"))
         return cfg
 
 
-def field_error(name: str, message: str) -> ConfigError:
-    """The error every kwargs check raises: ``method_kwargs.<name> <message>``."""
-    return ConfigError(f"method_kwargs.{name} {message}")
-
-
-def require(ok: bool, name: str, rule: str, value: Any) -> None:
-    """Raises ``method_kwargs.<name> must be <rule>, got <value>`` unless ``ok``."""
-    if not ok:
-        raise field_error(name, f"must be {rule}, got {value!r}.")
-
-
-RULES: dict[str, Callable[[Any], bool]] = {
-    "an integer >= 1": lambda value: value >= 1,
-    "an integer >= 0": lambda value: value >= 0,
-    "> 0": lambda value: value > 0,
-    ">= 0": lambda value: value >= 0,
-    "> 0 or null": lambda value: value is None or value > 0,
-}
-"""The range rules of :func:`require_each`, by the words its message gives them."""
-
-
-def require_each(kwargs: Any, names: tuple[str, ...], rule: str) -> None:
-    """:func:`require` the :data:`RULES` ``rule`` of each field of ``names`` of the ``kwargs``
-    dataclass, in order."""
-    for name in names:
-        value = getattr(kwargs, name)
-        require(RULES[rule](value), name, rule, value)
-
-
-def _type_word(schema: type, name: str) -> str:
-    hints = {f.name: f.type for f in dataclasses.fields(schema)}
-    text = str(hints.get(name, ""))
-    for kind, word in _TYPE_WORDS.items():
-        if kind.__name__ in text:
-            return word + (" or null" if "Optional" in text or "None" in text else "")
-    return "of the field's type"
-
-
-def check_kwargs(schema: type, kwargs: Any, method: str) -> DictConfig:
-    """``kwargs`` merged over ``schema``'s defaults, typed and range-checked.
-
-    Args:
-        schema: a dataclass whose ``__post_init__`` checks ranges and cross-field rules with
-            :func:`require` / :func:`field_error`.
-        kwargs: the cfg's ``method_kwargs`` (a mapping, a DictConfig or None).
-        method: the method's name, for messages.
-
-    Returns:
-        The completed ``method_kwargs`` as a plain (non-struct) DictConfig.
-
-    Raises:
-        ValueError: an unknown, missing or ill-typed field, or a value out of range, named as
-            ``method_kwargs.<field>``.
-    """
-    if kwargs is None:
-        kwargs = {}
+def check_kwargs(schema: type, kwargs: Any) -> DictConfig:
+    """``kwargs`` (the cfg's ``method_kwargs``: a mapping, a DictConfig or None) completed with
+    ``schema``'s defaults, typed and range-checked, as a plain (non-struct) DictConfig; a
+    ConfigError names ``method_kwargs.<field>``."""
     if OmegaConf.is_config(kwargs):
         kwargs = OmegaConf.to_container(kwargs, resolve=True)
-    fields = sorted(f.name for f in dataclasses.fields(schema))
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown method_kwargs for method={method}: {unknown}; the fields are {fields}."
-        )
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), kwargs)
-    except ValidationError as err:
-        name = str(err.full_key)
-        raise field_error(
-            name, f"must be {_type_word(schema, name)}, got {kwargs.get(name)!r}."
-        ) from None
-    except ConfigKeyError as err:  # pragma: no cover - unknown keys are caught above
-        raise ConfigError(f"method_kwargs: {err.msg}") from None
-    missing = sorted(OmegaConf.missing_keys(merged))
-    if missing:
-        raise field_error(missing[0], f"is required for method={method}.")
-    try:
-        OmegaConf.to_object(merged)  # runs the schema's __post_init__ checks
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"method_kwargs: {err.msg}") from None
-    return OmegaConf.create(OmegaConf.to_container(merged))
+    typed = validated(schema, kwargs or {}, "method_kwargs")
+    return OmegaConf.create(dataclasses.asdict(typed))

@@ -1,17 +1,24 @@
-"""ManifoldCLR's ``method_kwargs``: :class:`ManifoldCLRKwargs`, the fields with their defaults
-and range checks (errors name ``method_kwargs.<field>``)."""
+"""ManifoldCLR's ``method_kwargs``: :class:`ManifoldCLRKwargs`, the fields with their defaults,
+types and ranges (errors name ``method_kwargs.<field>``)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Optional
+from typing import Annotated, Literal, Optional
+
+from pydantic import AfterValidator, Field, StrictBool, StrictInt
+from pydantic.dataclasses import dataclass
 
 from solo_clamp.losses.transport import OPERATOR_INITS
-from solo_clamp.methods.facts import field_error, require, require_each
+from solo_clamp.validation import CLOSED, Number
 
 
-@dataclass
+def _even(block_dim: int) -> int:
+    if block_dim % 2:
+        raise ValueError(f"must be even (the operators start as 2x2 rotations), got {block_dim}")
+    return block_dim
+
+
+@dataclass(config=CLOSED)
 class ManifoldCLRKwargs:
     """ManifoldCLR's ``method_kwargs``. The defaults are the official CIFAR-10 soft-threshold
     config (``transop_vi-thresh_proj_cifar10.yaml`` of github.com/kfallah/manifold-contrastive).
@@ -44,56 +51,32 @@ class ManifoldCLRKwargs:
             frozen). Default true: the method.
     """
 
-    proj_hidden_dim: int = 1024
-    proj_output_dim: int = 128
-    dictionary_size: int = 32
-    block_dim: int = 64
-    vi_hidden_dim: int = 512
-    init_real_range: float = 1e-4
-    init_imag_range: float = 6.0
-    scale_prior: float = 0.01
-    shift_prior: float = 0.05
-    threshold: float = 0.01
-    prior_warmup_steps: int = 10000
-    max_elbo_samples: int = 20
-    max_elbo_start_step: int = 5000
-    max_elbo_l1_penalty: float = 0.0
-    temperature: float = 0.5
-    mse_weight: float = 10.0
-    kl_weight: float = 1e-3
-    shift_l2_weight: float = 1e-2
-    transop_lr: float = 5e-4  # per 256 images: 1e-3 at the official batch of 512
-    transop_weight_decay: float = 1e-3
-    transop_grad_clip: Optional[float] = 0.1
-    vi_lr: float = 5e-5  # per 256 images: 1e-4 at batch 512
-    vi_weight_decay: float = 1e-5
-    vi_grad_clip: Optional[float] = 1.0
-    backbone_grad_clip: Optional[float] = None
-    normalize_transport: bool = False
-    transport_grad_start_step: Optional[int] = 0
-    operator_init: str = "rotation"
-    use_operators: bool = True
-
-    def __post_init__(self) -> None:
-        sizes = ("proj_hidden_dim", "proj_output_dim", "dictionary_size", "vi_hidden_dim")
-        require_each(self, (*sizes, "max_elbo_samples"), "an integer >= 1")
-        require(self.block_dim >= 2, "block_dim", "an integer >= 2", self.block_dim)
-        if self.block_dim % 2:
-            raise field_error(
-                "block_dim",
-                f"must be even (the operators start as 2x2 rotations), got {self.block_dim!r}.",
-            )
-        require_each(self, ("prior_warmup_steps", "max_elbo_start_step"), "an integer >= 0")
-        require_each(self, ("scale_prior", "temperature", "transop_lr", "vi_lr"), "> 0")
-        initialisation = ("init_real_range", "init_imag_range", "threshold")
-        weights = ("max_elbo_l1_penalty", "mse_weight", "kl_weight", "shift_l2_weight")
-        decays = ("transop_weight_decay", "vi_weight_decay")
-        require_each(self, (*initialisation, *weights, *decays), ">= 0")
-        require(math.isfinite(self.shift_prior), "shift_prior", "a finite number", self.shift_prior)
-        clips = ("transop_grad_clip", "vi_grad_clip", "backbone_grad_clip")
-        require_each(self, clips, "> 0 or null")
-        start = self.transport_grad_start_step
-        rule = "an integer >= 0 or null"
-        require(start is None or start >= 0, "transport_grad_start_step", rule, start)
-        rule = f"one of {list(OPERATOR_INITS)}"
-        require(self.operator_init in OPERATOR_INITS, "operator_init", rule, self.operator_init)
+    proj_hidden_dim: StrictInt = Field(1024, ge=1)
+    proj_output_dim: StrictInt = Field(128, ge=1)
+    dictionary_size: StrictInt = Field(32, ge=1)
+    block_dim: Annotated[StrictInt, Field(ge=2), AfterValidator(_even)] = 64
+    vi_hidden_dim: StrictInt = Field(512, ge=1)
+    init_real_range: Number = Field(1e-4, ge=0)
+    init_imag_range: Number = Field(6.0, ge=0)
+    scale_prior: Number = Field(0.01, gt=0)
+    shift_prior: Number = Field(0.05, allow_inf_nan=False)
+    threshold: Number = Field(0.01, ge=0)
+    prior_warmup_steps: StrictInt = Field(10000, ge=0)
+    max_elbo_samples: StrictInt = Field(20, ge=1)
+    max_elbo_start_step: StrictInt = Field(5000, ge=0)
+    max_elbo_l1_penalty: Number = Field(0.0, ge=0)
+    temperature: Number = Field(0.5, gt=0)
+    mse_weight: Number = Field(10.0, ge=0)
+    kl_weight: Number = Field(1e-3, ge=0)
+    shift_l2_weight: Number = Field(1e-2, ge=0)
+    transop_lr: Number = Field(5e-4, gt=0)  # per 256 images: 1e-3 at the official batch of 512
+    transop_weight_decay: Number = Field(1e-3, ge=0)
+    transop_grad_clip: Optional[Number] = Field(0.1, gt=0)
+    vi_lr: Number = Field(5e-5, gt=0)  # per 256 images: 1e-4 at batch 512
+    vi_weight_decay: Number = Field(1e-5, ge=0)
+    vi_grad_clip: Optional[Number] = Field(1.0, gt=0)
+    backbone_grad_clip: Optional[Number] = Field(None, gt=0)
+    normalize_transport: StrictBool = False
+    transport_grad_start_step: Optional[StrictInt] = Field(0, ge=0)
+    operator_init: Literal[OPERATOR_INITS] = "rotation"  # type: ignore[valid-type]
+    use_operators: StrictBool = True

@@ -11,31 +11,30 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
 import torch
-from pydantic import AfterValidator, ConfigDict, Discriminator, Field, StrictInt, StrictStr, Tag
+from pydantic import AfterValidator, Discriminator, Field, StrictInt, StrictStr, Tag
 from pydantic.dataclasses import dataclass
 from typing_extensions import NotRequired, TypedDict
 
 from solo_clamp.errors import ManifestError
-from solo_clamp.validation import validated
+from solo_clamp.validation import CLOSED, Number, validated
 
 FORMATS = {"safetensors-fp16": torch.float16, "safetensors-fp32": torch.float32}
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_CLOSED = ConfigDict(extra="forbid")
 
 
 def _model_name(name: str) -> str:
     if not _NAME_RE.match(name):
         raise ValueError(
-            f"{name!r} is not a valid model name; use lowercase letters, digits, '.', '_' and "
-            "'-', starting with a letter or digit"
+            "must be a model name: lowercase letters, digits, '.', '_' and '-', starting with "
+            f"a letter or digit, got {name!r}"
         )
     return name
 
 
 def _non_blank(text: str) -> str:
     if not text.strip():
-        raise ValueError(f"expected a non-empty string, got {text!r}")
+        raise ValueError(f"must be a non-empty string, got {text!r}")
     return text
 
 
@@ -44,8 +43,8 @@ def _https(url: str) -> str:
     loopback = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
     if not parts.netloc or (parts.scheme != "https" and not loopback):
         raise ValueError(
-            f"{url!r} is not an https:// URL (http:// is accepted only for the loopback hosts "
-            f"{', '.join(LOOPBACK_HOSTS)})"
+            "must be an https:// URL (http:// is accepted only for the loopback hosts "
+            f"{', '.join(LOOPBACK_HOSTS)}), got {url!r}"
         )
     return url
 
@@ -53,8 +52,8 @@ def _https(url: str) -> str:
 def _relative(path: str) -> str:
     if Path(path).is_absolute() or ".." in Path(path).parts or "\\" in path:
         raise ValueError(
-            f"{path!r} must be a relative path inside the zoo directory (no absolute paths, "
-            "no '..')"
+            "must be a relative path inside the zoo directory (no absolute paths, no '..'), "
+            f"got {path!r}"
         )
     return Path(path).as_posix()
 
@@ -68,7 +67,7 @@ Count = Annotated[StrictInt, Field(ge=1)]
 class HubSource(TypedDict):
     """A Hugging Face file: ``{hf_repo, hf_filename[, hf_revision]}`` (no revision: main)."""
 
-    __pydantic_config__ = _CLOSED  # type: ignore[misc]
+    __pydantic_config__ = CLOSED  # type: ignore[misc]
     hf_repo: Text
     hf_filename: Text
     hf_revision: NotRequired[Optional[Text]]
@@ -93,7 +92,7 @@ def source_name(source: Union[str, Mapping[str, Any]]) -> str:
     return f"hf://{source['hf_repo']}/{source['hf_filename']}{revision}"
 
 
-@dataclass(frozen=True, config=_CLOSED)
+@dataclass(frozen=True, config=CLOSED)
 class BackboneSpec:
     """How to rebuild a backbone: solo-learn's name and kwargs, and the CIFAR stem flag
     (:func:`solo_clamp.backbones.build_backbone` builds it)."""
@@ -105,19 +104,19 @@ class BackboneSpec:
     def __post_init__(self) -> None:
         if self.cifar_stem and not self.name.startswith("resnet"):
             raise ValueError(
-                f"the CIFAR stem (cifar_stem) applies to resnet backbones only, not {self.name!r}"
+                f"must name a resnet with cifar_stem: true (a resnet stem), got {self.name!r}"
             )
 
 
-@dataclass(frozen=True, config=_CLOSED)
+@dataclass(frozen=True, config=CLOSED)
 class Evaluation:
     """A top-1 accuracy (percent) and the command that measured it."""
 
-    top1: Annotated[float, Field(strict=True, ge=0, le=100)]
+    top1: Annotated[Number, Field(ge=0, le=100)]
     command: Text
 
 
-@dataclass(frozen=True, kw_only=True, config=_CLOSED)
+@dataclass(frozen=True, kw_only=True, config=CLOSED)
 class ZooEntry:
     """One model of the manifest (its fields: ``zoo/README.md``, "Manifest schema")."""
 

@@ -14,7 +14,7 @@ import yaml
 
 from solo_clamp.errors import ManifestError, UnknownModelError
 from solo_clamp.io import PathLike, atomic_write_text
-from solo_clamp.validation import validated
+from solo_clamp.validation import CLOSED, validated
 from solo_clamp.zoo.entry import ZooEntry, parse_entry
 
 SCHEMA_VERSION = 1
@@ -54,7 +54,7 @@ class ZooIndex:
 IndexLike = Union[ZooIndex, PathLike, None]
 
 
-@pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(config=CLOSED)
 class _Layout:
     """A manifest's top level; each entry is checked on its own (its name goes in messages)."""
 

@@ -112,19 +112,19 @@ EARLY = [
         "'imagenet100', 'custom'], got 'imagenet2'.",
         id="unknown_dataset",
     ),
-    pytest.param(["method_kwargs.rs=0"], "method_kwargs.rs must be > 0, got 0.0.", id="rs_zero"),
+    pytest.param(["method_kwargs.rs=0"], "method_kwargs.rs must be > 0, got 0.", id="rs_zero"),
     pytest.param(
         ["method_kwargs.rs=-7.0"], "method_kwargs.rs must be > 0, got -7.0.", id="rs_negative"
     ),
     pytest.param(
         ["method_kwargs.max_range=0.001"],
-        "method_kwargs.max_range must be > method_kwargs.min_margin, got max_range=0.001, "
+        "method_kwargs: max_range must be > min_margin, got max_range=0.001, "
         "min_margin=0.001.",
         id="max_range_equal_min_margin",
     ),
     pytest.param(
         ["method_kwargs.max_range=0.5", "method_kwargs.min_margin=0.8"],
-        "method_kwargs.max_range must be > method_kwargs.min_margin, got max_range=0.5, "
+        "method_kwargs: max_range must be > min_margin, got max_range=0.5, "
         "min_margin=0.8.",
         id="max_range_below_min_margin",
     ),

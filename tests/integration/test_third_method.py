@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Sequence
 
 import pytest
@@ -18,6 +17,8 @@ import torch.nn.functional as F
 import yaml
 from clamp_testing import tiny_comparison_config, tiny_pretrain_overrides
 from omegaconf import OmegaConf
+from pydantic import Field, StrictInt
+from pydantic.dataclasses import dataclass
 from solo.methods import METHODS
 from solo.methods.base import BaseMethod
 
@@ -25,22 +26,19 @@ from solo_clamp import compare
 from solo_clamp.cli import main
 from solo_clamp.configs import config_dir
 from solo_clamp.methods import facts_of, known, register_method, unregister_method
-from solo_clamp.methods.facts import MethodFacts, ViewRule, require
+from solo_clamp.methods.facts import MethodFacts, ViewRule
 from solo_clamp.training.checks import preflight
 from solo_clamp.training.faults import ResumeWarning
 from solo_clamp.training.resume import RunShapeAutoResumer, run_shape_fields
+from solo_clamp.validation import CLOSED, Number
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@dataclass
+@dataclass(config=CLOSED)
 class AgreementKwargs:
-    width: int = 16
-    temperature: float = 0.5
-
-    def __post_init__(self) -> None:
-        require(self.width >= 1, "width", "an integer >= 1", self.width)
-        require(self.temperature > 0, "temperature", "> 0", self.temperature)
+    width: StrictInt = Field(16, ge=1)
+    temperature: Number = Field(0.5, gt=0)
 
 
 class Agreement(BaseMethod):
@@ -128,10 +126,10 @@ def test_config_checks_read_the_methods_facts(tmp_path):
     )
     preflight(cfg)
     cfg.method_kwargs.width = 0
-    with pytest.raises(ValueError, match=r"method_kwargs.width must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"method_kwargs.width must be >= 1"):
         preflight(cfg)
     cfg.method_kwargs = {"rs": 7.0}
-    with pytest.raises(ValueError, match=r"unknown method_kwargs for method=agreement: \['rs'\]"):
+    with pytest.raises(ValueError, match=r"method_kwargs.rs is not a field; fields: \['width', 'temperature'\]"):
         preflight(cfg)
     cfg.method_kwargs = {}
     cfg.augmentations[0].num_crops = 4
