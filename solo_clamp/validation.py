@@ -64,18 +64,34 @@ def field_path(loc: tuple[Union[str, int], ...], where: str = "") -> str:
     return f"{where}.{path}" if where and path and not path.startswith("[") else where + path
 
 
+def _hint_at(schema: Any, loc: tuple[Union[str, int], ...]) -> Any:
+    """The annotation that ``schema`` (a dataclass or TypedDict) gives the field at ``loc``,
+    None where the path leaves dataclasses."""
+    for part in loc:
+        schema = _required(schema)
+        if not (dataclasses.is_dataclass(schema) or typing.is_typeddict(schema)):
+            return None
+        schema = typing.get_type_hints(schema).get(part)
+    return schema
+
+
+def _optional(hint: Any) -> bool:
+    return typing.get_origin(hint) is Union and type(None) in typing.get_args(hint)
+
+
+def _required(hint: Any) -> Any:
+    """``X`` of ``Optional[X]``; any other hint as it is."""
+    return (
+        next(a for a in typing.get_args(hint) if a is not type(None)) if _optional(hint) else hint
+    )
+
+
 def _fields_at(schema: Any, loc: tuple[Union[str, int], ...]) -> Optional[list[str]]:
     """The field names of the dataclass (or TypedDict) that ``schema`` holds at ``loc``."""
-    for part in loc:
-        hints = typing.get_type_hints(schema) if isinstance(schema, type) else {}
-        if part not in hints:
-            return None
-        schema = hints[part]
-        if typing.get_origin(schema) is Union:  # Optional[X]
-            schema = next(a for a in typing.get_args(schema) if a is not type(None))
-    if dataclasses.is_dataclass(schema):
-        return [f.name for f in dataclasses.fields(schema)]
-    return list(typing.get_type_hints(schema)) if typing.is_typeddict(schema) else None
+    hint = _required(_hint_at(schema, loc))
+    if dataclasses.is_dataclass(hint):
+        return [f.name for f in dataclasses.fields(hint)]
+    return list(typing.get_type_hints(hint)) if typing.is_typeddict(hint) else None
 
 
 def describe(error: dict[str, Any], where: str = "", schema: Any = None) -> str:
@@ -101,7 +117,8 @@ def describe(error: dict[str, Any], where: str = "", schema: Any = None) -> str:
         message = str(error["ctx"]["error"])
         text = f"{path} {message}" if message.startswith("must ") else f"{path}: {message}"
     elif rule:
-        text = f"{path} must be {rule}, got {value!r}"
+        null = " or null" if _optional(_hint_at(schema, loc)) else ""
+        text = f"{path} must be {rule}{null}, got {value!r}"
     else:
         text = f"{path}: {error['msg'][0].lower()}{error['msg'][1:]}, got {value!r}"
     text = text.strip().lstrip(": ").rstrip(".")

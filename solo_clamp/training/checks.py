@@ -11,54 +11,49 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from pydantic import StrictBool, StrictInt, StrictStr
 
 from solo_clamp.errors import ConfigError, DataError
 from solo_clamp.internals import backbone_builders
 from solo_clamp.methods import facts_of, known
 from solo_clamp.training.transforms import check_blur_kernel_size
+from solo_clamp.validation import Number, validated
 
 SUPPORTED_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
 DATA_FORMATS = ("image_folder", "h5", "dali")
 _FOLDER_DATASETS = ("imagenet", "imagenet100", "custom")
 
-INTEGER, NUMBER, TEXT, BOOLEAN = "an integer", "a number", "a string", "true or false"
-FIELD_TYPES: dict[str, tuple[str, bool]] = {
-    "max_epochs": (INTEGER, True),
-    "max_steps": (INTEGER, True),
-    "min_epochs": (INTEGER, True),
-    "seed": (INTEGER, False),
-    "num_nodes": (INTEGER, False),
-    "accelerator": (TEXT, True),
-    "check_val_every_n_epoch": (INTEGER, True),
-    "accumulate_grad_batches": (INTEGER, True),
-    "gradient_clip_val": (NUMBER, True),
-    "optimizer.name": (TEXT, False),
-    "optimizer.lr": (NUMBER, False),
-    "optimizer.batch_size": (INTEGER, False),
-    "optimizer.weight_decay": (NUMBER, False),
-    "scheduler.name": (TEXT, False),
-    "data.dataset": (TEXT, False),
-    "data.num_workers": (INTEGER, False),
-    "checkpoint.enabled": (BOOLEAN, False),
-    "checkpoint.frequency": (INTEGER, False),
-    "performance.num_threads": (INTEGER, True),
-    "batch_size": (INTEGER, False),  # few-label and kNN: feature extraction
-    "num_workers": (INTEGER, False),  # kNN
+OptionalInt = Optional[StrictInt]
+FIELD_TYPES: dict[str, Any] = {
+    "max_epochs": OptionalInt,
+    "max_steps": OptionalInt,
+    "min_epochs": OptionalInt,
+    "seed": StrictInt,
+    "num_nodes": StrictInt,
+    "accelerator": Optional[StrictStr],
+    "check_val_every_n_epoch": OptionalInt,
+    "accumulate_grad_batches": OptionalInt,
+    "gradient_clip_val": Optional[Number],
+    "optimizer.name": StrictStr,
+    "optimizer.lr": Number,
+    "optimizer.batch_size": StrictInt,
+    "optimizer.weight_decay": Number,
+    "scheduler.name": StrictStr,
+    "data.dataset": StrictStr,
+    "data.num_workers": StrictInt,
+    "checkpoint.enabled": StrictBool,
+    "checkpoint.frequency": StrictInt,
+    "performance.num_threads": OptionalInt,
+    "batch_size": StrictInt,  # few-label and kNN: feature extraction
+    "num_workers": StrictInt,  # kNN
 }
 """The fields every program shares (those of a config that has them are checked): ``field ->
-(expected type, whether null is allowed)``. Ranges and allowed values are the programs'."""
+type`` (:mod:`solo_clamp.validation`'s). Ranges and allowed values are the programs'."""
 _ABSENT = object()
-_TYPE_NAMES = {
-    bool: "a boolean",
-    int: "an integer",
-    float: "a float",
-    str: "a string",
-    DictConfig: "a mapping",
-    ListConfig: "a list",
-}
 
 
 def _get(cfg: DictConfig, key: str, default=None):
@@ -77,37 +72,19 @@ def _field(cfg: DictConfig, field: str):
     return parent[leaf]
 
 
-def _has_type(value, expected: str) -> bool:
-    if expected == BOOLEAN:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if expected == INTEGER:
-        return isinstance(value, int)
-    if expected == NUMBER:
-        return isinstance(value, (int, float))
-    return isinstance(value, str)
-
-
 def check_field_types(cfg: DictConfig) -> None:
     """Checks the type of each :data:`FIELD_TYPES` field that ``cfg`` sets (Hydra reads
     ``max_epochs=abc`` as the string ``'abc'``, which Lightning would only refuse once the
     data and the model are built).
 
     Raises:
-        ConfigError: naming the field, its value, its type and the expected type.
+        ConfigError: naming the field, its value and the expected type.
     """
-    for field, (expected, nullable) in FIELD_TYPES.items():
+    for field, schema in FIELD_TYPES.items():
         value = _field(cfg, field)
-        if value is _ABSENT or (value is None and nullable) or _has_type(value, expected):
-            continue
-        got = _TYPE_NAMES.get(type(value), type(value).__name__)
-        shown = (
-            OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
-        )
-        raise ConfigError(
-            f"{field} must be {expected}{' (or null)' if nullable else ''}, got {shown!r} ({got})."
-        )
+        if value is not _ABSENT:
+            plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            validated(schema, plain, field)
 
 
 def _check_data_dir(path, field: str, holds: str = "training images") -> None:

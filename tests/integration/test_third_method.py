@@ -129,7 +129,9 @@ def test_config_checks_read_the_methods_facts(tmp_path):
     with pytest.raises(ValueError, match=r"method_kwargs.width must be >= 1"):
         preflight(cfg)
     cfg.method_kwargs = {"rs": 7.0}
-    with pytest.raises(ValueError, match=r"method_kwargs.rs is not a field; fields: \['width', 'temperature'\]"):
+    with pytest.raises(
+        ValueError, match=r"method_kwargs.rs is not a field; fields: \['width', 'temperature'\]"
+    ):
         preflight(cfg)
     cfg.method_kwargs = {}
     cfg.augmentations[0].num_crops = 4
