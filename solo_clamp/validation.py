@@ -80,10 +80,10 @@ def _optional(hint: Any) -> bool:
 
 
 def _required(hint: Any) -> Any:
-    """``X`` of ``Optional[X]``; any other hint as it is."""
-    return (
-        next(a for a in typing.get_args(hint) if a is not type(None)) if _optional(hint) else hint
-    )
+    """``X`` of ``Optional[X]`` or ``Annotated[X, ...]``; any other hint as it is."""
+    if _optional(hint):
+        return _required(next(a for a in typing.get_args(hint) if a is not type(None)))
+    return _required(typing.get_args(hint)[0]) if typing.get_origin(hint) is Annotated else hint
 
 
 def _fields_at(schema: Any, loc: tuple[Union[str, int], ...]) -> Optional[list[str]]:
@@ -98,10 +98,12 @@ def describe(error: dict[str, Any], where: str = "", schema: Any = None) -> str:
     """One sentence for one of pydantic's errors (an item of ``ValidationError.errors()``);
     ``schema``: the validated one, whose fields an unknown field's message lists."""
     kind, value, loc = error["type"], error.get("input"), tuple(error["loc"])
-    bounds = {
-        k: f"{v:g}" if isinstance(v, float) else v for k, v in (error.get("ctx") or {}).items()
-    }
+    ctx = error.get("ctx") or {}
+    bounds = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
     rule = _RULES.get(kind, "").format(**bounds)
+    if kind in ("greater_than", "greater_than_equal") and _required(_hint_at(schema, loc)) is int:
+        low = ctx["ge"] if "ge" in ctx else ctx["gt"] + 1
+        rule = "a positive integer" if low == 1 else f"an integer >= {low}"
     key = bool(loc) and loc[-1] == "[key]"  # a mapping's key: (..., key, "[key]")
     if key:
         loc = loc[:-2]

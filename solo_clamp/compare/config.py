@@ -16,11 +16,12 @@ from solo_clamp.compare import strength
 from solo_clamp.compare.data import DATASETS, IDX_DATASETS
 from solo_clamp.compare.plan import method_of
 from solo_clamp.compare.run_cfg import RUN_YAML
-from solo_clamp.compare.schema import BUDGETS, ComparisonConfig, check_shapes, checked, defaults
+from solo_clamp.compare.schema import BUDGETS, ComparisonConfig, defaults
 from solo_clamp.compare.tuning import validate_grid
 from solo_clamp.configs import config_dir
 from solo_clamp.errors import ConfigError
 from solo_clamp.methods import facts_of, known
+from solo_clamp.validation import validated
 
 CONFIG_DIR = config_dir("compare")
 DEFAULTS: dict[str, Any] = defaults(ComparisonConfig)
@@ -36,38 +37,29 @@ def default_config_path(dataset: str = "fashion_mnist") -> Path:
     return path
 
 
-def _read_yaml(path: Path, depth: int = 0) -> DictConfig:
-    """Reads one config; ``base: other.yaml`` (relative to it) is merged underneath."""
+def _merged(below: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``below``: mappings merge key by key, any other value replaces."""
+    out = dict(below)
+    for key, value in over.items():
+        both = isinstance(out.get(key), dict) and isinstance(value, dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
+
+
+def _read_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
+    """Reads one config as plain data (interpolations kept); ``base: other.yaml`` (relative to
+    it) is merged underneath."""
     if not path.is_file():
         raise ConfigError(f"config {str(path)!r} does not exist or is not a file.")
-    loaded = OmegaConf.load(path)
-    if not isinstance(loaded, DictConfig):
+    loaded = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(loaded, dict):
         raise ConfigError(f"config {str(path)!r} must be a YAML mapping.")
-    check_shapes(ComparisonConfig, loaded)  # before merging it over its base and the defaults
     base = loaded.pop("base", None)
     if base is None:
         return loaded
     if depth >= 4:
         raise ConfigError(f"config {str(path)!r}: base chains deeper than 4 files (a cycle?).")
-    below = _read_yaml(path.parent / str(base), depth + 1)
-    _clear_reshaped(below, loaded)
-    return OmegaConf.merge(below, loaded)
-
-
-def _clear_reshaped(below: DictConfig, over: DictConfig) -> None:
-    """Sets to null every value of ``below`` that ``over`` gives another shape (a mapping for a
-    list, e.g. per-method ``tuning.lr_multipliers`` over a base's list), so that the file's value
-    replaces its base's instead of failing OmegaConf's merge."""
-    for key in over:
-        if key not in below:
-            continue
-        old, new = below[key], over[key]
-        if OmegaConf.is_dict(old) and OmegaConf.is_dict(new):
-            _clear_reshaped(old, new)
-        elif OmegaConf.is_dict(old) != OmegaConf.is_dict(new) or (
-            OmegaConf.is_list(old) != OmegaConf.is_list(new)
-        ):
-            below[key] = None
+    return _merged(_read_yaml(path.parent / str(base), depth + 1), loaded)
 
 
 def load_config(path: Optional[os.PathLike] = None, dataset: Optional[str] = None) -> DictConfig:
@@ -75,8 +67,7 @@ def load_config(path: Optional[os.PathLike] = None, dataset: Optional[str] = Non
     :func:`validate_config` checks it): ``path``, else the shipped config of ``dataset``; with
     both, ``dataset`` replaces the file's ``dataset``."""
     path = Path(path) if path is not None else default_config_path(dataset or "fashion_mnist")
-    cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), _read_yaml(path))
-    OmegaConf.set_struct(cfg, False)
+    cfg = OmegaConf.create(_merged(DEFAULTS, _read_yaml(path)))
     if dataset is not None:
         cfg.dataset = dataset
     return cfg
@@ -116,7 +107,7 @@ def validate_config(cfg: DictConfig) -> None:
             "tuning.clamp_rs was replaced by tuning.method_kwargs: write "
             f"`method_kwargs: {{clamp: {{rs: {list(cfg.tuning.clamp_rs)}}}}}`."
         )
-    checked(ComparisonConfig, cfg, "comparison config")
+    validated(ComparisonConfig, OmegaConf.to_container(cfg, resolve=True))
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {cfg.dataset!r}.")
     recipes, methods = cfg.recipes, list(cfg.methods)

@@ -267,7 +267,10 @@ def test_plan_budgets_and_seed_major_order():
         ({"dataset": "cifar10"}, "data.train_per_class applies only to the datasets"),
         ({"evaluation.few_label.enabled": "yes"}, "evaluation.few_label.enabled must be true"),
         ({"evaluation.few_label.per_class": 0}, "evaluation.few_label.per_class must be a posi"),
-        ({"evaluation.few_label.draws": 2.5}, "evaluation.few_label.draws must be a positive"),
+        (
+            {"evaluation.few_label.draws": 2.5},
+            "evaluation.few_label.draws must be an integer, got 2.5",
+        ),
         ({"evaluation.few_label.seed": None}, "evaluation.few_label.seed must be an integer"),
         (
             {"evaluation.few_label.feature_augment.samples": -1},

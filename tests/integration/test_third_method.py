@@ -126,7 +126,7 @@ def test_config_checks_read_the_methods_facts(tmp_path):
     )
     preflight(cfg)
     cfg.method_kwargs.width = 0
-    with pytest.raises(ValueError, match=r"method_kwargs.width must be >= 1"):
+    with pytest.raises(ValueError, match=r"method_kwargs.width must be a positive integer"):
         preflight(cfg)
     cfg.method_kwargs = {"rs": 7.0}
     with pytest.raises(

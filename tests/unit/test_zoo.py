@@ -369,7 +369,7 @@ BAD_ENTRIES = [
     ({"sha256": "abc"}, "(tiny).sha256 must be a string matching ^[0-9a-f]{64}$, got 'abc'."),
     ({"format": "pickle"}, "format must be 'safetensors-fp16' or 'safetensors-fp32', got 'pick"),
     ({"colour": "red"}, "(tiny).colour is not a field; fields: ['name', 'method', 'backbone',"),
-    ({"epochs": 0}, "epochs must be >= 1, got 0."),
+    ({"epochs": 0}, "epochs must be a positive integer, got 0."),
     ({"views": "four"}, "views must be an integer, got 'four'."),
     ({"epochs": True}, "epochs must be an integer, got True."),
     ({"name": "Bad Name"}, "models[0].name must be a model name: lowercase letters"),
