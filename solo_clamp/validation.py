@@ -17,13 +17,17 @@ import typing
 from functools import cache
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
 from solo_clamp.errors import ConfigError, SoloClampError
 
 CLOSED = ConfigDict(extra="forbid")
 Number = Annotated[float, Strict()]
 """A float field that takes an integer but neither a bool nor a string."""
+Count = Annotated[int, Strict(), Field(ge=1)]
+"""A positive integer (a size, a number of epochs or of draws)."""
+Index = Annotated[int, Strict(), Field(ge=0)]
+"""An integer >= 0 (a seed, a step)."""
 
 _RULES = {
     "int_type": "an integer",

@@ -15,7 +15,7 @@ from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from solo_clamp.validation import CLOSED, Number
+from solo_clamp.validation import CLOSED, Count, Index, Number
 
 BUDGETS = ("equal_epochs", "equal_compute")
 
@@ -26,10 +26,10 @@ class DataConfig:
     source: Optional[StrictStr] = None
     train_path: Optional[StrictStr] = None
     val_path: Optional[StrictStr] = None
-    train_per_class: Optional[StrictInt] = Field(None, ge=1)
-    val_per_class: Optional[StrictInt] = Field(None, ge=1)
+    train_per_class: Optional[Count] = None
+    val_per_class: Optional[Count] = None
     seed: StrictInt = 0
-    num_workers: StrictInt = Field(0, ge=0)
+    num_workers: Index = 0
 
 
 @dataclass(config=CLOSED)
@@ -46,52 +46,52 @@ class TrainerConfig:
     channels_last: StrictBool = False
     progress_bar: StrictBool = True
     log_every_n_steps: StrictInt = 10
-    threads: Optional[StrictInt] = Field(None, ge=1)
+    threads: Optional[Count] = None
 
 
 @dataclass(config=CLOSED)
 class CurvesConfig:
-    per_class: Optional[StrictInt] = Field(50, ge=1)
-    every_n_epochs: StrictInt = Field(1, ge=1)
+    per_class: Optional[Count] = 50
+    every_n_epochs: Count = 1
 
 
 @dataclass(config=CLOSED)
 class LinearConfig:
-    epochs: StrictInt = Field(100, ge=1)
+    epochs: Count = 100
     lr: Number = 0.01
     weight_decay: Number = 1e-5
 
 
 @dataclass(config=CLOSED)
 class FeatureAugmentConfig:
-    samples: StrictInt = Field(0, ge=0)  # per labelled image, methods that have one
+    samples: Index = 0  # per labelled image, methods that have one
 
 
 @dataclass(config=CLOSED)
 class FewLabelConfig:  # linear probes (evaluation.linear's settings) on draws from the kNN bank
     enabled: StrictBool = False
-    per_class: StrictInt = Field(5, ge=1)
-    draws: StrictInt = Field(5, ge=1)
+    per_class: Count = 5
+    draws: Count = 5
     seed: StrictInt = 0
     feature_augment: FeatureAugmentConfig = field(default_factory=FeatureAugmentConfig)
 
 
 @dataclass(config=CLOSED)
 class EvaluationConfig:
-    k: StrictInt = Field(20, ge=1)
+    k: Count = 20
     temperature: Number = 0.07
     distance: StrictStr = "cosine"
-    batch_size: StrictInt = Field(256, ge=1)
+    batch_size: Count = 256
     device: StrictStr = "auto"
-    train_per_class: Optional[StrictInt] = Field(None, ge=1)
-    val_per_class: Optional[StrictInt] = Field(None, ge=1)
+    train_per_class: Optional[Count] = None
+    val_per_class: Optional[Count] = None
     linear: LinearConfig = field(default_factory=LinearConfig)
     few_label: FewLabelConfig = field(default_factory=FewLabelConfig)
 
 
 @dataclass(config=CLOSED)
 class FloorsConfig:  # raw pixels once; the untrained backbone once per seed of `seeds`
-    raw_pixel_size: Optional[StrictInt] = Field(None, ge=1)
+    raw_pixel_size: Optional[Count] = None
 
 
 @dataclass(config=CLOSED)
@@ -99,12 +99,12 @@ class TuningConfig:  # fair tuning: compare/tuning.py, which checks the grid
     enabled: StrictBool = False
     lr_multipliers: Any = None  # a list, or method -> list
     method_kwargs: Optional[Dict[str, Any]] = field(default_factory=dict)  # method -> kwarg -> list
-    val_per_class: StrictInt = Field(50, ge=1)
-    epochs: StrictInt = Field(4, ge=1)
+    val_per_class: Count = 50
+    epochs: Count = 4
     seed: StrictInt = 0
     only: StrictBool = False  # stop after tuning: validation scores only, no final (test) runs
     curves: StrictBool = False  # trials record validation kNN every curves.every_n_epochs
-    max_extensions: StrictInt = Field(2, ge=0)  # bracketing: lr steps past an edge of the grid
+    max_extensions: Index = 2  # bracketing: lr steps past an edge of the grid
 
 
 @dataclass(config=CLOSED)
@@ -114,15 +114,15 @@ class TransferConfig:  # a dataset the runs do not train on (compare/strength.py
     source: Optional[StrictStr] = None  # idx directory (as data.source)
     train_path: Optional[StrictStr] = None  # image_folder: its two splits
     val_path: Optional[StrictStr] = None
-    train_per_class: Optional[StrictInt] = Field(500, ge=1)  # the bank (kNN, few-label draws)
-    val_per_class: Optional[StrictInt] = Field(200, ge=1)  # the transfer test images
+    train_per_class: Optional[Count] = 500  # the bank (kNN, few-label draws)
+    val_per_class: Optional[Count] = 200  # the transfer test images
     seed: StrictInt = 0
 
 
 @dataclass(config=CLOSED)
 class GeometryConfig:  # the encoder against the projector, per run (compare/strength.py)
     enabled: StrictBool = False
-    per_class: StrictInt = Field(50, ge=1)  # held-out test images per class, views measured
+    per_class: Count = 50  # held-out test images per class, views measured
     views: StrictInt = Field(8, ge=2)  # augmented views per image, the run's training augmentations
     seed: StrictInt = 0  # the views' random draws (the same for every run)
     transfer: TransferConfig = field(default_factory=TransferConfig)
@@ -157,8 +157,8 @@ class ComparisonConfig:
     methods: List[StrictStr]
     recipes: Dict[str, Any]
     augmentations: List[Any]
-    epochs: StrictInt = Field(ge=1)
-    batch_size: StrictInt = Field(ge=1)
+    epochs: Count
+    batch_size: Count
 
 
 def _default(entry: dataclasses.Field) -> Any:

@@ -12,27 +12,24 @@ attribute error when the class is built). Each loss key is the one its ``trainin
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field, StrictInt
+from pydantic import Field
 from pydantic.dataclasses import dataclass
 from solo.methods import BYOL, SimCLR, VICReg
 
 from solo_clamp.methods.facts import MethodFacts, ViewRule
 from solo_clamp.methods.registry import register_method
-from solo_clamp.validation import CLOSED, Number
+from solo_clamp.validation import CLOSED, Count, Number
 
 _SOLO_RECIPE = ViewRule(minimum=2, maximum=2, why="solo-learn's recipe")
 _PROJECTOR = ("proj_hidden_dim", "proj_output_dim")
-Width = Annotated[StrictInt, Field(ge=1)]
 
 
 @dataclass(config=CLOSED)
 class SimCLRKwargs:
     """solo-learn's SimCLR ``method_kwargs`` (its class reads exactly these)."""
 
-    proj_hidden_dim: Width
-    proj_output_dim: Width
+    proj_hidden_dim: Count
+    proj_output_dim: Count
     temperature: Number = Field(gt=0)
 
 
@@ -40,9 +37,9 @@ class SimCLRKwargs:
 class BYOLKwargs:
     """solo-learn's BYOL ``method_kwargs`` (solo/methods/byol.py: all three required)."""
 
-    proj_hidden_dim: Width
-    proj_output_dim: Width
-    pred_hidden_dim: Width
+    proj_hidden_dim: Count
+    proj_output_dim: Count
+    pred_hidden_dim: Count
 
 
 @dataclass(config=CLOSED)
@@ -50,8 +47,8 @@ class VICRegKwargs:
     """solo-learn's VICReg ``method_kwargs`` (solo/methods/vicreg.py: the projector's widths
     required, the loss weights defaulting to 25, 25 and 1)."""
 
-    proj_hidden_dim: Width
-    proj_output_dim: Width
+    proj_hidden_dim: Count
+    proj_output_dim: Count
     sim_loss_weight: Number = Field(25.0, ge=0)
     var_loss_weight: Number = Field(25.0, ge=0)
     cov_loss_weight: Number = Field(1.0, ge=0)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Dict, List, Literal, Optional, Sequence
 import omegaconf
 import torch
 import torch.nn as nn
-from pydantic import Field, StrictBool, StrictInt
+from pydantic import Field, StrictBool
 from pydantic.dataclasses import dataclass
 from solo.methods.base import BaseMethod
 
@@ -16,7 +16,7 @@ from solo_clamp.losses.gather import DDP_GRADIENTS
 from solo_clamp.methods.facts import MethodFacts, ViewRule
 from solo_clamp.methods.online import online_evaluation
 from solo_clamp.methods.registry import register_method
-from solo_clamp.validation import CLOSED, Number
+from solo_clamp.validation import CLOSED, Count, Index, Number
 from solo_clamp.views import forward_by_resolution, large_crop_indices, view_major
 
 
@@ -42,17 +42,17 @@ class ClampKwargs:
             count) or "local" (other ranks' embeddings detached, as the official code).
     """
 
-    proj_hidden_dim: StrictInt = Field(ge=1)
-    proj_output_dim: StrictInt = Field(ge=1)
+    proj_hidden_dim: Count
+    proj_output_dim: Count
     rs: Number = Field(gt=0)
-    proj_hidden_layers: StrictInt = Field(1, ge=0)
+    proj_hidden_layers: Index = 1
     pot_pow: Number = Field(2.0, gt=0)
     lw0: Number = Field(0.0, ge=0)
     lw1: Number = Field(1.0, ge=0)
     min_margin: Number = Field(1e-3, ge=0)
     max_range: Number = Field(1.5, gt=0)
     joint_forward: StrictBool = True
-    tile_size: Optional[StrictInt] = Field(None, ge=1)
+    tile_size: Optional[Count] = None
     ddp_gradient: Literal[DDP_GRADIENTS] = "full"  # type: ignore[valid-type]
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field, StrictBool, StrictInt
 from pydantic.dataclasses import dataclass
 
 from solo_clamp.losses.transport import OPERATOR_INITS
-from solo_clamp.validation import CLOSED, Number
+from solo_clamp.validation import CLOSED, Count, Index, Number
 
 
 def _even(block_dim: int) -> int:
@@ -51,19 +51,19 @@ class ManifoldCLRKwargs:
             frozen). Default true: the method.
     """
 
-    proj_hidden_dim: StrictInt = Field(1024, ge=1)
-    proj_output_dim: StrictInt = Field(128, ge=1)
-    dictionary_size: StrictInt = Field(32, ge=1)
+    proj_hidden_dim: Count = 1024
+    proj_output_dim: Count = 128
+    dictionary_size: Count = 32
     block_dim: Annotated[StrictInt, Field(ge=2), AfterValidator(_even)] = 64
-    vi_hidden_dim: StrictInt = Field(512, ge=1)
+    vi_hidden_dim: Count = 512
     init_real_range: Number = Field(1e-4, ge=0)
     init_imag_range: Number = Field(6.0, ge=0)
     scale_prior: Number = Field(0.01, gt=0)
     shift_prior: Number = Field(0.05, allow_inf_nan=False)
     threshold: Number = Field(0.01, ge=0)
-    prior_warmup_steps: StrictInt = Field(10000, ge=0)
-    max_elbo_samples: StrictInt = Field(20, ge=1)
-    max_elbo_start_step: StrictInt = Field(5000, ge=0)
+    prior_warmup_steps: Index = 10000
+    max_elbo_samples: Count = 20
+    max_elbo_start_step: Index = 5000
     max_elbo_l1_penalty: Number = Field(0.0, ge=0)
     temperature: Number = Field(0.5, gt=0)
     mse_weight: Number = Field(10.0, ge=0)
@@ -77,6 +77,6 @@ class ManifoldCLRKwargs:
     vi_grad_clip: Optional[Number] = Field(1.0, gt=0)
     backbone_grad_clip: Optional[Number] = Field(None, gt=0)
     normalize_transport: StrictBool = False
-    transport_grad_start_step: Optional[StrictInt] = Field(0, ge=0)
+    transport_grad_start_step: Optional[Index] = 0
     operator_init: Literal[OPERATOR_INITS] = "rotation"  # type: ignore[valid-type]
     use_operators: StrictBool = True

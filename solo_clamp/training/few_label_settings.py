@@ -6,114 +6,73 @@ prints. Pure torch (no solo-learn), like the protocols themselves.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import field
+from typing import Any, Literal, Optional
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
-from solo_clamp.errors import ConfigError
 from solo_clamp.evaluation import FLOORS, FewLabelSettings
-from solo_clamp.training.semi_supervised import ARMS, SemiSupervisedSettings
+from solo_clamp.training.semi_supervised import SemiSupervisedSettings
+from solo_clamp.validation import Count, Index, Number, validated
 
 
-def _integer(node: Any, field: str, default: int, minimum: int) -> int:
-    """``node``'s integer ``field`` (its key: the field's last part), checked."""
-    value = node.get(field.rpartition(".")[2], default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{field} must be an integer >= {minimum}, got {value!r}.")
-    return value
+@dataclass
+class _Labels:  # open: the node may hold other programs' fields
+    per_class: Count = 5
+    seed: Index = 0
 
 
-def _number(node: Any, field: str, default: float, low: float, high=None) -> float:
-    """``node``'s number ``field`` in ``[low, high]``, checked."""
-    value = node.get(field.rpartition(".")[2], default)
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value >= low
-    if high is not None:
-        ok = ok and value <= high
-    if not ok:
-        span = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        raise ConfigError(f"{field} must be a number {span}, got {value!r}.")
-    return float(value)
+@dataclass
+class _Probe:
+    epochs: Count = 100
+    lr: Number = Field(1e-2, gt=0)
+    weight_decay: Number = Field(1e-5, ge=0)
+
+
+@dataclass
+class _FeatureAugment:
+    samples: Index = 0
+
+
+@dataclass
+class _FewLabel:
+    draws: Count = 5
+    floors: Optional[tuple[Literal[tuple(FLOORS)], ...]] = tuple(FLOORS)  # type: ignore[misc]
+    probe: _Probe = field(default_factory=_Probe)
+    feature_augment: _FeatureAugment = field(default_factory=_FeatureAugment)
+
+
+def _labels(cfg: DictConfig) -> _Labels:
+    return validated(_Labels, OmegaConf.to_container(cfg.get("labels") or {}), "labels")
 
 
 def check_few_label_cfg(cfg: DictConfig) -> FewLabelSettings:
     """The linear-probe protocol's fields of a few-label cfg, checked; errors name the field."""
-    labels = cfg.get("labels") or {}
-    per_class = _integer(labels, "labels.per_class", 5, 1)
-    first_seed = _integer(labels, "labels.seed", 0, 0)
-    draws = _integer(cfg, "draws", 5, 1)
-    samples = _integer(cfg.get("feature_augment") or {}, "feature_augment.samples", 0, 0)
-    floors = tuple(cfg.get("floors", list(FLOORS)) or ())
-    unknown = [floor for floor in floors if floor not in FLOORS]
-    if unknown:
-        raise ConfigError(f"floors must be a list of {sorted(FLOORS)}, got {unknown!r}.")
-    probe = cfg.get("probe") or {}
-    epochs = _integer(probe, "probe.epochs", 100, 1)
-    lr, weight_decay = probe.get("lr", 1e-2), probe.get("weight_decay", 1e-5)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ConfigError(f"probe.lr must be a number > 0, got {lr!r}.")
-    if (
-        isinstance(weight_decay, bool)
-        or not isinstance(weight_decay, (int, float))
-        or (weight_decay < 0)
-    ):
-        raise ConfigError(f"probe.weight_decay must be a number >= 0, got {weight_decay!r}.")
-    seeds = tuple(range(first_seed, first_seed + draws))
+    labels = _labels(cfg)
+    given = {k: cfg[k] for k in ("draws", "probe", "feature_augment") if cfg.get(k) is not None}
+    if "floors" in cfg:  # null: no floors
+        given["floors"] = cfg.floors
+    node = validated(_FewLabel, OmegaConf.to_container(OmegaConf.create(given)))
     return FewLabelSettings(
-        per_class, draws, seeds, samples, floors, epochs, float(lr), float(weight_decay)
+        per_class=labels.per_class,
+        draws=node.draws,
+        seeds=tuple(range(labels.seed, labels.seed + node.draws)),
+        samples=node.feature_augment.samples,
+        floors=tuple(node.floors or ()),
+        epochs=node.probe.epochs,
+        lr=float(node.probe.lr),
+        weight_decay=float(node.probe.weight_decay),
     )
 
 
 def check_semi_supervised_cfg(cfg: DictConfig) -> SemiSupervisedSettings:
     """The semi-supervised protocol's fields of a few-label cfg, checked; errors name the field."""
-    labels = cfg.get("labels") or {}
-    node = cfg.get("semi_supervised") or {}
-    known = {f for f in SemiSupervisedSettings.__dataclass_fields__} - {"per_class", "first_seed"}
-    unknown = sorted(set(node) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown semi_supervised fields {unknown}; the fields are {sorted(known)}."
-        )
-    defaults = SemiSupervisedSettings()
-    lr = _number(node, "semi_supervised.lr", defaults.lr, 0.0)
-    if not lr > 0:
-        raise ConfigError(f"semi_supervised.lr must be a number > 0, got {lr!r}.")
-    ema = node.get("ema", None)
-    if ema is not None:
-        ema = _number(node, "semi_supervised.ema", 0.0, 0.0, 1.0)
-    soft_threshold = node.get("soft_threshold", defaults.soft_threshold)
-    if not isinstance(soft_threshold, bool):
-        raise ConfigError(
-            f"semi_supervised.soft_threshold must be true or false, got {soft_threshold!r}."
-        )
-    arms = node.get("augmentations", None)
-    if arms is not None:
-        arms = tuple(arms)
-        if not arms or any(arm not in ARMS for arm in arms) or len(set(arms)) < len(arms):
-            raise ConfigError(
-                f"semi_supervised.augmentations must be null (both arms when the backbone's "
-                f"method has a learned augmentation) or a list of distinct {list(ARMS)}, got "
-                f"{list(arms)!r}."
-            )
-    return SemiSupervisedSettings(
-        per_class=_integer(labels, "labels.per_class", 5, 1),
-        trials=_integer(node, "semi_supervised.trials", defaults.trials, 1),
-        first_seed=_integer(labels, "labels.seed", 0, 0),
-        iterations=_integer(node, "semi_supervised.iterations", defaults.iterations, 1),
-        hidden_dim=_integer(node, "semi_supervised.hidden_dim", defaults.hidden_dim, 1),
-        lr=lr,
-        weight_decay=_number(node, "semi_supervised.weight_decay", defaults.weight_decay, 0.0),
-        labelled_batch=_integer(node, "semi_supervised.labelled_batch", defaults.labelled_batch, 1),
-        unlabelled_batch=_integer(
-            node, "semi_supervised.unlabelled_batch", defaults.unlabelled_batch, 1
-        ),
-        confidence=_number(node, "semi_supervised.confidence", defaults.confidence, 0.0, 1.0),
-        consistency_weight=_number(
-            node, "semi_supervised.consistency_weight", defaults.consistency_weight, 0.0
-        ),
-        ema=ema,
-        soft_threshold=soft_threshold,
-        augmentations=arms,
-    )
+    labels = _labels(cfg)
+    node = OmegaConf.to_container(cfg.get("semi_supervised") or OmegaConf.create({}))
+    node = {**node, "per_class": labels.per_class, "first_seed": labels.seed}
+    return validated(SemiSupervisedSettings, node, "semi_supervised")
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:

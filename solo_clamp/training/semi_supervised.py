@@ -28,13 +28,16 @@ horizon a tenth of the run.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Annotated, Callable, Literal, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import AfterValidator, Field, StrictBool
+from pydantic.dataclasses import dataclass
 from tqdm.auto import tqdm
+
+from solo_clamp.validation import CLOSED, Count, Index, Number
 
 ARMS = ("none", "prior")
 """The unlabelled features' augmentation: ``none`` (``aug(z) = z``) or ``prior`` (the learned
@@ -44,25 +47,38 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """``(z_u [B, d], generator) -> [B, d]``: one augmentation of each unlabelled feature."""
 
 
-@dataclass(frozen=True)
+def _distinct_arms(arms: Optional[tuple[str, ...]]) -> Optional[tuple[str, ...]]:
+    if arms is not None and (not arms or len(set(arms)) < len(arms)):
+        raise ValueError(
+            "must be null (both arms when the backbone's method has a learned augmentation) or "
+            f"a list of distinct {list(ARMS)}, got {list(arms)!r}"
+        )
+    return arms
+
+
+@dataclass(frozen=True, config=CLOSED)
 class SemiSupervisedSettings:
     """The protocol's settings (the ``semi_supervised`` node, with ``labels.per_class`` and
-    ``labels.seed``). Defaults are the official ``eval_ssl.py``'s, but ``iterations``."""
+    ``labels.seed``), a schema of :mod:`solo_clamp.validation`. Defaults are the official
+    ``eval_ssl.py``'s, but ``iterations``."""
 
-    per_class: int = 5
-    trials: int = 10
-    first_seed: int = 0
-    iterations: int = 10000
-    hidden_dim: int = 2048
-    lr: float = 5e-4
-    weight_decay: float = 5e-4
-    labelled_batch: int = 32
-    unlabelled_batch: int = 480
-    confidence: float = 0.95
-    consistency_weight: float = 1.0
-    ema: Optional[float] = None
-    soft_threshold: bool = False
-    augmentations: Optional[tuple[str, ...]] = None
+    per_class: Count = 5
+    trials: Count = 10
+    first_seed: Index = 0
+    iterations: Count = 10000
+    hidden_dim: Count = 2048
+    lr: Number = Field(5e-4, gt=0)
+    weight_decay: Number = Field(5e-4, ge=0)
+    labelled_batch: Count = 32
+    unlabelled_batch: Count = 480
+    confidence: Number = Field(0.95, ge=0, le=1)
+    consistency_weight: Number = Field(1.0, ge=0)
+    ema: Optional[Number] = Field(None, ge=0, le=1)
+    soft_threshold: StrictBool = False
+    augmentations: Annotated[
+        Optional[tuple[Literal[ARMS], ...]],  # type: ignore[valid-type]
+        AfterValidator(_distinct_arms),
+    ] = None
 
     @property
     def seeds(self) -> tuple[int, ...]:

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
 import torch
-from pydantic import AfterValidator, Discriminator, Field, StrictInt, StrictStr, Tag
+from pydantic import AfterValidator, Discriminator, Field, StrictStr, Tag
 from pydantic.dataclasses import dataclass
 from typing_extensions import NotRequired, TypedDict
 
 from solo_clamp.errors import ManifestError
-from solo_clamp.validation import CLOSED, Number, validated
+from solo_clamp.validation import CLOSED, Count, Number, validated
 
 FORMATS = {"safetensors-fp16": torch.float16, "safetensors-fp32": torch.float32}
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -61,7 +61,6 @@ def _relative(path: str) -> str:
 Text = Annotated[StrictStr, AfterValidator(_non_blank)]
 ModelName = Annotated[StrictStr, AfterValidator(_model_name)]
 Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
-Count = Annotated[StrictInt, Field(ge=1)]
 
 
 class HubSource(TypedDict):

@@ -166,15 +166,21 @@ def test_settings_seeds_and_defaults():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"trials": 0}, "semi_supervised.trials must be an integer >= 1"),
-        ({"iterations": 1.5}, "semi_supervised.iterations must be an integer >= 1"),
-        ({"lr": 0}, "semi_supervised.lr must be a number > 0"),
-        ({"confidence": 1.5}, r"semi_supervised.confidence must be a number in \[0, 1\]"),
-        ({"ema": -0.1}, r"semi_supervised.ema must be a number in \[0, 1\]"),
+        ({"trials": 0}, "semi_supervised.trials must be a positive integer, got 0."),
+        ({"iterations": 1.5}, "semi_supervised.iterations must be an integer, got 1.5."),
+        ({"lr": 0}, "semi_supervised.lr must be > 0, got 0."),
+        ({"confidence": 1.5}, "semi_supervised.confidence must be <= 1, got 1.5."),
+        ({"ema": -0.1}, "semi_supervised.ema must be >= 0 or null, got -0.1."),
         ({"soft_threshold": "yes"}, "semi_supervised.soft_threshold must be true or false"),
-        ({"augmentations": ["mixup"]}, "semi_supervised.augmentations must be null"),
+        (
+            {"augmentations": ["mixup"]},
+            r"augmentations\[0\] must be 'none' or 'prior', got 'mixup'",
+        ),
         ({"augmentations": []}, "semi_supervised.augmentations must be null"),
-        ({"iterationz": 3}, r"unknown semi_supervised fields \['iterationz'\]"),
+        (
+            {"iterationz": 3},
+            r"semi_supervised.iterationz is not a field; fields: \['per_class', 'trials',",
+        ),
     ],
 )
 def test_bad_settings_name_their_field(fields, message):
