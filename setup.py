@@ -54,7 +54,7 @@ setup(
         "matplotlib>=3.7",
         "scikit-learn>=1.2",
         "pyyaml>=6.0",
-        "pydantic>=2.6",  # solo_clamp.validation: typed schemas of configs and the zoo manifest
+        "pydantic>=2.6,<3",  # solo_clamp.validation: typed schemas of configs and the zoo manifest
         "jinja2>=3",  # solo_clamp.compare's report templates
         "scipy>=1.11",  # solo_clamp.compare's paired intervals and bootstrap
     ],
