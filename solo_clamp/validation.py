@@ -31,8 +31,12 @@ Index = Annotated[int, Strict(), Field(ge=0)]
 
 _RULES = {
     "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
     "float_type": "a number",
+    "float_parsing": "a number",
     "bool_type": "true or false",
+    "bool_parsing": "true or false",
     "string_type": "a string",
     "dict_type": "a mapping",
     "dataclass_type": "a mapping",
@@ -75,8 +79,24 @@ def _hint_at(schema: Any, loc: tuple[Union[str, int], ...]) -> Any:
         schema = _required(schema)
         if not (dataclasses.is_dataclass(schema) or typing.is_typeddict(schema)):
             return None
-        schema = typing.get_type_hints(schema).get(part)
+        schema = typing.get_type_hints(schema, include_extras=True).get(part)
     return schema
+
+
+def _lowest_integer(hint: Any) -> Optional[int]:
+    """The smallest value an integer field's ``ge`` / ``gt`` constraint allows, if any."""
+    while _optional(hint) or typing.get_origin(hint) is Annotated:
+        if _optional(hint):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+            continue
+        for item in typing.get_args(hint)[1:]:
+            for bound in (item, *getattr(item, "metadata", ())):
+                if getattr(bound, "ge", None) is not None:
+                    return bound.ge
+                if getattr(bound, "gt", None) is not None:
+                    return bound.gt + 1
+        hint = typing.get_args(hint)[0]
+    return None
 
 
 def _optional(hint: Any) -> bool:
@@ -105,8 +125,9 @@ def describe(error: dict[str, Any], where: str = "", schema: Any = None) -> str:
     ctx = error.get("ctx") or {}
     bounds = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
     rule = _RULES.get(kind, "").format(**bounds)
-    if kind in ("greater_than", "greater_than_equal") and _required(_hint_at(schema, loc)) is int:
-        low = ctx["ge"] if "ge" in ctx else ctx["gt"] + 1
+    hint = _hint_at(schema, loc)
+    low = _lowest_integer(hint) if _required(hint) is int else None
+    if low is not None and kind.startswith(("int_", "greater_than")):
         rule = "a positive integer" if low == 1 else f"an integer >= {low}"
     key = bool(loc) and loc[-1] == "[key]"  # a mapping's key: (..., key, "[key]")
     if key:
@@ -123,7 +144,7 @@ def describe(error: dict[str, Any], where: str = "", schema: Any = None) -> str:
         message = str(error["ctx"]["error"])
         text = f"{path} {message}" if message.startswith("must ") else f"{path}: {message}"
     elif rule:
-        null = " or null" if _optional(_hint_at(schema, loc)) else ""
+        null = " or null" if _optional(hint) else ""
         text = f"{path} must be {rule}{null}, got {value!r}"
     else:
         text = f"{path}: {error['msg'][0].lower()}{error['msg'][1:]}, got {value!r}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Optional
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 from pydantic.dataclasses import dataclass
@@ -123,7 +123,9 @@ class TransferConfig:  # a dataset the runs do not train on (compare/strength.py
 class GeometryConfig:  # the encoder against the projector, per run (compare/strength.py)
     enabled: StrictBool = False
     per_class: Count = 50  # held-out test images per class, views measured
-    views: StrictInt = Field(8, ge=2)  # augmented views per image, the run's training augmentations
+    views: Annotated[StrictInt, Field(ge=2)] = (
+        8  # augmented views per image, the run's training augmentations
+    )
     seed: StrictInt = 0  # the views' random draws (the same for every run)
     transfer: TransferConfig = field(default_factory=TransferConfig)
 

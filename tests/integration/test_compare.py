@@ -269,7 +269,7 @@ def test_plan_budgets_and_seed_major_order():
         ({"evaluation.few_label.per_class": 0}, "evaluation.few_label.per_class must be a posi"),
         (
             {"evaluation.few_label.draws": 2.5},
-            "evaluation.few_label.draws must be an integer, got 2.5",
+            "evaluation.few_label.draws must be a positive integer, got 2.5",
         ),
         ({"evaluation.few_label.seed": None}, "evaluation.few_label.seed must be an integer"),
         (

@@ -55,18 +55,21 @@ def _validate(path: Path) -> None:
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("epochs: abc", "epochs must be an integer, got 'abc'."),
-        ("epochs: 2.5", "epochs must be an integer, got 2.5."),
+        ("epochs: abc", "epochs must be a positive integer, got 'abc'."),
+        ("epochs: 2.5", "epochs must be a positive integer, got 2.5."),
         ("epochs: 0", "epochs must be a positive integer, got 0."),
-        ("batch_size: '64'", "batch_size must be an integer, got '64'."),
+        ("batch_size: '64'", "batch_size must be a positive integer, got '64'."),
         ("tuning: {enabled: 3}", "tuning.enabled must be true or false, got 3."),
         ("tuning: {only: 'no'}", "tuning.only must be true or false, got 'no'."),
         ("seeds: [a]", "seeds[0] must be an integer, got 'a'."),
         ("seeds: 3", "seeds must be a list, got 3."),
         ("evaluation: {temperature: warm}", "evaluation.temperature must be a number, got 'warm'."),
-        ("evaluation: {k: null}", "evaluation.k must be an integer, got None."),
+        ("evaluation: {k: null}", "evaluation.k must be a positive integer, got None."),
         ("trainer: {threads: 0}", "trainer.threads must be a positive integer or null, got 0."),
-        ("trainer: {threads: many}", "trainer.threads must be an integer or null, got 'many'."),
+        (
+            "trainer: {threads: many}",
+            "threads must be a positive integer or null, got 'many'.",
+        ),
         ("data: {root: 5}", "data.root must be a string, got 5."),
         ("data: 5", "data must be a mapping, got 5."),
         ("recipes: [clamp]", "recipes must be a mapping, got ['clamp']."),
@@ -122,7 +125,7 @@ def test_a_required_field_left_out_is_named(tmp_path):
 def test_the_command_reports_a_wrong_type_in_one_line(tmp_path, capsys):
     path = _study(tmp_path, "epochs: abc")
     assert main(["compare", "--config", str(path), "--configs-only", "--out", str(tmp_path)]) == 2
-    assert "epochs must be an integer, got 'abc'." in capsys.readouterr().err
+    assert "epochs must be a positive integer, got 'abc'." in capsys.readouterr().err
     out = str(tmp_path / "out")
     assert main(["compare", "--set", "tuning.curves=1", "--configs-only", "--out", out]) == 2
     assert "tuning.curves must be true or false, got 1." in capsys.readouterr().err

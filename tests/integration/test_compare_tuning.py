@@ -444,7 +444,7 @@ def test_tuning_grid_is_lr_times_any_method_kwargs_with_equal_trials():
             r"tuning.val_per_class \(350\) must be smaller than "
             r"data.train_per_class \(350\)",
         ),
-        ({"tuning.epochs": 1.5}, "tuning.epochs must be an integer, got 1.5"),
+        ({"tuning.epochs": 1.5}, "tuning.epochs must be a positive integer, got 1.5"),
         ({"tuning.seed": None}, "tuning.seed must be an integer"),
         ({"tuning.only": "yes"}, "tuning.only must be true or false"),
         ({"tuning.curves": 1}, "tuning.curves must be true or false"),

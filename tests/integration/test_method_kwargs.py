@@ -79,8 +79,12 @@ def test_defaults_are_filled_in():
         ),
         ({"proj_hidden_layers": -1}, 4, r"proj_hidden_layers must be an integer >= 0, got -1"),
         ({"joint_forward": "maybe"}, 4, r"joint_forward must be true or false"),
-        ({"proj_hidden_dim": 2.5}, 4, r"method_kwargs.proj_hidden_dim must be an integer, got 2.5"),
-        ({"tile_size": "auto"}, 4, r"tile_size must be an integer or null, got 'auto'"),
+        (
+            {"proj_hidden_dim": 2.5},
+            4,
+            r"proj_hidden_dim must be a positive integer, got 2.5",
+        ),
+        ({"tile_size": "auto"}, 4, r"tile_size must be a positive integer or null, got 'auto'"),
         ({"radius": 7.0}, 4, r"method_kwargs.radius is not a field; fields: \['proj_hidden_dim', "),
         ({"tile_size": 0}, 4, r"tile_size must be a positive integer or null, got 0"),
         (
@@ -212,7 +216,10 @@ def test_manifoldclr_given_values_are_kept():
         ({"dictionary_size": 0}, r"method_kwargs.dictionary_size must be a positive integer"),
         ({"block_dim": 7}, r"method_kwargs.block_dim must be even"),
         ({"block_dim": 1}, r"method_kwargs.block_dim must be an integer >= 2"),
-        ({"vi_hidden_dim": 2.5}, r"method_kwargs.vi_hidden_dim must be an integer"),
+        (
+            {"vi_hidden_dim": 2.5},
+            r"vi_hidden_dim must be a positive integer, got 2.5",
+        ),
         ({"max_elbo_samples": 0}, r"method_kwargs.max_elbo_samples must be a positive integer"),
         ({"prior_warmup_steps": -1}, r"method_kwargs.prior_warmup_steps must be an integer >= 0"),
         ({"scale_prior": 0.0}, r"method_kwargs.scale_prior must be > 0"),

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import yaml
 from clamp_testing import tiny_comparison_config, tiny_pretrain_overrides
 from omegaconf import OmegaConf
-from pydantic import Field, StrictInt
+from pydantic import Field
 from pydantic.dataclasses import dataclass
 from solo.methods import METHODS
 from solo.methods.base import BaseMethod
@@ -30,14 +30,14 @@ from solo_clamp.methods.facts import MethodFacts, ViewRule
 from solo_clamp.training.checks import preflight
 from solo_clamp.training.faults import ResumeWarning
 from solo_clamp.training.resume import RunShapeAutoResumer, run_shape_fields
-from solo_clamp.validation import CLOSED, Number
+from solo_clamp.validation import CLOSED, Count, Number
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass(config=CLOSED)
 class AgreementKwargs:
-    width: StrictInt = Field(16, ge=1)
+    width: Count = 16
     temperature: Number = Field(0.5, gt=0)
 
 

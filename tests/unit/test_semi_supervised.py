@@ -167,7 +167,7 @@ def test_settings_seeds_and_defaults():
     "fields, message",
     [
         ({"trials": 0}, "semi_supervised.trials must be a positive integer, got 0."),
-        ({"iterations": 1.5}, "semi_supervised.iterations must be an integer, got 1.5."),
+        ({"iterations": 1.5}, "semi_supervised.iterations must be a positive integer, got 1.5."),
         ({"lr": 0}, "semi_supervised.lr must be > 0, got 0."),
         ({"confidence": 1.5}, "semi_supervised.confidence must be <= 1, got 1.5."),
         ({"ema": -0.1}, "semi_supervised.ema must be >= 0 or null, got -0.1."),

@@ -36,8 +36,14 @@ class Outer:
     "data, message",
     [
         ({"name": "a", "inner": {"size": 0}}, "cfg.inner.size must be a positive integer, got 0."),
-        ({"name": "a", "inner": {"size": 2.5}}, "cfg.inner.size must be an integer, got 2.5."),
-        ({"name": "a", "inner": {"size": True}}, "cfg.inner.size must be an integer, got True."),
+        (
+            {"name": "a", "inner": {"size": 2.5}},
+            "cfg.inner.size must be a positive integer, got 2.5.",
+        ),
+        (
+            {"name": "a", "inner": {"size": True}},
+            "cfg.inner.size must be a positive integer, got True.",
+        ),
         ({"name": "a", "inner": {"scale": 0}}, "cfg.inner.scale must be > 0, got 0."),
         ({"name": "a", "inner": {"scale": 11.5}}, "cfg.inner.scale must be <= 10, got 11.5."),
         ({"name": "a", "inner": {"scale": "x"}}, "cfg.inner.scale must be a number, got 'x'."),
@@ -74,8 +80,10 @@ def test_valid_data_comes_back_typed_with_defaults():
 def test_the_error_type_and_a_bare_value():
     with pytest.raises(ManifestError, match=r"^--epochs must be a positive integer, got 0\.$"):
         validated(Count, 0, "--epochs", ManifestError)
-    with pytest.raises(ConfigError, match=r"^Must be an integer, got 'x'\.$"):
+    with pytest.raises(ConfigError, match=r"^Must be a positive integer, got 'x'\.$"):
         validated(Count, "x")
+    with pytest.raises(ConfigError, match=r"^Must be an integer, got 'x'\.$"):
+        validated(int, "x")
 
 
 def test_field_paths():
