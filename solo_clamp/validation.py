@@ -1,13 +1,14 @@
 """Checking user data against a typed schema (pydantic), with one sentence per error.
 
 A schema is a pydantic dataclass with ``config=CLOSED`` (unknown fields refused) whose fields
-use pydantic's strict types (``StrictInt``, ``StrictBool``, ``StrictStr``, :data:`Number`), so
-that ``'yes'`` is not read as true nor ``2.5`` as 2; ``Field(ge=...)`` gives a range, and
-``__post_init__`` (or an ``AfterValidator``) raises ``ValueError("must be ..., got ...")`` for a
-rule a type cannot say. :func:`validated` returns the typed value or raises the project's error
-whose message names the field by its dotted path, e.g.
-``method_kwargs.rs must be > 0, got 0.0.`` or ``epoch is not a field; fields: [...]``.
-A union member's tag written in angle brackets (``Tag("<url>")``) is left out of the path.
+use strict types (:data:`Count`, :data:`Index`, :data:`Number`, ``StrictBool``, ``StrictStr``),
+so that ``'yes'`` is not read as true nor ``2.5`` as 2; ``Field(gt=..., le=...)`` gives a
+range, and ``__post_init__`` (or an ``AfterValidator``) raises ``ValueError("must be ..., got
+...")`` for a rule a type cannot say. :func:`validated` returns the typed value or raises the
+project's error whose message names the field by its dotted path, e.g.
+``method_kwargs.rs must be > 0, got 0.``, ``epochs must be a positive integer, got 2.5.`` or
+``epoch is not a field; fields: [...]``. A union member's tag written in angle brackets
+(``Tag("<url>")``) is left out of the path.
 """
 
 from __future__ import annotations
