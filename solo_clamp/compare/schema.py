@@ -12,8 +12,6 @@ from typing import Annotated, Any, Dict, List, Optional
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 from pydantic.dataclasses import dataclass
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from solo_clamp.validation import CLOSED, Count, Index, Number
 
@@ -123,9 +121,8 @@ class TransferConfig:  # a dataset the runs do not train on (compare/strength.py
 class GeometryConfig:  # the encoder against the projector, per run (compare/strength.py)
     enabled: StrictBool = False
     per_class: Count = 50  # held-out test images per class, views measured
-    views: Annotated[StrictInt, Field(ge=2)] = (
-        8  # augmented views per image, the run's training augmentations
-    )
+    # augmented views per image, the run's training augmentations
+    views: Annotated[StrictInt, Field(ge=2)] = 8
     seed: StrictInt = 0  # the views' random draws (the same for every run)
     transfer: TransferConfig = field(default_factory=TransferConfig)
 
@@ -163,16 +160,13 @@ class ComparisonConfig:
     batch_size: Count
 
 
-def _default(entry: dataclasses.Field) -> Any:
-    value = entry.default
-    if isinstance(value, FieldInfo):
-        value = value.get_default(call_default_factory=True)
-    elif value is dataclasses.MISSING and entry.default_factory is not dataclasses.MISSING:
-        value = entry.default_factory()
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-
-
 def defaults(schema: type) -> dict[str, Any]:
     """The defaults of ``schema`` as plain data, without its required fields."""
-    values = {entry.name: _default(entry) for entry in dataclasses.fields(schema)}
-    return {k: v for k, v in values.items() if v not in (PydanticUndefined, dataclasses.MISSING)}
+    out = {}
+    for entry in dataclasses.fields(schema):
+        if entry.default is not dataclasses.MISSING:
+            out[entry.name] = entry.default
+        elif entry.default_factory is not dataclasses.MISSING:
+            made = entry.default_factory()
+            out[entry.name] = dataclasses.asdict(made) if dataclasses.is_dataclass(made) else made
+    return out
