@@ -80,8 +80,10 @@ def _failed(cfg: DictConfig, tuning: Optional[Tuning], method: str) -> str:
     if best is None or best > floor:
         return ""
     return (
-        f"every lr it tried stays at or below the untrained backbone on validation (best "
-        f"{best:.2f} vs {floor:.2f}): it did not learn, so it is no competitor"
+        f"in its {cfg.tuning.epochs:g}-epoch tuning trials, every lr it tried stays at or below "
+        f"the untrained backbone on validation (best {best:.2f} vs {floor:.2f}): it did not "
+        "learn in the tuning budget, so it is no competitor (its final runs are still judged "
+        "against the floors below)"
     )
 
 

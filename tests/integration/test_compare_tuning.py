@@ -200,6 +200,8 @@ def test_tuned_comparison(tuned_config, tmp_path, capsys, monkeypatch):
     assert f"| equal_epochs | clamp {failed} | 4 | 1 | 96 | 2 | lr 0.5 (×0.5), {edge} |" in md
     assert f"| equal_epochs | simclr {failed} | 2 | 1 | 48 | 2 | lr 0.2 (×0.5), {edge} |" in md
     assert "**Failed baselines (not competitors; kept out of the verdicts):**" in md
+    cause = "in its 1-epoch tuning trials, every lr it tried stays at or below the untrained"
+    assert f"- **clamp**: {cause}" in md and f"- **simclr**: {cause}" in md
     assert "## Verdicts" not in md  # no competitor left to compare
     assert "## Against the floors" in md
     clamp_seeds = " / ".join(
