@@ -14,8 +14,6 @@ from solo_clamp.compare.data import ComparisonData
 from solo_clamp.compare.strength import variant_names
 from solo_clamp.errors import ConfigError
 
-FLOORS = ("raw_pixels", "untrained")
-
 
 def _number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)

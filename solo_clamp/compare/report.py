@@ -18,7 +18,7 @@ from solo_clamp.compare.encoder_projector import COLUMNS as GEOMETRY_COLUMNS
 from solo_clamp.compare.plan import expected_run_ids, method_of
 from solo_clamp.compare.scores import few_label_settings
 from solo_clamp.compare.strength_report import plot_strength, strength_context
-from solo_clamp.compare.summary import FLOOR_NAMES, floor_rows, setting_of, summary_rows
+from solo_clamp.compare.summary import floor_name, floor_rows, setting_of, summary_rows
 from solo_clamp.compare.training import plot_curves
 from solo_clamp.compare.tuning import Tuning
 from solo_clamp.compare.verdicts import METRICS, judge
@@ -107,7 +107,7 @@ def write_results_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def _floor_name(cfg: DictConfig, floor: str, seed: Optional[int]) -> str:
-    name = FLOOR_NAMES[floor].format(backbone=cfg.backbone.name)
+    name = floor_name(cfg, floor)
     return f"{name} (seed {seed})" if floor == "untrained" and seed is not None else name
 
 

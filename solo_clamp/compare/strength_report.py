@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from solo_clamp.compare.encoder_projector import geometry_enabled
-from solo_clamp.compare.plan import FLOORS
+from solo_clamp.evaluation import FLOORS
 
 PAIRED = (
     ("invariance", "invariance"),

@@ -10,12 +10,16 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from solo_clamp.compare.plan import FLOORS, Setting, final_run_id, run_budget
+from solo_clamp.compare.plan import Setting, final_run_id, run_budget
 from solo_clamp.compare.strength import strength_of, variant_names
 from solo_clamp.compare.tuning import Tuning
 from solo_clamp.compare.verdicts import BOOTSTRAPPED, compare_rows
+from solo_clamp.evaluation import FLOORS
 
-FLOOR_NAMES = {"raw_pixels": "raw pixels", "untrained": "untrained {backbone}"}
+
+def floor_name(cfg: DictConfig, floor: str) -> str:
+    """A floor as the page names it: "raw pixels", "untrained <backbone>"."""
+    return FLOORS[floor].replace("backbone", cfg.backbone.name)
 
 
 def setting_of(result: dict[str, Any]) -> Optional[Setting]:
@@ -59,7 +63,7 @@ def floor_rows(cfg: DictConfig, results: dict[str, dict[str, Any]]) -> list[dict
         if floor == "raw_pixels":  # the same features whatever the seed
             runs = [{**runs[0], "seed": seed} for seed in cfg.seeds]
         size = cfg.floors.get("raw_pixel_size") or cfg.augmentations[0].crop_size
-        name = FLOOR_NAMES[floor].format(backbone=cfg.backbone.name)
+        name = floor_name(cfg, floor)
         row = {"budget": "", "method": name + (f" ({size} px)" if floor == "raw_pixels" else "")}
         rows.append(_scores({**row, "floor": floor, "runs": len(runs)}, runs))
     return rows

@@ -14,10 +14,11 @@ from tqdm.auto import tqdm
 
 from solo_clamp.compare.data import ComparisonData
 from solo_clamp.compare.fingerprints import finished_result, floor_fingerprint, run_fingerprint
-from solo_clamp.compare.plan import FLOORS, RunSpec
+from solo_clamp.compare.plan import RunSpec
 from solo_clamp.compare.scores import floor_extractor, validation_scores
 from solo_clamp.compare.training import KnnProbe, build_probe, train
 from solo_clamp.compare.tuning import Tuning, settle
+from solo_clamp.evaluation import FLOORS
 from solo_clamp.io import atomic_write_text
 from solo_clamp.provenance import environment
 
